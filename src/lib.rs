@@ -1,0 +1,9 @@
+//! Ringfort: an all-in-one clustered PBX. See DESIGN.md for the layering:
+//! transport -> sip (messages, transactions) -> registrar/call -> apps/media.
+//! Lower layers never call upward; they return events.
+
+pub mod config;
+pub mod registrar;
+pub mod sip;
+pub mod store;
+pub mod transport;

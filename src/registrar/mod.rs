@@ -1,0 +1,1 @@
+//! REGISTER handling, bindings, expiry and location lookups. Must not touch media.
