@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+pub mod digest;
 pub mod message;
 
 /// The transport a message travelled on.
