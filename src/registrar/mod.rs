@@ -1,1 +1,3 @@
 //! REGISTER handling, bindings, expiry and location lookups. Must not touch media.
+
+pub mod bindings;

@@ -89,7 +89,10 @@ impl Credentials {
             let (name, val) = part.split_once('=')?;
             let val = val.trim();
             let val = match val.strip_prefix('"') {
-                Some(q) => q.strip_suffix('"')?.replace("\\\"", "\"").replace("\\\\", "\\"),
+                Some(q) => q
+                    .strip_suffix('"')?
+                    .replace("\\\"", "\"")
+                    .replace("\\\\", "\\"),
                 None => val.to_owned(),
             };
             params.insert(name.trim().to_ascii_lowercase(), val);
@@ -121,10 +124,7 @@ impl Credentials {
             Some(q) if q.eq_ignore_ascii_case("auth") => {
                 let nc = self.nc.as_deref()?;
                 let cnonce = self.cnonce.as_deref()?;
-                Some(alg.hash_hex(&format!(
-                    "{ha1}:{}:{nc}:{cnonce}:auth:{ha2}",
-                    self.nonce
-                )))
+                Some(alg.hash_hex(&format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", self.nonce)))
             }
             Some(_) => None,
             None => Some(alg.hash_hex(&format!("{ha1}:{}:{ha2}", self.nonce))),
@@ -193,7 +193,10 @@ impl NonceManager {
             .chain_update(ipad)
             .chain_update(payload.as_bytes())
             .finalize();
-        let outer = Sha256::new().chain_update(opad).chain_update(inner).finalize();
+        let outer = Sha256::new()
+            .chain_update(opad)
+            .chain_update(inner)
+            .finalize();
         to_hex(&outer[..16])
     }
 
@@ -317,7 +320,8 @@ mod tests {
             opaque: None,
         };
         assert_eq!(
-            c.expected_response(Algorithm::Sha256, &ha1, "GET").as_deref(),
+            c.expected_response(Algorithm::Sha256, &ha1, "GET")
+                .as_deref(),
             Some("753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1")
         );
     }

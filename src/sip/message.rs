@@ -1362,6 +1362,38 @@ fn content_length_raw(head: &[u8]) -> Option<usize> {
     found
 }
 
+/// The message as text for debug logs, with credentials cut out: never log a digest
+/// response (or anything a password could be guessed from offline).
+pub fn redacted(msg: &SipMessage) -> String {
+    let mut out = String::with_capacity(512);
+    match msg {
+        SipMessage::Request(r) => {
+            let _ = write!(out, "{} {} SIP/2.0", r.method, r.uri);
+        }
+        SipMessage::Response(r) => {
+            let _ = write!(out, "SIP/2.0 {} {}", r.status, r.reason);
+        }
+    }
+    for h in msg.headers().iter() {
+        match h.name {
+            HeaderName::Authorization | HeaderName::ProxyAuthorization => {
+                let user = h
+                    .value
+                    .split(',')
+                    .find(|p| p.trim_start().to_ascii_lowercase().contains("username="))
+                    .map(|p| p.trim())
+                    .unwrap_or("");
+                let _ = write!(out, "\n{}: {} <credentials redacted>", h.name, user);
+            }
+            _ => {
+                let _ = write!(out, "\n{}: {}", h.name, h.value);
+            }
+        }
+    }
+    let _ = write!(out, "\n({} body bytes)", msg.body().len());
+    out
+}
+
 /// Builds a 400 (or 505) for bytes that failed to parse, when enough of the message is
 /// readable to address a response (RFC 3261 asks for one where it can be formed).
 pub fn error_response_for(data: &[u8], err: &ParseError) -> Option<Response> {

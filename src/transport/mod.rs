@@ -1,1 +1,509 @@
-//! Sockets: UDP and TCP listeners, connection flows, keepalives. Must not know about calls.
+//! Sockets: UDP and TCP listeners, connection flows, keepalives. Parses what arrives
+//! (answering unparseable requests with 400 right here, since they never become a
+//! transaction), stamps RFC 3581 `received`/`rport` on requests, and sends bytes back
+//! along the flow they belong to. Must not know about transactions, registrations or calls.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::sip::message::{
+    self, error_response_for, Frame, HeaderName, Headers, SipMessage, StreamFramer, Via,
+};
+use crate::sip::{ConnId, Peer, Transport};
+
+#[derive(Debug, Error)]
+pub enum TransportError {
+    #[error("cannot bind {transport} on {addr}: {source}")]
+    Bind {
+        transport: Transport,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no {0} socket for local address {1}")]
+    NoSocket(Transport, SocketAddr),
+    #[error("connection {0:?} is closed")]
+    ConnectionClosed(ConnId),
+    #[error("send queue full")]
+    Busy,
+    #[error("send failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Listener settings (from `[sip]`).
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    pub udp_listen: Vec<SocketAddr>,
+    pub tcp_listen: Vec<SocketAddr>,
+    pub max_message_bytes: usize,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_max_connections: usize,
+}
+
+/// A received message and the flow it came on.
+#[derive(Debug)]
+pub struct Inbound {
+    pub msg: SipMessage,
+    pub peer: Peer,
+}
+
+/// Sends on the node's sockets. Cheap to clone; never blocks: a full queue drops the
+/// message (UDP retransmissions or the peer's own timers recover).
+#[derive(Clone)]
+pub struct TransportHandle {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    conns: Mutex<HashMap<ConnId, mpsc::Sender<Bytes>>>,
+    next_conn: AtomicU64,
+    open_conns: AtomicUsize,
+}
+
+/// Addresses actually bound (useful when the config asks for port 0).
+#[derive(Debug, Clone, Default)]
+pub struct Bound {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+}
+
+impl TransportHandle {
+    /// Sends `msg` to `to`. Responses over UDP go where RFC 3261 18.2.2 / RFC 3581 say:
+    /// the `received` address and `rport` port of the top Via.
+    pub fn send(&self, msg: &SipMessage, to: &Peer) -> Result<(), TransportError> {
+        let bytes = msg.to_bytes();
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            debug!(to = %to.remote, transport = %to.transport, "send\n{}", message::redacted(msg));
+        }
+        match to.transport {
+            Transport::Udp => {
+                let dest = match msg {
+                    SipMessage::Response(_) => response_destination(msg, to),
+                    SipMessage::Request(_) => to.remote,
+                };
+                let sock = self
+                    .inner
+                    .udp
+                    .iter()
+                    .find(|(a, _)| *a == to.local)
+                    .or_else(|| self.inner.udp.first())
+                    .map(|(_, s)| s)
+                    .ok_or(TransportError::NoSocket(Transport::Udp, to.local))?;
+                match sock.try_send_to(&bytes, dest) {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        Err(TransportError::Busy)
+                    }
+                    Err(e) => Err(TransportError::Io(e)),
+                }
+            }
+            _ => {
+                let conn = to
+                    .conn
+                    .ok_or(TransportError::NoSocket(to.transport, to.local))?;
+                let tx = self
+                    .inner
+                    .conns
+                    .lock()
+                    .map_err(|_| TransportError::ConnectionClosed(conn))?
+                    .get(&conn)
+                    .cloned()
+                    .ok_or(TransportError::ConnectionClosed(conn))?;
+                tx.try_send(bytes).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => TransportError::Busy,
+                    mpsc::error::TrySendError::Closed(_) => TransportError::ConnectionClosed(conn),
+                })
+            }
+        }
+    }
+
+    /// Open stream connections.
+    pub fn connection_count(&self) -> usize {
+        self.inner.open_conns.load(Ordering::Relaxed)
+    }
+}
+
+/// Where a UDP response goes: Via `received` (else sent-by host) and `rport` (else the
+/// sent-by port, else 5060). Falls back to the request's source when the Via names a host
+/// we would have to resolve.
+pub fn response_destination(msg: &SipMessage, to: &Peer) -> SocketAddr {
+    let Ok(via) = message::top_via(msg.headers()) else {
+        return to.remote;
+    };
+    let host = via.params.get("received").flatten().unwrap_or(&via.host);
+    let ip: Option<IpAddr> = host.trim_matches(['[', ']']).parse().ok();
+    let port = match via.params.get("rport") {
+        Some(Some(p)) => p.parse().ok(),
+        _ => Some(via.port.unwrap_or(5060)),
+    };
+    match (ip, port) {
+        (Some(ip), Some(port)) => SocketAddr::new(ip, port),
+        _ => to.remote,
+    }
+}
+
+/// RFC 3261 18.2.1 and RFC 3581: record where a request really came from in its top Via.
+fn stamp_received(headers: &mut Headers, source: SocketAddr) {
+    let Some(idx) = headers.0.iter().position(|h| h.name == HeaderName::Via) else {
+        return;
+    };
+    let value = headers.0[idx].value.clone();
+    let mut parts = message::split_list(&value);
+    let Some(first) = parts.next() else {
+        return;
+    };
+    let rest: Vec<&str> = parts.collect();
+    let Ok(mut via) = Via::parse(first) else {
+        return;
+    };
+    let source_ip = source.ip().to_string();
+    let host_ip = via.host.trim_matches(['[', ']']).to_owned();
+    let wants_rport = via.params.get("rport").is_some();
+    if host_ip != source_ip || wants_rport {
+        via.params
+            .0
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("received"));
+        via.params.0.push(("received".into(), Some(source_ip)));
+    }
+    if wants_rport {
+        for (n, v) in via.params.0.iter_mut() {
+            if n.eq_ignore_ascii_case("rport") {
+                *v = Some(source.port().to_string());
+            }
+        }
+    }
+    let mut new_value = via.to_string();
+    for r in rest {
+        new_value.push_str(", ");
+        new_value.push_str(r);
+    }
+    headers.0[idx].value = new_value;
+}
+
+/// Parses a received buffer; answers what cannot be parsed. Returns the message to pass up.
+fn accept_bytes(data: &[u8], peer: &Peer, handle: &TransportHandle) -> Option<SipMessage> {
+    match message::parse(data) {
+        Ok(mut msg) => {
+            if let SipMessage::Request(req) = &mut msg {
+                stamp_received(&mut req.headers, peer.remote);
+            }
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                debug!(from = %peer.remote, transport = %peer.transport, "recv\n{}", message::redacted(&msg));
+            }
+            Some(msg)
+        }
+        Err(e) => {
+            debug!(from = %peer.remote, error = %e, "dropping unparseable message");
+            if let Some(mut resp) = error_response_for(data, &e) {
+                stamp_received(&mut resp.headers, peer.remote);
+                if let Err(err) = handle.send(&SipMessage::Response(resp), peer) {
+                    debug!(error = %err, "could not answer a bad message");
+                }
+            }
+            None
+        }
+    }
+}
+
+/// Binds every configured listener and starts their tasks. Received messages go to
+/// `inbound`; the tasks stop when `shutdown` turns true.
+pub async fn start(
+    cfg: TransportConfig,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(TransportHandle, Bound), TransportError> {
+    let mut bound = Bound::default();
+    let mut udp = Vec::new();
+    for addr in &cfg.udp_listen {
+        let sock = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| TransportError::Bind {
+                transport: Transport::Udp,
+                addr: *addr,
+                source,
+            })?;
+        let local = sock.local_addr()?;
+        bound.udp.push(local);
+        udp.push((local, Arc::new(sock)));
+    }
+    let mut tcp = Vec::new();
+    for addr in &cfg.tcp_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| TransportError::Bind {
+                transport: Transport::Tcp,
+                addr: *addr,
+                source,
+            })?;
+        bound.tcp.push(listener.local_addr()?);
+        tcp.push(listener);
+    }
+    let handle = TransportHandle {
+        inner: Arc::new(Shared {
+            udp: udp.clone(),
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            open_conns: AtomicUsize::new(0),
+        }),
+    };
+    for (local, sock) in udp {
+        info!(addr = %local, "listening on UDP");
+        tokio::spawn(udp_loop(
+            sock,
+            local,
+            cfg.max_message_bytes,
+            inbound.clone(),
+            handle.clone(),
+            shutdown.clone(),
+        ));
+    }
+    for listener in tcp {
+        if let Ok(a) = listener.local_addr() {
+            info!(addr = %a, "listening on TCP");
+        }
+        tokio::spawn(tcp_accept_loop(
+            listener,
+            cfg.clone(),
+            inbound.clone(),
+            handle.clone(),
+            shutdown.clone(),
+        ));
+    }
+    Ok((handle, bound))
+}
+
+async fn udp_loop(
+    sock: Arc<UdpSocket>,
+    local: SocketAddr,
+    max_message: usize,
+    inbound: mpsc::Sender<Inbound>,
+    handle: TransportHandle,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; max_message.max(1500)];
+    loop {
+        let (len, remote) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // ICMP port unreachable from an earlier send surfaces here on Linux.
+                    debug!(error = %e, "udp receive error");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let data = &buf[..len];
+        // Keepalives (CRLF, or a NAT-binding refresh with nothing in it) need no answer.
+        if data.iter().all(|b| matches!(b, b'\r' | b'\n' | b' ' | 0)) {
+            continue;
+        }
+        let peer = Peer {
+            transport: Transport::Udp,
+            remote,
+            local,
+            conn: None,
+        };
+        if let Some(msg) = accept_bytes(data, &peer, &handle) {
+            // Under overload drop rather than queue without bound: the sender retransmits.
+            if let Err(mpsc::error::TrySendError::Full(_)) = inbound.try_send(Inbound { msg, peer })
+            {
+                warn!(from = %remote, "inbound queue full, dropping datagram");
+            }
+        }
+    }
+}
+
+async fn tcp_accept_loop(
+    listener: TcpListener,
+    cfg: TransportConfig,
+    inbound: mpsc::Sender<Inbound>,
+    handle: TransportHandle,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!(error = %e, "tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        if handle.connection_count() >= cfg.tcp_max_connections {
+            warn!(from = %remote, limit = cfg.tcp_max_connections, "refusing TCP connection: limit reached");
+            drop(stream);
+            continue;
+        }
+        let local = match stream.local_addr() {
+            Ok(a) => a,
+            Err(_) => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        let id = ConnId(handle.inner.next_conn.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = mpsc::channel::<Bytes>(256);
+        if let Ok(mut conns) = handle.inner.conns.lock() {
+            conns.insert(id, tx);
+        }
+        handle.inner.open_conns.fetch_add(1, Ordering::Relaxed);
+        let peer = Peer {
+            transport: Transport::Tcp,
+            remote,
+            local,
+            conn: Some(id),
+        };
+        debug!(from = %remote, conn = id.0, "tcp connection opened");
+        tokio::spawn(tcp_connection(
+            stream,
+            peer,
+            rx,
+            cfg.clone(),
+            inbound.clone(),
+            handle.clone(),
+            shutdown.clone(),
+        ));
+    }
+}
+
+async fn tcp_connection(
+    stream: TcpStream,
+    peer: Peer,
+    mut outgoing: mpsc::Receiver<Bytes>,
+    cfg: TransportConfig,
+    inbound: mpsc::Sender<Inbound>,
+    handle: TransportHandle,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut framer = StreamFramer::new(cfg.max_message_bytes);
+    let mut buf = vec![0u8; 16 * 1024];
+    let conn = peer.conn;
+    loop {
+        tokio::select! {
+            r = tokio::time::timeout(cfg.tcp_idle_timeout, reader.read(&mut buf)) => {
+                let n = match r {
+                    Err(_) => { debug!(from = %peer.remote, "tcp connection idle, closing"); break; }
+                    Ok(Err(_)) | Ok(Ok(0)) => break,
+                    Ok(Ok(n)) => n,
+                };
+                framer.push(&buf[..n]);
+                let mut close = false;
+                loop {
+                    match framer.next_frame() {
+                        Ok(None) => break,
+                        Ok(Some(Frame::Ping)) => {
+                            // RFC 5626 4.4.1: answer a CRLFCRLF ping with a CRLF pong.
+                            if writer.write_all(b"\r\n").await.is_err() { close = true; break; }
+                        }
+                        Ok(Some(Frame::Message(bytes))) => {
+                            if let Some(msg) = accept_bytes(&bytes, &peer, &handle) {
+                                if inbound.send(Inbound { msg, peer }).await.is_err() {
+                                    close = true;
+                                    break;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            debug!(from = %peer.remote, error = %e, "tcp framing error, closing");
+                            close = true;
+                            break;
+                        }
+                    }
+                }
+                if close { break; }
+            }
+            out = outgoing.recv() => match out {
+                Some(bytes) => if writer.write_all(&bytes).await.is_err() { break; },
+                None => break,
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    if let (Some(id), Ok(mut conns)) = (conn, handle.inner.conns.lock()) {
+        conns.remove(&id);
+    }
+    handle.inner.open_conns.fetch_sub(1, Ordering::Relaxed);
+    debug!(from = %peer.remote, "tcp connection closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(via: &str) -> SipMessage {
+        let text = format!(
+            "OPTIONS sip:x SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        message::parse(text.as_bytes()).expect("parse")
+    }
+
+    fn peer(remote: &str) -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            remote: remote.parse().expect("addr"),
+            local: "127.0.0.1:5060".parse().expect("addr"),
+            conn: None,
+        }
+    }
+
+    #[test]
+    fn rport_and_received_are_stamped() {
+        let mut m = request("SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKa;rport, SIP/2.0/UDP p:1");
+        stamp_received(m.headers_mut(), "203.0.113.9:40001".parse().expect("addr"));
+        let via = message::top_via(m.headers()).expect("via");
+        assert_eq!(via.params.get("received"), Some(Some("203.0.113.9")));
+        assert_eq!(via.params.get("rport"), Some(Some("40001")));
+        assert_eq!(m.headers().list(&HeaderName::Via).count(), 2);
+        let resp = SipMessage::Response(message::Response::for_request(
+            match &m {
+                SipMessage::Request(r) => r,
+                SipMessage::Response(_) => panic!(),
+            },
+            200,
+            "OK",
+        ));
+        assert_eq!(
+            response_destination(&resp, &peer("203.0.113.9:40001")),
+            "203.0.113.9:40001".parse().expect("addr")
+        );
+    }
+
+    #[test]
+    fn no_rport_goes_to_received_and_via_port() {
+        let mut m = request("SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKa");
+        stamp_received(m.headers_mut(), "203.0.113.9:40001".parse().expect("addr"));
+        let via = message::top_via(m.headers()).expect("via");
+        assert_eq!(via.params.get("received"), Some(Some("203.0.113.9")));
+        assert_eq!(via.params.get("rport"), None);
+        let mut same = request("SIP/2.0/UDP 203.0.113.9:5062;branch=z9hG4bKa");
+        stamp_received(
+            same.headers_mut(),
+            "203.0.113.9:5062".parse().expect("addr"),
+        );
+        let via = message::top_via(same.headers()).expect("via");
+        assert_eq!(
+            via.params.get("received"),
+            None,
+            "no received when host matches"
+        );
+        let SipMessage::Request(r) = m else { panic!() };
+        let resp = SipMessage::Response(message::Response::for_request(&r, 200, "OK"));
+        assert_eq!(
+            response_destination(&resp, &peer("203.0.113.9:40001")),
+            "203.0.113.9:5062".parse().expect("addr")
+        );
+    }
+}
