@@ -656,6 +656,27 @@ mod tests {
         assert!(!s.contains("deadbeef") && !s.contains("cafebabe"));
     }
 
+    #[tokio::test]
+    async fn in_memory_sqlite_and_bad_urls() {
+        let s = Store::connect("sqlite::memory:", 2).await.expect("connect");
+        assert_eq!(s.migrate().await.expect("migrate"), ["0001_init"]);
+        let e = Extension {
+            number: "100".into(),
+            display_name: String::new(),
+            realm: "r".into(),
+            ha1_md5: String::new(),
+            ha1_sha256: String::new(),
+            created_at: 1,
+            updated_at: 1,
+        };
+        s.add_extension(&e).await.expect("add");
+        assert_eq!(s.list_extensions().await.expect("list"), vec![e]);
+        assert!(matches!(
+            Store::connect("mysql://u:pw@h/db", 1).await,
+            Err(StoreError::UnsupportedUrl(u)) if u == "mysql://u:***@h/db"
+        ));
+    }
+
     /// Callers `tokio::spawn` store calls: every future must be `Send` (sqlx's generic
     /// `async fn`s can defeat that through a rustc higher-ranked lifetime bug).
     #[allow(dead_code)]
