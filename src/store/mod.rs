@@ -1,23 +1,698 @@
-//! sqlx access to SQLite (default) and PostgreSQL behind one repository API.
-//! Must not leak SQL upward. (Placeholder types until the store lands.)
+//! The store: sqlx access to SQLite (default, one node) and PostgreSQL (cluster) behind one
+//! repository API, plus the migration runner (`migrations/{sqlite,postgres}`).
+//!
+//! Owns: every SQL statement, the schema, connection settings (durability pragmas, pool
+//! sizes), mapping database errors to [`StoreError`].
+//! Must not: leak SQL, sqlx types or rows upward (callers see plain structs), hold
+//! business rules (expiry policy, CSeq ordering and binding selection belong to the
+//! registrar; the store only persists what it is given), or depend on any higher layer.
+//!
+//! Both backends run the same statements (`$N` placeholders work on both); each query is
+//! written once inside a macro expanded per pool type, so both expansions are type-checked
+//! and the test battery (`tests/integration/store.rs`) runs every query on both.
 
+mod migrate;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+
+/// Errors of the store layer. Mapped to SIP/HTTP statuses by the callers, not here.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL {0:?}: expected sqlite://, postgres:// or postgresql://")]
+    UnsupportedUrl(String),
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The URL with any password redacted.
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot create the database directory {path}: {source}")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("migration {version} failed: {reason}")]
+    Migration { version: i64, reason: String },
+    #[error(
+        "the database schema is at version {db_version}, newer than this binary knows \
+         ({binary_version}); run a newer ringfort"
+    )]
+    NewerSchema {
+        db_version: i64,
+        binary_version: i64,
+    },
+    /// A unique key already exists (extension number, or a duplicate binding key).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Bindings were given for an AOR that is not an extension.
+    #[error("no extension {0:?}")]
+    UnknownExtension(String),
+    /// The caller passed a value the store refuses (see the message).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The statement that opens a transaction that will write.
+    /// SQLite: `BEGIN IMMEDIATE` takes the write lock at once (waiting up to busy_timeout),
+    /// so a transaction that reads before writing cannot fail with SQLITE_BUSY_SNAPSHOT.
+    fn begin_write_sql(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        }
+    }
+}
+
+/// An extension (SIP account). Only digest HA1 values, never a cleartext password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Extension {
+    pub number: String,
+    pub display_name: String,
+    pub realm: String,
+    /// hex MD5(user:realm:password)
+    pub ha1_md5: String,
+    /// hex SHA-256(user:realm:password)
+    pub ha1_sha256: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+// HA1 is password-equivalent for its realm: keep it out of logs.
+impl std::fmt::Debug for Extension {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extension")
+            .field("number", &self.number)
+            .field("display_name", &self.display_name)
+            .field("realm", &self.realm)
+            .field("ha1_md5", &"<redacted>")
+            .field("ha1_sha256", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+/// One registered contact of an AOR (location service row).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Binding {
+    /// The extension number the binding belongs to.
     pub aor: String,
+    /// Identity within the AOR: `"<+sip.instance>;reg-id=N"` when RFC 5626 params are
+    /// present, else the contact URI.
     pub binding_key: String,
+    /// Full Contact URI as the phone sent it.
     pub contact_uri: String,
     pub q: Option<f32>,
+    /// Unix seconds.
     pub expires_at: i64,
+    /// RFC 3261 10.3 step 7 ordering.
     pub call_id: String,
     pub cseq: u32,
+    /// `"ip:port"` the REGISTER came from (NAT).
     pub received: String,
+    /// `"udp" | "tcp" | "tls" | "ws" | "wss"`.
     pub transport: String,
+    /// `"ip:port"` of our socket it arrived on (send back from here).
     pub local_addr: String,
+    /// Connection/flow token for connection-oriented transports.
     pub flow: Option<String>,
+    /// RFC 3327 Path header values in order.
     pub path: Vec<String>,
     pub user_agent: String,
     pub instance_id: Option<String>,
     pub reg_id: Option<u32>,
+    /// The node that holds the flow.
     pub node_id: String,
     pub updated_at: i64,
+}
+
+/// 1-32 characters of `[A-Za-z0-9._-]` (benchmarks use SIP users like `u100000`).
+pub fn valid_extension_number(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The repository. Cheap to clone (a pool handle); share it freely.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Inner,
+}
+
+#[derive(Debug, Clone)]
+enum Inner {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Run `$body` with `$pool` bound to the concrete pool; the body is expanded (and
+/// type-checked) once per backend.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.inner {
+            Inner::Sqlite($pool) => $body,
+            Inner::Postgres($pool) => $body,
+        }
+    };
+}
+
+const EXTENSION_COLUMNS: &str =
+    "number, display_name, realm, ha1_md5, ha1_sha256, created_at, updated_at";
+
+const BINDING_COLUMNS: &str = "aor, binding_key, contact_uri, q, expires_at, call_id, cseq, \
+     received, transport, local_addr, flow, path, user_agent, instance_id, reg_id, node_id, \
+     updated_at";
+
+/// Decode an extension row (column order of `EXTENSION_COLUMNS`).
+macro_rules! extension_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        Ok::<_, sqlx::Error>(Extension {
+            number: row.try_get(0)?,
+            display_name: row.try_get(1)?,
+            realm: row.try_get(2)?,
+            ha1_md5: row.try_get(3)?,
+            ha1_sha256: row.try_get(4)?,
+            created_at: row.try_get(5)?,
+            updated_at: row.try_get(6)?,
+        })
+    }};
+}
+
+/// Decode a binding row (column order of `BINDING_COLUMNS`).
+macro_rules! binding_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        let cseq: i64 = row.try_get(6)?;
+        let path: String = row.try_get(11)?;
+        let reg_id: Option<i64> = row.try_get(14)?;
+        Ok::<_, sqlx::Error>(Binding {
+            aor: row.try_get(0)?,
+            binding_key: row.try_get(1)?,
+            contact_uri: row.try_get(2)?,
+            q: row.try_get(3)?,
+            expires_at: row.try_get(4)?,
+            call_id: row.try_get(5)?,
+            cseq: u32::try_from(cseq).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            received: row.try_get(7)?,
+            transport: row.try_get(8)?,
+            local_addr: row.try_get(9)?,
+            flow: row.try_get(10)?,
+            path: decode_path(&path).map_err(|e| sqlx::Error::Decode(e.into()))?,
+            user_agent: row.try_get(12)?,
+            instance_id: row.try_get(13)?,
+            reg_id: reg_id
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            node_id: row.try_get(15)?,
+            updated_at: row.try_get(16)?,
+        })
+    }};
+}
+
+impl Store {
+    /// Open a pool. `sqlite://path?mode=rwc` creates the file and its parent directory;
+    /// `postgres://` / `postgresql://` for PostgreSQL. Does not migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let max = max_connections.max(1);
+        let connect_err = |source| StoreError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        if url.starts_with("sqlite:") {
+            // Durability: WAL + synchronous=FULL fsyncs the WAL on every commit, so a
+            // committed registration survives a process crash AND an OS crash / power cut.
+            // (WAL + NORMAL only survives a process crash: the last commits may be lost on
+            // power loss, and a phone that got 200 OK would be unreachable until it
+            // re-registers.) In WAL mode FULL costs one fsync per commit, no more; readers
+            // never block the writer.
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(connect_err)?
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(5));
+            let file = opts.get_filename();
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            if !in_memory && url.contains("mode=rwc") {
+                if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    create_dir(dir)?;
+                }
+            }
+            let mut pool_opts = SqlitePoolOptions::new().max_connections(max);
+            if in_memory {
+                // The database lives as long as one connection does.
+                pool_opts = pool_opts
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None);
+            }
+            let pool = pool_opts.connect_with(opts).await.map_err(connect_err)?;
+            Ok(Store {
+                inner: Inner::Sqlite(pool),
+            })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url).map_err(connect_err)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await
+                .map_err(connect_err)?;
+            Ok(Store {
+                inner: Inner::Postgres(pool),
+            })
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            Inner::Sqlite(_) => Backend::Sqlite,
+            Inner::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Apply the pending migrations; returns the ones applied now (`"0001_init"`), empty
+    /// when the schema is current. Errors with [`StoreError::NewerSchema`] if the database
+    /// has migrations this binary does not know.
+    pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        migrate::run(self).await
+    }
+
+    /// Close the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+
+    // ---- extensions ----
+
+    /// Add an extension, stored as given. [`StoreError::Conflict`] if the number exists,
+    /// [`StoreError::Invalid`] if it fails [`valid_extension_number`].
+    pub async fn add_extension(&self, e: &Extension) -> Result<(), StoreError> {
+        if !valid_extension_number(&e.number) {
+            return Err(StoreError::Invalid(format!(
+                "extension number {:?}: 1-32 of [A-Za-z0-9._-]",
+                e.number
+            )));
+        }
+        let sql = "INSERT INTO extensions \
+             (number, display_name, realm, ha1_md5, ha1_sha256, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        let res = with_pool!(self, pool => sqlx::query(sql)
+            .bind(&e.number)
+            .bind(&e.display_name)
+            .bind(&e.realm)
+            .bind(&e.ha1_md5)
+            .bind(&e.ha1_sha256)
+            .bind(e.created_at)
+            .bind(e.updated_at)
+            .execute(pool)
+            .await
+            .map(|_| ()));
+        res.map_err(|err| {
+            if is_unique_violation(&err) {
+                StoreError::Conflict(format!("extension {} exists", e.number))
+            } else {
+                err.into()
+            }
+        })
+    }
+
+    pub async fn get_extension(&self, number: &str) -> Result<Option<Extension>, StoreError> {
+        let sql = format!("SELECT {EXTENSION_COLUMNS} FROM extensions WHERE number = $1");
+        with_pool!(self, pool => {
+            let row = sqlx::query(&sql).bind(number).fetch_optional(pool).await?;
+            Ok(row.map(|r| extension_from_row!(r)).transpose()?)
+        })
+    }
+
+    /// All extensions, ordered by number (bytewise on both backends).
+    pub async fn list_extensions(&self) -> Result<Vec<Extension>, StoreError> {
+        let sql = format!("SELECT {EXTENSION_COLUMNS} FROM extensions ORDER BY number");
+        with_pool!(self, pool => {
+            let rows = sqlx::query(&sql).fetch_all(pool).await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| extension_from_row!(r))
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Remove an extension and (by cascade) its bindings. `false` if there was none.
+    pub async fn remove_extension(&self, number: &str) -> Result<bool, StoreError> {
+        let sql = "DELETE FROM extensions WHERE number = $1";
+        with_pool!(self, pool => {
+            let res = sqlx::query(sql).bind(number).execute(pool).await?;
+            Ok(res.rows_affected() > 0)
+        })
+    }
+
+    /// Set realm and HA1 values; `updated_at` becomes now. `false` if there is no such
+    /// extension.
+    pub async fn update_extension_secret(
+        &self,
+        number: &str,
+        realm: &str,
+        ha1_md5: &str,
+        ha1_sha256: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE extensions SET realm = $2, ha1_md5 = $3, ha1_sha256 = $4, \
+             updated_at = $5 WHERE number = $1";
+        with_pool!(self, pool => {
+            let res = sqlx::query(sql)
+                .bind(number)
+                .bind(realm)
+                .bind(ha1_md5)
+                .bind(ha1_sha256)
+                .bind(now_unix())
+                .execute(pool)
+                .await?;
+            Ok(res.rows_affected() > 0)
+        })
+    }
+
+    // ---- bindings (location service) ----
+
+    /// Atomically make `bindings` the AOR's whole binding set (empty clears it).
+    /// Every binding's `aor` must equal `aor` ([`StoreError::Invalid`]); duplicate
+    /// `binding_key`s give [`StoreError::Conflict`]; a non-empty set for an AOR that is
+    /// not an extension gives [`StoreError::UnknownExtension`].
+    /// Concurrent calls on the same AOR are serialised (row lock on the extension in
+    /// PostgreSQL, the database write lock in SQLite): the result is one caller's set.
+    pub async fn replace_bindings(
+        &self,
+        aor: &str,
+        bindings: &[Binding],
+    ) -> Result<(), StoreError> {
+        if let Some(b) = bindings.iter().find(|b| b.aor != aor) {
+            return Err(StoreError::Invalid(format!(
+                "binding for AOR {:?} passed to replace_bindings({aor:?})",
+                b.aor
+            )));
+        }
+        let backend = self.backend();
+        let lock_sql = match backend {
+            // NO KEY UPDATE: conflicts with itself (serialises replacers of this AOR) but
+            // not with the KEY SHARE locks that foreign-key checks take.
+            Backend::Postgres => {
+                "SELECT number FROM extensions WHERE number = $1 FOR NO KEY UPDATE"
+            }
+            Backend::Sqlite => "SELECT number FROM extensions WHERE number = $1",
+        };
+        let insert_sql = format!(
+            "INSERT INTO bindings ({BINDING_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        );
+        let res: Result<(), sqlx::Error> = with_pool!(self, pool => async {
+            let mut tx = pool.begin_with(backend.begin_write_sql()).await?;
+            let exists = sqlx::query(lock_sql).bind(aor).fetch_optional(&mut *tx).await?;
+            if exists.is_none() {
+                if bindings.is_empty() {
+                    // Nothing to clear for an unknown AOR (no row can reference it).
+                    return Ok(());
+                }
+                return Err(sqlx::Error::RowNotFound);
+            }
+            sqlx::query("DELETE FROM bindings WHERE aor = $1")
+                .bind(aor)
+                .execute(&mut *tx)
+                .await?;
+            for b in bindings {
+                sqlx::query(&insert_sql)
+                    .bind(&b.aor)
+                    .bind(&b.binding_key)
+                    .bind(&b.contact_uri)
+                    .bind(b.q)
+                    .bind(b.expires_at)
+                    .bind(&b.call_id)
+                    .bind(i64::from(b.cseq))
+                    .bind(&b.received)
+                    .bind(&b.transport)
+                    .bind(&b.local_addr)
+                    .bind(&b.flow)
+                    .bind(encode_path(&b.path))
+                    .bind(&b.user_agent)
+                    .bind(&b.instance_id)
+                    .bind(b.reg_id.map(i64::from))
+                    .bind(&b.node_id)
+                    .bind(b.updated_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        }
+        .await);
+        res.map_err(|err| match err {
+            sqlx::Error::RowNotFound => StoreError::UnknownExtension(aor.to_owned()),
+            // The extension was removed between our check and the insert (SQLite cannot
+            // race here; PostgreSQL holds the row lock; kept for safety).
+            ref e if is_fk_violation(e) => StoreError::UnknownExtension(aor.to_owned()),
+            ref e if is_unique_violation(e) => {
+                StoreError::Conflict(format!("duplicate binding key for AOR {aor}"))
+            }
+            e => e.into(),
+        })
+    }
+
+    /// The AOR's bindings, ordered by binding_key. Expired rows are included until
+    /// [`Store::delete_expired_bindings`] removes them; filter on `expires_at` if needed.
+    pub async fn bindings_for(&self, aor: &str) -> Result<Vec<Binding>, StoreError> {
+        let sql =
+            format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE aor = $1 ORDER BY binding_key");
+        with_pool!(self, pool => {
+            let rows = sqlx::query(&sql).bind(aor).fetch_all(pool).await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| binding_from_row!(r))
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Every binding, ordered by (aor, binding_key).
+    pub async fn all_bindings(&self) -> Result<Vec<Binding>, StoreError> {
+        let sql = format!("SELECT {BINDING_COLUMNS} FROM bindings ORDER BY aor, binding_key");
+        with_pool!(self, pool => {
+            let rows = sqlx::query(&sql).fetch_all(pool).await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| binding_from_row!(r))
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Delete bindings with `expires_at <= now_unix`; returns how many.
+    pub async fn delete_expired_bindings(&self, now_unix: i64) -> Result<u64, StoreError> {
+        let sql = "DELETE FROM bindings WHERE expires_at <= $1";
+        with_pool!(self, pool => {
+            let res = sqlx::query(sql).bind(now_unix).execute(pool).await?;
+            Ok(res.rows_affected())
+        })
+    }
+
+    pub async fn count_bindings(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT COUNT(*) FROM bindings";
+        with_pool!(self, pool => {
+            let (n,): (i64,) = sqlx::query_as(sql).fetch_one(pool).await?;
+            Ok(n)
+        })
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn is_fk_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
+}
+
+pub(crate) fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+        path: dir.display().to_string(),
+        source,
+    })
+}
+
+/// `scheme://user:secret@host/db` -> `scheme://user:***@host/db`.
+fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &authority[..colon],
+            &rest[at..]
+        ),
+        _ => url.to_owned(),
+    }
+}
+
+/// Path values, each terminated by `\n`; `\` and newline inside a value are escaped
+/// (`\\`, `\n`). `[]` is `""`, `[""]` is `"\n"`: unambiguous.
+fn encode_path(path: &[String]) -> String {
+    let mut out = String::with_capacity(path.iter().map(|p| p.len() + 1).sum());
+    for p in path {
+        for c in p.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn decode_path(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => out.push(std::mem::take(&mut cur)),
+            '\\' => match chars.next() {
+                Some('\\') => cur.push('\\'),
+                Some('n') => cur.push('\n'),
+                other => return Err(format!("bad escape \\{other:?} in stored path")),
+            },
+            c => cur.push(c),
+        }
+    }
+    if cur.is_empty() {
+        Ok(out)
+    } else {
+        Err("unterminated value in stored path".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_numbers() {
+        for ok in ["100", "u100000", "a.b_c-d", &"x".repeat(32)] {
+            assert!(valid_extension_number(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a@b", "é", &"x".repeat(33), "1;2"] {
+            assert!(!valid_extension_number(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_codec_round_trips() {
+        let cases: Vec<Vec<String>> = vec![
+            vec![],
+            vec![String::new()],
+            vec!["<sip:p1.example.com;lr>".into(), "<sip:p2;lr>".into()],
+            vec!["a\\b\nc".into(), "\\".into(), "\n".into(), "".into()],
+        ];
+        for c in cases {
+            let enc = encode_path(&c);
+            assert_eq!(decode_path(&enc).as_ref(), Ok(&c), "{enc:?}");
+        }
+        assert!(decode_path("abc").is_err());
+        assert!(decode_path("a\\x\n").is_err());
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db?x=1"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[test]
+    fn extension_debug_hides_ha1() {
+        let e = Extension {
+            number: "100".into(),
+            display_name: String::new(),
+            realm: "r".into(),
+            ha1_md5: "deadbeef".into(),
+            ha1_sha256: "cafebabe".into(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        let s = format!("{e:?}");
+        assert!(!s.contains("deadbeef") && !s.contains("cafebabe"));
+    }
+
+    #[tokio::test]
+    async fn in_memory_sqlite_and_bad_urls() {
+        let s = Store::connect("sqlite::memory:", 2).await.expect("connect");
+        assert_eq!(s.migrate().await.expect("migrate"), ["0001_init"]);
+        let e = Extension {
+            number: "100".into(),
+            display_name: String::new(),
+            realm: "r".into(),
+            ha1_md5: String::new(),
+            ha1_sha256: String::new(),
+            created_at: 1,
+            updated_at: 1,
+        };
+        s.add_extension(&e).await.expect("add");
+        assert_eq!(s.list_extensions().await.expect("list"), vec![e]);
+        assert!(matches!(
+            Store::connect("mysql://u:pw@h/db", 1).await,
+            Err(StoreError::UnsupportedUrl(u)) if u == "mysql://u:***@h/db"
+        ));
+    }
+
+    /// Callers `tokio::spawn` store calls: every future must be `Send` (sqlx's generic
+    /// `async fn`s can defeat that through a rustc higher-ranked lifetime bug).
+    #[allow(dead_code)]
+    fn futures_are_send(s: Store, e: Extension) {
+        fn is_send<T: Send>(_: T) {}
+        is_send(s.migrate());
+        is_send(s.add_extension(&e));
+        is_send(s.get_extension(""));
+        is_send(s.list_extensions());
+        is_send(s.remove_extension(""));
+        is_send(s.update_extension_secret("", "", "", ""));
+        is_send(s.replace_bindings("", &[]));
+        is_send(s.bindings_for(""));
+        is_send(s.all_bindings());
+        is_send(s.delete_expired_bindings(0));
+        is_send(s.count_bindings());
+        is_send(s.close());
+    }
 }

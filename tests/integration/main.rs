@@ -1,0 +1,3 @@
+//! The one integration test binary (see DESIGN.md "Tests"): a module per feature.
+
+mod store;

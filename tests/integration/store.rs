@@ -1,0 +1,562 @@
+//! The store battery: every test runs on a fresh SQLite file in a temp dir AND on
+//! PostgreSQL (`store::sqlite::<name>`, `store::postgres::<name>`).
+//!
+//! PostgreSQL: `postgres://postgres@127.0.0.1:5432/test` (override with
+//! `RINGFORT_TEST_PG_URL`); each test gets its own schema (random name, set as the
+//! connection's search_path) and drops it afterwards. If the server is unreachable the
+//! PostgreSQL tests FAIL, telling how to start it: `sudo scripts/pg-test-setup.sh`.
+
+use std::future::Future;
+
+use ringfort::store::{Backend, Binding, Extension, Store, StoreError};
+// `Executor::execute`, not `RawSql::execute`: the latter's future is not provably `Send`.
+use sqlx::{Connection, Executor};
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// What a test gets: a migrated store, and the URL to open more stores on the same data.
+struct Ctx {
+    store: Store,
+    url: String,
+}
+
+async fn open(url: &str) -> Store {
+    match Store::connect(url, 4).await {
+        Ok(s) => s,
+        Err(e) => panic!("Store::connect({url}): {e}"),
+    }
+}
+
+async fn run_test<F, Fut>(url: String, f: F)
+where
+    F: FnOnce(Ctx) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    // Run in a task so a failing test still lets the caller clean up.
+    let res = tokio::spawn(async move {
+        let store = open(&url).await;
+        let applied = store.migrate().await.expect("first migrate");
+        assert_eq!(applied, vec!["0001_init".to_owned()]);
+        f(Ctx {
+            store: store.clone(),
+            url,
+        })
+        .await;
+        store.close().await;
+    })
+    .await;
+    if let Err(e) = res {
+        match e.try_into_panic() {
+            Ok(payload) => std::panic::resume_unwind(payload),
+            Err(e) => panic!("test task failed: {e}"),
+        }
+    }
+}
+
+async fn on_sqlite<F, Fut>(f: F)
+where
+    F: FnOnce(Ctx) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A missing parent dir: connect must create it.
+    let file = dir.path().join("data").join("ringfort.db");
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    run_test(url, f).await;
+    assert!(file.exists(), "the SQLite file was created");
+}
+
+fn pg_base_url() -> String {
+    std::env::var("RINGFORT_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
+}
+
+async fn on_postgres<F, Fut>(f: F)
+where
+    F: FnOnce(Ctx) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let base = pg_base_url();
+    let mut admin = match sqlx::PgConnection::connect(&base).await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "\n\nPostgreSQL is unreachable at {base}: {e}\n\
+             The store tests need it. Start and prepare it (idempotent) with:\n\
+             \n    sudo scripts/pg-test-setup.sh\n\n\
+             (starts cluster 15/main, sets trust auth for 127.0.0.1 and ::1, creates the \
+             database `test`), or point RINGFORT_TEST_PG_URL at another server.\n"
+        ),
+    };
+    let schema = format!("rf_test_{:016x}", rand::random::<u64>());
+    admin
+        .execute(sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")))
+        .await
+        .expect("create test schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let res = tokio::spawn(run_test(url, f)).await;
+    admin
+        .execute(sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")))
+        .await
+        .expect("drop test schema");
+    let _ = admin.close().await;
+    if let Err(e) = res {
+        match e.try_into_panic() {
+            Ok(payload) => std::panic::resume_unwind(payload),
+            Err(e) => panic!("test task failed: {e}"),
+        }
+    }
+}
+
+/// Run raw SQL on the test database, bypassing the store (for corrupting/inspecting).
+async fn raw_exec(url: &str, sql: &str) {
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url)
+            .await
+            .expect("raw sqlite");
+        c.execute(sqlx::raw_sql(sql)).await.expect(sql);
+        let _ = c.close().await;
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.expect("raw pg");
+        c.execute(sqlx::raw_sql(sql)).await.expect(sql);
+        let _ = c.close().await;
+    }
+}
+
+/// Each listed async fn becomes `sqlite::<name>` and `postgres::<name>`.
+macro_rules! battery {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::on_sqlite(super::$name).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::on_postgres(super::$name).await
+                }
+            )*
+        }
+    };
+}
+
+battery!(
+    backend_is_reported,
+    migrate_twice_is_a_noop,
+    newer_schema_is_refused,
+    extension_add_get_list_remove,
+    extension_conflict_and_validation,
+    extension_update_secret,
+    bindings_add_replace_clear,
+    bindings_replace_is_atomic_on_error,
+    bindings_unknown_aor,
+    bindings_survive_reconnect,
+    bindings_fields_round_trip,
+    bindings_delete_expired,
+    bindings_cascade_on_remove,
+    bindings_concurrent_replace_same_aor,
+);
+
+// ---- helpers ----
+
+fn ext(number: &str) -> Extension {
+    Extension {
+        number: number.to_owned(),
+        display_name: format!("User {number}"),
+        realm: "pbx.example".to_owned(),
+        ha1_md5: format!("{:0>32}", number),
+        ha1_sha256: format!("{:0>64}", number),
+        created_at: 1_700_000_000,
+        updated_at: 1_700_000_000,
+    }
+}
+
+fn binding(aor: &str, key: &str, expires_at: i64) -> Binding {
+    Binding {
+        aor: aor.to_owned(),
+        binding_key: key.to_owned(),
+        contact_uri: key.to_owned(),
+        q: None,
+        expires_at,
+        call_id: format!("cid-{key}"),
+        cseq: 1,
+        received: "192.0.2.10:5060".to_owned(),
+        transport: "udp".to_owned(),
+        local_addr: "198.51.100.1:5060".to_owned(),
+        flow: None,
+        path: Vec::new(),
+        user_agent: String::new(),
+        instance_id: None,
+        reg_id: None,
+        node_id: "node-a".to_owned(),
+        updated_at: 1_700_000_000,
+    }
+}
+
+fn keys(bs: &[Binding]) -> Vec<&str> {
+    bs.iter().map(|b| b.binding_key.as_str()).collect()
+}
+
+// ---- the battery ----
+
+async fn backend_is_reported(cx: Ctx) {
+    let expected = if cx.url.starts_with("sqlite:") {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    };
+    assert_eq!(cx.store.backend(), expected);
+}
+
+async fn migrate_twice_is_a_noop(cx: Ctx) {
+    assert_eq!(
+        cx.store.migrate().await.expect("second migrate"),
+        Vec::<String>::new()
+    );
+    // Another store (another process/node) on the same database: still nothing to do.
+    let other = open(&cx.url).await;
+    assert_eq!(
+        other.migrate().await.expect("migrate again"),
+        Vec::<String>::new()
+    );
+    other.close().await;
+    // And the data written between is untouched.
+    cx.store.add_extension(&ext("100")).await.expect("add");
+    assert_eq!(
+        cx.store.migrate().await.expect("third migrate"),
+        Vec::<String>::new()
+    );
+    assert!(cx.store.get_extension("100").await.expect("get").is_some());
+}
+
+async fn newer_schema_is_refused(cx: Ctx) {
+    raw_exec(
+        &cx.url,
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'future', 0)",
+    )
+    .await;
+    match cx.store.migrate().await {
+        Err(StoreError::NewerSchema {
+            db_version: 9999,
+            binary_version: 1,
+        }) => {}
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+}
+
+async fn extension_add_get_list_remove(cx: Ctx) {
+    let s = &cx.store;
+    assert_eq!(s.list_extensions().await.expect("list"), vec![]);
+    assert_eq!(s.get_extension("100").await.expect("get"), None);
+    for n in ["u100000", "20", "100", "B", "a"] {
+        s.add_extension(&ext(n)).await.expect("add");
+    }
+    let got = s.get_extension("100").await.expect("get").expect("exists");
+    assert_eq!(got, ext("100"));
+    let numbers: Vec<String> = s
+        .list_extensions()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| e.number)
+        .collect();
+    // Bytewise order on both backends (PostgreSQL columns are COLLATE "C").
+    assert_eq!(numbers, ["100", "20", "B", "a", "u100000"]);
+    assert!(s.remove_extension("20").await.expect("remove"));
+    assert!(!s.remove_extension("20").await.expect("remove again"));
+    assert_eq!(s.get_extension("20").await.expect("get"), None);
+    assert_eq!(s.list_extensions().await.expect("list").len(), 4);
+}
+
+async fn extension_conflict_and_validation(cx: Ctx) {
+    let s = &cx.store;
+    s.add_extension(&ext("100")).await.expect("add");
+    let mut dup = ext("100");
+    dup.display_name = "Someone else".into();
+    match s.add_extension(&dup).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    // The original is untouched.
+    assert_eq!(
+        s.get_extension("100").await.expect("get").expect("exists"),
+        ext("100")
+    );
+    for bad in ["", "a b", "x@y", &"9".repeat(33)] {
+        match s.add_extension(&ext(bad)).await {
+            Err(StoreError::Invalid(_)) => {}
+            other => panic!("expected Invalid for {bad:?}, got {other:?}"),
+        }
+    }
+    assert_eq!(s.list_extensions().await.expect("list").len(), 1);
+}
+
+async fn extension_update_secret(cx: Ctx) {
+    let s = &cx.store;
+    s.add_extension(&ext("100")).await.expect("add");
+    let md5 = "0123456789abcdef0123456789abcdef";
+    let sha = "f".repeat(64);
+    assert!(s
+        .update_extension_secret("100", "new.realm", md5, &sha)
+        .await
+        .expect("update"));
+    let got = s.get_extension("100").await.expect("get").expect("exists");
+    assert_eq!(got.realm, "new.realm");
+    assert_eq!(got.ha1_md5, md5);
+    assert_eq!(got.ha1_sha256, sha);
+    assert_eq!(got.created_at, 1_700_000_000);
+    assert!(got.updated_at > 1_700_000_000, "updated_at moves to now");
+    assert_eq!(got.display_name, "User 100");
+    assert!(!s
+        .update_extension_secret("nobody", "r", md5, &sha)
+        .await
+        .expect("update unknown"));
+}
+
+async fn bindings_add_replace_clear(cx: Ctx) {
+    let s = &cx.store;
+    s.add_extension(&ext("100")).await.expect("add");
+    s.add_extension(&ext("200")).await.expect("add");
+    assert_eq!(s.count_bindings().await.expect("count"), 0);
+
+    let a = binding("100", "sip:100@192.0.2.10:5060", 2_000_000_000);
+    let b = binding("100", "sip:100@192.0.2.11:5060", 2_000_000_000);
+    let other = binding("200", "sip:200@192.0.2.20:5060", 2_000_000_000);
+    s.replace_bindings("200", std::slice::from_ref(&other))
+        .await
+        .expect("replace 200");
+    s.replace_bindings("100", &[b.clone(), a.clone()])
+        .await
+        .expect("add two");
+    assert_eq!(
+        s.bindings_for("100").await.expect("for"),
+        vec![a.clone(), b.clone()]
+    );
+    assert_eq!(s.count_bindings().await.expect("count"), 3);
+
+    // Replace: exactly the new set, refreshed values included.
+    let mut a2 = a.clone();
+    a2.cseq = 2;
+    a2.expires_at = 2_000_000_100;
+    let c = binding("100", "sip:100@192.0.2.12:5060", 2_000_000_000);
+    s.replace_bindings("100", &[a2.clone(), c.clone()])
+        .await
+        .expect("replace");
+    assert_eq!(
+        s.bindings_for("100").await.expect("for"),
+        vec![a2.clone(), c.clone()]
+    );
+
+    let all = s.all_bindings().await.expect("all");
+    assert_eq!(keys(&all), keys(&[a2, c, other.clone()]));
+
+    // Clear.
+    s.replace_bindings("100", &[]).await.expect("clear");
+    assert_eq!(s.bindings_for("100").await.expect("for"), vec![]);
+    assert_eq!(s.all_bindings().await.expect("all"), vec![other]);
+    assert_eq!(s.count_bindings().await.expect("count"), 1);
+}
+
+async fn bindings_replace_is_atomic_on_error(cx: Ctx) {
+    let s = &cx.store;
+    s.add_extension(&ext("100")).await.expect("add");
+    let a = binding("100", "k1", 2_000_000_000);
+    s.replace_bindings("100", std::slice::from_ref(&a))
+        .await
+        .expect("replace");
+    // Duplicate key in the new set: Conflict, and the old set stays.
+    let dup = [binding("100", "k2", 1), binding("100", "k2", 2)];
+    match s.replace_bindings("100", &dup).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(s.bindings_for("100").await.expect("for"), vec![a.clone()]);
+    // A binding for another AOR in the set: refused before touching the database.
+    match s
+        .replace_bindings("100", &[binding("100", "k3", 1), binding("200", "k4", 1)])
+        .await
+    {
+        Err(StoreError::Invalid(_)) => {}
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert_eq!(s.bindings_for("100").await.expect("for"), vec![a]);
+}
+
+async fn bindings_unknown_aor(cx: Ctx) {
+    let s = &cx.store;
+    match s
+        .replace_bindings("404", &[binding("404", "k", 2_000_000_000)])
+        .await
+    {
+        Err(StoreError::UnknownExtension(aor)) => assert_eq!(aor, "404"),
+        other => panic!("expected UnknownExtension, got {other:?}"),
+    }
+    // Clearing an unknown AOR is a no-op, not an error (an unREGISTER race with removal).
+    s.replace_bindings("404", &[]).await.expect("clear unknown");
+    assert_eq!(s.bindings_for("404").await.expect("for"), vec![]);
+    assert_eq!(s.count_bindings().await.expect("count"), 0);
+}
+
+async fn bindings_survive_reconnect(cx: Ctx) {
+    s_add_with_bindings(&cx.store).await;
+    let before = cx.store.all_bindings().await.expect("all");
+    cx.store.close().await;
+    let again = open(&cx.url).await;
+    assert_eq!(
+        again.migrate().await.expect("migrate"),
+        Vec::<String>::new()
+    );
+    assert_eq!(again.all_bindings().await.expect("all"), before);
+    assert_eq!(again.count_bindings().await.expect("count"), 2);
+    again.close().await;
+}
+
+async fn s_add_with_bindings(s: &Store) {
+    s.add_extension(&ext("100")).await.expect("add");
+    let mut b = binding("100", "k1", 2_000_000_000);
+    b.path = vec!["<sip:edge.example;lr>".into()];
+    s.replace_bindings("100", &[b, binding("100", "k2", 2_000_000_001)])
+        .await
+        .expect("replace");
+}
+
+async fn bindings_fields_round_trip(cx: Ctx) {
+    let s = &cx.store;
+    s.add_extension(&ext("u100000")).await.expect("add");
+    let full = Binding {
+        aor: "u100000".into(),
+        binding_key: "<urn:uuid:00000000-0000-1000-8000-000A95A0E128>;reg-id=1".into(),
+        contact_uri: "<sip:u100000@192.0.2.10:5061;transport=tls;ob>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\";reg-id=1".into(),
+        q: Some(0.7),
+        expires_at: 4_102_444_800,
+        call_id: "a84b4c76e66710@pc33.atlanta.example".into(),
+        cseq: u32::MAX,
+        received: "[2001:db8::10]:50123".into(),
+        transport: "tls".into(),
+        local_addr: "[2001:db8::1]:5061".into(),
+        flow: Some("flow-7f3a;conn=42".into()),
+        path: vec![
+            "<sip:p1.example.com;lr>".into(),
+            "\"Edge, Inc\" <sip:p2.example.com;lr>".into(),
+            "<sip:back\\slash;lr>".into(),
+            "é ünïcode".into(),
+        ],
+        user_agent: "Ringfort-Test/1.0 (\"quoted\", commas)".into(),
+        instance_id: Some("<urn:uuid:00000000-0000-1000-8000-000A95A0E128>".into()),
+        reg_id: Some(u32::MAX),
+        node_id: "node-b".into(),
+        updated_at: 1_700_000_123,
+    };
+    let mut bare = binding("u100000", "sip:u100000@192.0.2.99", 1);
+    bare.q = Some(1.0);
+    bare.cseq = 0;
+    bare.reg_id = Some(0);
+    let none = binding("u100000", "sip:u100000@192.0.2.98", 1);
+    s.replace_bindings("u100000", &[full.clone(), bare.clone(), none.clone()])
+        .await
+        .expect("replace");
+    let got = s.bindings_for("u100000").await.expect("for");
+    assert_eq!(got, vec![full, none, bare]);
+}
+
+async fn bindings_delete_expired(cx: Ctx) {
+    let s = &cx.store;
+    s.add_extension(&ext("100")).await.expect("add");
+    s.add_extension(&ext("200")).await.expect("add");
+    s.replace_bindings(
+        "100",
+        &[
+            binding("100", "a", 100),
+            binding("100", "b", 200),
+            binding("100", "c", 300),
+        ],
+    )
+    .await
+    .expect("replace");
+    s.replace_bindings("200", &[binding("200", "d", 150)])
+        .await
+        .expect("replace");
+    assert_eq!(s.delete_expired_bindings(99).await.expect("gc"), 0);
+    // expires_at <= now is expired.
+    assert_eq!(s.delete_expired_bindings(200).await.expect("gc"), 3);
+    assert_eq!(keys(&s.all_bindings().await.expect("all")), ["c"]);
+    assert_eq!(s.count_bindings().await.expect("count"), 1);
+    assert_eq!(s.delete_expired_bindings(200).await.expect("gc"), 0);
+}
+
+async fn bindings_cascade_on_remove(cx: Ctx) {
+    let s = &cx.store;
+    s.add_extension(&ext("100")).await.expect("add");
+    s.add_extension(&ext("200")).await.expect("add");
+    s.replace_bindings(
+        "100",
+        &[
+            binding("100", "a", 2_000_000_000),
+            binding("100", "b", 2_000_000_000),
+        ],
+    )
+    .await
+    .expect("replace");
+    s.replace_bindings("200", &[binding("200", "c", 2_000_000_000)])
+        .await
+        .expect("replace");
+    assert!(s.remove_extension("100").await.expect("remove"));
+    assert_eq!(s.bindings_for("100").await.expect("for"), vec![]);
+    assert_eq!(keys(&s.all_bindings().await.expect("all")), ["c"]);
+    assert_eq!(s.count_bindings().await.expect("count"), 1);
+}
+
+async fn bindings_concurrent_replace_same_aor(cx: Ctx) {
+    let s = cx.store.clone();
+    s.add_extension(&ext("100")).await.expect("add");
+    let set_a: Vec<Binding> = ["a1", "a2", "shared"]
+        .iter()
+        .map(|k| binding("100", k, 2_000_000_000))
+        .collect();
+    let mut set_b: Vec<Binding> = ["b1", "b2", "b3", "shared"]
+        .iter()
+        .map(|k| binding("100", k, 2_000_000_001))
+        .collect();
+    set_b[3].node_id = "node-b".into();
+
+    let spawn = |set: Vec<Binding>| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for i in 0..60 {
+                if let Err(e) = s.replace_bindings("100", &set).await {
+                    panic!("replace #{i} failed: {e}");
+                }
+            }
+        })
+    };
+    let (ta, tb) = (spawn(set_a.clone()), spawn(set_b.clone()));
+    // A reader meanwhile must only ever see one whole set.
+    let reader = {
+        let s = s.clone();
+        let (set_a, set_b) = (set_a.clone(), set_b.clone());
+        tokio::spawn(async move {
+            for _ in 0..60 {
+                let got = s.bindings_for("100").await.expect("for");
+                assert!(
+                    got.is_empty() || got == set_a || got == set_b,
+                    "torn read: {:?}",
+                    keys(&got)
+                );
+            }
+        })
+    };
+    ta.await.expect("task a");
+    tb.await.expect("task b");
+    reader.await.expect("reader");
+    let got = s.bindings_for("100").await.expect("for");
+    assert!(
+        got == set_a || got == set_b,
+        "not one consistent set: {:?}",
+        keys(&got)
+    );
+    assert_eq!(s.count_bindings().await.expect("count"), got.len() as i64);
+}
