@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 pub mod message;
+pub mod transaction;
 
 /// The transport a message travelled on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
