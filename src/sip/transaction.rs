@@ -168,7 +168,9 @@ pub enum Action {
         req: Request,
         from: Peer,
     },
-    /// An ACK that belongs to no transaction (the ACK for a 2xx): for the dialog layer.
+    /// An ACK that belongs to no transaction (the ACK for a 2xx, which has its own
+    /// branch), or one that matched an INVITE server transaction in Accepted (RFC 6026;
+    /// only an RFC 2543 peer does that): for the dialog layer.
     Ack2xx { req: Request, from: Peer },
     /// A CANCEL matched an INVITE server transaction that has not sent a final response.
     /// The layer has answered the CANCEL with 200; the TU should answer the INVITE
@@ -188,7 +190,9 @@ pub enum Action {
     Timeout { key: TxKey },
     /// The caller reported a transport failure for this transaction.
     TransportError { key: TxKey },
-    /// The transaction is gone; the TU may drop per-transaction state.
+    /// The transaction is gone; the TU may drop per-transaction state. Also emitted for
+    /// the CANCEL server transactions the layer answers itself, whose keys the TU never
+    /// saw: ignore unknown keys.
     Terminated { key: TxKey },
 }
 
