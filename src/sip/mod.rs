@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 pub mod digest;
 pub mod message;
+pub mod transaction;
 
 /// The transport a message travelled on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
