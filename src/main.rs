@@ -1,1 +1,414 @@
-fn main() {}
+//! The `ringfort` command line: parses arguments, loads the config, and calls into the
+//! library. Holds no logic of its own. Exit codes: 0 ok, 1 runtime error, 2 bad config or
+//! usage.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use rand::distributions::{Alphanumeric, DistString};
+use ringfort::config::{Config, LogFormat};
+use ringfort::registrar::now_unix;
+use ringfort::sip::digest::Algorithm;
+use ringfort::store::{valid_extension_number, Extension, Store, StoreError};
+
+#[derive(Parser)]
+#[command(
+    name = "ringfort",
+    version,
+    about = "Ringfort: an all-in-one clustered PBX"
+)]
+struct Cli {
+    /// The config file; relative paths inside it resolve against its folder.
+    #[arg(long, short = 'c', global = true, default_value = "ringfort.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the PBX node.
+    Serve,
+    /// Validate the config file and exit (prints FILE:LINE: reason on error).
+    Check,
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Manage extensions (SIP accounts).
+    #[command(subcommand)]
+    Extension(ExtensionCommand),
+}
+
+#[derive(Subcommand)]
+enum ExtensionCommand {
+    /// Add an extension. Without --password a strong one is generated and printed once.
+    Add {
+        number: String,
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List extensions, one a line, with their current registrations.
+    List,
+    /// Remove an extension and its registrations.
+    Remove { number: String },
+    /// Set a new SIP password (generated and printed once without --password).
+    Passwd {
+        number: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Add extensions from a CSV file of `number,password[,name]` lines.
+    Import { file: PathBuf },
+}
+
+/// An error that maps to exit code 2.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            for err in e.errors() {
+                eprintln!("{err}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Check = cli.command {
+        println!("{}: ok", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&cfg);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command, cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    // RINGFORT_LOG wins over the config so one run can be made verbose without editing it.
+    let filter = std::env::var("RINGFORT_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .or_else(|| EnvFilter::try_new(&cfg.log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => {
+            // JSON needs a feature we keep off for a lean build; plain text without color
+            // is the machine-readable fallback.
+            builder.with_ansi(false).init()
+        }
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    let url = cfg.database_url();
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let file = path.split('?').next().unwrap_or(path);
+        if let Some(dir) = Path::new(file).parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        }
+    }
+    let store = Store::connect(&url, cfg.database.max_connections)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact_url(&url)))?;
+    store.migrate().await.context("database migration failed")?;
+    Ok(store)
+}
+
+/// The URL without a password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Check => Ok(()),
+        Command::Migrate => {
+            let url = cfg.database_url();
+            let store = open_store_no_migrate(&cfg).await?;
+            let applied = store.migrate().await.context("database migration failed")?;
+            if applied.is_empty() {
+                println!("{}: schema is up to date", redact_url(&url));
+            } else {
+                for name in applied {
+                    println!("applied {name}");
+                }
+            }
+            Ok(())
+        }
+        Command::Serve => serve(cfg).await,
+        Command::Extension(cmd) => extension(cmd, &cfg).await,
+    }
+}
+
+async fn open_store_no_migrate(cfg: &Config) -> anyhow::Result<Store> {
+    let url = cfg.database_url();
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let file = path.split('?').next().unwrap_or(path);
+        if let Some(dir) = Path::new(file).parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        }
+    }
+    Store::connect(&url, cfg.database.max_connections)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact_url(&url)))
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let store = open_store(&cfg).await?;
+    let extensions = store.list_extensions().await?.len();
+    let node = ringfort::node::start(&cfg, store)
+        .await
+        .context("cannot start the SIP listeners")?;
+    ringfort::node::log_started(&cfg, &node.bound);
+    if extensions == 0 {
+        tracing::info!(
+            "no extensions yet: add one with `ringfort extension add 1000 --name \"Front desk\"`"
+        );
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn generate_password() -> String {
+    // 20 alphanumerics from the OS RNG: about 119 bits.
+    Alphanumeric.sample_string(&mut rand::rngs::OsRng, 20)
+}
+
+fn hashes(number: &str, realm: &str, password: &str) -> (String, String) {
+    (
+        Algorithm::Md5.ha1(number, realm, password),
+        Algorithm::Sha256.ha1(number, realm, password),
+    )
+}
+
+fn check_password(password: &str) -> anyhow::Result<()> {
+    if password.chars().count() < 8 {
+        bail!(UsageError(
+            "a SIP password needs at least 8 characters".into()
+        ));
+    }
+    Ok(())
+}
+
+fn check_number(number: &str) -> anyhow::Result<()> {
+    if !valid_extension_number(number) {
+        bail!(UsageError(format!(
+            "invalid extension number {number:?}: use 1-32 characters of A-Z a-z 0-9 . _ -"
+        )));
+    }
+    Ok(())
+}
+
+async fn add_extension(
+    store: &Store,
+    cfg: &Config,
+    number: &str,
+    password: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let (ha1_md5, ha1_sha256) = hashes(number, &cfg.sip.realm, password);
+    let now = now_unix();
+    let ext = Extension {
+        number: number.to_owned(),
+        display_name: name.to_owned(),
+        realm: cfg.sip.realm.clone(),
+        ha1_md5,
+        ha1_sha256,
+        created_at: now,
+        updated_at: now,
+    };
+    match store.add_extension(&ext).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::Conflict(_)) => {
+            bail!(UsageError(format!("extension {number} already exists")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn extension(cmd: ExtensionCommand, cfg: &Config) -> anyhow::Result<()> {
+    let store = open_store(cfg).await?;
+    match cmd {
+        ExtensionCommand::Add {
+            number,
+            password,
+            name,
+        } => {
+            check_number(&number)?;
+            let (password, generated) = match password {
+                Some(p) => {
+                    check_password(&p)?;
+                    (p, false)
+                }
+                None => (generate_password(), true),
+            };
+            add_extension(&store, cfg, &number, &password, &name).await?;
+            if generated {
+                println!("extension {number} added; its SIP password (shown once): {password}");
+            } else {
+                println!("extension {number} added");
+            }
+        }
+        ExtensionCommand::List => {
+            let now = now_unix();
+            let mut bindings = store.all_bindings().await?;
+            bindings.retain(|b| b.expires_at > now);
+            for e in store.list_extensions().await? {
+                let contacts: Vec<String> = bindings
+                    .iter()
+                    .filter(|b| b.aor == e.number)
+                    .map(|b| {
+                        format!(
+                            "{} ({} from {}, expires in {}s)",
+                            b.contact_uri,
+                            b.transport,
+                            b.received,
+                            b.expires_at - now
+                        )
+                    })
+                    .collect();
+                let name = if e.display_name.is_empty() {
+                    "-"
+                } else {
+                    &e.display_name
+                };
+                let registered = if contacts.is_empty() {
+                    "not registered".to_owned()
+                } else {
+                    contacts.join(", ")
+                };
+                println!("{}\t{}\t{}", e.number, name, registered);
+            }
+        }
+        ExtensionCommand::Remove { number } => {
+            if !store.remove_extension(&number).await? {
+                bail!(UsageError(format!("no extension {number}")));
+            }
+            println!("extension {number} removed");
+        }
+        ExtensionCommand::Passwd { number, password } => {
+            let (password, generated) = match password {
+                Some(p) => {
+                    check_password(&p)?;
+                    (p, false)
+                }
+                None => (generate_password(), true),
+            };
+            let (md5, sha) = hashes(&number, &cfg.sip.realm, &password);
+            if !store
+                .update_extension_secret(&number, &cfg.sip.realm, &md5, &sha)
+                .await?
+            {
+                bail!(UsageError(format!("no extension {number}")));
+            }
+            if generated {
+                println!("extension {number}: new SIP password (shown once): {password}");
+            } else {
+                println!("extension {number}: password changed");
+            }
+        }
+        ExtensionCommand::Import { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let mut added = 0;
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let mut cols = line.splitn(3, ',');
+                let (Some(number), Some(password)) = (cols.next(), cols.next()) else {
+                    bail!(UsageError(format!(
+                        "{}:{}: expected number,password[,name]",
+                        file.display(),
+                        i + 1
+                    )));
+                };
+                let name = cols.next().unwrap_or("").trim();
+                let (number, password) = (number.trim(), password.trim());
+                check_number(number)
+                    .and_then(|_| check_password(password))
+                    .map_err(|e| UsageError(format!("{}:{}: {e}", file.display(), i + 1)))?;
+                add_extension(&store, cfg, number, password, name)
+                    .await
+                    .with_context(|| format!("{}:{}", file.display(), i + 1))?;
+                added += 1;
+            }
+            println!("{added} extensions imported");
+        }
+    }
+    store.close().await;
+    Ok(())
+}

@@ -67,7 +67,7 @@ fn defaults_have_the_documented_values() {
     assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(
         c.registrar.algorithms,
-        vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
+        vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256]
     );
     assert_eq!(c.sip.public_address, None);
     assert_eq!(c.log.format, LogFormat::Text);

@@ -1,0 +1,290 @@
+//! The running node: binds the transports, drives the sans-IO transaction layer from one
+//! task (its only owner, so it needs no lock), and dispatches new requests to the
+//! registrar or answers them itself (OPTIONS, unsupported methods). Owns task wiring and
+//! shutdown; must not hold protocol logic of its own beyond choosing who answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::config::Config;
+use crate::registrar::{Policy, Registrar, RegistrarConfig, SUPPORTED};
+use crate::sip::digest::Algorithm;
+use crate::sip::message::{reason_phrase, HeaderName, Method, Request, Response};
+use crate::sip::transaction::{Action, Timers, TransactionLayer, TxKey};
+use crate::sip::Peer;
+use crate::store::Store;
+use crate::transport::{self, Bound, Inbound, TransportConfig, TransportError, TransportHandle};
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Methods this node answers today; others known to SIP get 405, unknown ones 501.
+const ALLOWED: &str = "REGISTER, OPTIONS, ACK, CANCEL";
+
+/// A node that is up. Dropping it does not stop it; call [`RunningNode::shutdown`].
+pub struct RunningNode {
+    pub bound: Bound,
+    pub transport: TransportHandle,
+    pub registrar: Arc<Registrar>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// The registrar settings a config describes.
+pub fn registrar_config(cfg: &Config) -> RegistrarConfig {
+    RegistrarConfig {
+        realm: cfg.sip.realm.clone(),
+        algorithms: cfg
+            .registrar
+            .algorithms
+            .iter()
+            .filter_map(|a| Algorithm::parse(&a.to_string()))
+            .collect(),
+        nonce_lifetime: Duration::from_secs(cfg.registrar.nonce_lifetime_secs),
+        policy: Policy {
+            min_expires: cfg.registrar.min_expires,
+            max_expires: cfg.registrar.max_expires,
+            default_expires: cfg.registrar.default_expires,
+            max_contacts: cfg.registrar.max_contacts_per_aor as usize,
+            node_id: cfg.node.id.to_string(),
+        },
+        server_header: cfg.sip.user_agent.clone(),
+    }
+}
+
+/// Binds the listeners and starts the node's tasks.
+pub async fn start(cfg: &Config, store: Store) -> Result<RunningNode, NodeError> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(4096);
+    let (transport, bound) = transport::start(
+        TransportConfig {
+            udp_listen: cfg.sip.udp_listen.clone(),
+            tcp_listen: cfg.sip.tcp_listen.clone(),
+            max_message_bytes: cfg.sip.max_message_bytes as usize,
+            tcp_idle_timeout: Duration::from_secs(cfg.sip.tcp_idle_timeout_secs),
+            tcp_max_connections: cfg.sip.tcp_max_connections as usize,
+        },
+        inbound_tx,
+        shutdown_rx.clone(),
+    )
+    .await?;
+    let registrar = Arc::new(Registrar::new(store, registrar_config(cfg)));
+    let timers = Timers {
+        t1: Duration::from_millis(cfg.sip.t1_ms),
+        t2: Duration::from_millis(cfg.sip.t2_ms),
+        t4: Duration::from_millis(cfg.sip.t4_ms),
+    };
+    let core = Core {
+        layer: TransactionLayer::new(timers),
+        transport: transport.clone(),
+        registrar: registrar.clone(),
+        server_header: cfg.sip.user_agent.clone(),
+    };
+    let mut tasks = vec![tokio::spawn(core.run(inbound_rx, shutdown_rx.clone()))];
+    tasks.push(tokio::spawn(sweeper(
+        registrar.clone(),
+        Duration::from_secs(cfg.registrar.sweep_interval_secs),
+        shutdown_rx,
+    )));
+    Ok(RunningNode {
+        bound,
+        transport,
+        registrar,
+        shutdown: shutdown_tx,
+        tasks,
+    })
+}
+
+async fn sweeper(registrar: Arc<Registrar>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = registrar.sweep().await {
+                    warn!(error = %e, "sweeping expired bindings failed");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+struct Core {
+    layer: TransactionLayer,
+    transport: TransportHandle,
+    registrar: Arc<Registrar>,
+    server_header: String,
+}
+
+impl Core {
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        // Answers computed by other tasks (the registrar waits on the store) come back here,
+        // because only this task may touch the transaction layer.
+        let (answer_tx, mut answers) = mpsc::channel::<(TxKey, Response)>(4096);
+        loop {
+            let deadline = self.layer.next_deadline();
+            let actions = tokio::select! {
+                m = inbound.recv() => match m {
+                    Some(Inbound { msg, peer }) => self.layer.on_message(msg, peer, Instant::now().into_std()),
+                    None => return,
+                },
+                Some((key, resp)) = answers.recv() => self.layer.respond(&key, resp, Instant::now().into_std()),
+                _ = sleep_until(deadline) => self.layer.on_timer(Instant::now().into_std()),
+                _ = shutdown.changed() => return,
+            };
+            for action in actions {
+                self.act(action, &answer_tx);
+            }
+        }
+    }
+
+    fn act(&mut self, action: Action, answers: &mpsc::Sender<(TxKey, Response)>) {
+        match action {
+            Action::Send { msg, to } => {
+                if let Err(e) = self.transport.send(&msg, &to) {
+                    debug!(error = %e, to = %to.remote, "send failed");
+                }
+            }
+            Action::Request { key, req, from } => self.dispatch(key, req, from, answers),
+            Action::Cancel { key, req, .. } => {
+                // Nothing this node answers waits long enough to be cancelled; a late
+                // CANCEL for an answered request changes nothing.
+                debug!(call_id = %req.headers.get(&HeaderName::CallId).unwrap_or_default(), ?key, "CANCEL");
+            }
+            Action::Ack2xx { .. } | Action::StrayResponse { .. } | Action::Response { .. } => {}
+            Action::Timeout { key } => debug!(?key, "transaction timed out"),
+            Action::TransportError { key } => debug!(?key, "transaction transport error"),
+            Action::Terminated { .. } => {}
+        }
+    }
+
+    fn reply(&mut self, key: &TxKey, resp: Response) {
+        let actions = self.layer.respond(key, resp, Instant::now().into_std());
+        for a in actions {
+            if let Action::Send { msg, to } = a {
+                if let Err(e) = self.transport.send(&msg, &to) {
+                    debug!(error = %e, "send failed");
+                }
+            }
+        }
+    }
+
+    fn simple(&self, req: &Request, status: u16) -> Response {
+        let mut r = Response::for_request(req, status, reason_phrase(status));
+        r.ensure_to_tag(&format!("{:08x}", rand::random::<u32>()));
+        r.headers
+            .push(HeaderName::Server, self.server_header.clone());
+        r
+    }
+
+    fn dispatch(
+        &mut self,
+        key: TxKey,
+        req: Request,
+        from: Peer,
+        answers: &mpsc::Sender<(TxKey, Response)>,
+    ) {
+        let call_id = req
+            .headers
+            .get(&HeaderName::CallId)
+            .unwrap_or_default()
+            .to_owned();
+        let span = info_span!("sip", call_id = %call_id, method = %req.method);
+        let _enter = span.enter();
+        // RFC 3261 8.2.2.1: only SIP URIs (and tel for calls, later) are served.
+        let scheme = req
+            .uri
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if scheme != "sip" && scheme != "sips" {
+            let r = self.simple(&req, 416);
+            return self.reply(&key, r);
+        }
+        // RFC 3261 8.2.2.3: refuse extensions we were required to understand.
+        let unsupported: Vec<&str> = req
+            .headers
+            .list(&HeaderName::Require)
+            .filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+            .collect();
+        if !unsupported.is_empty() && req.method != Method::Cancel {
+            let mut r = self.simple(&req, 420);
+            r.headers
+                .push(HeaderName::Unsupported, unsupported.join(", "));
+            return self.reply(&key, r);
+        }
+        match req.method {
+            Method::Register => {
+                let registrar = self.registrar.clone();
+                let answers = answers.clone();
+                let span = span.clone();
+                tokio::spawn(
+                    async move {
+                        let resp = registrar.handle(&req, from).await;
+                        let _ = answers.send((key, resp)).await;
+                    }
+                    .instrument(span),
+                );
+            }
+            Method::Options => {
+                let mut r = self.simple(&req, 200);
+                r.headers.push(HeaderName::Allow, ALLOWED);
+                r.headers
+                    .push(HeaderName::Other("Accept".into()), "application/sdp");
+                r.headers.push(HeaderName::Supported, SUPPORTED.join(", "));
+                self.reply(&key, r);
+            }
+            Method::Other(_) => {
+                let mut r = self.simple(&req, 501);
+                r.headers.push(HeaderName::Allow, ALLOWED);
+                self.reply(&key, r);
+            }
+            _ => {
+                let mut r = self.simple(&req, 405);
+                r.headers.push(HeaderName::Allow, ALLOWED);
+                self.reply(&key, r);
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Logs what a started node serves.
+pub fn log_started(cfg: &Config, bound: &Bound) {
+    info!(
+        node = %cfg.node.id,
+        udp = ?bound.udp,
+        tcp = ?bound.tcp,
+        realm = %cfg.sip.realm,
+        "ringfort node up"
+    );
+}

@@ -1,0 +1,377 @@
+//! Shared harness for the integration tests: start the real `ringfort` binary on free
+//! loopback ports with a temp data dir, run its CLI, drive it with SIPp, and wait for
+//! conditions with deadlines. Peers that are missing make tests fail with a clear message.
+
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringfort");
+
+/// The SIPp scenarios of this suite.
+pub fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let Ok(udp) = UdpSocket::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(addr) = udp.local_addr() else { continue };
+        if TcpListener::bind(addr).is_ok() {
+            return addr.port();
+        }
+    }
+    panic!("no free port on 127.0.0.1");
+}
+
+/// Options for a node under test.
+#[derive(Clone, Default)]
+pub struct NodeOptions {
+    /// A `database.url`; empty = the default SQLite file in the data dir.
+    pub database_url: String,
+    /// Extra lines for `[registrar]`.
+    pub registrar: String,
+}
+
+/// A `ringfort serve` process with its own config and data dir.
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub config: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+    starts: u32,
+}
+
+impl Node {
+    /// Writes a config for a fresh node; call [`Node::start`] to run it.
+    pub fn new(opts: NodeOptions) -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = dir.path().join("ringfort.toml");
+        let mut text = format!(
+            "[node]\nid = \"test1\"\ndata_dir = \"data\"\n\n\
+             [sip]\nudp_listen = [\"127.0.0.1:{port}\"]\ntcp_listen = [\"127.0.0.1:{port}\"]\n\
+             tcp_idle_timeout_secs = 30\n\n\
+             [registrar]\nsweep_interval_secs = 1\n{}\n\n\
+             [log]\nlevel = \"info,ringfort=debug\"\n",
+            opts.registrar
+        );
+        if !opts.database_url.is_empty() {
+            text.push_str(&format!("\n[database]\nurl = \"{}\"\n", opts.database_url));
+        }
+        std::fs::write(&config, text).expect("write config");
+        let log = dir.path().join("node.log");
+        Node {
+            dir,
+            port,
+            config,
+            child: None,
+            log,
+            starts: 0,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Runs a CLI subcommand against this node's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run ringfort")
+    }
+
+    /// Runs a CLI subcommand that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "ringfort {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts `ringfort serve` and waits until it answers OPTIONS over UDP.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "node already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn ringfort serve");
+        self.child = Some(child);
+        self.starts += 1;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "ringfort serve exited early with {status}:\n{}",
+                    self.log_text()
+                );
+            }
+            if options_ping(self.addr(), Duration::from_millis(200)).is_some() {
+                return;
+            }
+        }
+        panic!(
+            "ringfort did not answer OPTIONS within 20 s:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Stops the node with SIGTERM and checks it exited cleanly.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(
+                    status.success(),
+                    "ringfort exited with {status}:\n{}",
+                    self.log_text()
+                );
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ringfort did not stop within 10 s:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.assert_no_panic();
+    }
+
+    /// Kills the node without warning (a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn assert_no_panic(&self) {
+        let log = self.log_text();
+        assert!(!log.contains("panicked"), "the node panicked:\n{log}");
+    }
+
+    /// Adds an extension through the CLI.
+    pub fn add_extension(&self, number: &str, password: &str) {
+        self.cli_ok(&[
+            "extension",
+            "add",
+            number,
+            "--password",
+            password,
+            "--name",
+            "Test",
+        ]);
+    }
+
+    /// The `extension list` line of `number`.
+    pub fn extension_line(&self, number: &str) -> String {
+        self.cli_ok(&["extension", "list"])
+            .lines()
+            .find(|l| l.split('\t').next() == Some(number))
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends OPTIONS over UDP and returns the status line of the answer.
+pub fn options_ping(to: SocketAddr, wait: Duration) -> Option<String> {
+    let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
+    let local = sock.local_addr().ok()?;
+    let branch = format!("z9hG4bK{:x}", rand::random::<u64>());
+    let msg = format!(
+        "OPTIONS sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:probe@{local}>;tag=p1\r\nTo: <sip:{to}>\r\n\
+         Call-ID: probe-{branch}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(msg.as_bytes(), to).ok()?;
+    sock.set_read_timeout(Some(wait)).ok()?;
+    let mut buf = [0u8; 4096];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.lines().next().map(str::to_owned)
+}
+
+/// Sends raw bytes over UDP and returns the first answer, if any comes within `wait`.
+pub fn udp_exchange(to: SocketAddr, data: &[u8], wait: Duration) -> Option<String> {
+    let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
+    sock.send_to(data, to).ok()?;
+    sock.set_read_timeout(Some(wait)).ok()?;
+    let mut buf = vec![0u8; 65535];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// Which SIP transport SIPp uses.
+#[derive(Clone, Copy, Debug)]
+pub enum SippTransport {
+    Udp,
+    Tcp,
+}
+
+/// A SIPp run: `sipp -sf SCENARIO ... 127.0.0.1:PORT`, one call, bounded in time.
+pub struct Sipp {
+    pub scenario: PathBuf,
+    pub transport: SippTransport,
+    pub user: String,
+    pub password: String,
+    pub vars: Vec<(String, String)>,
+    pub calls: u32,
+}
+
+impl Sipp {
+    pub fn new(scenario_name: &str, transport: SippTransport) -> Sipp {
+        Sipp {
+            scenario: scenario(scenario_name),
+            transport,
+            user: String::new(),
+            password: String::new(),
+            vars: Vec::new(),
+            calls: 1,
+        }
+    }
+
+    pub fn auth(mut self, user: &str, password: &str) -> Sipp {
+        self.user = user.to_owned();
+        self.password = password.to_owned();
+        self
+    }
+
+    pub fn var(mut self, name: &str, value: &str) -> Sipp {
+        self.vars.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Runs SIPp against `node`; returns (success, SIPp's output and error log).
+    pub fn run(&self, node: &Node) -> (bool, String) {
+        assert!(
+            Command::new("sipp").arg("-v").output().is_ok(),
+            "SIPp is not installed: run scripts/test.sh (it installs sip-tester), or apt-get install sip-tester"
+        );
+        let work = tempfile::tempdir().expect("tempdir");
+        let err_file = work.path().join("errors.log");
+        let mut cmd = Command::new("timeout");
+        cmd.arg("60").arg("sipp");
+        cmd.arg("-sf").arg(&self.scenario);
+        cmd.args(["-i", "127.0.0.1", "-p", "0", "-m", &self.calls.to_string()]);
+        cmd.args(["-timeout", "30s", "-nostdin", "-trace_err", "-error_file"]);
+        cmd.arg(&err_file);
+        cmd.args(["-recv_timeout", "10000", "-max_socket", "10"]);
+        match self.transport {
+            SippTransport::Udp => cmd.args(["-t", "u1"]),
+            SippTransport::Tcp => cmd.args(["-t", "t1"]),
+        };
+        if !self.user.is_empty() {
+            cmd.args(["-s", &self.user, "-au", &self.user, "-ap", &self.password]);
+        }
+        for (k, v) in &self.vars {
+            cmd.args(["-set", k, v]);
+        }
+        cmd.arg(node.addr().to_string());
+        cmd.current_dir(work.path());
+        let out = cmd.output().expect("run sipp");
+        let errors = std::fs::read_to_string(&err_file).unwrap_or_default();
+        let text = format!(
+            "sipp exit {:?}\n--- stdout\n{}\n--- stderr\n{}\n--- errors\n{}",
+            out.status.code(),
+            tail(&String::from_utf8_lossy(&out.stdout), 3000),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&errors, 4000)
+        );
+        (out.status.success(), text)
+    }
+
+    /// Runs SIPp and fails the test, with SIPp's and the node's logs, unless it passed.
+    pub fn expect_pass(&self, node: &Node) {
+        let (ok, text) = self.run(node);
+        assert!(
+            ok,
+            "SIPp scenario {} ({:?}) failed:\n{text}\n--- node log\n{}",
+            self.scenario.display(),
+            self.transport,
+            tail(&node.log_text(), 6000)
+        );
+    }
+}
+
+pub fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Writes `text` to a new file in `dir` and returns its path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    let mut f = std::fs::File::create(&p).expect("create");
+    f.write_all(text.as_bytes()).expect("write");
+    p
+}
