@@ -1,20 +1,351 @@
-//! The registrar against the real binary, driven by SIPp over UDP and TCP.
+//! The registrar against the real binary, driven by SIPp over UDP and TCP, plus details
+//! (challenge shape, SHA-256) checked with a small self-written client.
 
+use std::net::UdpSocket;
 use std::time::Duration;
+
+use ringfort::sip::digest::{Algorithm, Credentials};
+use ringfort::sip::message::{self, HeaderName, SipMessage};
+use sqlx::{Connection, Executor};
 
 use crate::support::{Node, NodeOptions, Sipp, SippTransport};
 
-#[test]
-fn smoke_register_udp() {
-    let mut node = Node::new(NodeOptions::default());
-    node.add_extension("1001", "s3cret-pass");
+const PASSWORD: &str = "s3cret-pass";
+
+fn node_with(number: &str, opts: NodeOptions) -> Node {
+    let mut node = Node::new(opts);
+    node.add_extension(number, PASSWORD);
     node.start();
-    Sipp::new("register.xml", SippTransport::Udp)
-        .auth("1001", "s3cret-pass")
+    node
+}
+
+fn register_and_unregister(transport: SippTransport, number: &str) {
+    let mut node = node_with(number, NodeOptions::default());
+    Sipp::new("register.xml", transport)
+        .auth(number, PASSWORD)
         .var("expires", "600")
         .expect_pass(&node);
-    let line = node.extension_line("1001");
-    assert!(line.contains("udp from 127.0.0.1"), "{line}");
+    let line = node.extension_line(number);
+    let proto = match transport {
+        SippTransport::Udp => "udp",
+        SippTransport::Tcp => "tcp",
+    };
+    assert!(
+        line.contains(&format!("({proto} from 127.0.0.1:")),
+        "binding listed with its transport and source: {line}"
+    );
+    assert!(
+        line.to_ascii_lowercase()
+            .contains(&format!("transport={proto}")),
+        "{line}"
+    );
+    Sipp::new("unregister.xml", transport)
+        .auth(number, PASSWORD)
+        .expect_pass(&node);
+    let line = node.extension_line(number);
+    assert!(line.ends_with("not registered"), "{line}");
     node.stop();
-    let _ = Duration::from_secs(1);
+}
+
+#[test]
+fn register_and_unregister_over_udp() {
+    register_and_unregister(SippTransport::Udp, "1001");
+}
+
+#[test]
+fn register_and_unregister_over_tcp() {
+    register_and_unregister(SippTransport::Tcp, "1002");
+}
+
+#[test]
+fn wrong_password_and_unknown_user_get_403() {
+    let mut node = node_with("1001", NodeOptions::default());
+    for transport in [SippTransport::Udp, SippTransport::Tcp] {
+        Sipp::new("register_forbidden.xml", transport)
+            .auth("1001", "not-the-password")
+            .var("expires", "600")
+            .expect_pass(&node);
+        Sipp::new("register_forbidden.xml", transport)
+            .auth("7777", "whatever-pass")
+            .var("expires", "600")
+            .expect_pass(&node);
+    }
+    assert!(node.extension_line("1001").ends_with("not registered"));
+    node.stop();
+}
+
+#[test]
+fn too_short_expiry_gets_423_with_min_expires() {
+    let mut node = node_with("1001", NodeOptions::default());
+    for transport in [SippTransport::Udp, SippTransport::Tcp] {
+        Sipp::new("register_brief.xml", transport)
+            .auth("1001", PASSWORD)
+            .var("expires", "10")
+            .expect_pass(&node);
+    }
+    assert!(node.extension_line("1001").ends_with("not registered"));
+    node.stop();
+}
+
+/// Registers `number` through `node` and restarts it after a crash (kill -9): the binding
+/// must come back from the store.
+fn binding_survives_crash(mut node: Node, number: &str) {
+    Sipp::new("register_fixed.xml", SippTransport::Udp)
+        .auth(number, PASSWORD)
+        .var("expires", "3600")
+        .expect_pass(&node);
+    node.kill();
+    node.start();
+    Sipp::new("query.xml", SippTransport::Tcp)
+        .auth(number, PASSWORD)
+        .expect_pass(&node);
+    let line = node.extension_line(number);
+    assert!(line.contains("sip:1001@192.0.2.55:5070"), "{line}");
+    node.stop();
+}
+
+#[test]
+fn binding_survives_a_crash_on_sqlite() {
+    binding_survives_crash(node_with("1001", NodeOptions::default()), "1001");
+}
+
+#[test]
+fn binding_survives_a_crash_on_postgres() {
+    let base = crate::support::pg_url();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let schema = format!("rf_node_{:016x}", rand::random::<u64>());
+    rt.block_on(async {
+        let mut c = sqlx::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("{}", crate::support::pg_help(&base, &e)));
+        c.execute(sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")))
+            .await
+            .expect("create schema");
+    });
+    let url = format!("{base}?options=-c%20search_path%3D{schema}");
+    let node = node_with(
+        "1001",
+        NodeOptions {
+            database_url: url,
+            ..NodeOptions::default()
+        },
+    );
+    binding_survives_crash(node, "1001");
+    rt.block_on(async {
+        let mut c = sqlx::PgConnection::connect(&base).await.expect("pg");
+        c.execute(sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")))
+            .await
+            .expect("drop schema");
+    });
+}
+
+/// A REGISTER from our own client, for details SIPp cannot check.
+fn register_request(
+    node: &Node,
+    sock: &UdpSocket,
+    user: &str,
+    cseq: u32,
+    auth: Option<&str>,
+) -> String {
+    let local = sock.local_addr().expect("local");
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "REGISTER sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{cseq}x{rnd:x};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{user}@{to}>;tag=f{cseq}\r\nTo: <sip:{user}@{to}>\r\n\
+         Call-ID: detail-{user}-{local}\r\nCSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:{user}@{local}>\r\nExpires: 300\r\n{auth}Content-Length: 0\r\n\r\n",
+        to = node.addr(),
+        rnd = rand::random::<u32>()
+    )
+}
+
+fn exchange(node: &Node, sock: &UdpSocket, text: &str) -> message::Response {
+    sock.send_to(text.as_bytes(), node.addr()).expect("send");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = vec![0u8; 65535];
+    let (n, _) = sock.recv_from(&mut buf).expect("an answer");
+    match message::parse(&buf[..n]) {
+        Ok(SipMessage::Response(r)) => r,
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+/// The challenge with its nonce blanked, so two challenges can be compared.
+fn challenge_shape(resp: &message::Response) -> Vec<String> {
+    resp.headers
+        .get_all(&HeaderName::WwwAuthenticate)
+        .map(|v| {
+            v.split(", ")
+                .map(|p| {
+                    if p.starts_with("nonce=") {
+                        "nonce=*"
+                    } else {
+                        p
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect()
+}
+
+#[test]
+fn unknown_user_gets_the_same_challenge_as_a_known_one() {
+    let mut node = node_with("1001", NodeOptions::default());
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let known = exchange(
+        &node,
+        &sock,
+        &register_request(&node, &sock, "1001", 1, None),
+    );
+    let unknown = exchange(
+        &node,
+        &sock,
+        &register_request(&node, &sock, "9999", 1, None),
+    );
+    assert_eq!(known.status, 401);
+    assert_eq!(unknown.status, 401);
+    assert_eq!(known.reason, unknown.reason);
+    assert_eq!(challenge_shape(&known), challenge_shape(&unknown));
+    assert_eq!(challenge_shape(&known).len(), 2, "MD5 and SHA-256 offered");
+    let names = |r: &message::Response| {
+        r.headers
+            .iter()
+            .map(|h| h.name.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&known), names(&unknown), "same headers, same order");
+    node.stop();
+}
+
+fn answer(challenge: &str, user: &str, password: &str, uri: &str, nc: u32) -> String {
+    let field = |name: &str| {
+        challenge
+            .split(", ")
+            .find_map(|p| {
+                p.trim_start_matches("Digest ")
+                    .strip_prefix(&format!("{name}="))
+            })
+            .map(|v| v.trim_matches('"').to_owned())
+            .unwrap_or_default()
+    };
+    let realm = field("realm");
+    let nonce = field("nonce");
+    let alg = Algorithm::parse(&field("algorithm")).expect("algorithm");
+    let mut c = Credentials {
+        username: user.into(),
+        realm: realm.clone(),
+        nonce: nonce.clone(),
+        uri: uri.into(),
+        response: String::new(),
+        algorithm: Some(alg.name().into()),
+        cnonce: Some("0a4f113b".into()),
+        qop: Some("auth".into()),
+        nc: Some(format!("{nc:08x}")),
+        opaque: None,
+    };
+    let ha1 = alg.ha1(user, &realm, password);
+    c.response = c
+        .expected_response(alg, &ha1, "REGISTER")
+        .expect("response");
+    format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+         response=\"{}\", algorithm={}, cnonce=\"0a4f113b\", qop=auth, nc={:08x}",
+        c.response,
+        alg.name(),
+        nc
+    )
+}
+
+#[test]
+fn sha256_digest_registers_and_replayed_nonce_count_is_refused() {
+    let mut node = node_with(
+        "1001",
+        NodeOptions {
+            registrar: "algorithms = [\"SHA-256\"]".into(),
+            ..NodeOptions::default()
+        },
+    );
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let first = exchange(
+        &node,
+        &sock,
+        &register_request(&node, &sock, "1001", 1, None),
+    );
+    let challenges: Vec<String> = first
+        .headers
+        .get_all(&HeaderName::WwwAuthenticate)
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(challenges.len(), 1);
+    assert!(
+        challenges[0].contains("algorithm=SHA-256"),
+        "{}",
+        challenges[0]
+    );
+    let uri = format!("sip:{}", node.addr());
+    let auth = answer(&challenges[0], "1001", PASSWORD, &uri, 1);
+    let ok = exchange(
+        &node,
+        &sock,
+        &register_request(&node, &sock, "1001", 2, Some(&auth)),
+    );
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.headers.list(&HeaderName::Contact).count(), 1);
+    // The same nonce count again is a replay: a fresh challenge, not a registration.
+    let again = exchange(
+        &node,
+        &sock,
+        &register_request(&node, &sock, "1001", 3, Some(&auth)),
+    );
+    assert_eq!(again.status, 401);
+    // A correct next count on the same nonce works.
+    let next = answer(&challenges[0], "1001", PASSWORD, &uri, 2);
+    let ok = exchange(
+        &node,
+        &sock,
+        &register_request(&node, &sock, "1001", 4, Some(&next)),
+    );
+    assert_eq!(ok.status, 200);
+    node.stop();
+}
+
+#[test]
+fn expired_bindings_are_swept_from_the_store() {
+    let mut node = node_with(
+        "1001",
+        NodeOptions {
+            registrar: "min_expires = 1".into(),
+            ..NodeOptions::default()
+        },
+    );
+    Sipp::new("register.xml", SippTransport::Udp)
+        .auth("1001", PASSWORD)
+        .var("expires", "2")
+        .expect_pass(&node);
+    let db = node.dir.path().join("data/ringfort.db");
+    let rows = || {
+        let rt = tokio::runtime::Runtime::new().expect("rt");
+        rt.block_on(async {
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .expect("open sqlite");
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bindings")
+                .fetch_one(&mut c)
+                .await
+                .expect("count");
+            n
+        })
+    };
+    assert_eq!(rows(), 1);
+    crate::support::wait_for(
+        "the sweeper to remove the binding",
+        Duration::from_secs(10),
+        || (rows() == 0).then_some(()),
+    );
+    assert!(node.log_text().contains("expired bindings removed"));
+    node.stop();
 }

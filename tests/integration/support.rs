@@ -305,7 +305,15 @@ impl Sipp {
         let mut cmd = Command::new("timeout");
         cmd.arg("60").arg("sipp");
         cmd.arg("-sf").arg(&self.scenario);
-        cmd.args(["-i", "127.0.0.1", "-p", "0", "-m", &self.calls.to_string()]);
+        let port = free_port().to_string();
+        cmd.args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-m",
+            &self.calls.to_string(),
+        ]);
         cmd.args(["-timeout", "30s", "-nostdin", "-trace_err", "-error_file"]);
         cmd.arg(&err_file);
         cmd.args(["-recv_timeout", "10000", "-max_socket", "10"]);
@@ -374,4 +382,20 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let mut f = std::fs::File::create(&p).expect("create");
     f.write_all(text.as_bytes()).expect("write");
     p
+}
+
+/// The PostgreSQL the tests use (`RINGFORT_TEST_PG_URL` overrides).
+pub fn pg_url() -> String {
+    std::env::var("RINGFORT_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// What to tell someone whose PostgreSQL is not reachable.
+pub fn pg_help(url: &str, err: &dyn std::fmt::Display) -> String {
+    format!(
+        "\n\nPostgreSQL is unreachable at {url}: {err}\n\
+         These tests need it. Start and prepare it (idempotent) with:\n\
+         \n    scripts/pg-test-setup.sh   (as root)\n\n\
+         or point RINGFORT_TEST_PG_URL at another server.\n"
+    )
 }
