@@ -1,5 +1,8 @@
-//! The one integration test binary (see DESIGN.md "Tests"): a module per feature.
+//! The one integration test binary (see DESIGN.md "Tests"): a module per feature, and
+//! `support` to start nodes and peers.
 
+mod bad_input;
+mod cli;
 mod register;
 mod store;
 mod support;

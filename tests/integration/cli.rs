@@ -1,0 +1,125 @@
+//! The command line: config checking with file:line errors and exit codes, extension
+//! management, migrations.
+
+use std::process::Command;
+
+use crate::support::{write_file, Node, NodeOptions, BIN};
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("run ringfort");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_accepts_the_sample_config() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/ringfort.toml");
+    let (code, out, err) = run(&["check", "--config", sample]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok"));
+}
+
+#[test]
+fn check_and_serve_refuse_bad_configs_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ("unknown.toml", "[sip]\nrealm = \"x\"\nfoo = 1\n", 3, "unknown key"),
+        ("type.toml", "[registrar]\n\nmin_expires = \"soon\"\n", 3, "min_expires"),
+        ("addr.toml", "[sip]\nudp_listen = [\"1.2.3:99\"]\n", 2, "1.2.3:99"),
+        ("range.toml", "[registrar]\nmax_contacts_per_aor = 0\n", 2, "max_contacts_per_aor"),
+        ("syntax.toml", "[sip\nrealm = 1\n", 1, "TOML"),
+    ];
+    for (name, text, line, needle) in cases {
+        let path = write_file(dir.path(), name, text);
+        let p = path.to_str().expect("utf8 path");
+        for cmd in ["check", "serve"] {
+            let (code, _, err) = run(&[cmd, "--config", p]);
+            assert_eq!(code, 2, "{cmd} {name}: {err}");
+            let expected = format!("{p}:{line}: ");
+            assert!(err.starts_with(&expected), "{cmd} {name}: want {expected}..., got {err}");
+            assert!(err.contains(needle), "{cmd} {name}: {err}");
+        }
+    }
+    let (code, _, err) = run(&["check", "--config", "/nonexistent/ringfort.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent/ringfort.toml"), "{err}");
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_file(dir.path(), "r.toml", "[registrar]\nmin_expires = 60\n");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("RINGFORT_REGISTRAR_MIN_EXPIRES", "0")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RINGFORT_REGISTRAR_MIN_EXPIRES"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (code, _, _) = run(&["no-such-command"]);
+    assert_eq!(code, 2);
+    let (code, _, _) = run(&["extension", "add"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn extension_lifecycle() {
+    let node = Node::new(NodeOptions::default());
+    // Without --password a strong one is generated and shown once.
+    let out = node.cli_ok(&["extension", "add", "1000", "--name", "Front desk"]);
+    let password = out.rsplit(' ').next().unwrap_or_default().trim();
+    assert_eq!(password.len(), 20, "{out}");
+    assert!(password.chars().all(|c| c.is_ascii_alphanumeric()), "{out}");
+    node.add_extension("1001", "alice-pass-1");
+    let list = node.cli_ok(&["extension", "list"]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert!(lines[0].starts_with("1000\tFront desk\tnot registered"), "{list}");
+    assert!(lines[1].starts_with("1001\tTest\t"), "{list}");
+    // The password is stored hashed only.
+    let db = std::fs::read(node.dir.path().join("data/ringfort.db")).unwrap_or_default();
+    let db_text = String::from_utf8_lossy(&db);
+    assert!(!db_text.contains("alice-pass-1") && !db_text.contains(password));
+    // Duplicates, bad numbers and weak passwords are usage errors.
+    let dup = node.cli(&["extension", "add", "1001", "--password", "another-pass"]);
+    assert_eq!(dup.status.code(), Some(2));
+    let bad = node.cli(&["extension", "add", "10 01", "--password", "another-pass"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let weak = node.cli(&["extension", "add", "1003", "--password", "short"]);
+    assert_eq!(weak.status.code(), Some(2));
+    let out = node.cli_ok(&["extension", "passwd", "1001"]);
+    assert!(out.contains("new SIP password"), "{out}");
+    let missing = node.cli(&["extension", "passwd", "4040", "--password", "whatever-pass"]);
+    assert_eq!(missing.status.code(), Some(2));
+    node.cli_ok(&["extension", "remove", "1000"]);
+    let list = node.cli_ok(&["extension", "list"]);
+    assert_eq!(list.lines().count(), 1, "{list}");
+    let gone = node.cli(&["extension", "remove", "1000"]);
+    assert_eq!(gone.status.code(), Some(2));
+    // Bulk import reports the line of a bad row.
+    let csv = write_file(node.dir.path(), "users.csv", "2001,pass-2001x,Bob\n# comment\n2002,pass-2002x\n");
+    let out = node.cli_ok(&["extension", "import", csv.to_str().expect("utf8")]);
+    assert!(out.contains("2 extensions imported"), "{out}");
+    let bad_csv = write_file(node.dir.path(), "bad.csv", "2003,pass-2003x\n2004\n");
+    let out = node.cli(&["extension", "import", bad_csv.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.csv:2"));
+}
+
+#[test]
+fn migrate_is_idempotent() {
+    let node = Node::new(NodeOptions::default());
+    let first = node.cli_ok(&["migrate"]);
+    assert!(first.contains("applied 0001_init"), "{first}");
+    let second = node.cli_ok(&["migrate"]);
+    assert!(second.contains("up to date"), "{second}");
+}
