@@ -1,0 +1,35 @@
+# Multi-stage build of the release binary on Debian (bookworm).
+#   docker build -t ringfort .
+#   docker run --network host -v ringfort-data:/var/lib/ringfort ringfort
+FROM rust:1-bookworm AS build
+WORKDIR /src
+# Dependencies first, so source edits do not rebuild them.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo build --release --locked \
+    && rm -rf src
+COPY src ./src
+COPY migrations ./migrations
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --home /var/lib/ringfort --shell /usr/sbin/nologin ringfort \
+    && mkdir -p /etc/ringfort /usr/share/ringfort /var/lib/ringfort \
+    && chown ringfort:ringfort /var/lib/ringfort
+COPY --from=build /src/target/release/ringfort /usr/local/bin/ringfort
+COPY ringfort.toml /etc/ringfort/ringfort.toml
+COPY dialplans /usr/share/ringfort/dialplans
+COPY sounds /usr/share/ringfort/sounds
+# Paths in the config resolve against /etc/ringfort; point data and assets elsewhere.
+ENV RINGFORT_NODE_DATA_DIR=/var/lib/ringfort \
+    RINGFORT_PATHS_DIALPLANS=/usr/share/ringfort/dialplans \
+    RINGFORT_PATHS_SOUNDS=/usr/share/ringfort/sounds \
+    RINGFORT_HTTP_LISTEN=0.0.0.0:8080
+USER ringfort
+VOLUME /var/lib/ringfort
+EXPOSE 5060/udp 5060/tcp 8080/tcp 10000-20000/udp
+ENTRYPOINT ["/usr/local/bin/ringfort", "--config", "/etc/ringfort/ringfort.toml"]
+CMD ["serve"]

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine: installs what the tests need (SIPp from
+# `sip-tester`, PostgreSQL prepared for the store tests), then checks formatting, lints and
+# runs every test. Run as root (apt-get, pg_hba.conf). `.ci/run` calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+scripts/pg-test-setup.sh
+
+echo "test.sh: cargo fmt --check"
+cargo fmt --all -- --check
+echo "test.sh: cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "test.sh: cargo test"
+# The integration tests mostly wait on real nodes and SIPp processes, so more threads
+# than cores keep the 2-core CI machine busy without starving them.
+cargo test --locked --all-targets -- --test-threads="${RINGFORT_TEST_THREADS:-4}"
+echo "test.sh: all tests passed"
