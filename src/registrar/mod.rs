@@ -138,10 +138,15 @@ impl Registrar {
             Ok(t) => t,
             Err(_) => return Ok(self.response(req, 400)),
         };
+        // RFC 4475 3.3.4: an AOR must be a SIP or SIPS URI, else 400.
         let aor = match SipUri::parse(&to.uri) {
             Ok(SipUri { user: Some(u), .. }) => u,
             Ok(_) => return Ok(self.response(req, 404)),
-            Err(_) => return Ok(self.response(req, 416)),
+            Err(_) => {
+                let mut r = Response::for_request(req, 400, "Bad Request (To is not a SIP URI)");
+                r.ensure_to_tag(&to_tag());
+                return Ok(r);
+            }
         };
         let user = match self.authenticate(req).await? {
             AuthOutcome::Ok(user) => user,

@@ -42,9 +42,36 @@ From: <sip:1001@127.0.0.1>;tag=a2\r\nTo: <sip:1002@127.0.0.1>;tag=b\r\nCall-ID: 
 }
 
 const TOKENS: &[&str] = &[
-    "\r\n", "\r\n\r\n", ":", ";", ",", "<", ">", "\"", "\\", "%", "%0", "=", " ", "\t", "\r\n ",
-    "SIP/2.0", "sip:", "z9hG4bK", "Content-Length: 99999999999", "l: -1", "CSeq: 4294967296 REGISTER",
-    "Via: ", "To: ", "Contact: *", "Expires: 99999999999999", "[::", "]:", "\0", "\u{7f}", "\u{fffd}",
+    "\r\n",
+    "\r\n\r\n",
+    ":",
+    ";",
+    ",",
+    "<",
+    ">",
+    "\"",
+    "\\",
+    "%",
+    "%0",
+    "=",
+    " ",
+    "\t",
+    "\r\n ",
+    "SIP/2.0",
+    "sip:",
+    "z9hG4bK",
+    "Content-Length: 99999999999",
+    "l: -1",
+    "CSeq: 4294967296 REGISTER",
+    "Via: ",
+    "To: ",
+    "Contact: *",
+    "Expires: 99999999999999",
+    "[::",
+    "]:",
+    "\0",
+    "\u{7f}",
+    "\u{fffd}",
 ];
 
 fn mutate(rng: &mut StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
@@ -107,11 +134,17 @@ fn random_and_mutated_input_never_breaks_the_node() {
         if i % 200 == 199 {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert!(started.elapsed() < budget, "bad-input test over its time budget");
+        assert!(
+            started.elapsed() < budget,
+            "bad-input test over its time budget"
+        );
     }
     for _ in 0..STREAMS {
         let Ok(mut s) = TcpStream::connect(node.addr()) else {
-            panic!("TCP connect failed: the node stopped accepting:\n{}", node.log_text());
+            panic!(
+                "TCP connect failed: the node stopped accepting:\n{}",
+                node.log_text()
+            );
         };
         let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
         for _ in 0..rng.gen_range(1..6) {
@@ -122,7 +155,10 @@ fn random_and_mutated_input_never_breaks_the_node() {
             let _ = s.write_all(&data[cut..]);
         }
         drop(s);
-        assert!(started.elapsed() < budget, "bad-input test over its time budget");
+        assert!(
+            started.elapsed() < budget,
+            "bad-input test over its time budget"
+        );
     }
     assert!(node.is_running(), "node died:\n{}", node.log_text());
     assert!(

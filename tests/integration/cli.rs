@@ -26,10 +26,30 @@ fn check_accepts_the_sample_config() {
 fn check_and_serve_refuse_bad_configs_with_file_and_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
-        ("unknown.toml", "[sip]\nrealm = \"x\"\nfoo = 1\n", 3, "unknown key"),
-        ("type.toml", "[registrar]\n\nmin_expires = \"soon\"\n", 3, "min_expires"),
-        ("addr.toml", "[sip]\nudp_listen = [\"1.2.3:99\"]\n", 2, "1.2.3:99"),
-        ("range.toml", "[registrar]\nmax_contacts_per_aor = 0\n", 2, "max_contacts_per_aor"),
+        (
+            "unknown.toml",
+            "[sip]\nrealm = \"x\"\nfoo = 1\n",
+            3,
+            "unknown key",
+        ),
+        (
+            "type.toml",
+            "[registrar]\n\nmin_expires = \"soon\"\n",
+            3,
+            "min_expires",
+        ),
+        (
+            "addr.toml",
+            "[sip]\nudp_listen = [\"1.2.3:99\"]\n",
+            2,
+            "1.2.3:99",
+        ),
+        (
+            "range.toml",
+            "[registrar]\nmax_contacts_per_aor = 0\n",
+            2,
+            "max_contacts_per_aor",
+        ),
         ("syntax.toml", "[sip\nrealm = 1\n", 1, "TOML"),
     ];
     for (name, text, line, needle) in cases {
@@ -39,7 +59,10 @@ fn check_and_serve_refuse_bad_configs_with_file_and_line() {
             let (code, _, err) = run(&[cmd, "--config", p]);
             assert_eq!(code, 2, "{cmd} {name}: {err}");
             let expected = format!("{p}:{line}: ");
-            assert!(err.starts_with(&expected), "{cmd} {name}: want {expected}..., got {err}");
+            assert!(
+                err.starts_with(&expected),
+                "{cmd} {name}: want {expected}..., got {err}"
+            );
             assert!(err.contains(needle), "{cmd} {name}: {err}");
         }
     }
@@ -83,7 +106,10 @@ fn extension_lifecycle() {
     let list = node.cli_ok(&["extension", "list"]);
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines.len(), 2, "{list}");
-    assert!(lines[0].starts_with("1000\tFront desk\tnot registered"), "{list}");
+    assert!(
+        lines[0].starts_with("1000\tFront desk\tnot registered"),
+        "{list}"
+    );
     assert!(lines[1].starts_with("1001\tTest\t"), "{list}");
     // The password is stored hashed only.
     let db = std::fs::read(node.dir.path().join("data/ringfort.db")).unwrap_or_default();
@@ -106,7 +132,11 @@ fn extension_lifecycle() {
     let gone = node.cli(&["extension", "remove", "1000"]);
     assert_eq!(gone.status.code(), Some(2));
     // Bulk import reports the line of a bad row.
-    let csv = write_file(node.dir.path(), "users.csv", "2001,pass-2001x,Bob\n# comment\n2002,pass-2002x\n");
+    let csv = write_file(
+        node.dir.path(),
+        "users.csv",
+        "2001,pass-2001x,Bob\n# comment\n2002,pass-2002x\n",
+    );
     let out = node.cli_ok(&["extension", "import", csv.to_str().expect("utf8")]);
     assert!(out.contains("2 extensions imported"), "{out}");
     let bad_csv = write_file(node.dir.path(), "bad.csv", "2003,pass-2003x\n2004\n");

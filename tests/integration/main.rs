@@ -6,3 +6,4 @@ mod cli;
 mod register;
 mod store;
 mod support;
+mod torture;
