@@ -7,3 +7,4 @@ mod register;
 mod store;
 mod support;
 mod torture;
+mod transport;

@@ -40,6 +40,8 @@ pub struct NodeOptions {
     pub database_url: String,
     /// Extra lines for `[registrar]`.
     pub registrar: String,
+    /// Extra lines for `[sip]`.
+    pub sip: String,
 }
 
 /// A `ringfort serve` process with its own config and data dir.
@@ -61,9 +63,14 @@ impl Node {
         let mut text = format!(
             "[node]\nid = \"test1\"\ndata_dir = \"data\"\n\n\
              [sip]\nudp_listen = [\"127.0.0.1:{port}\"]\ntcp_listen = [\"127.0.0.1:{port}\"]\n\
-             tcp_idle_timeout_secs = 30\n\n\
+             {}\n\n\
              [registrar]\nsweep_interval_secs = 1\n{}\n\n\
              [log]\nlevel = \"info,ringfort=debug\"\n",
+            if opts.sip.is_empty() {
+                "tcp_idle_timeout_secs = 30"
+            } else {
+                &opts.sip
+            },
             opts.registrar
         );
         if !opts.database_url.is_empty() {
