@@ -25,6 +25,8 @@ use crate::transport::{self, Bound, Inbound, TransportConfig, TransportError, Tr
 pub enum NodeError {
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error("cannot load registrations: {0}")]
+    Registrar(#[from] crate::registrar::RegistrarError),
 }
 
 /// Methods this node answers today; others known to SIP get 405, unknown ones 501.
@@ -86,7 +88,7 @@ pub async fn start(cfg: &Config, store: Store) -> Result<RunningNode, NodeError>
         shutdown_rx.clone(),
     )
     .await?;
-    let registrar = Arc::new(Registrar::new(store, registrar_config(cfg)));
+    let registrar = Arc::new(Registrar::load(store, registrar_config(cfg)).await?);
     let timers = Timers {
         t1: Duration::from_millis(cfg.sip.t1_ms),
         t2: Duration::from_millis(cfg.sip.t2_ms),

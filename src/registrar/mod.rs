@@ -5,8 +5,9 @@
 pub mod bindings;
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
@@ -46,6 +47,10 @@ const AOR_LOCKS: usize = 256;
 
 pub struct Registrar {
     store: Store,
+    /// The location service in memory, written through to the store: the store is the
+    /// truth a restarted node reloads, the cache is what REGISTER and call routing read,
+    /// so neither costs a database read. (Cluster mode will refresh it by LISTEN/NOTIFY.)
+    location: RwLock<HashMap<String, Vec<Binding>>>,
     cfg: RegistrarConfig,
     nonces: Mutex<NonceManager>,
     locks: Vec<tokio::sync::Mutex<()>>,
@@ -69,17 +74,43 @@ enum AuthOutcome {
 }
 
 impl Registrar {
-    pub fn new(store: Store, cfg: RegistrarConfig) -> Self {
+    /// A registrar whose location cache starts from the bindings in the store.
+    pub async fn load(store: Store, cfg: RegistrarConfig) -> Result<Self, RegistrarError> {
+        let now = now_unix();
+        let mut location: HashMap<String, Vec<Binding>> = HashMap::new();
+        for b in store.all_bindings().await? {
+            if b.expires_at > now {
+                location.entry(b.aor.clone()).or_default().push(b);
+            }
+        }
         let nonces = NonceManager::with_random_secret(cfg.nonce_lifetime);
         let decoy_ha1 = Algorithm::Sha256.hash_hex(&format!("{}", rand::thread_rng().gen::<u64>()));
-        Registrar {
+        Ok(Registrar {
             store,
+            location: RwLock::new(location),
             cfg,
             nonces: Mutex::new(nonces),
             locks: (0..AOR_LOCKS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             decoy_ha1,
+        })
+    }
+
+    fn cached(&self, aor: &str) -> Vec<Binding> {
+        self.location
+            .read()
+            .map(|l| l.get(aor).cloned().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn cache_set(&self, aor: &str, bindings: Vec<Binding>) {
+        if let Ok(mut l) = self.location.write() {
+            if bindings.is_empty() {
+                l.remove(aor);
+            } else {
+                l.insert(aor.to_owned(), bindings);
+            }
         }
     }
 
@@ -167,7 +198,7 @@ impl Registrar {
         }
         let _guard = self.lock_for(&aor).lock().await;
         let now = now_unix();
-        let existing = self.store.bindings_for(&aor).await?;
+        let existing = self.cached(&aor);
         let plan = match bindings::plan(req, &peer, &aor, existing, &self.cfg.policy, now) {
             Ok(p) => p,
             Err(Reject::BadRequest(why)) => {
@@ -185,7 +216,9 @@ impl Registrar {
             Err(Reject::OutOfOrder) => return Ok(self.response(req, 500)),
         };
         if plan.write {
+            // Durable before the 200: a phone told it is registered must survive a crash.
             self.store.replace_bindings(&aor, &plan.bindings).await?;
+            self.cache_set(&aor, plan.bindings.clone());
         }
         for change in &plan.changes {
             match change {
@@ -266,23 +299,26 @@ impl Registrar {
 
     /// Removes expired bindings from the store; returns how many went.
     pub async fn sweep(&self) -> Result<u64, RegistrarError> {
-        let n = self.store.delete_expired_bindings(now_unix()).await?;
+        let now = now_unix();
+        if let Ok(mut l) = self.location.write() {
+            l.retain(|_, bs| {
+                bs.retain(|b| b.expires_at > now);
+                !bs.is_empty()
+            });
+        }
+        let n = self.store.delete_expired_bindings(now).await?;
         if n > 0 {
             info!(count = n, "expired bindings removed");
         }
         Ok(n)
     }
 
-    /// Current bindings of an AOR (the location service).
-    pub async fn lookup(&self, aor: &str) -> Result<Vec<Binding>, RegistrarError> {
+    /// Current bindings of an AOR (the location service), from memory.
+    pub fn lookup(&self, aor: &str) -> Vec<Binding> {
         let now = now_unix();
-        Ok(self
-            .store
-            .bindings_for(aor)
-            .await?
-            .into_iter()
-            .filter(|b| b.expires_at > now)
-            .collect())
+        let mut bindings = self.cached(aor);
+        bindings.retain(|b| b.expires_at > now);
+        bindings
     }
 }
 
