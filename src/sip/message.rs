@@ -1919,6 +1919,35 @@ Content-Length: 0\r\n\r\n";
     }
 
     #[test]
+    fn framer_byte_by_byte_and_stray_line_breaks() {
+        let msg = parse(REGISTER.as_bytes()).expect("parse").to_bytes();
+        let mut f = StreamFramer::new(65535);
+        // A stray CR or LF before a message is skipped, not waited on forever.
+        f.push(b"\r\n\rX");
+        f.push(&msg[1..]);
+        assert!(matches!(f.next_frame(), Ok(Some(Frame::Message(_)))));
+        let mut f = StreamFramer::new(65535);
+        f.push(b"\n");
+        let mut frames = Vec::new();
+        for b in msg.iter() {
+            f.push(&[*b]);
+            while let Some(frame) = f.next_frame().expect("frame") {
+                frames.push(frame);
+            }
+        }
+        assert_eq!(frames, vec![Frame::Message(msg.clone())]);
+        // CRLF CR may still become a ping.
+        f.push(b"\r\n\r");
+        assert_eq!(f.next_frame(), Ok(None));
+        f.push(b"\n");
+        assert_eq!(f.next_frame(), Ok(Some(Frame::Ping)));
+        // Headers that never end hit the size limit.
+        let mut f = StreamFramer::new(100);
+        f.push(&[b'a'; 101]);
+        assert_eq!(f.next_frame(), Err(FramingError::TooLarge(100)));
+    }
+
+    #[test]
     fn framer_needs_content_length() {
         let mut f = StreamFramer::new(65535);
         f.push(REGISTER.replace("Content-Length: 0\r\n", "").as_bytes());
@@ -1981,14 +2010,20 @@ Content-Length: 0\r\n\r\n";
             }
         }
 
-        /// `to_bytes` always writes Content-Length (stream transports need it), so a
-        /// message received without one comes back with one more header line.
-        fn expected_after_round_trip(m: &SipMessage) -> SipMessage {
+        /// `to_bytes` always writes Content-Length from the body (stream transports need
+        /// it, and a changed body must not lie about its size), so a message received
+        /// without one comes back with one more header line, and `l: 02` as `l: 2`.
+        pub(super) fn expected_after_round_trip(m: &SipMessage) -> SipMessage {
             let mut m = m.clone();
-            if m.headers().get(&HeaderName::ContentLength).is_none() {
-                let len = m.body().len();
-                m.headers_mut()
-                    .push(HeaderName::ContentLength, len.to_string());
+            let len = m.body().len().to_string();
+            let headers = m.headers_mut();
+            match headers
+                .0
+                .iter_mut()
+                .find(|h| h.name == HeaderName::ContentLength)
+            {
+                Some(h) => h.value = len,
+                None => headers.push(HeaderName::ContentLength, len),
             }
             m
         }
@@ -2305,6 +2340,456 @@ Content-Length: 0\r\n\r\n";
                 );
             }
             assert_eq!(max_forwards(&request("zeromf").headers), Some(0));
+        }
+    }
+
+    /// Generated messages: round trips, folding, and no panics on any bytes.
+    mod props {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use proptest::test_runner::Config;
+
+        fn config(cases: u32) -> Config {
+            Config {
+                cases,
+                failure_persistence: None,
+                ..Config::default()
+            }
+        }
+
+        fn method() -> impl Strategy<Value = Method> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "INVITE",
+                    "ACK",
+                    "BYE",
+                    "CANCEL",
+                    "REGISTER",
+                    "OPTIONS",
+                    "INFO",
+                    "UPDATE",
+                    "PRACK",
+                    "SUBSCRIBE",
+                    "NOTIFY",
+                    "REFER",
+                    "MESSAGE",
+                    "PUBLISH",
+                ])
+                .prop_map(|m| Method::parse(m).expect("known")),
+                "[A-Za-z0-9!%*_+`'~.-]{1,12}".prop_map(|m| Method::parse(&m).expect("token")),
+            ]
+        }
+
+        fn host() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z][a-z0-9-]{0,8}(\\.[a-z]{2,5}){0,2}",
+                (any::<[u8; 4]>()).prop_map(|o| format!("{}.{}.{}.{}", o[0], o[1], o[2], o[3])),
+                Just("[2001:db8::10]".to_owned()),
+            ]
+        }
+
+        fn sip_uri() -> impl Strategy<Value = String> {
+            (
+                prop::sample::select(vec!["sip", "sips", "SIP"]),
+                prop::option::of("([a-zA-Z0-9_.!~*'()&=+$,;?/-]|%[0-9A-F]{2}){1,10}"),
+                host(),
+                prop::option::of(1u16..),
+                vec("[a-z]{1,5}(=[a-zA-Z0-9.-]{1,5})?", 0..3),
+            )
+                .prop_map(|(scheme, user, host, port, params)| {
+                    let mut u = format!("{scheme}:");
+                    if let Some(user) = user {
+                        u.push_str(&user);
+                        u.push('@');
+                    }
+                    u.push_str(&host);
+                    if let Some(p) = port {
+                        u.push_str(&format!(":{p}"));
+                    }
+                    for p in params {
+                        u.push(';');
+                        u.push_str(&p);
+                    }
+                    u
+                })
+        }
+
+        fn request_uri() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => sip_uri(),
+                1 => "[a-z][a-z0-9+.-]{0,6}:[a-zA-Z0-9._~!$&'()*+,;=:@/-]{1,12}"
+                    .prop_filter("not sip", |u| sip_uri_parts(u).is_none()),
+            ]
+        }
+
+        fn params() -> impl Strategy<Value = String> {
+            vec(
+                "[a-zA-Z][a-zA-Z0-9.!%*_+`'~-]{0,6}(=[a-zA-Z0-9.!%*_+`'~-]{1,6}|=\"[a-z ,;]{0,6}\")?",
+                0..3,
+            )
+            .prop_map(|ps| ps.iter().map(|p| format!(";{p}")).collect())
+        }
+
+        fn name_addr() -> impl Strategy<Value = String> {
+            (
+                prop_oneof![
+                    Just(String::new()),
+                    "[a-zA-Z0-9]{1,6}( [a-zA-Z0-9.-]{1,6})?".prop_map(|d| format!("{d} ")),
+                    "([a-zA-Z0-9 ,;:<>@]|\\\\\"){0,10}".prop_map(|d| format!("\"{d}\" ")),
+                ],
+                sip_uri(),
+                params(),
+                any::<bool>(),
+            )
+                .prop_map(|(display, uri, params, bare)| {
+                    // An addr-spec may go without <> only when nothing makes it ambiguous.
+                    if bare && display.is_empty() && !uri.contains([';', '?', ',']) {
+                        format!("{uri}{params}")
+                    } else {
+                        format!("{display}<{uri}>{params}")
+                    }
+                })
+        }
+
+        fn via() -> impl Strategy<Value = String> {
+            (
+                prop::sample::select(vec!["UDP", "TCP", "TLS", "SCTP", "WS", "X-NEW"]),
+                host(),
+                prop::option::of(1u16..),
+                "[a-zA-Z0-9.!%*_+`'~-]{0,10}",
+                any::<bool>(),
+            )
+                .prop_map(|(t, host, port, branch, rport)| {
+                    let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                    let rport = if rport { ";rport" } else { "" };
+                    format!("SIP/2.0/{t} {host}{port};branch=z9hG4bK{branch}{rport}")
+                })
+        }
+
+        /// A list header: several lines, or one line with commas.
+        fn list_lines(
+            item: impl Strategy<Value = String>,
+            n: std::ops::Range<usize>,
+        ) -> impl Strategy<Value = Vec<String>> {
+            (vec(item, n), any::<bool>()).prop_map(|(items, one_line)| {
+                if one_line && !items.is_empty() {
+                    vec![items.join(", ")]
+                } else {
+                    items
+                }
+            })
+        }
+
+        fn spelling(names: &'static [&'static str]) -> impl Strategy<Value = HeaderName> {
+            prop::sample::select(names).prop_map(HeaderName::parse)
+        }
+
+        fn header_value() -> impl Strategy<Value = String> {
+            "[!-~é中]([ -~é中]{0,24}[!-~é中])?"
+        }
+
+        /// Headers in random order: the mandatory ones, optional known ones, unknown ones.
+        fn headers(cseq_method: Method, body_len: usize) -> impl Strategy<Value = Headers> {
+            (
+                list_lines(via(), 1..4),
+                (
+                    name_addr(),
+                    name_addr(),
+                    "[a-zA-Z0-9.!%*_+`'~()<>:/?{}-]{1,12}(@[a-z0-9.]{1,8})?",
+                ),
+                (0u32..1 << 31, prop::option::of(0u32..=255)),
+                list_lines(name_addr(), 0..3),
+                vec(("X-[A-Za-z0-9.!%*_+`'~-]{1,10}", header_value()), 0..4),
+                vec(
+                    (
+                        spelling(&[
+                            "Subject",
+                            "s",
+                            "User-Agent",
+                            "Supported",
+                            "k",
+                            "Allow",
+                            "Accept",
+                        ]),
+                        header_value(),
+                    ),
+                    0..3,
+                ),
+                (
+                    spelling(&["Via", "v", "VIA"]),
+                    spelling(&["From", "f"]),
+                    spelling(&["To", "t"]),
+                    spelling(&["Call-ID", "i", "call-id"]),
+                    spelling(&["Contact", "m"]),
+                    spelling(&["Content-Length", "l"]),
+                ),
+                any::<prop::sample::Index>(),
+            )
+                .prop_map(
+                    move |(
+                        vias,
+                        (from, to, call_id),
+                        (seq, mf),
+                        contacts,
+                        ext,
+                        known,
+                        names,
+                        shuffle,
+                    )| {
+                        let (via_n, from_n, to_n, cid_n, contact_n, cl_n) = names;
+                        let mut hs: Vec<Header> = Vec::new();
+                        let mut push =
+                            |name: HeaderName, value: String| hs.push(Header { name, value });
+                        for v in vias {
+                            push(via_n.clone(), v);
+                        }
+                        push(from_n, from);
+                        push(to_n, to);
+                        push(cid_n, call_id);
+                        push(HeaderName::CSeq, format!("{seq} {cseq_method}"));
+                        if let Some(mf) = mf {
+                            push(HeaderName::MaxForwards, mf.to_string());
+                        }
+                        for c in contacts {
+                            push(contact_n.clone(), c);
+                        }
+                        for (n, v) in ext {
+                            push(HeaderName::parse(&n), v);
+                        }
+                        for (n, v) in known {
+                            push(n, v);
+                        }
+                        push(cl_n, body_len.to_string());
+                        // Rotate: order must not matter, except among the Via lines.
+                        let k = shuffle.index(hs.len());
+                        let mut vias: Vec<Header> = Vec::new();
+                        hs.retain(|h| {
+                            if h.name == HeaderName::Via {
+                                vias.push(h.clone());
+                                false
+                            } else {
+                                true
+                            }
+                        });
+                        let at = k.min(hs.len());
+                        hs.splice(at..at, vias);
+                        Headers(hs)
+                    },
+                )
+        }
+
+        fn body() -> impl Strategy<Value = Bytes> {
+            prop_oneof![
+                Just(Vec::new()),
+                vec(any::<u8>(), 0..64),
+                vec(
+                    prop::sample::select(vec![0u8, b'\r', b'\n', b'a', b' ', 0xff]),
+                    0..32
+                ),
+            ]
+            .prop_map(Bytes::from)
+        }
+
+        fn message() -> impl Strategy<Value = SipMessage> {
+            let request = (method(), request_uri(), body()).prop_flat_map(|(m, uri, body)| {
+                headers(m.clone(), body.len()).prop_map(move |headers| {
+                    SipMessage::Request(Request {
+                        method: m.clone(),
+                        uri: uri.clone(),
+                        headers,
+                        body: body.clone(),
+                    })
+                })
+            });
+            let response = (100u16..700, "([ -~é]{0,20})", method(), body()).prop_flat_map(
+                |(status, reason, m, body)| {
+                    headers(m, body.len()).prop_map(move |headers| {
+                        SipMessage::Response(Response {
+                            status,
+                            reason: reason.clone(),
+                            headers,
+                            body: body.clone(),
+                        })
+                    })
+                },
+            );
+            prop_oneof![3 => request, 1 => response]
+        }
+
+        /// Folds header lines at some single spaces after the colon (RFC 3261 7.3.1).
+        fn fold(bytes: &[u8], at: &[bool]) -> Vec<u8> {
+            let end = header_end(bytes).expect("headers");
+            let mut out = Vec::with_capacity(bytes.len() + 64);
+            let (mut line_start, mut after_colon, mut k) = (true, false, 0);
+            let mut first_line = true;
+            for i in 0..end {
+                let b = bytes[i];
+                let single = b == b' '
+                    && i > 0
+                    && bytes[i - 1] != b' '
+                    && !matches!(bytes.get(i + 1), Some(b' ' | b'\r') | None);
+                if single && after_colon && !first_line {
+                    k += 1;
+                    if at.get(k % at.len().max(1)).copied().unwrap_or(false) {
+                        out.extend_from_slice(b"\r\n ");
+                        continue;
+                    }
+                }
+                out.push(b);
+                if b == b'\n' {
+                    line_start = true;
+                    after_colon = false;
+                    first_line = false;
+                } else {
+                    if b == b':' && !line_start {
+                        after_colon = true;
+                    }
+                    line_start = false;
+                }
+            }
+            out.extend_from_slice(&bytes[end..]);
+            out
+        }
+
+        #[test]
+        fn folding_happens() {
+            let folded = fold(REGISTER.as_bytes(), &[true]);
+            assert!(folded.windows(3).filter(|w| w == b"\r\n ").count() > 5);
+            assert_eq!(parse(&folded), parse(REGISTER.as_bytes()));
+        }
+
+        /// Everything the network-facing API offers, on any bytes: must not panic, and
+        /// what parses must survive a round trip.
+        fn exercise(data: &[u8]) {
+            match parse(data) {
+                Ok(m) => {
+                    let again = parse(&m.to_bytes()).expect("serialized message parses");
+                    assert_eq!(again, rfc4475::expected_after_round_trip(&m));
+                    let _ = redacted(&m);
+                }
+                Err(e) => {
+                    if let Some(r) = error_response_for(data, &e) {
+                        let _ = parse(&SipMessage::Response(r).to_bytes());
+                    }
+                }
+            }
+            let mut f = StreamFramer::new(4096);
+            for chunk in data.chunks(7) {
+                f.push(chunk);
+                while let Ok(Some(frame)) = f.next_frame() {
+                    if let Frame::Message(m) = frame {
+                        let _ = parse(&m);
+                    }
+                }
+            }
+        }
+
+        #[derive(Debug, Clone)]
+        enum Mutation {
+            Flip(prop::sample::Index, u8),
+            Truncate(prop::sample::Index),
+            Insert(prop::sample::Index, Vec<u8>),
+            Remove(prop::sample::Index),
+        }
+
+        fn mutation() -> impl Strategy<Value = Mutation> {
+            let interesting = vec(
+                prop::sample::select(vec![
+                    0u8, b'\r', b'\n', b' ', b'\t', b':', b';', b',', b'"', b'<', b'>', b'%', b'@',
+                    b'\\', 0xc3, 0xff, b'0', b'9',
+                ]),
+                1..4,
+            );
+            prop_oneof![
+                (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
+                any::<prop::sample::Index>().prop_map(Mutation::Truncate),
+                (any::<prop::sample::Index>(), interesting)
+                    .prop_map(|(i, b)| Mutation::Insert(i, b)),
+                any::<prop::sample::Index>().prop_map(Mutation::Remove),
+            ]
+        }
+
+        fn mutate(mut data: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
+            for m in muts {
+                if data.is_empty() {
+                    break;
+                }
+                match m {
+                    Mutation::Flip(i, b) => {
+                        let i = i.index(data.len());
+                        data[i] ^= b;
+                    }
+                    Mutation::Truncate(i) => data.truncate(i.index(data.len())),
+                    Mutation::Insert(i, b) => {
+                        let i = i.index(data.len());
+                        data.splice(i..i, b.iter().copied());
+                    }
+                    Mutation::Remove(i) => {
+                        data.remove(i.index(data.len()));
+                    }
+                }
+            }
+            data
+        }
+
+        fn corpus_file() -> impl Strategy<Value = Vec<u8>> {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rfc4475");
+            let mut files: Vec<Vec<u8>> = std::fs::read_dir(dir)
+                .expect("corpus")
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "dat"))
+                .map(|e| std::fs::read(e.path()).expect("read"))
+                .collect();
+            files.sort();
+            prop::sample::select(files)
+        }
+
+        proptest! {
+            #![proptest_config(config(1000))]
+
+            #[test]
+            fn generated_messages_round_trip(m in message()) {
+                let bytes = m.to_bytes();
+                let parsed = parse(&bytes).map_err(|e| {
+                    TestCaseError::fail(format!("{e}\n{}", String::from_utf8_lossy(&bytes)))
+                })?;
+                prop_assert_eq!(&parsed, &m);
+                prop_assert_eq!(parsed.to_bytes(), bytes);
+            }
+
+            #[test]
+            fn folded_messages_normalize_in_one_pass(m in message(), at in vec(any::<bool>(), 1..8)) {
+                let folded = fold(&m.to_bytes(), &at);
+                let once = parse(&folded).map_err(|e| {
+                    TestCaseError::fail(format!("{e}\n{}", String::from_utf8_lossy(&folded)))
+                })?;
+                prop_assert_eq!(&once, &m);
+                let first = once.to_bytes();
+                let second = parse(&first).expect("reparse").to_bytes();
+                prop_assert_eq!(first, second);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(data in vec(any::<u8>(), 0..600)) {
+                exercise(&data);
+            }
+
+            #[test]
+            fn mutated_messages_never_panic(
+                m in message(),
+                muts in vec(mutation(), 1..5),
+            ) {
+                exercise(&mutate(m.to_bytes().to_vec(), &muts));
+            }
+
+            #[test]
+            fn mutated_torture_messages_never_panic(
+                data in corpus_file(),
+                muts in vec(mutation(), 1..6),
+            ) {
+                exercise(&mutate(data, &muts));
+            }
         }
     }
 }
