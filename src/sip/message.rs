@@ -142,7 +142,8 @@ fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_token_char)
 }
 
-/// Every named [`HeaderName`] variant, for lookups by wire name.
+/// Every named [`HeaderName`] variant (the test that `parse` knows them all).
+#[cfg(test)]
 const KNOWN_HEADERS: &[HeaderName] = &[
     HeaderName::Via,
     HeaderName::From,
@@ -228,13 +229,45 @@ impl HeaderName {
                 return h;
             }
         }
-        // A constant table: no per-call construction; `eq_ignore_ascii_case` compares
-        // lengths first, so most candidates cost one comparison.
-        KNOWN_HEADERS
-            .iter()
-            .find(|h| h.as_str().eq_ignore_ascii_case(name))
-            .cloned()
-            .unwrap_or_else(|| HeaderName::Other(name.to_owned()))
+        // Lower-cased on the stack, then one `match` (compiled to length and byte
+        // comparisons): no table built per call, no allocation for known names.
+        let mut buf = [0u8; 20];
+        let Some(lower) = buf.get_mut(..name.len()) else {
+            return HeaderName::Other(name.to_owned());
+        };
+        lower.copy_from_slice(name.as_bytes());
+        lower.make_ascii_lowercase();
+        match &*lower {
+            b"via" => HeaderName::Via,
+            b"from" => HeaderName::From,
+            b"to" => HeaderName::To,
+            b"call-id" => HeaderName::CallId,
+            b"cseq" => HeaderName::CSeq,
+            b"contact" => HeaderName::Contact,
+            b"max-forwards" => HeaderName::MaxForwards,
+            b"content-length" => HeaderName::ContentLength,
+            b"content-type" => HeaderName::ContentType,
+            b"expires" => HeaderName::Expires,
+            b"min-expires" => HeaderName::MinExpires,
+            b"authorization" => HeaderName::Authorization,
+            b"proxy-authorization" => HeaderName::ProxyAuthorization,
+            b"www-authenticate" => HeaderName::WwwAuthenticate,
+            b"proxy-authenticate" => HeaderName::ProxyAuthenticate,
+            b"authentication-info" => HeaderName::AuthenticationInfo,
+            b"path" => HeaderName::Path,
+            b"route" => HeaderName::Route,
+            b"record-route" => HeaderName::RecordRoute,
+            b"supported" => HeaderName::Supported,
+            b"require" => HeaderName::Require,
+            b"proxy-require" => HeaderName::ProxyRequire,
+            b"unsupported" => HeaderName::Unsupported,
+            b"allow" => HeaderName::Allow,
+            b"user-agent" => HeaderName::UserAgent,
+            b"server" => HeaderName::Server,
+            b"date" => HeaderName::Date,
+            b"event" => HeaderName::Event,
+            _ => HeaderName::Other(name.to_owned()),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -1882,6 +1915,22 @@ Content-Length: 0\r\n\r\n";
         let bad = REGISTER.replace("CSeq: 1826 REGISTER", "CSeq: 1826 INVITE");
         let resp = error_response_for(bad.as_bytes(), &ParseError::Missing("x")).expect("400");
         assert_eq!(resp.status, 400);
+    }
+
+    #[test]
+    fn header_names_resolve_in_any_case() {
+        for h in KNOWN_HEADERS {
+            assert_eq!(&HeaderName::parse(h.as_str()), h);
+            assert_eq!(&HeaderName::parse(&h.as_str().to_ascii_uppercase()), h);
+            assert!(!matches!(
+                HeaderName::parse(h.as_str()),
+                HeaderName::Other(_)
+            ));
+        }
+        assert_eq!(HeaderName::parse("v"), HeaderName::Via);
+        assert_eq!(HeaderName::parse("X-A"), HeaderName::Other("x-a".into()));
+        let long = "X-".repeat(40);
+        assert_eq!(HeaderName::parse(&long), HeaderName::Other(long.clone()));
     }
 
     #[test]
