@@ -32,12 +32,11 @@ fn manifest() -> Vec<Case> {
 }
 
 /// Adds `;rport` to the first via-parm so the answer comes back to our socket instead of
-/// the example.com host the message names (RFC 3581); the message is otherwise untouched.
+/// the example.com host the message names (RFC 3581), and makes its branch unique with
+/// `tag`: several corpus messages share a branch and sent-by, which makes them one
+/// transaction (RFC 3261 17.2.3), answered where the first came from. Nothing else changes.
 /// The via-parm ends at the first comma of the header or at its end, folded lines included.
-fn with_rport(data: &[u8]) -> Vec<u8> {
-    if data.windows(5).any(|w| w.eq_ignore_ascii_case(b"rport")) {
-        return data.to_vec();
-    }
+fn with_rport(data: &[u8], tag: &str) -> Vec<u8> {
     let mut pos = 0;
     while pos < data.len() {
         let end = data[pos..]
@@ -78,6 +77,19 @@ fn with_rport(data: &[u8]) -> Vec<u8> {
             let mut out = data[..cut].to_vec();
             out.extend_from_slice(b";rport");
             out.extend_from_slice(&data[cut..]);
+            let lower = out[pos..cut].to_ascii_lowercase();
+            if let Some(b) = lower.windows(7).position(|w| w == b"branch=") {
+                let start = pos + b + 7;
+                let len = out[start..]
+                    .iter()
+                    .position(|c| !(c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(c)))
+                    .unwrap_or(out.len() - start);
+                // A bare magic cookie is what badbranch is about: leave it bare.
+                if &out[start..start + len] != b"z9hG4bK" {
+                    let at = start + len;
+                    out.splice(at..at, tag.bytes());
+                }
+            }
             return out;
         }
         pos = end + 2;
@@ -121,7 +133,8 @@ fn torture_messages_get_the_right_answers() {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
         sock.set_read_timeout(Some(Duration::from_millis(700)))
             .expect("timeout");
-        sock.send_to(&with_rport(&data), node.addr()).expect("send");
+        sock.send_to(&with_rport(&data, &format!("-{}", case.name)), node.addr())
+            .expect("send");
         // The first final answer (an INVITE gets 100 Trying first).
         let mut got = None;
         while let Ok((n, _)) = sock.recv_from(&mut buf) {
