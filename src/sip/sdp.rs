@@ -1145,7 +1145,14 @@ pub fn negotiate(
         };
         if enabled && o.is_rtp() && a.is_rtp() {
             let offered = o.codecs();
-            for mine in a.codecs() {
+            // An answer that reuses an offered dynamic number without its own rtpmap
+            // means the offered codec (seen from phones that skip rtpmap in answers).
+            let answered = a
+                .formats
+                .iter()
+                .filter_map(|f| f.parse::<u8>().ok())
+                .filter_map(|pt| a.rtpmap(pt).or_else(|| o.rtpmap(pt)));
+            for mine in answered {
                 let theirs = offered
                     .iter()
                     .find(|t| t.payload_type == mine.payload_type && t.same_codec(&mine))
@@ -1922,6 +1929,20 @@ mod tests {
         assert!(s[0].codecs.is_empty());
         assert_eq!(s[0].telephone_event.as_ref().map(|t| t.offer_pt), Some(126));
         assert_eq!(s[0].auxiliary.len(), 1);
+        assert!(no_common_codec(&s));
+    }
+
+    #[test]
+    fn answer_without_rtpmap_for_an_offered_dynamic_type_means_the_offered_codec() {
+        let s = negotiate(&p(&baresip()), &answer("96 101", &[])).expect("negotiate");
+        assert_eq!(s[0].codecs.len(), 1);
+        assert_eq!(s[0].codecs[0].encoding, "opus");
+        assert_eq!(
+            s[0].telephone_event.as_ref().map(|t| t.answer_pt),
+            Some(101)
+        );
+        // A dynamic number nobody named is no codec.
+        let s = negotiate(&p(&sipp()), &answer("96", &[])).expect("negotiate");
         assert!(no_common_codec(&s));
     }
 
