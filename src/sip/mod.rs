@@ -1,4 +1,4 @@
-//! SIP protocol logic without I/O: messages, transactions, digest auth.
+//! SIP protocol logic without I/O: messages, transactions, digest auth, SDP.
 //! Must not do I/O: callers feed bytes, messages and `now`, and act on what comes back.
 
 use std::fmt;
@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 pub mod digest;
 pub mod message;
+pub mod sdp;
 pub mod transaction;
 
 /// The transport a message travelled on.
