@@ -114,9 +114,29 @@ impl Node {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Starts `ringfort serve` and waits until it answers OPTIONS over UDP.
+    /// Starts `ringfort serve` and waits until it answers OPTIONS over UDP. A port taken
+    /// between choosing and binding it (tests run in parallel) means a new port and a retry.
     pub fn start(&mut self) {
+        for _ in 0..5 {
+            if self.try_start() {
+                return;
+            }
+            let new_port = free_port();
+            let text = std::fs::read_to_string(&self.config).expect("read config");
+            let text = text.replace(&format!(":{}\"", self.port), &format!(":{new_port}\""));
+            std::fs::write(&self.config, text).expect("write config");
+            self.port = new_port;
+        }
+        panic!(
+            "could not find a free port for the node:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// One start attempt; false when the SIP port was taken.
+    fn try_start(&mut self) -> bool {
         assert!(self.child.is_none(), "node already running");
+        let log_start = self.log_text().len();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -140,13 +160,15 @@ impl Node {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
-                    "ringfort serve exited early with {status}:\n{}",
-                    self.log_text()
-                );
+                self.child = None;
+                let log = self.log_text();
+                if log[log_start..].contains("Address already in use") {
+                    return false;
+                }
+                panic!("ringfort serve exited early with {status}:\n{log}");
             }
             if options_ping(self.addr(), Duration::from_millis(200)).is_some() {
-                return;
+                return true;
             }
         }
         panic!(
