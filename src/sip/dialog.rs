@@ -1,0 +1,1989 @@
+//! The SIP dialog layer (RFC 3261 12-14, RFC 3262 PRACK, RFC 3311 UPDATE, RFC 4028
+//! session timers), sans-IO.
+//!
+//! Owns: dialog state (Call-ID, tags, From/To, local and remote CSeq, remote target, route
+//! set, secure flag, Early/Confirmed/Terminated) and the [`DialogSet`] table that matches
+//! incoming requests and responses to dialogs (481 when none matches); building every
+//! in-dialog request (CSeq, Route, Request-URI, strict routing) and the responses to the
+//! INVITE and in-dialog requests (To tag, Contact, Record-Route echo); the TU duties the
+//! transaction layer leaves to us: the 2xx retransmission until ACK (RFC 3261 13.3.1.4,
+//! RFC 6026) and its give-up, the ACK for a 2xx (13.2.2.4) and its re-sending on 2xx
+//! retransmissions, the ACK + BYE of a second forked 2xx; reliable provisionals (RSeq,
+//! RAck, retransmission, PRACK); 491 glare and its retry window (14.1); CSeq checks (500);
+//! session timer negotiation (Session-Expires, Min-SE, refresher, 422) and its refresh and
+//! expiry deadlines.
+//!
+//! Must not: do I/O, read a clock (every call takes `now`), parse SDP or know about media
+//! (bodies are opaque [`Body`]s carried both ways), resolve addresses (the [`Peer`] to send
+//! to is given by the caller and kept: a UAS dialog answers on the flow the INVITE came on,
+//! a UAC dialog keeps the flow the INVITE went out on, which is what works behind NAT;
+//! [`DialogSet::set_peer`] changes it), or decide call policy (who to call, when to
+//! answer: that is `call`).
+//!
+//! How it sits on the transaction layer: the dialog layer never owns a
+//! [`super::transaction::TransactionLayer`]; it returns [`DialogEvent`]s and the caller
+//! carries them out:
+//! - [`DialogEvent::SendRequest`]: start a client transaction with
+//!   `TransactionLayer::send_request(req, to, now)`. The top Via with a fresh RFC 3261
+//!   branch ([`new_branch`]) is set HERE (sent-by is `peer.local`, with `;rport`), so the
+//!   request can go to the transaction layer as is.
+//! - [`DialogEvent::SendAck`]: send directly on the flow, no transaction (ACK for a 2xx).
+//! - [`DialogEvent::SendResponse`]: `TransactionLayer::respond(&key, resp, now)`; this is
+//!   also how 2xx and reliable 1xx retransmissions go out (the INVITE server transaction
+//!   is in Accepted/Proceeding and passes them on).
+//!
+//! And it feeds us the transaction layer's actions: `Action::Request` with a To tag ->
+//! [`DialogSet::on_request`] (without: an initial INVITE -> [`DialogSet::accept_invite`]),
+//! `Action::Ack2xx` -> [`DialogSet::on_ack`], `Action::Cancel` -> [`DialogSet::on_cancel`],
+//! `Action::Response` -> [`DialogSet::on_response`] with the key, `Action::StrayResponse`
+//! -> [`DialogSet::on_response`] with `None`, `Action::Timeout` / `TransportError` ->
+//! [`DialogSet::on_timeout`]. Timers: call [`DialogSet::on_timer`] at
+//! [`DialogSet::next_deadline`].
+//!
+//! Automatic answers (the TU never sees these requests as [`DialogEvent::Request`]): 481
+//! for an unknown or terminated dialog, 500 for a CSeq that does not increase, 400 for a
+//! broken CSeq, 491 for a re-INVITE (UPDATE) while our own is pending, 500 + Retry-After
+//! for a re-INVITE while one from the peer is still unanswered (14.2), 422 + Min-SE for a
+//! too small Session-Expires, 200 for BYE (and 487 for the INVITE it ends) and for a PRACK
+//! that matches the outstanding reliable 1xx (481 otherwise). Everything else in a dialog
+//! (re-INVITE, UPDATE, INFO, NOTIFY, REFER, MESSAGE, OPTIONS...) is a
+//! [`DialogEvent::Request`] the TU answers with [`DialogSet::respond`].
+//!
+//! Left to the caller: authentication challenges (401/407 to our INVITE come back as
+//! [`DialogEvent::InviteFailed`]), CANCEL of our INVITE (use [`DialogSet::invite_key`] and
+//! `TransactionLayer::build_cancel`), DNS. Late offer: when our INVITE had no body the ACK
+//! must carry the answer, so it is not sent automatically: the TU calls
+//! [`DialogSet::send_ack`].
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::Rng;
+use thiserror::Error;
+
+use super::message::{
+    cseq, from_header, reason_phrase, to_header, HeaderName, Headers, Method, NameAddr, Request,
+    Response, SipUri,
+};
+use super::transaction::{new_branch, Timers, TxKey};
+use super::{Peer, Transport};
+
+/// Identifies a dialog (RFC 3261 12): Call-ID and both tags, from our point of view.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DialogId {
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: String,
+}
+
+/// Identifies one outgoing dialog-creating INVITE, before and across its forks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InviteId {
+    pub call_id: String,
+    pub local_tag: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialogState {
+    Early,
+    Confirmed,
+    Terminated,
+}
+
+/// Why a dialog ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminateReason {
+    /// The peer sent BYE.
+    RemoteBye,
+    /// We sent BYE ([`DialogSet::bye`]).
+    LocalBye,
+    /// Our 2xx was retransmitted for 64*T1 without ACK; a BYE was sent (13.3.1.4).
+    AckTimeout,
+    /// Our reliable 1xx got no PRACK for 64*T1; the INVITE was answered 500 (RFC 3262 3).
+    PrackTimeout,
+    /// No session refresh in time (RFC 4028 10); a BYE was sent.
+    SessionExpired,
+    /// The INVITE was answered with this final non-2xx status (either direction).
+    Rejected(u16),
+    /// The INVITE was cancelled (we answered 487).
+    Cancelled,
+    /// Another fork answered: an early dialog dropped, or a late 2xx ACKed and BYEd.
+    ForkLoser,
+    /// An in-dialog request got 481 or 408 (or timed out): the peer lost the dialog.
+    PeerGone(u16),
+}
+
+/// An opaque message body (SDP, DTMF relay, sipfrag...): the dialog layer never reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Body {
+    pub content_type: String,
+    pub data: Bytes,
+}
+
+impl Body {
+    pub fn new(content_type: &str, data: impl Into<Bytes>) -> Body {
+        Body {
+            content_type: content_type.to_owned(),
+            data: data.into(),
+        }
+    }
+}
+
+/// What the TU adds to a request or response the dialog layer builds.
+#[derive(Debug, Clone, Default)]
+pub struct MsgOpts {
+    pub body: Option<Body>,
+    /// Extra header lines, appended in order (e.g. Event, Refer-To, Allow).
+    pub headers: Vec<(HeaderName, String)>,
+    /// For a 101-199 response to an INVITE: send it reliably (RFC 3262) when the caller
+    /// supports 100rel. (When the caller requires 100rel, 1xx are always reliable.)
+    pub reliable: bool,
+}
+
+impl MsgOpts {
+    pub fn body(body: Body) -> MsgOpts {
+        MsgOpts {
+            body: Some(body),
+            ..MsgOpts::default()
+        }
+    }
+}
+
+/// Settings of the dialog layer.
+#[derive(Debug, Clone)]
+pub struct DialogConfig {
+    /// T1 and T2 (the same values the transaction layer uses).
+    pub timers: Timers,
+    /// Session interval we ask for in our INVITEs and grant when the peer asks for none
+    /// (RFC 4028); `None`: we do not ask, but still honour the peer's.
+    pub session_expires: Option<u32>,
+    /// Smallest session interval we accept (RFC 4028: at least 90 s).
+    pub min_se: u32,
+    /// Offer `Supported: 100rel` in our INVITEs.
+    pub support_100rel: bool,
+}
+
+impl Default for DialogConfig {
+    fn default() -> Self {
+        DialogConfig {
+            timers: Timers::default(),
+            session_expires: Some(1800),
+            min_se: 90,
+            support_100rel: true,
+        }
+    }
+}
+
+/// What the caller must do after feeding the dialog layer. See the module comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialogEvent {
+    /// Start a client transaction for this request (its Via branch is set).
+    SendRequest { req: Request, to: Peer },
+    /// Send this ACK for a 2xx directly on the flow (no transaction).
+    SendAck { req: Request, to: Peer },
+    /// Answer (or re-answer) a server transaction: `TransactionLayer::respond`.
+    SendResponse { key: TxKey, resp: Response },
+    /// A UAC dialog came into being from a 1xx or 2xx with a To tag (one per fork).
+    Created { invite: InviteId, id: DialogId },
+    /// A provisional response to our dialog-creating INVITE (`id`: the early dialog it
+    /// created, None without To tag). Reliable ones are PRACKed already.
+    InviteProgress {
+        invite: InviteId,
+        id: Option<DialogId>,
+        resp: Response,
+    },
+    /// Our dialog-creating INVITE got a final non-2xx (or timed out: synthesized 408);
+    /// every early dialog of it is terminated.
+    InviteFailed { invite: InviteId, resp: Response },
+    /// A response to a request we sent in a dialog (a 2xx to our INVITE: the dialog is
+    /// confirmed and ACKed, unless the INVITE had no body, see [`DialogSet::send_ack`]).
+    Response {
+        id: DialogId,
+        method: Method,
+        resp: Response,
+    },
+    /// An in-dialog request the TU must answer with [`DialogSet::respond`].
+    Request {
+        id: DialogId,
+        key: TxKey,
+        req: Request,
+    },
+    /// The ACK for our 2xx arrived (it may carry the answer of a late offer).
+    Acked { id: DialogId, req: Request },
+    /// A PRACK matched our reliable 1xx and was answered 200 (it may carry an answer).
+    Prack { id: DialogId, req: Request },
+    /// We are the session refresher and half the interval has passed: send a re-INVITE
+    /// or UPDATE with [`DialogSet::request`] (it carries Session-Expires itself).
+    RefreshDue { id: DialogId },
+    /// The dialog is over. Whatever BYE/response that needed is in the same batch.
+    Terminated {
+        id: DialogId,
+        reason: TerminateReason,
+    },
+}
+
+/// The dialog layer's errors. [`DialogError::status`] is the one place they map to SIP.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DialogError {
+    #[error("no such dialog")]
+    UnknownDialog,
+    #[error("request has no To tag: it creates a dialog, it is not in one")]
+    NotInDialog,
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("CSeq {got} does not increase on {last}")]
+    CSeqOutOfOrder { got: u32, last: u32 },
+    #[error("session interval too small, Min-SE is {min_se}")]
+    IntervalTooSmall { min_se: u32 },
+    #[error("a request of the same kind is pending on this dialog")]
+    Glare,
+    #[error("no request waiting for an answer under this transaction")]
+    NoPendingRequest,
+    #[error("not allowed in dialog state {0:?}")]
+    State(DialogState),
+    #[error("a reliable provisional response still awaits its PRACK")]
+    ProvisionalPending,
+}
+
+impl DialogError {
+    /// The status a server answers a request with when this error refuses it.
+    pub fn status(&self) -> u16 {
+        match self {
+            DialogError::UnknownDialog | DialogError::NotInDialog => 481,
+            DialogError::Malformed(_) => 400,
+            DialogError::IntervalTooSmall { .. } => 422,
+            DialogError::Glare => 491,
+            _ => 500,
+        }
+    }
+
+    /// The response refusing `req` for this error (Min-SE on a 422).
+    pub fn response(&self, req: &Request, local_tag: &str) -> Response {
+        let status = self.status();
+        let mut resp = Response::for_request(req, status, reason_or(status));
+        resp.ensure_to_tag(local_tag);
+        if let DialogError::IntervalTooSmall { min_se } = self {
+            resp.headers.push(min_se_name(), min_se.to_string());
+        }
+        resp
+    }
+}
+
+fn reason_or(status: u16) -> &'static str {
+    match status {
+        422 => "Session Interval Too Small",
+        491 => "Request Pending",
+        s => reason_phrase(s),
+    }
+}
+
+fn hname(s: &str) -> HeaderName {
+    HeaderName::Other(s.to_owned())
+}
+fn min_se_name() -> HeaderName {
+    hname("Min-SE")
+}
+fn se_name() -> HeaderName {
+    hname("Session-Expires")
+}
+
+/// A header that `HeaderName` does not know, by long name or compact form.
+fn other_header<'a>(h: &'a Headers, long: &str, compact: Option<&str>) -> Option<&'a str> {
+    h.iter()
+        .find(|x| match &x.name {
+            HeaderName::Other(n) => {
+                n.eq_ignore_ascii_case(long) || compact.is_some_and(|c| n.eq_ignore_ascii_case(c))
+            }
+            _ => false,
+        })
+        .map(|x| x.value.as_str())
+}
+
+fn has_option(h: &Headers, name: &HeaderName, option: &str) -> bool {
+    h.list(name).any(|o| o.trim().eq_ignore_ascii_case(option))
+}
+
+fn supports(h: &Headers, option: &str) -> bool {
+    has_option(h, &HeaderName::Supported, option) || has_option(h, &HeaderName::Require, option)
+}
+
+/// Session-Expires: delta and whether the refresher param says `uac` (Some(true)).
+fn session_expires(h: &Headers) -> Option<(u32, Option<bool>)> {
+    let v = other_header(h, "Session-Expires", Some("x"))?;
+    let (num, params) = v.split_once(';').unwrap_or((v, ""));
+    let se = super::message::parse_delta_seconds(num)?;
+    let refresher = params.split(';').find_map(|p| {
+        let (n, v) = p.split_once('=')?;
+        n.trim()
+            .eq_ignore_ascii_case("refresher")
+            .then(|| v.trim().eq_ignore_ascii_case("uac"))
+    });
+    Some((se, refresher))
+}
+
+fn min_se(h: &Headers) -> Option<u32> {
+    other_header(h, "Min-SE", None)
+        .and_then(|v| super::message::parse_delta_seconds(v.split(';').next().unwrap_or("")))
+}
+
+fn first_contact_uri(h: &Headers) -> Option<String> {
+    let c = h.list(&HeaderName::Contact).next()?;
+    NameAddr::parse(c).ok().map(|n| n.uri)
+}
+
+fn tag_of(v: &NameAddr) -> Option<String> {
+    v.tag().map(str::to_owned)
+}
+
+fn random_token(rng: &mut StdRng, len: usize) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| char::from(CHARS[rng.gen_range(0..CHARS.len())]))
+        .collect()
+}
+
+fn is_2xx(s: u16) -> bool {
+    (200..300).contains(&s)
+}
+
+/// A response we retransmit ourselves: a 2xx until ACK, a reliable 1xx until PRACK.
+#[derive(Debug, Clone)]
+struct Retrans {
+    key: TxKey,
+    resp: Response,
+    cseq: u32,
+    rseq: u32,
+    interval: Duration,
+    next: Instant,
+    give_up: Instant,
+    initial: bool,
+}
+
+impl Retrans {
+    fn deadline(&self) -> Instant {
+        self.next.min(self.give_up)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ServerTx {
+    key: TxKey,
+    req: Request,
+    /// The dialog-creating INVITE (Record-Route echo, final response ends an early dialog).
+    initial: bool,
+}
+
+#[derive(Debug, Clone)]
+struct ClientTx {
+    key: TxKey,
+    method: Method,
+    cseq: u32,
+    req: Request,
+}
+
+/// RFC 4028 state of a confirmed dialog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimer {
+    /// The negotiated interval in seconds.
+    pub interval: u32,
+    /// Whether we are the refresher.
+    pub local_refresher: bool,
+    /// When the last refresh (or the session) started.
+    pub refreshed_at: Instant,
+    /// RefreshDue was reported for this round.
+    due_reported: bool,
+}
+
+impl SessionTimer {
+    fn new(interval: u32, local_refresher: bool, now: Instant) -> SessionTimer {
+        SessionTimer {
+            interval,
+            local_refresher,
+            refreshed_at: now,
+            due_reported: false,
+        }
+    }
+
+    /// When the refresher should refresh: half the interval.
+    pub fn refresh_at(&self) -> Instant {
+        self.refreshed_at + Duration::from_secs(u64::from(self.interval)) / 2
+    }
+
+    /// When the session expires without refresh: interval - min(32, interval/3).
+    pub fn expires_at(&self) -> Instant {
+        let i = u64::from(self.interval);
+        self.refreshed_at + Duration::from_secs(i - 32.min(i / 3))
+    }
+
+    fn deadline(&self) -> Instant {
+        if self.local_refresher && !self.due_reported {
+            self.refresh_at()
+        } else {
+            self.expires_at()
+        }
+    }
+}
+
+/// One dialog. Read it through [`DialogSet::get`]; change it through [`DialogSet`].
+#[derive(Debug, Clone)]
+pub struct Dialog {
+    id: DialogId,
+    /// We sent the dialog-creating INVITE (and so own the Call-ID, 14.1).
+    is_caller: bool,
+    state: DialogState,
+    /// From (UAC) or To (UAS) of the dialog-creating request, with our tag.
+    local_uri: String,
+    remote_uri: String,
+    local_cseq: Option<u32>,
+    remote_cseq: Option<u32>,
+    remote_target: String,
+    route_set: Vec<String>,
+    secure: bool,
+    peer: Peer,
+    local_contact: String,
+    peer_100rel: bool,
+    peer_timer: bool,
+    server_txs: Vec<ServerTx>,
+    client_txs: Vec<ClientTx>,
+    /// Our INVITE (initial or re-INVITE) without final response.
+    out_invite: Option<ClientTx>,
+    /// CSeq and ACK of the last 2xx to our INVITE, re-sent on 2xx retransmissions.
+    last_ack: Option<(u32, Request)>,
+    /// A 2xx to our body-less INVITE waits for the TU's ACK (late offer).
+    ack_pending: Option<u32>,
+    last_rseq_in: Option<u32>,
+    next_rseq: u32,
+    rel1xx: Option<Retrans>,
+    pending_2xx: Option<Retrans>,
+    glare_retry: Option<(Instant, Request)>,
+    session: Option<SessionTimer>,
+    terminated_at: Option<Instant>,
+}
+
+impl Dialog {
+    pub fn id(&self) -> &DialogId {
+        &self.id
+    }
+    pub fn state(&self) -> DialogState {
+        self.state
+    }
+    pub fn is_caller(&self) -> bool {
+        self.is_caller
+    }
+    pub fn local_uri(&self) -> &str {
+        &self.local_uri
+    }
+    pub fn remote_uri(&self) -> &str {
+        &self.remote_uri
+    }
+    pub fn local_cseq(&self) -> Option<u32> {
+        self.local_cseq
+    }
+    pub fn remote_cseq(&self) -> Option<u32> {
+        self.remote_cseq
+    }
+    pub fn remote_target(&self) -> &str {
+        &self.remote_target
+    }
+    /// Route set in the order Route headers are written (12.1.1 / 12.1.2).
+    pub fn route_set(&self) -> &[String] {
+        &self.route_set
+    }
+    pub fn secure(&self) -> bool {
+        self.secure
+    }
+    pub fn peer(&self) -> Peer {
+        self.peer
+    }
+    pub fn session_timer(&self) -> Option<&SessionTimer> {
+        self.session.as_ref()
+    }
+    /// When a re-INVITE refused with 491 will be sent again.
+    pub fn glare_retry_at(&self) -> Option<Instant> {
+        self.glare_retry.as_ref().map(|g| g.0)
+    }
+    /// Our 2xx is being retransmitted, waiting for ACK.
+    pub fn awaiting_ack(&self) -> bool {
+        self.pending_2xx.is_some()
+    }
+    /// Our reliable 1xx is being retransmitted, waiting for PRACK.
+    pub fn awaiting_prack(&self) -> bool {
+        self.rel1xx.is_some()
+    }
+
+    fn next_deadline(&self, cfg: &DialogConfig) -> Option<Instant> {
+        if let Some(t) = self.terminated_at {
+            return Some(t + cfg.timers.t1 * 64);
+        }
+        [
+            self.rel1xx.as_ref().map(Retrans::deadline),
+            self.pending_2xx.as_ref().map(Retrans::deadline),
+            self.glare_retry.as_ref().map(|g| g.0),
+            self.session.as_ref().map(SessionTimer::deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn terminate(&mut self, reason: TerminateReason, now: Instant, out: &mut Vec<DialogEvent>) {
+        if self.state == DialogState::Terminated {
+            return;
+        }
+        self.state = DialogState::Terminated;
+        self.terminated_at = Some(now);
+        self.rel1xx = None;
+        self.pending_2xx = None;
+        self.glare_retry = None;
+        self.session = None;
+        out.push(DialogEvent::Terminated {
+            id: self.id.clone(),
+            reason,
+        });
+    }
+
+    fn next_cseq(&mut self, rng: &mut StdRng) -> u32 {
+        let n = match self.local_cseq {
+            Some(n) => n.saturating_add(1),
+            None => rng.gen_range(1..=10_000),
+        };
+        self.local_cseq = Some(n);
+        n
+    }
+
+    /// Request-URI and Route values (12.2.1.1, with strict routing when the first route
+    /// has no `lr`).
+    fn target(&self) -> (String, Vec<String>) {
+        let Some(first) = self.route_set.first() else {
+            return (self.remote_target.clone(), Vec::new());
+        };
+        let first_uri = NameAddr::parse(first).map(|n| n.uri).unwrap_or_default();
+        let loose = SipUri::parse(&first_uri)
+            .map(|u| u.params.get("lr").is_some())
+            .unwrap_or(true);
+        if loose {
+            (self.remote_target.clone(), self.route_set.clone())
+        } else {
+            let mut routes: Vec<String> = self.route_set[1..].to_vec();
+            routes.push(format!("<{}>", self.remote_target));
+            (first_uri, routes)
+        }
+    }
+
+    fn build_request(
+        &self,
+        method: Method,
+        cseq_num: u32,
+        opts: &MsgOpts,
+        cfg: &DialogConfig,
+        rng: &mut StdRng,
+    ) -> Request {
+        let (uri, routes) = self.target();
+        let mut h = Headers::new();
+        h.push(HeaderName::Via, via(self.peer, rng));
+        h.push(HeaderName::MaxForwards, "70");
+        for r in routes {
+            h.push(HeaderName::Route, r);
+        }
+        h.push(HeaderName::From, self.local_uri.clone());
+        h.push(HeaderName::To, self.remote_uri.clone());
+        h.push(HeaderName::CallId, self.id.call_id.clone());
+        let cseq_method = if method == Method::Ack {
+            "ACK".to_owned()
+        } else {
+            method.to_string()
+        };
+        h.push(HeaderName::CSeq, format!("{cseq_num} {cseq_method}"));
+        if matches!(
+            method,
+            Method::Invite | Method::Update | Method::Subscribe | Method::Notify | Method::Refer
+        ) {
+            h.push(HeaderName::Contact, format!("<{}>", self.local_contact));
+        }
+        if matches!(method, Method::Invite | Method::Update) {
+            if let Some(s) = self.session {
+                h.push(HeaderName::Supported, "timer");
+                // `refresher` names the side of THIS transaction: we are its UAC.
+                let who = if s.local_refresher { "uac" } else { "uas" };
+                h.push(se_name(), format!("{};refresher={who}", s.interval));
+                h.push(min_se_name(), cfg.min_se.to_string());
+            } else if let Some(se) = cfg.session_expires {
+                h.push(HeaderName::Supported, "timer");
+                h.push(se_name(), se.max(cfg.min_se).to_string());
+                h.push(min_se_name(), cfg.min_se.to_string());
+            }
+        }
+        finish(
+            Request {
+                method,
+                uri,
+                headers: h,
+                body: Bytes::new(),
+            },
+            opts,
+        )
+    }
+
+    /// Starts a new in-dialog request (not ACK/CANCEL).
+    fn request(
+        &mut self,
+        method: Method,
+        opts: &MsgOpts,
+        now: Instant,
+        cfg: &DialogConfig,
+        rng: &mut StdRng,
+    ) -> Result<Vec<DialogEvent>, DialogError> {
+        let mut out = Vec::new();
+        match (&method, self.state) {
+            (Method::Ack | Method::Cancel, _) => {
+                return Err(DialogError::Malformed(
+                    "ACK/CANCEL are not dialog requests".into(),
+                ))
+            }
+            (_, DialogState::Terminated) => return Err(DialogError::State(self.state)),
+            // 15: the callee must not send BYE on an early dialog (it answers instead).
+            (Method::Bye, DialogState::Early) if !self.is_caller => {
+                return Err(DialogError::State(self.state))
+            }
+            (Method::Invite, _) if self.out_invite.is_some() || self.glare_retry.is_some() => {
+                return Err(DialogError::Glare)
+            }
+            (Method::Invite, DialogState::Early) => return Err(DialogError::State(self.state)),
+            (Method::Update, _) if self.client_txs.iter().any(|c| c.method == Method::Update) => {
+                return Err(DialogError::Glare)
+            }
+            _ => {}
+        }
+        let n = self.next_cseq(rng);
+        let req = self.build_request(method.clone(), n, opts, cfg, rng);
+        self.track_client(req.clone(), n);
+        out.push(DialogEvent::SendRequest { req, to: self.peer });
+        if method == Method::Bye {
+            self.terminate(TerminateReason::LocalBye, now, &mut out);
+        }
+        Ok(out)
+    }
+
+    fn track_client(&mut self, req: Request, n: u32) {
+        let Some(key) = TxKey::client(&req) else {
+            return;
+        };
+        let tx = ClientTx {
+            key,
+            method: req.method.clone(),
+            cseq: n,
+            req,
+        };
+        if tx.method == Method::Invite {
+            self.out_invite = Some(tx);
+        } else {
+            self.client_txs.push(tx);
+        }
+    }
+
+    fn build_ack(
+        &self,
+        cseq_num: u32,
+        body: Option<Body>,
+        cfg: &DialogConfig,
+        rng: &mut StdRng,
+    ) -> Request {
+        let opts = MsgOpts {
+            body,
+            ..MsgOpts::default()
+        };
+        self.build_request(Method::Ack, cseq_num, &opts, cfg, rng)
+    }
+
+    /// Builds a response to a request of this dialog (we are its UAS).
+    fn build_response(
+        &self,
+        req: &Request,
+        status: u16,
+        opts: &MsgOpts,
+        initial: bool,
+    ) -> Response {
+        let mut resp = Response::for_request(req, status, reason_or(status));
+        resp.ensure_to_tag(&self.id.local_tag);
+        let target_refresh = matches!(
+            req.method,
+            Method::Invite | Method::Update | Method::Subscribe | Method::Notify | Method::Refer
+        );
+        if status > 100 && status < 300 && target_refresh {
+            if initial {
+                for rr in req.headers.get_all(&HeaderName::RecordRoute) {
+                    resp.headers.push(HeaderName::RecordRoute, rr);
+                }
+            }
+            resp.headers
+                .push(HeaderName::Contact, format!("<{}>", self.local_contact));
+        }
+        finish_response(resp, opts)
+    }
+
+    /// The TU answers one of our server transactions.
+    fn respond(
+        &mut self,
+        key: &TxKey,
+        status: u16,
+        opts: &MsgOpts,
+        now: Instant,
+        cfg: &DialogConfig,
+        rng: &mut StdRng,
+    ) -> Result<Vec<DialogEvent>, DialogError> {
+        let mut out = Vec::new();
+        let idx = self
+            .server_txs
+            .iter()
+            .position(|s| &s.key == key)
+            .ok_or(DialogError::NoPendingRequest)?;
+        let stx = self.server_txs[idx].clone();
+        let req = &stx.req;
+        let cseq_num = cseq(&req.headers).map(|c| c.0).unwrap_or(0);
+        let mut resp = self.build_response(req, status, opts, stx.initial);
+        let is_invite = req.method == Method::Invite;
+        if status > 100 && status < 200 {
+            if is_invite {
+                let required = has_option(&req.headers, &HeaderName::Require, "100rel");
+                if required || (opts.reliable && self.peer_100rel) {
+                    if self.rel1xx.is_some() {
+                        return Err(DialogError::ProvisionalPending);
+                    }
+                    let rseq = self.next_rseq;
+                    self.next_rseq = self.next_rseq.wrapping_add(1).max(1);
+                    resp.headers.push(HeaderName::Require, "100rel");
+                    resp.headers.push(hname("RSeq"), rseq.to_string());
+                    self.rel1xx = Some(Retrans {
+                        key: key.clone(),
+                        resp: resp.clone(),
+                        cseq: cseq_num,
+                        rseq,
+                        interval: cfg.timers.t1,
+                        next: now + cfg.timers.t1,
+                        give_up: now + cfg.timers.t1 * 64,
+                        initial: stx.initial,
+                    });
+                }
+            }
+            out.push(DialogEvent::SendResponse {
+                key: key.clone(),
+                resp,
+            });
+            return Ok(out);
+        }
+        self.server_txs.remove(idx);
+        if is_2xx(status) && matches!(req.method, Method::Invite | Method::Update) {
+            match negotiate_uas(req, cfg, self.session.as_ref()) {
+                Ok(Some((interval, uac_refreshes, require))) => {
+                    let who = if uac_refreshes { "uac" } else { "uas" };
+                    resp.headers
+                        .push(se_name(), format!("{interval};refresher={who}"));
+                    if require {
+                        resp.headers.push(HeaderName::Require, "timer");
+                    }
+                    self.session = Some(SessionTimer::new(interval, !uac_refreshes, now));
+                }
+                Ok(None) => self.session = None,
+                Err(_) => {} // checked when the request came in
+            }
+        }
+        if is_invite {
+            self.rel1xx = None;
+        }
+        if is_2xx(status) && is_invite {
+            self.state = DialogState::Confirmed;
+            self.pending_2xx = Some(Retrans {
+                key: key.clone(),
+                resp: resp.clone(),
+                cseq: cseq_num,
+                rseq: 0,
+                interval: cfg.timers.t1,
+                next: now + cfg.timers.t1,
+                give_up: now + cfg.timers.t1 * 64,
+                initial: stx.initial,
+            });
+        }
+        out.push(DialogEvent::SendResponse {
+            key: key.clone(),
+            resp,
+        });
+        if stx.initial && status >= 300 {
+            self.terminate(TerminateReason::Rejected(status), now, &mut out);
+        }
+        let _ = rng;
+        Ok(out)
+    }
+
+    fn auto_respond(&self, key: &TxKey, req: &Request, status: u16, out: &mut Vec<DialogEvent>) {
+        let resp = self.build_response(req, status, &MsgOpts::default(), false);
+        out.push(DialogEvent::SendResponse {
+            key: key.clone(),
+            resp,
+        });
+    }
+
+    fn on_request(
+        &mut self,
+        key: TxKey,
+        req: Request,
+        from: Peer,
+        now: Instant,
+        cfg: &DialogConfig,
+        rng: &mut StdRng,
+    ) -> Vec<DialogEvent> {
+        let mut out = Vec::new();
+        let num = match cseq(&req.headers) {
+            Ok((n, _)) => n,
+            Err(_) => {
+                self.auto_respond(&key, &req, 400, &mut out);
+                return out;
+            }
+        };
+        if self.state == DialogState::Terminated {
+            self.auto_respond(&key, &req, 481, &mut out);
+            return out;
+        }
+        if let Some(last) = self.remote_cseq {
+            if num <= last {
+                let mut resp = self.build_response(&req, 500, &MsgOpts::default(), false);
+                resp.reason = "CSeq Out of Order".into();
+                out.push(DialogEvent::SendResponse { key, resp });
+                return out;
+            }
+        }
+        self.remote_cseq = Some(num);
+        let _ = from;
+        match req.method {
+            Method::Bye => {
+                self.auto_respond(&key, &req, 200, &mut out);
+                for stx in std::mem::take(&mut self.server_txs) {
+                    if stx.req.method == Method::Invite {
+                        self.auto_respond(&stx.key, &stx.req, 487, &mut out);
+                    }
+                }
+                self.terminate(TerminateReason::RemoteBye, now, &mut out);
+            }
+            Method::Prack => {
+                let matched = self
+                    .rel1xx
+                    .as_ref()
+                    .is_some_and(|r| rack(&req.headers) == Some((r.rseq, r.cseq, Method::Invite)));
+                if matched {
+                    self.rel1xx = None;
+                    self.auto_respond(&key, &req, 200, &mut out);
+                    out.push(DialogEvent::Prack {
+                        id: self.id.clone(),
+                        req,
+                    });
+                } else {
+                    self.auto_respond(&key, &req, 481, &mut out);
+                }
+            }
+            Method::Invite | Method::Update => {
+                let invite = req.method == Method::Invite;
+                let ours_pending = if invite {
+                    self.out_invite.is_some()
+                } else {
+                    self.client_txs.iter().any(|c| c.method == Method::Update)
+                };
+                if ours_pending {
+                    self.auto_respond(&key, &req, 491, &mut out);
+                    return out;
+                }
+                if invite
+                    && self
+                        .server_txs
+                        .iter()
+                        .any(|s| s.req.method == Method::Invite)
+                {
+                    // 14.2: a second INVITE before we answered the first.
+                    let mut resp = self.build_response(&req, 500, &MsgOpts::default(), false);
+                    resp.headers
+                        .push(hname("Retry-After"), rng.gen_range(0..=10).to_string());
+                    out.push(DialogEvent::SendResponse { key, resp });
+                    return out;
+                }
+                if let Err(e) = negotiate_uas(&req, cfg, self.session.as_ref()) {
+                    out.push(DialogEvent::SendResponse {
+                        key,
+                        resp: e.response(&req, &self.id.local_tag),
+                    });
+                    return out;
+                }
+                // 12.2.2: a target refresh request replaces the remote target.
+                if let Some(c) = first_contact_uri(&req.headers) {
+                    self.remote_target = c;
+                }
+                self.server_txs.push(ServerTx {
+                    key: key.clone(),
+                    req: req.clone(),
+                    initial: false,
+                });
+                out.push(DialogEvent::Request {
+                    id: self.id.clone(),
+                    key,
+                    req,
+                });
+            }
+            _ => {
+                self.server_txs.push(ServerTx {
+                    key: key.clone(),
+                    req: req.clone(),
+                    initial: false,
+                });
+                out.push(DialogEvent::Request {
+                    id: self.id.clone(),
+                    key,
+                    req,
+                });
+            }
+        }
+        out
+    }
+
+    fn on_ack(&mut self, req: Request) -> Vec<DialogEvent> {
+        let num = cseq(&req.headers).map(|c| c.0).ok();
+        match &self.pending_2xx {
+            Some(p) if Some(p.cseq) == num => {
+                self.pending_2xx = None;
+                vec![DialogEvent::Acked {
+                    id: self.id.clone(),
+                    req,
+                }]
+            }
+            _ => Vec::new(), // a retransmitted or stale ACK
+        }
+    }
+
+    /// Applies a 1xx with our tag to an early dialog (UAC): target, route set, PRACK.
+    fn on_provisional(
+        &mut self,
+        resp: &Response,
+        cfg: &DialogConfig,
+        rng: &mut StdRng,
+        out: &mut Vec<DialogEvent>,
+    ) -> bool {
+        if self.state == DialogState::Early {
+            if let Some(c) = first_contact_uri(&resp.headers) {
+                self.remote_target = c;
+            }
+            self.route_set = reversed_record_route(&resp.headers);
+        }
+        if !has_option(&resp.headers, &HeaderName::Require, "100rel") {
+            return true;
+        }
+        let Some(rseq) =
+            other_header(&resp.headers, "RSeq", None).and_then(|v| v.trim().parse::<u32>().ok())
+        else {
+            return false; // reliable without RSeq: unusable
+        };
+        if let Some(last) = self.last_rseq_in {
+            if rseq <= last {
+                return false; // a retransmission, PRACKed already
+            }
+        }
+        self.last_rseq_in = Some(rseq);
+        let invite_cseq = cseq(&resp.headers).map(|c| c.0).unwrap_or(0);
+        let n = self.next_cseq(rng);
+        let opts = MsgOpts {
+            headers: vec![(hname("RAck"), format!("{rseq} {invite_cseq} INVITE"))],
+            ..MsgOpts::default()
+        };
+        let req = self.build_request(Method::Prack, n, &opts, cfg, rng);
+        self.track_client(req.clone(), n);
+        out.push(DialogEvent::SendRequest { req, to: self.peer });
+        true
+    }
+
+    /// A 2xx to our INVITE (initial or re-INVITE), also a retransmitted one.
+    fn on_invite_2xx(
+        &mut self,
+        resp: Response,
+        now: Instant,
+        cfg: &DialogConfig,
+        rng: &mut StdRng,
+        out: &mut Vec<DialogEvent>,
+    ) {
+        let num = cseq(&resp.headers).map(|c| c.0).unwrap_or(0);
+        let fresh = self.out_invite.as_ref().is_some_and(|o| o.cseq == num);
+        if !fresh {
+            // A retransmission: re-send our ACK for it (13.2.2.4).
+            if let Some((n, ack)) = &self.last_ack {
+                if *n == num {
+                    out.push(DialogEvent::SendAck {
+                        req: ack.clone(),
+                        to: self.peer,
+                    });
+                }
+            }
+            return;
+        }
+        let Some(inv) = self.out_invite.take() else {
+            return;
+        };
+        if let Some(c) = first_contact_uri(&resp.headers) {
+            self.remote_target = c;
+        }
+        if self.state == DialogState::Early {
+            // 12.1.2: the 2xx fixes the route set, whatever the 1xx said.
+            self.route_set = reversed_record_route(&resp.headers);
+            if let Ok(to) = to_header(&resp.headers) {
+                if let Some(v) = resp.headers.get(&HeaderName::To) {
+                    if to.tag().is_some() {
+                        self.remote_uri = v.to_owned();
+                    }
+                }
+            }
+        }
+        self.state = DialogState::Confirmed;
+        self.peer_timer |= supports(&resp.headers, "timer");
+        self.session = session_expires(&resp.headers)
+            .map(|(se, uac)| SessionTimer::new(se, uac.unwrap_or(true), now));
+        if inv.req.body.is_empty() {
+            self.ack_pending = Some(num);
+        } else {
+            let ack = self.build_ack(num, None, cfg, rng);
+            self.last_ack = Some((num, ack.clone()));
+            out.push(DialogEvent::SendAck {
+                req: ack,
+                to: self.peer,
+            });
+        }
+        out.push(DialogEvent::Response {
+            id: self.id.clone(),
+            method: Method::Invite,
+            resp,
+        });
+    }
+
+    /// A response to one of our in-dialog requests (not the 2xx to an INVITE).
+    fn on_response(
+        &mut self,
+        key: Option<&TxKey>,
+        resp: Response,
+        now: Instant,
+        cfg: &DialogConfig,
+        rng: &mut StdRng,
+    ) -> Vec<DialogEvent> {
+        let mut out = Vec::new();
+        let Ok((num, method)) = cseq(&resp.headers) else {
+            return out;
+        };
+        if method == Method::Invite && is_2xx(resp.status) {
+            self.on_invite_2xx(resp, now, cfg, rng, &mut out);
+            return out;
+        }
+        let final_ = resp.status >= 200;
+        if method == Method::Invite {
+            let ours = self.out_invite.as_ref().filter(|o| o.cseq == num).cloned();
+            let Some(inv) = ours else {
+                return out;
+            };
+            if resp.status < 200 {
+                self.on_provisional(&resp, cfg, rng, &mut out);
+            } else {
+                self.out_invite = None;
+                if resp.status == 491 {
+                    // 14.1: we own the Call-ID -> 2.1..4 s, otherwise 0..2 s (10 ms units).
+                    let ms = if self.is_caller {
+                        rng.gen_range(210..=400) * 10
+                    } else {
+                        rng.gen_range(0..=200) * 10
+                    };
+                    self.glare_retry = Some((now + Duration::from_millis(ms), inv.req));
+                }
+            }
+        } else {
+            let idx = self.client_txs.iter().position(|c| match key {
+                Some(k) => &c.key == k,
+                None => c.cseq == num && c.method == method,
+            });
+            let Some(idx) = idx else {
+                return out;
+            };
+            if final_ {
+                self.client_txs.remove(idx);
+            }
+            if method == Method::Update && is_2xx(resp.status) {
+                if let Some(c) = first_contact_uri(&resp.headers) {
+                    self.remote_target = c;
+                }
+                self.session = session_expires(&resp.headers)
+                    .map(|(se, uac)| SessionTimer::new(se, uac.unwrap_or(true), now));
+            }
+        }
+        out.push(DialogEvent::Response {
+            id: self.id.clone(),
+            method: method.clone(),
+            resp: resp.clone(),
+        });
+        // 12.2.1.2: 481 or 408 to an in-dialog request ends the dialog.
+        if matches!(resp.status, 408 | 481) && method != Method::Bye {
+            self.terminate(TerminateReason::PeerGone(resp.status), now, &mut out);
+        }
+        out
+    }
+
+    fn on_timer(&mut self, now: Instant, cfg: &DialogConfig, rng: &mut StdRng) -> Vec<DialogEvent> {
+        let mut out = Vec::new();
+        let t2 = cfg.timers.t2;
+        if let Some(r) = &mut self.rel1xx {
+            if now >= r.give_up {
+                let r = r.clone();
+                self.rel1xx = None;
+                // RFC 3262 3: reject the INVITE with a 5xx.
+                if let Some(i) = self.server_txs.iter().position(|s| s.key == r.key) {
+                    let stx = self.server_txs.remove(i);
+                    self.auto_respond(&stx.key, &stx.req, 500, &mut out);
+                }
+                if r.initial {
+                    self.terminate(TerminateReason::PrackTimeout, now, &mut out);
+                }
+            } else if now >= r.next {
+                out.push(DialogEvent::SendResponse {
+                    key: r.key.clone(),
+                    resp: r.resp.clone(),
+                });
+                r.interval *= 2; // RFC 3262: doubling, no T2 cap
+                r.next += r.interval;
+            }
+        }
+        if let Some(r) = &mut self.pending_2xx {
+            if now >= r.give_up {
+                self.pending_2xx = None;
+                self.bye_and_terminate(TerminateReason::AckTimeout, now, cfg, rng, &mut out);
+            } else if now >= r.next {
+                out.push(DialogEvent::SendResponse {
+                    key: r.key.clone(),
+                    resp: r.resp.clone(),
+                });
+                r.interval = (r.interval * 2).min(t2);
+                r.next += r.interval;
+            }
+        }
+        if let Some((at, _)) = &self.glare_retry {
+            if now >= *at {
+                if let Some((_, mut req)) = self.glare_retry.take() {
+                    let n = self.next_cseq(rng);
+                    req.headers.set(HeaderName::CSeq, format!("{n} INVITE"));
+                    req.headers.set(HeaderName::Via, via(self.peer, rng));
+                    self.track_client(req.clone(), n);
+                    out.push(DialogEvent::SendRequest { req, to: self.peer });
+                }
+            }
+        }
+        if let Some(s) = &mut self.session {
+            if now >= s.expires_at() {
+                self.bye_and_terminate(TerminateReason::SessionExpired, now, cfg, rng, &mut out);
+            } else if s.local_refresher && !s.due_reported && now >= s.refresh_at() {
+                s.due_reported = true;
+                out.push(DialogEvent::RefreshDue {
+                    id: self.id.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    fn bye_and_terminate(
+        &mut self,
+        reason: TerminateReason,
+        now: Instant,
+        cfg: &DialogConfig,
+        rng: &mut StdRng,
+        out: &mut Vec<DialogEvent>,
+    ) {
+        if self.state == DialogState::Terminated {
+            return;
+        }
+        let n = self.next_cseq(rng);
+        let bye = self.build_request(Method::Bye, n, &MsgOpts::default(), cfg, rng);
+        self.track_client(bye.clone(), n);
+        out.push(DialogEvent::SendRequest {
+            req: bye,
+            to: self.peer,
+        });
+        self.terminate(reason, now, out);
+    }
+}
+
+/// RAck: `rseq cseq method`.
+fn rack(h: &Headers) -> Option<(u32, u32, Method)> {
+    let v = other_header(h, "RAck", None)?;
+    let mut it = v.split_whitespace();
+    let rseq = it.next()?.parse().ok()?;
+    let num = it.next()?.parse().ok()?;
+    let method = Method::parse(it.next()?)?;
+    Some((rseq, num, method))
+}
+
+/// The UAC route set: Record-Route of the response, reversed (12.1.2).
+fn reversed_record_route(h: &Headers) -> Vec<String> {
+    let mut v: Vec<String> = h
+        .list(&HeaderName::RecordRoute)
+        .map(str::to_owned)
+        .collect();
+    v.reverse();
+    v
+}
+
+/// RFC 4028 9 at the UAS of an INVITE/UPDATE: Ok(Some((interval, uac refreshes,
+/// Require: timer in the 2xx))), Ok(None) for no session timer, Err for a 422.
+fn negotiate_uas(
+    req: &Request,
+    cfg: &DialogConfig,
+    current: Option<&SessionTimer>,
+) -> Result<Option<(u32, bool, bool)>, DialogError> {
+    let uac_supports = supports(&req.headers, "timer");
+    match session_expires(&req.headers) {
+        Some((se, refresher)) => {
+            if se < cfg.min_se {
+                return Err(DialogError::IntervalTooSmall { min_se: cfg.min_se });
+            }
+            let uac_refreshes = refresher.unwrap_or(uac_supports);
+            Ok(Some((se, uac_refreshes, uac_supports)))
+        }
+        None => {
+            let wanted = current.map(|s| s.interval).or(cfg.session_expires);
+            Ok(wanted.map(|se| {
+                let se = se.max(min_se(&req.headers).unwrap_or(90)).max(cfg.min_se);
+                (se, uac_supports, uac_supports)
+            }))
+        }
+    }
+}
+
+fn via(peer: Peer, rng: &mut StdRng) -> String {
+    format!(
+        "SIP/2.0/{} {};branch={};rport",
+        peer.transport.via_name(),
+        peer.local,
+        new_branch(rng)
+    )
+}
+
+fn finish(mut req: Request, opts: &MsgOpts) -> Request {
+    for (n, v) in &opts.headers {
+        req.headers.push(n.clone(), v.clone());
+    }
+    if let Some(b) = &opts.body {
+        req.headers
+            .push(HeaderName::ContentType, b.content_type.clone());
+        req.body = b.data.clone();
+    }
+    req.headers
+        .push(HeaderName::ContentLength, req.body.len().to_string());
+    req
+}
+
+fn finish_response(mut resp: Response, opts: &MsgOpts) -> Response {
+    for (n, v) in &opts.headers {
+        resp.headers.push(n.clone(), v.clone());
+    }
+    if let Some(b) = &opts.body {
+        resp.headers
+            .push(HeaderName::ContentType, b.content_type.clone());
+        resp.body = b.data.clone();
+    }
+    resp.headers
+        .push(HeaderName::ContentLength, resp.body.len().to_string());
+    resp
+}
+
+/// What the TU gives for a new outgoing dialog-creating INVITE.
+#[derive(Debug, Clone)]
+pub struct InviteParams {
+    pub request_uri: String,
+    /// From without tag, e.g. `"Alice" <sip:alice@pbx.example>`.
+    pub from: String,
+    /// To, e.g. `<sip:bob@example.com>`.
+    pub to: String,
+    /// Our Contact URI (no brackets).
+    pub local_contact: String,
+    /// A pre-existing route set (outbound proxy), written as Route headers of the INVITE
+    /// only; in-dialog requests follow the Record-Route (12.1.2).
+    pub route: Vec<String>,
+    /// The flow to send on (kept for the dialog: NAT-friendly).
+    pub peer: Peer,
+    /// None: a fresh random Call-ID.
+    pub call_id: Option<String>,
+    pub opts: MsgOpts,
+}
+
+/// Our outgoing dialog-creating INVITE, across forks.
+#[derive(Debug, Clone)]
+struct UacInvite {
+    req: Request,
+    key: TxKey,
+    cseq: u32,
+    peer: Peer,
+    local_contact: String,
+    dialogs: Vec<DialogId>,
+    answered: Option<DialogId>,
+    answered_at: Option<Instant>,
+    retried_422: bool,
+}
+
+/// All dialogs of one stack: the table keyed by [`DialogId`], the outgoing INVITEs, the
+/// RNG (tags, Call-IDs, branches, RSeq, glare windows) and the timers.
+#[derive(Debug)]
+pub struct DialogSet {
+    cfg: DialogConfig,
+    rng: StdRng,
+    dialogs: HashMap<DialogId, Dialog>,
+    invites: HashMap<InviteId, UacInvite>,
+}
+
+impl DialogSet {
+    /// `rng`: seeded in tests, `StdRng::from_entropy()` in production.
+    pub fn new(cfg: DialogConfig, rng: StdRng) -> DialogSet {
+        DialogSet {
+            cfg,
+            rng,
+            dialogs: HashMap::new(),
+            invites: HashMap::new(),
+        }
+    }
+
+    pub fn get(&self, id: &DialogId) -> Option<&Dialog> {
+        self.dialogs.get(id)
+    }
+
+    /// Dialog lookup by the three parts of its id.
+    pub fn find(&self, call_id: &str, local_tag: &str, remote_tag: &str) -> Option<&Dialog> {
+        self.dialogs.get(&DialogId {
+            call_id: call_id.to_owned(),
+            local_tag: local_tag.to_owned(),
+            remote_tag: remote_tag.to_owned(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dialogs.is_empty()
+    }
+
+    /// Forgets a dialog now (terminated ones are also purged 64*T1 after they end).
+    pub fn remove(&mut self, id: &DialogId) -> Option<Dialog> {
+        self.dialogs.remove(id)
+    }
+
+    /// Sends the dialog's future requests on another flow.
+    pub fn set_peer(&mut self, id: &DialogId, peer: Peer) -> Result<(), DialogError> {
+        self.dialogs
+            .get_mut(id)
+            .ok_or(DialogError::UnknownDialog)?
+            .peer = peer;
+        Ok(())
+    }
+
+    /// The client transaction of our dialog-creating INVITE (for CANCEL).
+    pub fn invite_key(&self, invite: &InviteId) -> Option<&TxKey> {
+        self.invites.get(invite).map(|i| &i.key)
+    }
+
+    /// UAS: creates an early dialog for a dialog-creating INVITE (no To tag) that came on
+    /// `from` with server transaction `key`. Answer it with [`Self::respond`]. On error the
+    /// TU answers with [`DialogError::response`] (e.g. 422 with Min-SE).
+    pub fn accept_invite(
+        &mut self,
+        key: &TxKey,
+        req: &Request,
+        from: Peer,
+        local_contact: &str,
+    ) -> Result<DialogId, DialogError> {
+        let bad = |e: super::message::ParseError| DialogError::Malformed(e.to_string());
+        if req.method != Method::Invite {
+            return Err(DialogError::Malformed("not an INVITE".into()));
+        }
+        let fromh = from_header(&req.headers).map_err(bad)?;
+        let to = to_header(&req.headers).map_err(bad)?;
+        if to.tag().is_some() {
+            return Err(DialogError::Malformed(
+                "INVITE with To tag is in a dialog".into(),
+            ));
+        }
+        let call_id = req
+            .headers
+            .get(&HeaderName::CallId)
+            .ok_or(DialogError::Malformed("no Call-ID".into()))?;
+        let (num, _) = cseq(&req.headers).map_err(bad)?;
+        let remote_target = first_contact_uri(&req.headers).ok_or(DialogError::Malformed(
+            "INVITE without a valid Contact".into(),
+        ))?;
+        negotiate_uas(req, &self.cfg, None)?;
+        let local_tag = random_token(&mut self.rng, 10);
+        let id = DialogId {
+            call_id: call_id.to_owned(),
+            local_tag: local_tag.clone(),
+            remote_tag: tag_of(&fromh).unwrap_or_default(),
+        };
+        let secure = req
+            .uri
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("sips:"))
+            && matches!(from.transport, Transport::Tls | Transport::Wss);
+        let to_value = req.headers.get(&HeaderName::To).unwrap_or_default();
+        let d = Dialog {
+            id: id.clone(),
+            is_caller: false,
+            state: DialogState::Early,
+            local_uri: format!("{to_value};tag={local_tag}"),
+            remote_uri: req
+                .headers
+                .get(&HeaderName::From)
+                .unwrap_or_default()
+                .to_owned(),
+            local_cseq: None,
+            remote_cseq: Some(num),
+            remote_target,
+            // 12.1.1: the UAS keeps Record-Route in order.
+            route_set: req
+                .headers
+                .list(&HeaderName::RecordRoute)
+                .map(str::to_owned)
+                .collect(),
+            secure,
+            peer: from,
+            local_contact: local_contact.to_owned(),
+            peer_100rel: supports(&req.headers, "100rel"),
+            peer_timer: supports(&req.headers, "timer"),
+            server_txs: vec![ServerTx {
+                key: key.clone(),
+                req: req.clone(),
+                initial: true,
+            }],
+            client_txs: Vec::new(),
+            out_invite: None,
+            last_ack: None,
+            ack_pending: None,
+            last_rseq_in: None,
+            next_rseq: self.rng.gen_range(1..=0x7fff_ffff),
+            rel1xx: None,
+            pending_2xx: None,
+            glare_retry: None,
+            session: None,
+            terminated_at: None,
+        };
+        self.dialogs.insert(id.clone(), d);
+        Ok(id)
+    }
+
+    /// Answers a request of the dialog (the initial INVITE included) held under `key`.
+    pub fn respond(
+        &mut self,
+        id: &DialogId,
+        key: &TxKey,
+        status: u16,
+        opts: MsgOpts,
+        now: Instant,
+    ) -> Result<Vec<DialogEvent>, DialogError> {
+        let d = self.dialogs.get_mut(id).ok_or(DialogError::UnknownDialog)?;
+        d.respond(key, status, &opts, now, &self.cfg, &mut self.rng)
+    }
+
+    /// The transaction layer reported a CANCEL for INVITE server transaction `key`: we
+    /// answer that INVITE with 487 and end the early dialog.
+    pub fn on_cancel(&mut self, key: &TxKey, now: Instant) -> Vec<DialogEvent> {
+        let mut out = Vec::new();
+        for d in self.dialogs.values_mut() {
+            if let Some(i) = d.server_txs.iter().position(|s| &s.key == key) {
+                let stx = d.server_txs.remove(i);
+                d.auto_respond(&stx.key, &stx.req, 487, &mut out);
+                if stx.initial {
+                    d.terminate(TerminateReason::Cancelled, now, &mut out);
+                }
+                break;
+            }
+        }
+        out
+    }
+
+    /// UAC: builds our dialog-creating INVITE (fresh From tag, CSeq 1, Via branch,
+    /// Contact, Supported 100rel/timer, Session-Expires).
+    pub fn invite(
+        &mut self,
+        p: InviteParams,
+        now: Instant,
+    ) -> Result<(InviteId, Vec<DialogEvent>), DialogError> {
+        let _ = now;
+        let call_id = match p.call_id {
+            Some(c) => c,
+            None => random_token(&mut self.rng, 24),
+        };
+        let local_tag = random_token(&mut self.rng, 10);
+        let mut h = Headers::new();
+        h.push(HeaderName::Via, via(p.peer, &mut self.rng));
+        h.push(HeaderName::MaxForwards, "70");
+        for r in &p.route {
+            h.push(HeaderName::Route, r.clone());
+        }
+        h.push(HeaderName::From, format!("{};tag={local_tag}", p.from));
+        h.push(HeaderName::To, p.to.clone());
+        h.push(HeaderName::CallId, call_id.clone());
+        h.push(HeaderName::CSeq, "1 INVITE");
+        h.push(HeaderName::Contact, format!("<{}>", p.local_contact));
+        let mut sup = Vec::new();
+        if self.cfg.support_100rel {
+            sup.push("100rel");
+        }
+        if self.cfg.session_expires.is_some() {
+            sup.push("timer");
+        }
+        if !sup.is_empty() {
+            h.push(HeaderName::Supported, sup.join(", "));
+        }
+        if let Some(se) = self.cfg.session_expires {
+            h.push(se_name(), se.max(self.cfg.min_se).to_string());
+            h.push(min_se_name(), self.cfg.min_se.to_string());
+        }
+        let req = finish(
+            Request {
+                method: Method::Invite,
+                uri: p.request_uri.clone(),
+                headers: h,
+                body: Bytes::new(),
+            },
+            &p.opts,
+        );
+        let key = TxKey::client(&req).ok_or(DialogError::Malformed("no branch".into()))?;
+        let invite = InviteId { call_id, local_tag };
+        self.invites.insert(
+            invite.clone(),
+            UacInvite {
+                req: req.clone(),
+                key,
+                cseq: 1,
+                peer: p.peer,
+                local_contact: p.local_contact,
+                dialogs: Vec::new(),
+                answered: None,
+                answered_at: None,
+                retried_422: false,
+            },
+        );
+        Ok((invite, vec![DialogEvent::SendRequest { req, to: p.peer }]))
+    }
+
+    /// Builds and starts an in-dialog request: BYE, re-INVITE, UPDATE, INFO, NOTIFY,
+    /// REFER, MESSAGE, OPTIONS... (PRACK and ACK are the layer's own). A re-INVITE while
+    /// ours is pending is [`DialogError::Glare`]. BYE terminates the dialog at once.
+    pub fn request(
+        &mut self,
+        id: &DialogId,
+        method: Method,
+        opts: MsgOpts,
+        now: Instant,
+    ) -> Result<Vec<DialogEvent>, DialogError> {
+        let d = self.dialogs.get_mut(id).ok_or(DialogError::UnknownDialog)?;
+        d.request(method, &opts, now, &self.cfg, &mut self.rng)
+    }
+
+    pub fn bye(&mut self, id: &DialogId, now: Instant) -> Result<Vec<DialogEvent>, DialogError> {
+        self.request(id, Method::Bye, MsgOpts::default(), now)
+    }
+
+    /// Sends the ACK for a 2xx to our body-less INVITE, carrying the answer (late offer).
+    pub fn send_ack(
+        &mut self,
+        id: &DialogId,
+        body: Option<Body>,
+    ) -> Result<Vec<DialogEvent>, DialogError> {
+        let d = self.dialogs.get_mut(id).ok_or(DialogError::UnknownDialog)?;
+        let n = d.ack_pending.take().ok_or(DialogError::NoPendingRequest)?;
+        let ack = d.build_ack(n, body, &self.cfg, &mut self.rng);
+        d.last_ack = Some((n, ack.clone()));
+        Ok(vec![DialogEvent::SendAck {
+            req: ack,
+            to: d.peer,
+        }])
+    }
+
+    /// An incoming request with a To tag (from `Action::Request`). Err(NotInDialog) for
+    /// a request without To tag: that one creates a dialog (see [`Self::accept_invite`]).
+    pub fn on_request(
+        &mut self,
+        key: TxKey,
+        req: Request,
+        from: Peer,
+        now: Instant,
+    ) -> Result<Vec<DialogEvent>, DialogError> {
+        if req.method == Method::Ack {
+            return Ok(self.on_ack(req, now));
+        }
+        let to_tag = to_header(&req.headers)
+            .ok()
+            .and_then(|t| tag_of(&t))
+            .ok_or(DialogError::NotInDialog)?;
+        let id = DialogId {
+            call_id: req
+                .headers
+                .get(&HeaderName::CallId)
+                .unwrap_or_default()
+                .to_owned(),
+            local_tag: to_tag.clone(),
+            remote_tag: from_header(&req.headers)
+                .ok()
+                .and_then(|f| tag_of(&f))
+                .unwrap_or_default(),
+        };
+        match self.dialogs.get_mut(&id) {
+            Some(d) => Ok(d.on_request(key, req, from, now, &self.cfg, &mut self.rng)),
+            None => {
+                let resp = DialogError::UnknownDialog.response(&req, &to_tag);
+                Ok(vec![DialogEvent::SendResponse { key, resp }])
+            }
+        }
+    }
+
+    /// An ACK for a 2xx (from `Action::Ack2xx`).
+    pub fn on_ack(&mut self, req: Request, now: Instant) -> Vec<DialogEvent> {
+        let _ = now;
+        let (Ok(to), Ok(fr)) = (to_header(&req.headers), from_header(&req.headers)) else {
+            return Vec::new();
+        };
+        let id = DialogId {
+            call_id: req
+                .headers
+                .get(&HeaderName::CallId)
+                .unwrap_or_default()
+                .to_owned(),
+            local_tag: tag_of(&to).unwrap_or_default(),
+            remote_tag: tag_of(&fr).unwrap_or_default(),
+        };
+        match self.dialogs.get_mut(&id) {
+            Some(d) => d.on_ack(req),
+            None => Vec::new(),
+        }
+    }
+
+    /// A response to a request we sent: `key` from `Action::Response`, None for an
+    /// `Action::StrayResponse` (a 2xx retransmission after the transaction ended).
+    pub fn on_response(
+        &mut self,
+        key: Option<TxKey>,
+        resp: Response,
+        now: Instant,
+    ) -> Vec<DialogEvent> {
+        let Ok((num, method)) = cseq(&resp.headers) else {
+            return Vec::new();
+        };
+        let call_id = resp
+            .headers
+            .get(&HeaderName::CallId)
+            .unwrap_or_default()
+            .to_owned();
+        let local_tag = from_header(&resp.headers)
+            .ok()
+            .and_then(|f| tag_of(&f))
+            .unwrap_or_default();
+        let remote_tag = to_header(&resp.headers).ok().and_then(|t| tag_of(&t));
+        let inv_id = InviteId {
+            call_id: call_id.clone(),
+            local_tag: local_tag.clone(),
+        };
+        if method == Method::Invite {
+            if let Some(inv) = self.invites.get(&inv_id) {
+                if inv.cseq == num {
+                    return self.on_invite_response(inv_id, remote_tag, resp, now);
+                }
+            }
+        }
+        let Some(remote_tag) = remote_tag else {
+            return Vec::new();
+        };
+        let id = DialogId {
+            call_id,
+            local_tag,
+            remote_tag,
+        };
+        match self.dialogs.get_mut(&id) {
+            Some(d) => d.on_response(key.as_ref(), resp, now, &self.cfg, &mut self.rng),
+            None => Vec::new(),
+        }
+    }
+
+    /// A client transaction of ours timed out or hit a transport error: handled as a 408.
+    pub fn on_timeout(&mut self, key: &TxKey, now: Instant) -> Vec<DialogEvent> {
+        let req = self
+            .invites
+            .values()
+            .find(|i| &i.key == key)
+            .map(|i| i.req.clone())
+            .or_else(|| {
+                self.dialogs.values().find_map(|d| {
+                    d.client_txs
+                        .iter()
+                        .chain(d.out_invite.iter())
+                        .find(|c| &c.key == key)
+                        .map(|c| c.req.clone())
+                })
+            });
+        let Some(req) = req else {
+            return Vec::new();
+        };
+        // The synthesized 408 carries the To tag of the dialog the request was in.
+        let resp = Response::for_request(&req, 408, reason_phrase(408));
+        self.on_response(Some(key.clone()), resp, now)
+    }
+
+    fn on_invite_response(
+        &mut self,
+        inv_id: InviteId,
+        remote_tag: Option<String>,
+        resp: Response,
+        now: Instant,
+    ) -> Vec<DialogEvent> {
+        let mut out = Vec::new();
+        let status = resp.status;
+        if status >= 300 {
+            return self.on_invite_failure(inv_id, resp, now);
+        }
+        let Some(remote_tag) = remote_tag else {
+            if status < 200 {
+                out.push(DialogEvent::InviteProgress {
+                    invite: inv_id,
+                    id: None,
+                    resp,
+                });
+            }
+            return out; // a 2xx without To tag is broken: dropped
+        };
+        let id = DialogId {
+            call_id: inv_id.call_id.clone(),
+            local_tag: inv_id.local_tag.clone(),
+            remote_tag,
+        };
+        if !self.dialogs.contains_key(&id) {
+            let Some(inv) = self.invites.get_mut(&inv_id) else {
+                return out;
+            };
+            let Some(d) = uac_dialog(inv, &id, &resp, &mut self.rng) else {
+                return out;
+            };
+            inv.dialogs.push(id.clone());
+            self.dialogs.insert(id.clone(), d);
+            out.push(DialogEvent::Created {
+                invite: inv_id.clone(),
+                id: id.clone(),
+            });
+        }
+        let Some(inv) = self.invites.get_mut(&inv_id) else {
+            return out;
+        };
+        let cfg = &self.cfg;
+        let rng = &mut self.rng;
+        if status < 200 {
+            if let Some(d) = self.dialogs.get_mut(&id) {
+                if d.state == DialogState::Early && d.on_provisional(&resp, cfg, rng, &mut out) {
+                    out.push(DialogEvent::InviteProgress {
+                        invite: inv_id,
+                        id: Some(id),
+                        resp,
+                    });
+                }
+            }
+            return out;
+        }
+        match inv.answered.clone() {
+            None => {
+                inv.answered = Some(id.clone());
+                inv.answered_at = Some(now);
+                if let Some(d) = self.dialogs.get_mut(&id) {
+                    if d.state == DialogState::Terminated {
+                        // An early dialog dropped earlier, now answering: still ACK+BYE.
+                        d.state = DialogState::Early;
+                        d.terminated_at = None;
+                    }
+                    d.on_invite_2xx(resp, now, cfg, rng, &mut out);
+                }
+                // The other forks' early dialogs are over.
+                for other in inv.dialogs.iter().filter(|o| **o != id) {
+                    if let Some(d) = self.dialogs.get_mut(other) {
+                        d.terminate(TerminateReason::ForkLoser, now, &mut out);
+                    }
+                }
+            }
+            Some(winner) if winner == id => {
+                if let Some(d) = self.dialogs.get_mut(&id) {
+                    d.on_invite_2xx(resp, now, cfg, rng, &mut out);
+                }
+            }
+            Some(_) => {
+                // 13.2.2.4: a second fork answered: ACK it, then BYE it.
+                if let Some(d) = self.dialogs.get_mut(&id) {
+                    if d.last_ack.is_some() {
+                        // A retransmission of a 2xx we ACKed and BYEd already.
+                        d.on_invite_2xx(resp, now, cfg, rng, &mut out);
+                        return out;
+                    }
+                    d.state = DialogState::Early;
+                    d.terminated_at = None;
+                    let num = inv.cseq;
+                    let mut tmp = Vec::new();
+                    d.on_invite_2xx(resp, now, cfg, rng, &mut tmp);
+                    if d.ack_pending.take().is_some() {
+                        let ack = d.build_ack(num, None, cfg, rng);
+                        d.last_ack = Some((num, ack.clone()));
+                        tmp.push(DialogEvent::SendAck {
+                            req: ack,
+                            to: d.peer,
+                        });
+                    }
+                    out.extend(
+                        tmp.into_iter()
+                            .filter(|e| matches!(e, DialogEvent::SendAck { .. })),
+                    );
+                    d.bye_and_terminate(TerminateReason::ForkLoser, now, cfg, rng, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    fn on_invite_failure(
+        &mut self,
+        inv_id: InviteId,
+        resp: Response,
+        now: Instant,
+    ) -> Vec<DialogEvent> {
+        let mut out = Vec::new();
+        let Some(inv) = self.invites.get_mut(&inv_id) else {
+            return out;
+        };
+        if inv.answered.is_some() {
+            return out; // a stray failure after an answer means nothing
+        }
+        // RFC 4028 7.4: retry once with the Min-SE the 422 asked for.
+        if resp.status == 422 && !inv.retried_422 {
+            if let Some(min) = min_se(&resp.headers) {
+                inv.retried_422 = true;
+                inv.cseq += 1;
+                let mut req = inv.req.clone();
+                req.headers
+                    .set(HeaderName::Via, via(inv.peer, &mut self.rng));
+                req.headers
+                    .set(HeaderName::CSeq, format!("{} INVITE", inv.cseq));
+                req.headers.set(se_name(), min.to_string());
+                req.headers.set(min_se_name(), min.to_string());
+                if let Some(key) = TxKey::client(&req) {
+                    inv.key = key;
+                    inv.req = req.clone();
+                    out.push(DialogEvent::SendRequest { req, to: inv.peer });
+                    return out;
+                }
+            }
+        }
+        let status = resp.status;
+        let Some(inv) = self.invites.remove(&inv_id) else {
+            return out;
+        };
+        for id in &inv.dialogs {
+            if let Some(d) = self.dialogs.get_mut(id) {
+                d.out_invite = None;
+                d.terminate(TerminateReason::Rejected(status), now, &mut out);
+            }
+        }
+        out.push(DialogEvent::InviteFailed {
+            invite: inv_id,
+            resp,
+        });
+        out
+    }
+
+    /// Fires every timer due at `now`: 2xx and reliable 1xx retransmissions and their
+    /// give-ups, glare retries, session refresh and expiry, purges.
+    pub fn on_timer(&mut self, now: Instant) -> Vec<DialogEvent> {
+        let mut out = Vec::new();
+        let linger = self.cfg.timers.t1 * 64;
+        self.dialogs
+            .retain(|_, d| d.terminated_at.map_or(true, |t| now < t + linger));
+        self.invites
+            .retain(|_, i| i.answered_at.map_or(true, |t| now < t + linger));
+        let mut ids: Vec<&DialogId> = self.dialogs.keys().collect();
+        ids.sort_by(|a, b| {
+            (&a.call_id, &a.local_tag, &a.remote_tag).cmp(&(
+                &b.call_id,
+                &b.local_tag,
+                &b.remote_tag,
+            ))
+        });
+        let ids: Vec<DialogId> = ids.into_iter().cloned().collect();
+        for id in ids {
+            let due = self
+                .dialogs
+                .get(&id)
+                .and_then(|d| d.next_deadline(&self.cfg))
+                .is_some_and(|t| t <= now);
+            if due {
+                if let Some(d) = self.dialogs.get_mut(&id) {
+                    out.extend(d.on_timer(now, &self.cfg, &mut self.rng));
+                }
+            }
+        }
+        out
+    }
+
+    /// When [`Self::on_timer`] must next be called.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let linger = self.cfg.timers.t1 * 64;
+        self.dialogs
+            .values()
+            .filter_map(|d| d.next_deadline(&self.cfg))
+            .chain(
+                self.invites
+                    .values()
+                    .filter_map(|i| i.answered_at.map(|t| t + linger)),
+            )
+            .min()
+    }
+}
+
+/// A UAC dialog from a 1xx/2xx with a To tag to our INVITE (12.1.2).
+fn uac_dialog(inv: &UacInvite, id: &DialogId, resp: &Response, rng: &mut StdRng) -> Option<Dialog> {
+    let _ = rng;
+    let local_uri = inv.req.headers.get(&HeaderName::From)?.to_owned();
+    let remote_uri = resp.headers.get(&HeaderName::To)?.to_owned();
+    Some(Dialog {
+        id: id.clone(),
+        is_caller: true,
+        state: DialogState::Early,
+        local_uri,
+        remote_uri,
+        local_cseq: Some(inv.cseq),
+        remote_cseq: None,
+        remote_target: first_contact_uri(&resp.headers).unwrap_or_else(|| inv.req.uri.clone()),
+        route_set: reversed_record_route(&resp.headers),
+        secure: inv
+            .req
+            .uri
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("sips:")),
+        peer: inv.peer,
+        local_contact: inv.local_contact.clone(),
+        peer_100rel: supports(&resp.headers, "100rel"),
+        peer_timer: supports(&resp.headers, "timer"),
+        server_txs: Vec::new(),
+        client_txs: Vec::new(),
+        out_invite: Some(ClientTx {
+            key: inv.key.clone(),
+            method: Method::Invite,
+            cseq: inv.cseq,
+            req: inv.req.clone(),
+        }),
+        last_ack: None,
+        ack_pending: None,
+        last_rseq_in: None,
+        next_rseq: 1,
+        rel1xx: None,
+        pending_2xx: None,
+        glare_retry: None,
+        session: None,
+        terminated_at: None,
+    })
+}
