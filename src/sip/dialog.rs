@@ -1382,6 +1382,15 @@ impl DialogSet {
         Ok(())
     }
 
+    /// Changes the Contact our future target refresh requests and responses carry.
+    pub fn set_local_contact(&mut self, id: &DialogId, uri: &str) -> Result<(), DialogError> {
+        self.dialogs
+            .get_mut(id)
+            .ok_or(DialogError::UnknownDialog)?
+            .local_contact = uri.to_owned();
+        Ok(())
+    }
+
     /// The client transaction of our dialog-creating INVITE (for CANCEL).
     pub fn invite_key(&self, invite: &InviteId) -> Option<&TxKey> {
         self.invites.get(invite).map(|i| &i.key)
@@ -1986,4 +1995,1243 @@ fn uac_dialog(inv: &UacInvite, id: &DialogId, resp: &Response, rng: &mut StdRng)
         session: None,
         terminated_at: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{parse, validate_request, SipMessage};
+    use rand::SeedableRng;
+    use std::collections::VecDeque;
+    use std::net::SocketAddr;
+
+    const T1: Duration = Duration::from_millis(500);
+    const A_CONTACT: &str = "sip:alice@10.0.0.1:5060";
+    const B_CONTACT: &str = "sip:bob@10.0.0.2:5060";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    /// How A sees B (A sends on this).
+    fn peer_ab() -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            remote: addr("10.0.0.2:5060"),
+            local: addr("10.0.0.1:5060"),
+            conn: None,
+        }
+    }
+
+    /// How B sees A.
+    fn peer_ba() -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            remote: addr("10.0.0.1:5060"),
+            local: addr("10.0.0.2:5060"),
+            conn: None,
+        }
+    }
+
+    fn set(cfg: DialogConfig, seed: u64) -> DialogSet {
+        DialogSet::new(cfg, StdRng::seed_from_u64(seed))
+    }
+
+    fn sdp(s: &str) -> MsgOpts {
+        MsgOpts::body(Body::new("application/sdp", s.as_bytes().to_vec()))
+    }
+
+    /// Serializes and parses again, so every message we build is checked as wire text.
+    fn rewire_req(r: &Request) -> Request {
+        match parse(&r.to_bytes()) {
+            Ok(SipMessage::Request(r)) => {
+                validate_request(&r).expect("valid request");
+                r
+            }
+            other => panic!("bad request on the wire: {other:?}"),
+        }
+    }
+
+    fn rewire_resp(r: &Response) -> Response {
+        match parse(&r.to_bytes()) {
+            Ok(SipMessage::Response(r)) => r,
+            other => panic!("bad response on the wire: {other:?}"),
+        }
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Side {
+        A,
+        B(usize),
+    }
+
+    /// A (the caller, UAC) and one or more B (callees, UAS; several = a forking proxy),
+    /// optionally through two record-routing loose-routing proxies. FIFO delivery.
+    struct Harness {
+        a: DialogSet,
+        bs: Vec<DialogSet>,
+        b_ids: Vec<Option<DialogId>>,
+        b_invite_keys: Vec<Option<TxKey>>,
+        now: Instant,
+        /// Record-Route the proxies add to the initial INVITE, top first.
+        rr: Vec<String>,
+        /// Everything sent, in order, before any proxy processing.
+        wire: Vec<(Side, SipMessage)>,
+        ev_a: Vec<DialogEvent>,
+        ev_b: Vec<(usize, DialogEvent)>,
+        drop_acks: bool,
+        drop_to_a: bool,
+        drop_to_b: bool,
+        queue: VecDeque<(Side, DialogEvent)>,
+    }
+
+    impl Harness {
+        fn new(n: usize) -> Harness {
+            Harness::with(n, DialogConfig::default(), DialogConfig::default())
+        }
+
+        fn with(n: usize, cfg_a: DialogConfig, cfg_b: DialogConfig) -> Harness {
+            Harness {
+                a: set(cfg_a, 1),
+                bs: (0..n).map(|i| set(cfg_b.clone(), 100 + i as u64)).collect(),
+                b_ids: vec![None; n],
+                b_invite_keys: vec![None; n],
+                now: Instant::now(),
+                rr: Vec::new(),
+                wire: Vec::new(),
+                ev_a: Vec::new(),
+                ev_b: Vec::new(),
+                drop_acks: false,
+                drop_to_a: false,
+                drop_to_b: false,
+                queue: VecDeque::new(),
+            }
+        }
+
+        fn b(&self, i: usize) -> &Dialog {
+            let id = self.b_ids[i].as_ref().expect("B dialog exists");
+            self.bs[i].get(id).expect("B dialog in table")
+        }
+
+        fn b_id(&self, i: usize) -> DialogId {
+            self.b_ids[i].clone().expect("B dialog exists")
+        }
+
+        /// The A dialog towards B(i): A's local tag + B's local tag.
+        fn a_id(&self, i: usize) -> DialogId {
+            let b = self.b_id(i);
+            DialogId {
+                call_id: b.call_id,
+                local_tag: b.remote_tag,
+                remote_tag: b.local_tag,
+            }
+        }
+
+        fn a(&self, i: usize) -> &Dialog {
+            self.a.get(&self.a_id(i)).expect("A dialog in table")
+        }
+
+        fn call(&mut self, opts: MsgOpts) -> InviteId {
+            let (inv, evs) = self
+                .a
+                .invite(
+                    InviteParams {
+                        request_uri: "sip:bob@example.com".into(),
+                        from: "\"Alice\" <sip:alice@example.com>".into(),
+                        to: "<sip:bob@example.com>".into(),
+                        local_contact: A_CONTACT.into(),
+                        route: Vec::new(),
+                        peer: peer_ab(),
+                        call_id: None,
+                        opts,
+                    },
+                    self.now,
+                )
+                .expect("invite builds");
+            self.run(Side::A, evs);
+            inv
+        }
+
+        fn run(&mut self, side: Side, evs: Vec<DialogEvent>) {
+            self.queue.extend(evs.into_iter().map(|e| (side, e)));
+            self.pump();
+        }
+
+        fn pump(&mut self) {
+            while let Some((side, ev)) = self.queue.pop_front() {
+                self.deliver(side, ev);
+            }
+        }
+
+        fn deliver(&mut self, side: Side, ev: DialogEvent) {
+            let now = self.now;
+            match (side, ev) {
+                (Side::A, DialogEvent::SendRequest { req, to }) => {
+                    assert_eq!(to, peer_ab());
+                    let req = rewire_req(&req);
+                    self.wire.push((side, req.clone().into()));
+                    if self.drop_to_b {
+                        return;
+                    }
+                    self.a_request_to_bs(req);
+                }
+                (Side::A, DialogEvent::SendAck { req, .. }) => {
+                    let req = rewire_req(&req);
+                    self.wire.push((side, req.clone().into()));
+                    if self.drop_acks || self.drop_to_b {
+                        return;
+                    }
+                    let req = self.through_proxies(req);
+                    for i in self.route_by_to_tag(&req) {
+                        let evs = self.bs[i].on_ack(req.clone(), now);
+                        self.queue.extend(evs.into_iter().map(|e| (Side::B(i), e)));
+                    }
+                }
+                (Side::A, DialogEvent::SendResponse { resp, .. }) => {
+                    let resp = rewire_resp(&resp);
+                    self.wire.push((side, resp.clone().into()));
+                    if self.drop_to_b {
+                        return;
+                    }
+                    let key = TxKey::for_response(&resp);
+                    for i in self.route_by_from_tag(&resp) {
+                        let evs = self.bs[i].on_response(key.clone(), resp.clone(), now);
+                        self.queue.extend(evs.into_iter().map(|e| (Side::B(i), e)));
+                    }
+                }
+                (Side::B(_), DialogEvent::SendRequest { req, to }) => {
+                    assert_eq!(to, peer_ba());
+                    let req = rewire_req(&req);
+                    self.wire.push((side, req.clone().into()));
+                    if self.drop_to_a {
+                        return;
+                    }
+                    let req = self.through_proxies(req);
+                    let key = TxKey::server(&req).expect("key");
+                    let evs = self
+                        .a
+                        .on_request(key, req, peer_ab(), now)
+                        .expect("in dialog");
+                    self.queue.extend(evs.into_iter().map(|e| (Side::A, e)));
+                }
+                (Side::B(i), DialogEvent::SendAck { req, .. }) => {
+                    let req = rewire_req(&req);
+                    self.wire.push((side, req.clone().into()));
+                    if self.drop_acks || self.drop_to_a {
+                        return;
+                    }
+                    let req = self.through_proxies(req);
+                    let evs = self.a.on_ack(req, now);
+                    self.queue.extend(evs.into_iter().map(|e| (Side::A, e)));
+                    let _ = i;
+                }
+                (Side::B(_), DialogEvent::SendResponse { resp, .. }) => {
+                    let resp = rewire_resp(&resp);
+                    self.wire.push((side, resp.clone().into()));
+                    if self.drop_to_a {
+                        return;
+                    }
+                    let key = TxKey::for_response(&resp);
+                    let evs = self.a.on_response(key, resp, now);
+                    self.queue.extend(evs.into_iter().map(|e| (Side::A, e)));
+                }
+                (Side::A, ev) => self.ev_a.push(ev),
+                (Side::B(i), ev) => self.ev_b.push((i, ev)),
+            }
+        }
+
+        /// Loose routing: each proxy pops its own Route; we check the order on the way.
+        fn through_proxies(&self, mut req: Request) -> Request {
+            let routes: Vec<String> = req
+                .headers
+                .list(&HeaderName::Route)
+                .map(str::to_owned)
+                .collect();
+            if !self.rr.is_empty() {
+                assert_eq!(routes.len(), self.rr.len(), "Route set on {req:?}");
+            }
+            req.headers.remove(&HeaderName::Route);
+            req
+        }
+
+        fn a_request_to_bs(&mut self, req: Request) {
+            let now = self.now;
+            let to_tag = to_header(&req.headers).ok().and_then(|t| tag_of(&t));
+            if to_tag.is_none() && req.method == Method::Invite {
+                // The forking proxies: Record-Route added (p1 first, p2 on top).
+                let mut req = req;
+                for rr in self.rr.iter().rev() {
+                    req.headers.0.insert(
+                        0,
+                        crate::sip::message::Header {
+                            name: HeaderName::RecordRoute,
+                            value: rr.clone(),
+                        },
+                    );
+                }
+                for i in 0..self.bs.len() {
+                    let key = TxKey::server(&req).expect("key");
+                    match self.bs[i].accept_invite(&key, &req, peer_ba(), B_CONTACT) {
+                        Ok(id) => {
+                            // Same Call-ID on a re-sent INVITE (422): replace.
+                            self.b_ids[i] = Some(id);
+                            self.b_invite_keys[i] = Some(key);
+                        }
+                        Err(e) => {
+                            let resp = e.response(&req, "uas-reject");
+                            self.queue
+                                .push_back((Side::B(i), DialogEvent::SendResponse { key, resp }));
+                        }
+                    }
+                }
+                return;
+            }
+            let req = self.through_proxies(req);
+            for i in self.route_by_to_tag(&req) {
+                let key = TxKey::server(&req).expect("key");
+                let evs = self.bs[i]
+                    .on_request(key, req.clone(), peer_ba(), now)
+                    .expect("in dialog");
+                self.queue.extend(evs.into_iter().map(|e| (Side::B(i), e)));
+            }
+        }
+
+        fn route_by_to_tag(&self, req: &Request) -> Vec<usize> {
+            let tag = to_header(&req.headers).ok().and_then(|t| tag_of(&t));
+            self.by_local_tag(tag)
+        }
+
+        fn route_by_from_tag(&self, resp: &Response) -> Vec<usize> {
+            let tag = from_header(&resp.headers).ok().and_then(|t| tag_of(&t));
+            self.by_local_tag(tag)
+        }
+
+        fn by_local_tag(&self, tag: Option<String>) -> Vec<usize> {
+            (0..self.bs.len())
+                .filter(|i| {
+                    self.b_ids[*i]
+                        .as_ref()
+                        .is_some_and(|id| Some(&id.local_tag) == tag.as_ref())
+                })
+                .collect()
+        }
+
+        /// B(i) answers its INVITE.
+        fn b_answer(&mut self, i: usize, status: u16, opts: MsgOpts) {
+            let id = self.b_id(i);
+            let key = self.b_invite_keys[i].clone().expect("INVITE key");
+            let evs = self.bs[i]
+                .respond(&id, &key, status, opts, self.now)
+                .expect("respond");
+            self.run(Side::B(i), evs);
+        }
+
+        /// Moves the fake clock, firing every timer on the way in order.
+        fn advance(&mut self, d: Duration) {
+            let end = self.now + d;
+            loop {
+                let next = std::iter::once(self.a.next_deadline())
+                    .chain(self.bs.iter().map(DialogSet::next_deadline))
+                    .flatten()
+                    .min();
+                match next {
+                    Some(t) if t <= end => {
+                        self.now = self.now.max(t);
+                        let now = self.now;
+                        let evs = self.a.on_timer(now);
+                        self.queue.extend(evs.into_iter().map(|e| (Side::A, e)));
+                        for i in 0..self.bs.len() {
+                            let evs = self.bs[i].on_timer(now);
+                            self.queue.extend(evs.into_iter().map(|e| (Side::B(i), e)));
+                        }
+                        self.pump();
+                    }
+                    _ => break,
+                }
+            }
+            self.now = end;
+        }
+
+        fn sent(&self, side: Side, f: impl Fn(&SipMessage) -> bool) -> Vec<SipMessage> {
+            self.wire
+                .iter()
+                .filter(|(s, m)| *s == side && f(m))
+                .map(|(_, m)| m.clone())
+                .collect()
+        }
+
+        /// A basic answered call: INVITE with offer, 180, 200 with answer, ACK.
+        fn established(n: usize) -> Harness {
+            let mut h = Harness::new(n);
+            h.call(sdp("offer"));
+            h.b_answer(0, 180, MsgOpts::default());
+            h.b_answer(0, 200, sdp("answer"));
+            h
+        }
+    }
+
+    fn is_req(m: &SipMessage, method: Method) -> bool {
+        matches!(m, SipMessage::Request(r) if r.method == method)
+    }
+
+    fn is_resp(m: &SipMessage, status: u16, method: Method) -> bool {
+        matches!(m, SipMessage::Response(r)
+            if r.status == status && cseq(&r.headers).map(|c| c.1) == Ok(method.clone()))
+    }
+
+    fn req_of(m: &SipMessage) -> &Request {
+        match m {
+            SipMessage::Request(r) => r,
+            SipMessage::Response(_) => panic!("not a request"),
+        }
+    }
+
+    fn resp_of(m: &SipMessage) -> &Response {
+        match m {
+            SipMessage::Response(r) => r,
+            SipMessage::Request(_) => panic!("not a response"),
+        }
+    }
+
+    fn cseq_of(m: &SipMessage) -> (u32, Method) {
+        cseq(m.headers()).expect("cseq")
+    }
+
+    fn terminated(evs: &[DialogEvent]) -> Vec<TerminateReason> {
+        evs.iter()
+            .filter_map(|e| match e {
+                DialogEvent::Terminated { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn b_evs(h: &Harness, i: usize) -> Vec<DialogEvent> {
+        h.ev_b
+            .iter()
+            .filter(|(j, _)| *j == i)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    #[test]
+    fn basic_call_tags_cseq_and_bye() {
+        let mut h = Harness::new(1);
+        let inv = h.call(sdp("offer"));
+        let invite = h.sent(Side::A, |m| is_req(m, Method::Invite));
+        let invite = req_of(&invite[0]).clone();
+        assert_eq!(cseq(&invite.headers).expect("cseq"), (1, Method::Invite));
+        assert!(
+            TxKey::client(&invite).is_some(),
+            "branch set by the dialog layer"
+        );
+        assert_eq!(
+            from_header(&invite.headers).expect("from").tag(),
+            Some(inv.local_tag.as_str())
+        );
+        assert!(to_header(&invite.headers).expect("to").tag().is_none());
+        assert_eq!(h.b(0).state(), DialogState::Early);
+
+        h.b_answer(0, 180, MsgOpts::default());
+        let ringing = h.sent(Side::B(0), |m| is_resp(m, 180, Method::Invite));
+        let to_tag = to_header(ringing[0].headers())
+            .expect("to")
+            .tag()
+            .map(str::to_owned);
+        assert_eq!(to_tag.as_deref(), Some(h.b_id(0).local_tag.as_str()));
+        assert!(h
+            .ev_a
+            .iter()
+            .any(|e| matches!(e, DialogEvent::Created { .. })));
+        assert_eq!(h.a(0).state(), DialogState::Early);
+
+        h.b_answer(0, 200, sdp("answer"));
+        let ok = h.sent(Side::B(0), |m| is_resp(m, 200, Method::Invite));
+        assert_eq!(ok.len(), 1);
+        assert_eq!(
+            ok[0].headers().get(&HeaderName::Contact),
+            Some("<sip:bob@10.0.0.2:5060>")
+        );
+        assert_eq!(&ok[0].body()[..], b"answer");
+        let ack = h.sent(Side::A, |m| is_req(m, Method::Ack));
+        assert_eq!(ack.len(), 1);
+        let ack = req_of(&ack[0]);
+        assert_eq!(cseq(&ack.headers).expect("cseq"), (1, Method::Ack));
+        assert_eq!(ack.uri, B_CONTACT, "ACK goes to the remote target");
+        assert_ne!(
+            top_branch(ack),
+            top_branch(&invite),
+            "the ACK for a 2xx is a new transaction"
+        );
+        assert!(b_evs(&h, 0)
+            .iter()
+            .any(|e| matches!(e, DialogEvent::Acked { .. })));
+        assert_eq!(h.a(0).state(), DialogState::Confirmed);
+        assert_eq!(h.b(0).state(), DialogState::Confirmed);
+        assert_eq!(h.a(0).remote_target(), B_CONTACT);
+        assert_eq!(h.b(0).remote_target(), A_CONTACT);
+        assert!(h.a(0).route_set().is_empty() && h.b(0).route_set().is_empty());
+        assert_eq!(h.a(0).local_cseq(), Some(1));
+        assert_eq!(h.b(0).remote_cseq(), Some(1));
+        assert_eq!(h.a(0).remote_uri(), h.b(0).local_uri());
+        assert_eq!(h.a(0).local_uri(), h.b(0).remote_uri());
+        assert!(!h.a(0).secure());
+
+        let a_id = h.a_id(0);
+        let evs = h.a.bye(&a_id, h.now).expect("bye");
+        assert_eq!(terminated(&evs), vec![TerminateReason::LocalBye]);
+        h.run(Side::A, evs);
+        let bye = h.sent(Side::A, |m| is_req(m, Method::Bye));
+        assert_eq!(cseq_of(&bye[0]), (2, Method::Bye));
+        assert_eq!(req_of(&bye[0]).uri, B_CONTACT);
+        assert_eq!(terminated(&b_evs(&h, 0)), vec![TerminateReason::RemoteBye]);
+        assert_eq!(h.b(0).remote_cseq(), Some(2));
+        assert!(h.ev_a.iter().any(|e| matches!(e,
+            DialogEvent::Response { method: Method::Bye, resp, .. } if resp.status == 200)));
+        // Requests in a terminated dialog get 481.
+        assert!(h.a.bye(&a_id, h.now).is_err());
+    }
+
+    fn top_branch(r: &Request) -> String {
+        crate::sip::message::top_via(&r.headers)
+            .expect("via")
+            .branch()
+            .expect("branch")
+            .to_owned()
+    }
+
+    #[test]
+    fn record_route_two_proxies_route_sets_and_loose_routing() {
+        let mut h = Harness::new(1);
+        h.rr = vec![
+            "<sip:p2.example.net;lr>".to_owned(),
+            "<sip:p1.example.net;lr>".to_owned(),
+        ];
+        h.call(sdp("offer"));
+        h.b_answer(0, 200, sdp("answer"));
+        let ok = h.sent(Side::B(0), |m| is_resp(m, 200, Method::Invite));
+        let rr: Vec<&str> = ok[0].headers().list(&HeaderName::RecordRoute).collect();
+        assert_eq!(rr, ["<sip:p2.example.net;lr>", "<sip:p1.example.net;lr>"]);
+        // UAS keeps Record-Route order, UAC reverses it.
+        assert_eq!(
+            h.b(0).route_set(),
+            ["<sip:p2.example.net;lr>", "<sip:p1.example.net;lr>"]
+        );
+        assert_eq!(
+            h.a(0).route_set(),
+            ["<sip:p1.example.net;lr>", "<sip:p2.example.net;lr>"]
+        );
+        let ack = h.sent(Side::A, |m| is_req(m, Method::Ack));
+        let routes: Vec<&str> = ack[0].headers().list(&HeaderName::Route).collect();
+        assert_eq!(
+            routes,
+            ["<sip:p1.example.net;lr>", "<sip:p2.example.net;lr>"]
+        );
+
+        let b_id = h.b_id(0);
+        let evs = h.bs[0]
+            .request(&b_id, Method::Info, MsgOpts::default(), h.now)
+            .expect("info");
+        h.run(Side::B(0), evs);
+        let info = h.sent(Side::B(0), |m| is_req(m, Method::Info));
+        let info = req_of(&info[0]);
+        assert_eq!(info.uri, A_CONTACT, "loose routing keeps the remote target");
+        let routes: Vec<&str> = info.headers.list(&HeaderName::Route).collect();
+        assert_eq!(
+            routes,
+            ["<sip:p2.example.net;lr>", "<sip:p1.example.net;lr>"]
+        );
+        assert!(h.ev_a.iter().any(|e| matches!(e,
+            DialogEvent::Request { req, .. } if req.method == Method::Info)));
+
+        let a_id = h.a_id(0);
+        let evs = h.a.bye(&a_id, h.now).expect("bye");
+        h.run(Side::A, evs);
+        let bye = h.sent(Side::A, |m| is_req(m, Method::Bye));
+        let bye = req_of(&bye[0]);
+        assert_eq!(bye.uri, B_CONTACT);
+        let routes: Vec<&str> = bye.headers.list(&HeaderName::Route).collect();
+        assert_eq!(
+            routes,
+            ["<sip:p1.example.net;lr>", "<sip:p2.example.net;lr>"]
+        );
+    }
+
+    #[test]
+    fn strict_route_puts_first_route_in_request_uri() {
+        let mut h = Harness::new(1);
+        h.rr = vec!["<sip:strict.example.net>".to_owned()];
+        h.call(sdp("offer"));
+        h.b_answer(0, 200, sdp("answer"));
+        let a_id = h.a_id(0);
+        let evs = h.a.bye(&a_id, h.now).expect("bye");
+        let DialogEvent::SendRequest { req, .. } = &evs[0] else {
+            panic!("BYE first")
+        };
+        assert_eq!(req.uri, "sip:strict.example.net");
+        let routes: Vec<&str> = req.headers.list(&HeaderName::Route).collect();
+        assert_eq!(routes, ["<sip:bob@10.0.0.2:5060>"]);
+    }
+
+    #[test]
+    fn retransmits_2xx_until_ack_and_resends_ack_on_retransmitted_2xx() {
+        let mut h = Harness::new(1);
+        h.drop_acks = true;
+        h.call(sdp("offer"));
+        h.b_answer(0, 200, sdp("answer"));
+        assert!(h.b(0).awaiting_ack());
+        let count = |h: &Harness| {
+            h.sent(Side::B(0), |m| is_resp(m, 200, Method::Invite))
+                .len()
+        };
+        let acks = |h: &Harness| h.sent(Side::A, |m| is_req(m, Method::Ack));
+        assert_eq!(count(&h), 1);
+        h.advance(T1 - Duration::from_millis(1));
+        assert_eq!(count(&h), 1);
+        h.advance(Duration::from_millis(1)); // T1
+        assert_eq!(count(&h), 2);
+        h.advance(T1 * 2); // 3*T1
+        assert_eq!(count(&h), 3);
+        // Each 2xx retransmission made A send the same ACK again.
+        let a = acks(&h);
+        assert_eq!(a.len(), 3);
+        assert!(a.iter().all(|x| x == &a[0]));
+        h.drop_acks = false;
+        h.advance(T1 * 4); // 7*T1: retransmission, ACK gets through
+        assert_eq!(count(&h), 4);
+        assert!(!h.b(0).awaiting_ack());
+        assert!(b_evs(&h, 0)
+            .iter()
+            .any(|e| matches!(e, DialogEvent::Acked { .. })));
+        h.advance(T1 * 64);
+        assert_eq!(count(&h), 4, "stops after the ACK");
+        assert_eq!(h.b(0).state(), DialogState::Confirmed);
+        // A stray 2xx retransmission (after the transaction ended) still gets the ACK.
+        let ok = h.sent(Side::B(0), |m| is_resp(m, 200, Method::Invite));
+        let evs = h.a.on_response(None, resp_of(&ok[0]).clone(), h.now);
+        assert!(matches!(&evs[..], [DialogEvent::SendAck { req, .. }] if *req == *req_of(&a[0])));
+    }
+
+    #[test]
+    fn no_ack_gives_up_at_64_t1_with_bye() {
+        let mut h = Harness::new(1);
+        h.drop_acks = true;
+        h.call(sdp("offer"));
+        h.b_answer(0, 200, sdp("answer"));
+        let t_answer = h.now;
+        h.advance(T1 * 64 - Duration::from_millis(1));
+        let times = h
+            .sent(Side::B(0), |m| is_resp(m, 200, Method::Invite))
+            .len();
+        // T1, 3, 7, 15 T1, then every T2 = 8 T1: 23 ... 63 T1 -> 10 retransmissions.
+        assert_eq!(times, 11);
+        assert!(terminated(&b_evs(&h, 0)).is_empty());
+        h.advance(Duration::from_millis(1));
+        assert_eq!(h.now - t_answer, T1 * 64);
+        assert_eq!(terminated(&b_evs(&h, 0)), vec![TerminateReason::AckTimeout]);
+        let bye = h.sent(Side::B(0), |m| is_req(m, Method::Bye));
+        assert_eq!(bye.len(), 1);
+        assert_eq!(req_of(&bye[0]).uri, A_CONTACT);
+        assert_eq!(terminated(&h.ev_a), vec![TerminateReason::RemoteBye]);
+    }
+
+    #[test]
+    fn forking_two_early_dialogs_one_answer_second_2xx_acked_and_byed() {
+        let mut h = Harness::new(2);
+        let inv = h.call(sdp("offer"));
+        h.b_answer(0, 180, MsgOpts::default());
+        h.b_answer(1, 183, sdp("early media"));
+        let created: Vec<&DialogId> = h
+            .ev_a
+            .iter()
+            .filter_map(|e| match e {
+                DialogEvent::Created { invite, id } if *invite == inv => Some(id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(created.len(), 2);
+        assert_ne!(created[0].remote_tag, created[1].remote_tag);
+        assert_eq!(h.a(0).state(), DialogState::Early);
+        assert_eq!(h.a(1).state(), DialogState::Early);
+
+        h.b_answer(0, 200, sdp("answer 0"));
+        assert_eq!(h.a(0).state(), DialogState::Confirmed);
+        assert_eq!(h.a(1).state(), DialogState::Terminated);
+        assert!(h.ev_a.iter().any(|e| matches!(e,
+            DialogEvent::Terminated { id, reason: TerminateReason::ForkLoser } if *id == h.a_id(1))));
+
+        h.ev_a.clear();
+        h.b_answer(1, 200, sdp("answer 1"));
+        let acks = h.sent(Side::A, |m| is_req(m, Method::Ack));
+        assert_eq!(acks.len(), 2, "both 2xx are ACKed");
+        let bye = h.sent(Side::A, |m| is_req(m, Method::Bye));
+        assert_eq!(bye.len(), 1);
+        assert_eq!(
+            to_header(bye[0].headers()).expect("to").tag(),
+            Some(h.b_id(1).local_tag.as_str())
+        );
+        assert!(b_evs(&h, 1)
+            .iter()
+            .any(|e| matches!(e, DialogEvent::Acked { .. })));
+        assert_eq!(terminated(&b_evs(&h, 1)), vec![TerminateReason::RemoteBye]);
+        assert_eq!(h.b(0).state(), DialogState::Confirmed);
+        assert_eq!(h.a(0).state(), DialogState::Confirmed);
+        // The loser's 2xx is not reported as an answer; only the BYE's 200 is.
+        assert!(!h.ev_a.iter().any(|e| matches!(
+            e,
+            DialogEvent::Response {
+                method: Method::Invite,
+                ..
+            }
+        )));
+        assert!(terminated(&h.ev_a).contains(&TerminateReason::ForkLoser));
+        // A retransmission of the loser's 2xx gets the same ACK again, no second BYE.
+        let ok1 = h.sent(Side::B(1), |m| is_resp(m, 200, Method::Invite));
+        let evs = h.a.on_response(None, resp_of(&ok1[0]).clone(), h.now);
+        assert!(
+            matches!(&evs[..], [DialogEvent::SendAck { req, .. }] if *req == *req_of(&acks[1]))
+        );
+    }
+
+    #[test]
+    fn prack_flow_with_rseq_rack_and_retransmission() {
+        let mut h = Harness::new(1);
+        h.call(sdp("offer"));
+        let invite = h.sent(Side::A, |m| is_req(m, Method::Invite));
+        assert!(has_option(
+            invite[0].headers(),
+            &HeaderName::Supported,
+            "100rel"
+        ));
+        h.drop_to_a = true;
+        h.b_answer(
+            0,
+            183,
+            MsgOpts {
+                reliable: true,
+                ..sdp("early")
+            },
+        );
+        assert!(h.b(0).awaiting_prack());
+        let first = h.sent(Side::B(0), |m| is_resp(m, 183, Method::Invite));
+        let rseq: u32 = other_header(first[0].headers(), "RSeq", None)
+            .expect("RSeq")
+            .parse()
+            .expect("number");
+        assert!(has_option(
+            first[0].headers(),
+            &HeaderName::Require,
+            "100rel"
+        ));
+        // A second reliable 1xx must wait for the PRACK.
+        let (id, key) = (h.b_id(0), h.b_invite_keys[0].clone().expect("key"));
+        let opts = MsgOpts {
+            reliable: true,
+            ..MsgOpts::default()
+        };
+        assert_eq!(
+            h.bs[0].respond(&id, &key, 180, opts, h.now),
+            Err(DialogError::ProvisionalPending)
+        );
+        h.advance(T1);
+        h.advance(T1 * 2);
+        let sent = h.sent(Side::B(0), |m| is_resp(m, 183, Method::Invite));
+        assert_eq!(sent.len(), 3, "sent at 0, T1, 3*T1");
+        h.drop_to_a = false;
+        h.advance(T1 * 4); // 7*T1
+        let pracks = h.sent(Side::A, |m| is_req(m, Method::Prack));
+        assert_eq!(pracks.len(), 1);
+        assert_eq!(
+            other_header(pracks[0].headers(), "RAck", None),
+            Some(format!("{rseq} 1 INVITE").as_str())
+        );
+        assert_eq!(cseq_of(&pracks[0]), (2, Method::Prack));
+        assert!(!h.b(0).awaiting_prack());
+        assert!(b_evs(&h, 0)
+            .iter()
+            .any(|e| matches!(e, DialogEvent::Prack { .. })));
+        assert!(h.ev_a.iter().any(|e| matches!(e,
+            DialogEvent::Response { method: Method::Prack, resp, .. } if resp.status == 200)));
+        h.advance(T1 * 64);
+        assert_eq!(
+            h.sent(Side::B(0), |m| is_resp(m, 183, Method::Invite))
+                .len(),
+            4
+        );
+        // The next reliable 1xx has the next RSeq and is PRACKed again.
+        let opts = MsgOpts {
+            reliable: true,
+            ..MsgOpts::default()
+        };
+        let evs = h.bs[0].respond(&id, &key, 180, opts, h.now).expect("180");
+        h.run(Side::B(0), evs);
+        let ringing = h.sent(Side::B(0), |m| is_resp(m, 180, Method::Invite));
+        assert_eq!(
+            other_header(ringing[0].headers(), "RSeq", None),
+            Some((rseq + 1).to_string().as_str())
+        );
+        assert_eq!(h.sent(Side::A, |m| is_req(m, Method::Prack)).len(), 2);
+        h.b_answer(0, 200, sdp("answer"));
+        assert_eq!(h.a(0).state(), DialogState::Confirmed);
+        assert_eq!(h.a(0).local_cseq(), Some(3));
+        assert_eq!(h.b(0).remote_cseq(), Some(3));
+    }
+
+    #[test]
+    fn unprackd_reliable_1xx_gives_up_with_500() {
+        let mut h = Harness::new(1);
+        h.call(sdp("offer"));
+        h.drop_to_a = true;
+        h.b_answer(
+            0,
+            180,
+            MsgOpts {
+                reliable: true,
+                ..MsgOpts::default()
+            },
+        );
+        h.advance(T1 * 64);
+        assert_eq!(
+            terminated(&b_evs(&h, 0)),
+            vec![TerminateReason::PrackTimeout]
+        );
+        assert_eq!(
+            h.sent(Side::B(0), |m| is_resp(m, 500, Method::Invite))
+                .len(),
+            1
+        );
+        // T1 doubling without cap: 0, 1, 3, 7, 15, 31, 63 T1.
+        assert_eq!(
+            h.sent(Side::B(0), |m| is_resp(m, 180, Method::Invite))
+                .len(),
+            7
+        );
+    }
+
+    #[test]
+    fn reinvite_hold_and_target_refresh() {
+        let mut h = Harness::established(1);
+        let b_id = h.b_id(0);
+        h.bs[0]
+            .set_local_contact(&b_id, "sip:bob@192.0.2.9:5070")
+            .expect("contact");
+        let evs = h.bs[0]
+            .request(&b_id, Method::Invite, sdp("a=sendonly"), h.now)
+            .expect("re-INVITE");
+        h.run(Side::B(0), evs);
+        let reinv = h.sent(Side::B(0), |m| is_req(m, Method::Invite));
+        assert_eq!(req_of(&reinv[0]).uri, A_CONTACT);
+        let local = h.b(0).local_cseq().expect("cseq");
+        assert_eq!(cseq_of(&reinv[0]), (local, Method::Invite));
+        // A: the re-INVITE refreshed the target at once and is for the TU to answer.
+        assert_eq!(h.a(0).remote_target(), "sip:bob@192.0.2.9:5070");
+        let (key, body) = h
+            .ev_a
+            .iter()
+            .find_map(|e| match e {
+                DialogEvent::Request { key, req, .. } if req.method == Method::Invite => {
+                    Some((key.clone(), req.body.clone()))
+                }
+                _ => None,
+            })
+            .expect("re-INVITE reaches A's TU");
+        assert_eq!(&body[..], b"a=sendonly");
+        let a_id = h.a_id(0);
+        let evs =
+            h.a.respond(&a_id, &key, 200, sdp("a=recvonly"), h.now)
+                .expect("200");
+        h.run(Side::A, evs);
+        assert!(b_evs(&h, 0).iter().any(|e| matches!(e,
+            DialogEvent::Response { method: Method::Invite, resp, .. }
+                if resp.status == 200 && &resp.body[..] == b"a=recvonly")));
+        let b_acks = h.sent(Side::B(0), |m| is_req(m, Method::Ack));
+        assert_eq!(cseq_of(&b_acks[0]), (local, Method::Ack));
+        assert!(h
+            .ev_a
+            .iter()
+            .any(|e| matches!(e, DialogEvent::Acked { .. })));
+        assert!(!h.a(0).awaiting_ack());
+        let evs = h.a.bye(&a_id, h.now).expect("bye");
+        let DialogEvent::SendRequest { req, .. } = &evs[0] else {
+            panic!("BYE")
+        };
+        assert_eq!(req.uri, "sip:bob@192.0.2.9:5070");
+    }
+
+    #[test]
+    fn late_offer_ack_carries_the_answer() {
+        let mut h = Harness::new(1);
+        h.call(MsgOpts::default());
+        h.b_answer(0, 200, sdp("offer in 2xx"));
+        assert!(h.sent(Side::A, |m| is_req(m, Method::Ack)).is_empty());
+        let a_id = h.a_id(0);
+        let evs =
+            h.a.send_ack(&a_id, Some(Body::new("application/sdp", &b"answer"[..])))
+                .expect("ack");
+        h.run(Side::A, evs);
+        let acked = b_evs(&h, 0)
+            .into_iter()
+            .find_map(|e| match e {
+                DialogEvent::Acked { req, .. } => Some(req),
+                _ => None,
+            })
+            .expect("acked");
+        assert_eq!(&acked.body[..], b"answer");
+    }
+
+    #[test]
+    fn glare_both_sides_491_and_retry_windows() {
+        let mut h = Harness::established(1);
+        let (a_id, b_id) = (h.a_id(0), h.b_id(0));
+        let ea =
+            h.a.request(&a_id, Method::Invite, sdp("a hold"), h.now)
+                .expect("a");
+        let eb = h.bs[0]
+            .request(&b_id, Method::Invite, sdp("b hold"), h.now)
+            .expect("b");
+        // Both re-INVITEs cross in the network.
+        h.queue.extend(ea.into_iter().map(|e| (Side::A, e)));
+        h.queue.extend(eb.into_iter().map(|e| (Side::B(0), e)));
+        h.pump();
+        assert_eq!(
+            h.sent(Side::A, |m| is_resp(m, 491, Method::Invite)).len(),
+            1
+        );
+        assert_eq!(
+            h.sent(Side::B(0), |m| is_resp(m, 491, Method::Invite))
+                .len(),
+            1
+        );
+        let t = h.now;
+        // A owns the Call-ID (it sent the initial INVITE): 2.1..4 s; B: 0..2 s.
+        let a_at = h.a(0).glare_retry_at().expect("A retries") - t;
+        let b_at = h.b(0).glare_retry_at().expect("B retries") - t;
+        assert!(
+            a_at >= Duration::from_millis(2100) && a_at <= Duration::from_secs(4),
+            "{a_at:?}"
+        );
+        assert!(b_at <= Duration::from_secs(2), "{b_at:?}");
+        // While the retry is pending, another re-INVITE is refused locally.
+        assert_eq!(
+            h.a.request(&a_id, Method::Invite, MsgOpts::default(), h.now),
+            Err(DialogError::Glare)
+        );
+        // B's retry goes first and A's TU answers it.
+        h.advance(b_at);
+        let key = h
+            .ev_a
+            .iter()
+            .find_map(|e| match e {
+                DialogEvent::Request { key, req, .. } if req.method == Method::Invite => {
+                    Some(key.clone())
+                }
+                _ => None,
+            })
+            .expect("B's retry reached A");
+        let evs =
+            h.a.respond(&a_id, &key, 200, sdp("ok"), h.now)
+                .expect("200");
+        h.run(Side::A, evs);
+        assert!(h
+            .ev_a
+            .iter()
+            .any(|e| matches!(e, DialogEvent::Acked { .. })));
+        // Then A's retry, with a higher CSeq and a new branch.
+        h.advance(a_at - b_at);
+        let invites = h.sent(Side::A, |m| is_req(m, Method::Invite));
+        assert_eq!(invites.len(), 3, "initial, glared, retried");
+        assert_eq!(cseq_of(&invites[2]).0, cseq_of(&invites[1]).0 + 1);
+        assert_ne!(
+            top_branch(req_of(&invites[2])),
+            top_branch(req_of(&invites[1]))
+        );
+        assert_eq!(&invites[2].body()[..], b"a hold");
+        assert!(b_evs(&h, 0).iter().any(|e| matches!(e,
+            DialogEvent::Request { req, .. } if req.method == Method::Invite)));
+    }
+
+    #[test]
+    fn second_incoming_reinvite_before_answer_gets_500_retry_after() {
+        let mut h = Harness::established(1);
+        let a_id = h.a_id(0);
+        let evs =
+            h.a.request(&a_id, Method::Invite, sdp("x"), h.now)
+                .expect("re-INVITE");
+        let DialogEvent::SendRequest { req, .. } = &evs[0] else {
+            panic!("request")
+        };
+        let mut second = req.clone();
+        h.run(Side::A, evs);
+        // A forged second INVITE with a higher CSeq while B's TU has not answered.
+        second.headers.set(HeaderName::CSeq, "99 INVITE");
+        second.headers.set(
+            HeaderName::Via,
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKother",
+        );
+        let key = TxKey::server(&second).expect("key");
+        let evs = h.bs[0]
+            .on_request(key, second, peer_ba(), h.now)
+            .expect("in dialog");
+        let [DialogEvent::SendResponse { resp, .. }] = &evs[..] else {
+            panic!("{evs:?}")
+        };
+        assert_eq!(resp.status, 500);
+        assert!(other_header(&resp.headers, "Retry-After", None).is_some());
+    }
+
+    #[test]
+    fn cseq_going_backwards_gets_500() {
+        let mut h = Harness::established(1);
+        let a_id = h.a_id(0);
+        let evs =
+            h.a.request(&a_id, Method::Info, MsgOpts::default(), h.now)
+                .expect("info");
+        h.run(Side::A, evs.clone());
+        let DialogEvent::SendRequest { req, .. } = &evs[0] else {
+            panic!("request")
+        };
+        let mut old = req.clone();
+        old.headers.set(HeaderName::CSeq, "1 INFO");
+        old.headers.set(
+            HeaderName::Via,
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKold",
+        );
+        let key = TxKey::server(&old).expect("key");
+        let evs = h.bs[0]
+            .on_request(key, old, peer_ba(), h.now)
+            .expect("in dialog");
+        let [DialogEvent::SendResponse { resp, .. }] = &evs[..] else {
+            panic!("{evs:?}")
+        };
+        assert_eq!(resp.status, 500);
+        assert_eq!(
+            h.b(0).remote_cseq(),
+            Some(2),
+            "unchanged by the refused request"
+        );
+        // A broken CSeq is a 400, not a panic.
+        let mut broken = req.clone();
+        broken.headers.set(HeaderName::CSeq, "x INFO");
+        let evs = h.bs[0]
+            .on_request(
+                TxKey::server(&broken).expect("key"),
+                broken,
+                peer_ba(),
+                h.now,
+            )
+            .expect("in dialog");
+        assert!(matches!(&evs[..], [DialogEvent::SendResponse { resp, .. }] if resp.status == 400));
+    }
+
+    #[test]
+    fn unknown_dialog_gets_481_and_no_to_tag_is_not_in_dialog() {
+        let mut h = Harness::established(1);
+        let a_id = h.a_id(0);
+        let evs =
+            h.a.request(&a_id, Method::Info, MsgOpts::default(), h.now)
+                .expect("info");
+        let DialogEvent::SendRequest { req, .. } = &evs[0] else {
+            panic!("request")
+        };
+        let mut stray = req.clone();
+        stray
+            .headers
+            .set(HeaderName::To, "<sip:bob@example.com>;tag=nosuchtag");
+        let key = TxKey::server(&stray).expect("key");
+        let evs = h.bs[0]
+            .on_request(key, stray, peer_ba(), h.now)
+            .expect("has tag");
+        assert!(matches!(&evs[..], [DialogEvent::SendResponse { resp, .. }] if resp.status == 481));
+        let mut untagged = req.clone();
+        untagged
+            .headers
+            .set(HeaderName::To, "<sip:bob@example.com>");
+        let key = TxKey::server(&untagged).expect("key");
+        assert_eq!(
+            h.bs[0].on_request(key, untagged, peer_ba(), h.now),
+            Err(DialogError::NotInDialog)
+        );
+        // A response for no dialog is ignored; an ACK for none too.
+        let resp = Response::for_request(req, 200, "OK");
+        assert!(h.bs[0].on_response(None, resp, h.now).is_empty());
+        // 481 to our in-dialog request ends the dialog (12.2.1.2).
+        let mut r481 = Response::for_request(req, 481, "Gone");
+        r481.ensure_to_tag(&a_id.remote_tag);
+        let evs = h.a.on_response(TxKey::for_response(&r481), r481, h.now);
+        assert_eq!(terminated(&evs), vec![TerminateReason::PeerGone(481)]);
+    }
+
+    #[test]
+    fn session_timer_negotiation_refresh_and_expiry() {
+        let mut h = Harness::established(1);
+        let invite = h.sent(Side::A, |m| is_req(m, Method::Invite));
+        assert!(has_option(
+            invite[0].headers(),
+            &HeaderName::Supported,
+            "timer"
+        ));
+        assert_eq!(
+            other_header(invite[0].headers(), "Session-Expires", None),
+            Some("1800")
+        );
+        let ok = h.sent(Side::B(0), |m| is_resp(m, 200, Method::Invite));
+        assert_eq!(
+            other_header(ok[0].headers(), "Session-Expires", None),
+            Some("1800;refresher=uac")
+        );
+        assert!(has_option(ok[0].headers(), &HeaderName::Require, "timer"));
+        let sa = *h.a(0).session_timer().expect("A timer");
+        let sb = *h.b(0).session_timer().expect("B timer");
+        assert!(sa.local_refresher && !sb.local_refresher);
+        assert_eq!((sa.interval, sb.interval), (1800, 1800));
+
+        h.advance(Duration::from_secs(900) - Duration::from_millis(1));
+        assert!(!h
+            .ev_a
+            .iter()
+            .any(|e| matches!(e, DialogEvent::RefreshDue { .. })));
+        h.advance(Duration::from_millis(1));
+        assert!(h
+            .ev_a
+            .iter()
+            .any(|e| matches!(e, DialogEvent::RefreshDue { .. })));
+        // A refreshes with UPDATE; B's TU answers it.
+        let a_id = h.a_id(0);
+        let evs =
+            h.a.request(&a_id, Method::Update, MsgOpts::default(), h.now)
+                .expect("UPDATE");
+        h.run(Side::A, evs);
+        let upd = h.sent(Side::A, |m| is_req(m, Method::Update));
+        assert_eq!(
+            other_header(upd[0].headers(), "Session-Expires", None),
+            Some("1800;refresher=uac")
+        );
+        let key = b_evs(&h, 0)
+            .into_iter()
+            .find_map(|e| match e {
+                DialogEvent::Request { key, req, .. } if req.method == Method::Update => Some(key),
+                _ => None,
+            })
+            .expect("UPDATE reached B");
+        let b_id = h.b_id(0);
+        let evs = h.bs[0]
+            .respond(&b_id, &key, 200, MsgOpts::default(), h.now)
+            .expect("200");
+        h.run(Side::B(0), evs);
+        let refreshed = h.now;
+        assert_eq!(h.a(0).session_timer().expect("A").refreshed_at, refreshed);
+        assert_eq!(h.b(0).session_timer().expect("B").refreshed_at, refreshed);
+
+        // No more refreshes: B (not the refresher) gives up at 1800 - min(32, 600) = 1768 s.
+        h.advance(Duration::from_secs(1768) - Duration::from_millis(1));
+        assert!(terminated(&b_evs(&h, 0)).is_empty());
+        h.advance(Duration::from_millis(1));
+        assert_eq!(
+            terminated(&b_evs(&h, 0)),
+            vec![TerminateReason::SessionExpired]
+        );
+        assert_eq!(h.sent(Side::B(0), |m| is_req(m, Method::Bye)).len(), 1);
+    }
+
+    #[test]
+    fn session_timer_too_small_gets_422_and_the_invite_is_retried() {
+        let cfg_a = DialogConfig {
+            session_expires: Some(120),
+            ..DialogConfig::default()
+        };
+        let cfg_b = DialogConfig {
+            min_se: 300,
+            ..DialogConfig::default()
+        };
+        let mut h = Harness::with(1, cfg_a, cfg_b);
+        h.call(sdp("offer"));
+        let r422 = h.sent(Side::B(0), |m| is_resp(m, 422, Method::Invite));
+        assert_eq!(other_header(r422[0].headers(), "Min-SE", None), Some("300"));
+        let invites = h.sent(Side::A, |m| is_req(m, Method::Invite));
+        assert_eq!(invites.len(), 2);
+        assert_eq!(cseq_of(&invites[1]), (2, Method::Invite));
+        assert_eq!(
+            other_header(invites[1].headers(), "Session-Expires", None),
+            Some("300")
+        );
+        assert_eq!(
+            invites[0].headers().get(&HeaderName::CallId),
+            invites[1].headers().get(&HeaderName::CallId)
+        );
+        assert!(!h
+            .ev_a
+            .iter()
+            .any(|e| matches!(e, DialogEvent::InviteFailed { .. })));
+        h.b_answer(0, 200, sdp("answer"));
+        assert_eq!(h.a(0).state(), DialogState::Confirmed);
+        assert_eq!(h.a(0).session_timer().expect("timer").interval, 300);
+        assert_eq!(h.sent(Side::A, |m| is_req(m, Method::Ack)).len(), 1);
+        // An in-dialog refresh below our Min-SE is refused with 422 too.
+        let a_id = h.a_id(0);
+        let evs =
+            h.a.request(&a_id, Method::Update, MsgOpts::default(), h.now)
+                .expect("upd");
+        let DialogEvent::SendRequest { req, .. } = &evs[0] else {
+            panic!("request")
+        };
+        let mut small = req.clone();
+        small.headers.set(se_name(), "100");
+        let key = TxKey::server(&small).expect("key");
+        let evs = h.bs[0]
+            .on_request(key, small, peer_ba(), h.now)
+            .expect("in dialog");
+        assert!(matches!(&evs[..], [DialogEvent::SendResponse { resp, .. }] if resp.status == 422));
+    }
+
+    #[test]
+    fn rejected_invite_and_cancel_end_the_early_dialogs() {
+        let mut h = Harness::new(1);
+        let inv = h.call(sdp("offer"));
+        h.b_answer(0, 180, MsgOpts::default());
+        h.b_answer(0, 486, MsgOpts::default());
+        assert_eq!(
+            terminated(&b_evs(&h, 0)),
+            vec![TerminateReason::Rejected(486)]
+        );
+        assert!(terminated(&h.ev_a).contains(&TerminateReason::Rejected(486)));
+        assert!(h.ev_a.iter().any(|e| matches!(e,
+            DialogEvent::InviteFailed { invite, resp } if *invite == inv && resp.status == 486)));
+        assert!(h.a.invite_key(&inv).is_none());
+
+        let mut h = Harness::new(1);
+        h.call(sdp("offer"));
+        let key = h.b_invite_keys[0].clone().expect("key");
+        let evs = h.bs[0].on_cancel(&key, h.now);
+        assert_eq!(terminated(&evs), vec![TerminateReason::Cancelled]);
+        h.run(Side::B(0), evs);
+        assert_eq!(
+            h.sent(Side::B(0), |m| is_resp(m, 487, Method::Invite))
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn invite_timeout_is_a_408_failure() {
+        let mut h = Harness::new(1);
+        h.drop_to_b = true;
+        let inv = h.call(sdp("offer"));
+        let key = h.a.invite_key(&inv).expect("key").clone();
+        let evs = h.a.on_timeout(&key, h.now);
+        assert!(matches!(&evs[..],
+            [DialogEvent::InviteFailed { resp, .. }] if resp.status == 408));
+    }
+
+    #[test]
+    fn terminated_dialogs_are_purged_after_64_t1() {
+        let mut h = Harness::established(1);
+        let a_id = h.a_id(0);
+        let evs = h.a.bye(&a_id, h.now).expect("bye");
+        h.run(Side::A, evs);
+        assert!(h.a.get(&a_id).is_some());
+        h.advance(T1 * 64);
+        assert!(h.a.get(&a_id).is_none());
+        assert!(h.bs[0].is_empty());
+        assert_eq!(h.a.next_deadline(), None);
+    }
 }
