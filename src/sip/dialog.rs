@@ -159,7 +159,7 @@ pub struct DialogConfig {
     /// Session interval we ask for in our INVITEs and grant when the peer asks for none
     /// (RFC 4028); `None`: we do not ask, but still honour the peer's.
     pub session_expires: Option<u32>,
-    /// Smallest session interval we accept (RFC 4028: at least 90 s).
+    /// Smallest session interval we accept (RFC 4028: at least 90 s; lower is raised).
     pub min_se: u32,
     /// Offer `Supported: 100rel` in our INVITEs.
     pub support_100rel: bool,
@@ -278,6 +278,9 @@ fn reason_or(status: u16) -> &'static str {
         s => reason_phrase(s),
     }
 }
+
+/// RFC 4028 4: no session interval is below 90 s, whatever a peer writes.
+const MIN_SE_FLOOR: u32 = 90;
 
 fn hname(s: &str) -> HeaderName {
     HeaderName::Other(s.to_owned())
@@ -444,7 +447,6 @@ pub struct Dialog {
     peer: Peer,
     local_contact: String,
     peer_100rel: bool,
-    peer_timer: bool,
     server_txs: Vec<ServerTx>,
     client_txs: Vec<ClientTx>,
     /// Our INVITE (initial or re-INVITE) without final response.
@@ -731,9 +733,11 @@ impl Dialog {
         opts: &MsgOpts,
         now: Instant,
         cfg: &DialogConfig,
-        rng: &mut StdRng,
     ) -> Result<Vec<DialogEvent>, DialogError> {
         let mut out = Vec::new();
+        if !(101..=699).contains(&status) {
+            return Err(DialogError::Malformed(format!("status {status}")));
+        }
         let idx = self
             .server_txs
             .iter()
@@ -812,7 +816,6 @@ impl Dialog {
         if stx.initial && status >= 300 {
             self.terminate(TerminateReason::Rejected(status), now, &mut out);
         }
-        let _ = rng;
         Ok(out)
     }
 
@@ -1038,9 +1041,8 @@ impl Dialog {
             }
         }
         self.state = DialogState::Confirmed;
-        self.peer_timer |= supports(&resp.headers, "timer");
         self.session = session_expires(&resp.headers)
-            .map(|(se, uac)| SessionTimer::new(se, uac.unwrap_or(true), now));
+            .map(|(se, uac)| SessionTimer::new(se.max(MIN_SE_FLOOR), uac.unwrap_or(true), now));
         if inv.req.body.is_empty() {
             self.ack_pending = Some(num);
         } else {
@@ -1110,8 +1112,9 @@ impl Dialog {
                 if let Some(c) = first_contact_uri(&resp.headers) {
                     self.remote_target = c;
                 }
-                self.session = session_expires(&resp.headers)
-                    .map(|(se, uac)| SessionTimer::new(se, uac.unwrap_or(true), now));
+                self.session = session_expires(&resp.headers).map(|(se, uac)| {
+                    SessionTimer::new(se.max(MIN_SE_FLOOR), uac.unwrap_or(true), now)
+                });
             }
         }
         out.push(DialogEvent::Response {
@@ -1248,7 +1251,9 @@ fn negotiate_uas(
         None => {
             let wanted = current.map(|s| s.interval).or(cfg.session_expires);
             Ok(wanted.map(|se| {
-                let se = se.max(min_se(&req.headers).unwrap_or(90)).max(cfg.min_se);
+                let se = se
+                    .max(min_se(&req.headers).unwrap_or(MIN_SE_FLOOR))
+                    .max(cfg.min_se);
                 (se, uac_supports, uac_supports)
             }))
         }
@@ -1338,7 +1343,8 @@ pub struct DialogSet {
 
 impl DialogSet {
     /// `rng`: seeded in tests, `StdRng::from_entropy()` in production.
-    pub fn new(cfg: DialogConfig, rng: StdRng) -> DialogSet {
+    pub fn new(mut cfg: DialogConfig, rng: StdRng) -> DialogSet {
+        cfg.min_se = cfg.min_se.max(MIN_SE_FLOOR);
         DialogSet {
             cfg,
             rng,
@@ -1461,7 +1467,6 @@ impl DialogSet {
             peer: from,
             local_contact: local_contact.to_owned(),
             peer_100rel: supports(&req.headers, "100rel"),
-            peer_timer: supports(&req.headers, "timer"),
             server_txs: vec![ServerTx {
                 key: key.clone(),
                 req: req.clone(),
@@ -1493,7 +1498,7 @@ impl DialogSet {
         now: Instant,
     ) -> Result<Vec<DialogEvent>, DialogError> {
         let d = self.dialogs.get_mut(id).ok_or(DialogError::UnknownDialog)?;
-        d.respond(key, status, &opts, now, &self.cfg, &mut self.rng)
+        d.respond(key, status, &opts, now, &self.cfg)
     }
 
     /// The transaction layer reported a CANCEL for INVITE server transaction `key`: we
@@ -1772,7 +1777,7 @@ impl DialogSet {
             let Some(inv) = self.invites.get_mut(&inv_id) else {
                 return out;
             };
-            let Some(d) = uac_dialog(inv, &id, &resp, &mut self.rng) else {
+            let Some(d) = uac_dialog(inv, &id, &resp) else {
                 return out;
             };
             inv.dialogs.push(id.clone());
@@ -1954,8 +1959,7 @@ impl DialogSet {
 }
 
 /// A UAC dialog from a 1xx/2xx with a To tag to our INVITE (12.1.2).
-fn uac_dialog(inv: &UacInvite, id: &DialogId, resp: &Response, rng: &mut StdRng) -> Option<Dialog> {
-    let _ = rng;
+fn uac_dialog(inv: &UacInvite, id: &DialogId, resp: &Response) -> Option<Dialog> {
     let local_uri = inv.req.headers.get(&HeaderName::From)?.to_owned();
     let remote_uri = resp.headers.get(&HeaderName::To)?.to_owned();
     Some(Dialog {
@@ -1976,7 +1980,6 @@ fn uac_dialog(inv: &UacInvite, id: &DialogId, resp: &Response, rng: &mut StdRng)
         peer: inv.peer,
         local_contact: inv.local_contact.clone(),
         peer_100rel: supports(&resp.headers, "100rel"),
-        peer_timer: supports(&resp.headers, "timer"),
         server_txs: Vec::new(),
         client_txs: Vec::new(),
         out_invite: Some(ClientTx {
@@ -3233,5 +3236,251 @@ mod tests {
         assert!(h.a.get(&a_id).is_none());
         assert!(h.bs[0].is_empty());
         assert_eq!(h.a.next_deadline(), None);
+    }
+
+    /// The contract with the transaction layer: both UAs run a real `TransactionLayer`,
+    /// the first ACK is lost, the 2xx retransmission comes back through the Accepted
+    /// state, the ACK is re-sent and reaches B as `Ack2xx`; then BYE, and everything drains.
+    #[test]
+    fn through_two_transaction_layers() {
+        use crate::sip::transaction::{Action, TransactionLayer};
+
+        enum Work {
+            Dialog(usize, DialogEvent),
+            Tx(usize, Action),
+            Net(usize, SipMessage),
+        }
+        struct Ua {
+            tl: TransactionLayer,
+            ds: DialogSet,
+            peer: Peer,
+            invite_key: Option<(DialogId, TxKey)>,
+            events: Vec<DialogEvent>,
+        }
+        let mut ua = [
+            Ua {
+                tl: TransactionLayer::new(Timers::default()),
+                ds: set(DialogConfig::default(), 7),
+                peer: peer_ab(),
+                invite_key: None,
+                events: Vec::new(),
+            },
+            Ua {
+                tl: TransactionLayer::new(Timers::default()),
+                ds: set(DialogConfig::default(), 8),
+                peer: peer_ba(),
+                invite_key: None,
+                events: Vec::new(),
+            },
+        ];
+        let mut now = Instant::now();
+        let mut wire: Vec<(usize, SipMessage)> = Vec::new();
+        let mut drop_next_ack = true;
+
+        fn run(
+            ua: &mut [Ua; 2],
+            wire: &mut Vec<(usize, SipMessage)>,
+            drop_next_ack: &mut bool,
+            now: Instant,
+            start: Vec<Work>,
+        ) {
+            let mut q: VecDeque<Work> = start.into();
+            while let Some(w) = q.pop_front() {
+                match w {
+                    Work::Dialog(i, DialogEvent::SendRequest { req, to }) => {
+                        let (_, acts) = ua[i].tl.send_request(req, to, now).expect("tx");
+                        q.extend(acts.into_iter().map(|a| Work::Tx(i, a)));
+                    }
+                    Work::Dialog(i, DialogEvent::SendAck { req, .. }) => {
+                        q.push_back(Work::Tx(
+                            i,
+                            Action::Send {
+                                msg: req.into(),
+                                to: ua[i].peer,
+                            },
+                        ));
+                    }
+                    Work::Dialog(i, DialogEvent::SendResponse { key, resp }) => {
+                        let acts = ua[i].tl.respond(&key, resp, now);
+                        q.extend(acts.into_iter().map(|a| Work::Tx(i, a)));
+                    }
+                    Work::Dialog(i, ev) => ua[i].events.push(ev),
+                    Work::Tx(i, Action::Send { msg, .. }) => {
+                        let msg = parse(&msg.to_bytes()).expect("wire");
+                        wire.push((i, msg.clone()));
+                        let is_ack =
+                            matches!(&msg, SipMessage::Request(r) if r.method == Method::Ack);
+                        if is_ack && *drop_next_ack {
+                            *drop_next_ack = false;
+                            continue;
+                        }
+                        q.push_back(Work::Net(1 - i, msg));
+                    }
+                    Work::Net(i, msg) => {
+                        let peer = ua[i].peer;
+                        let acts = ua[i].tl.on_message(msg, peer, now);
+                        q.extend(acts.into_iter().map(|a| Work::Tx(i, a)));
+                    }
+                    Work::Tx(i, Action::Request { key, req, from }) => {
+                        let u = &mut ua[i];
+                        let evs = match u.ds.on_request(key.clone(), req.clone(), from, now) {
+                            Ok(evs) => evs,
+                            Err(DialogError::NotInDialog) => {
+                                let id =
+                                    u.ds.accept_invite(&key, &req, from, B_CONTACT)
+                                        .expect("accept");
+                                u.invite_key = Some((id, key));
+                                Vec::new()
+                            }
+                            Err(e) => panic!("{e}"),
+                        };
+                        q.extend(evs.into_iter().map(|e| Work::Dialog(i, e)));
+                    }
+                    Work::Tx(i, Action::Ack2xx { req, .. }) => {
+                        let evs = ua[i].ds.on_ack(req, now);
+                        q.extend(evs.into_iter().map(|e| Work::Dialog(i, e)));
+                    }
+                    Work::Tx(i, Action::Response { key, resp }) => {
+                        let evs = ua[i].ds.on_response(Some(key), resp, now);
+                        q.extend(evs.into_iter().map(|e| Work::Dialog(i, e)));
+                    }
+                    Work::Tx(i, Action::StrayResponse { resp, .. }) => {
+                        let evs = ua[i].ds.on_response(None, resp, now);
+                        q.extend(evs.into_iter().map(|e| Work::Dialog(i, e)));
+                    }
+                    Work::Tx(i, Action::Timeout { key } | Action::TransportError { key }) => {
+                        let evs = ua[i].ds.on_timeout(&key, now);
+                        q.extend(evs.into_iter().map(|e| Work::Dialog(i, e)));
+                    }
+                    Work::Tx(_, _) => {}
+                }
+            }
+        }
+        fn tick(ua: &[Ua; 2]) -> Option<Instant> {
+            ua.iter()
+                .flat_map(|u| [u.tl.next_deadline(), u.ds.next_deadline()])
+                .flatten()
+                .min()
+        }
+        fn advance_to(
+            ua: &mut [Ua; 2],
+            wire: &mut Vec<(usize, SipMessage)>,
+            drop_next_ack: &mut bool,
+            now: &mut Instant,
+            end: Instant,
+        ) {
+            while let Some(t) = tick(ua).filter(|t| *t <= end) {
+                *now = (*now).max(t);
+                let mut work = Vec::new();
+                for (i, u) in ua.iter_mut().enumerate() {
+                    work.extend(u.tl.on_timer(*now).into_iter().map(|a| Work::Tx(i, a)));
+                    work.extend(u.ds.on_timer(*now).into_iter().map(|e| Work::Dialog(i, e)));
+                }
+                run(ua, wire, drop_next_ack, *now, work);
+            }
+            *now = end;
+        }
+
+        let (_, evs) = ua[0]
+            .ds
+            .invite(
+                InviteParams {
+                    request_uri: "sip:bob@example.com".into(),
+                    from: "<sip:alice@example.com>".into(),
+                    to: "<sip:bob@example.com>".into(),
+                    local_contact: A_CONTACT.into(),
+                    route: Vec::new(),
+                    peer: peer_ab(),
+                    call_id: None,
+                    opts: sdp("offer"),
+                },
+                now,
+            )
+            .expect("invite");
+        run(
+            &mut ua,
+            &mut wire,
+            &mut drop_next_ack,
+            now,
+            evs.into_iter().map(|e| Work::Dialog(0, e)).collect(),
+        );
+        let (b_id, key) = ua[1].invite_key.clone().expect("B got the INVITE");
+        let evs = ua[1]
+            .ds
+            .respond(&b_id, &key, 180, MsgOpts::default(), now)
+            .expect("180");
+        run(
+            &mut ua,
+            &mut wire,
+            &mut drop_next_ack,
+            now,
+            evs.into_iter().map(|e| Work::Dialog(1, e)).collect(),
+        );
+        let evs = ua[1]
+            .ds
+            .respond(&b_id, &key, 200, sdp("answer"), now)
+            .expect("200");
+        run(
+            &mut ua,
+            &mut wire,
+            &mut drop_next_ack,
+            now,
+            evs.into_iter().map(|e| Work::Dialog(1, e)).collect(),
+        );
+        assert!(!ua[1]
+            .events
+            .iter()
+            .any(|e| matches!(e, DialogEvent::Acked { .. })));
+        let end = now + T1;
+        advance_to(&mut ua, &mut wire, &mut drop_next_ack, &mut now, end);
+        assert!(ua[1]
+            .events
+            .iter()
+            .any(|e| matches!(e, DialogEvent::Acked { .. })));
+        let oks = wire
+            .iter()
+            .filter(|(i, m)| *i == 1 && is_resp(m, 200, Method::Invite))
+            .count();
+        assert_eq!(oks, 2);
+        let acks = wire
+            .iter()
+            .filter(|(i, m)| *i == 0 && is_req(m, Method::Ack))
+            .count();
+        assert_eq!(acks, 2);
+        assert!(wire
+            .iter()
+            .any(|(i, m)| *i == 1 && is_resp(m, 100, Method::Invite)));
+
+        let a_id = DialogId {
+            call_id: b_id.call_id.clone(),
+            local_tag: b_id.remote_tag.clone(),
+            remote_tag: b_id.local_tag.clone(),
+        };
+        let evs = ua[0].ds.bye(&a_id, now).expect("bye");
+        run(
+            &mut ua,
+            &mut wire,
+            &mut drop_next_ack,
+            now,
+            evs.into_iter().map(|e| Work::Dialog(0, e)).collect(),
+        );
+        assert!(ua[1].events.iter().any(|e| matches!(
+            e,
+            DialogEvent::Terminated {
+                reason: TerminateReason::RemoteBye,
+                ..
+            }
+        )));
+        assert!(ua[0].events.iter().any(|e| matches!(e,
+            DialogEvent::Response { method: Method::Bye, resp, .. } if resp.status == 200)));
+        let end = now + T1 * 64 + Duration::from_secs(10);
+        advance_to(&mut ua, &mut wire, &mut drop_next_ack, &mut now, end);
+        for u in &ua {
+            assert!(u.tl.is_empty() && u.ds.is_empty());
+            assert_eq!(tick_one(u.tl.next_deadline(), u.ds.next_deadline()), None);
+        }
+        fn tick_one(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+            a.or(b)
+        }
     }
 }
