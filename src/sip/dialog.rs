@@ -649,7 +649,17 @@ impl Dialog {
             (Method::Bye, DialogState::Early) if !self.is_caller => {
                 return Err(DialogError::State(self.state))
             }
-            (Method::Invite, _) if self.out_invite.is_some() || self.glare_retry.is_some() => {
+            // 14.1: no new INVITE while one is in progress in either direction (theirs:
+            // unanswered, or its 2xx not ACKed yet).
+            (Method::Invite, _)
+                if self.out_invite.is_some()
+                    || self.glare_retry.is_some()
+                    || self.pending_2xx.is_some()
+                    || self
+                        .server_txs
+                        .iter()
+                        .any(|s| s.req.method == Method::Invite) =>
+            {
                 return Err(DialogError::Glare)
             }
             (Method::Invite, DialogState::Early) => return Err(DialogError::State(self.state)),
@@ -1166,8 +1176,16 @@ impl Dialog {
                 r.next += r.interval;
             }
         }
-        if let Some((at, _)) = &self.glare_retry {
-            if now >= *at {
+        let theirs_in_progress = self.pending_2xx.is_some()
+            || self
+                .server_txs
+                .iter()
+                .any(|s| s.req.method == Method::Invite);
+        if let Some((at, _)) = &mut self.glare_retry {
+            if now >= *at && theirs_in_progress {
+                // The peer's INVITE (which won the glare) is still in progress: wait (14.1).
+                *at = now + cfg.timers.t1;
+            } else if now >= *at {
                 if let Some((_, mut req)) = self.glare_retry.take() {
                     let n = self.next_cseq(rng);
                     req.headers.set(HeaderName::CSeq, format!("{n} INVITE"));
@@ -2931,6 +2949,9 @@ mod tests {
                 _ => None,
             })
             .expect("B's retry reached A");
+        // A's own retry falls due while B's INVITE is unanswered: it waits (14.1).
+        h.advance(a_at - b_at);
+        assert_eq!(h.sent(Side::A, |m| is_req(m, Method::Invite)).len(), 2);
         let evs =
             h.a.respond(&a_id, &key, 200, sdp("ok"), h.now)
                 .expect("200");
@@ -2940,7 +2961,7 @@ mod tests {
             .iter()
             .any(|e| matches!(e, DialogEvent::Acked { .. })));
         // Then A's retry, with a higher CSeq and a new branch.
-        h.advance(a_at - b_at);
+        h.advance(T1);
         let invites = h.sent(Side::A, |m| is_req(m, Method::Invite));
         assert_eq!(invites.len(), 3, "initial, glared, retried");
         assert_eq!(cseq_of(&invites[2]).0, cseq_of(&invites[1]).0 + 1);
@@ -2980,6 +3001,16 @@ mod tests {
         };
         assert_eq!(resp.status, 500);
         assert!(other_header(&resp.headers, "Retry-After", None).is_some());
+        // And B may not start its own re-INVITE while A's is unanswered (14.1).
+        let b_id = h.b_id(0);
+        assert_eq!(
+            h.bs[0].request(&b_id, Method::Invite, MsgOpts::default(), h.now),
+            Err(DialogError::Glare)
+        );
+        // Other requests are fine meanwhile.
+        assert!(h.bs[0]
+            .request(&b_id, Method::Info, MsgOpts::default(), h.now)
+            .is_ok());
     }
 
     #[test]
