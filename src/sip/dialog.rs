@@ -1351,7 +1351,7 @@ struct UacInvite {
 
 /// All dialogs of one stack: the table keyed by [`DialogId`], the outgoing INVITEs, the
 /// RNG (tags, Call-IDs, branches, RSeq, glare windows) and the timers.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DialogSet {
     cfg: DialogConfig,
     rng: StdRng,
@@ -3512,6 +3512,99 @@ mod tests {
         }
         fn tick_one(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
             a.or(b)
+        }
+    }
+
+    /// Every message of a rich call with each header removed or garbled, fed to both
+    /// sides in the early and the confirmed state, then the timers run: no panic.
+    #[test]
+    fn mutated_network_input_never_panics() {
+        // A scenario that puts every kind of message on the wire.
+        let mut h = Harness::new(1);
+        h.rr = vec!["<sip:p1.example.net;lr>".to_owned()];
+        h.call(sdp("offer"));
+        let early = (h.a.clone(), h.bs[0].clone());
+        h.b_answer(
+            0,
+            183,
+            MsgOpts {
+                reliable: true,
+                ..sdp("early")
+            },
+        );
+        h.b_answer(0, 200, sdp("answer"));
+        let confirmed = (h.a.clone(), h.bs[0].clone());
+        let (a_id, b_id) = (h.a_id(0), h.b_id(0));
+        let evs =
+            h.a.request(&a_id, Method::Update, MsgOpts::default(), h.now)
+                .expect("u");
+        h.run(Side::A, evs);
+        let key = b_evs(&h, 0)
+            .into_iter()
+            .find_map(|e| match e {
+                DialogEvent::Request { key, .. } => Some(key),
+                _ => None,
+            })
+            .expect("update");
+        let evs = h.bs[0]
+            .respond(&b_id, &key, 200, MsgOpts::default(), h.now)
+            .expect("200");
+        h.run(Side::B(0), evs);
+        let evs = h.bs[0]
+            .request(&b_id, Method::Invite, sdp("hold"), h.now)
+            .expect("re");
+        h.run(Side::B(0), evs);
+        let evs = h.a.bye(&a_id, h.now).expect("bye");
+        h.run(Side::A, evs);
+        let messages: Vec<SipMessage> = h.wire.iter().map(|(_, m)| m.clone()).collect();
+        assert!(messages.len() > 10);
+
+        let mut variants = Vec::new();
+        for m in &messages {
+            for i in 0..m.headers().0.len() {
+                let mut removed = m.clone();
+                removed.headers_mut().0.remove(i);
+                variants.push(removed);
+                for garbage in ["", "garbage;;<>", "4294967296 INVITE", "sip:x;tag=", "1"] {
+                    let mut g = m.clone();
+                    g.headers_mut().0[i].value = garbage.to_owned();
+                    variants.push(g);
+                }
+            }
+        }
+        let far = h.now + Duration::from_secs(7200);
+        for (a, b) in [&early, &confirmed] {
+            for v in &variants {
+                for mut set in [a.clone(), b.clone()] {
+                    let now = h.now;
+                    match v.clone() {
+                        SipMessage::Request(r) if r.method == Method::Ack => {
+                            let _ = set.on_ack(r, now);
+                        }
+                        SipMessage::Request(r) => {
+                            let key = TxKey::server(&r).unwrap_or(TxKey {
+                                branch: "z9hG4bKx".into(),
+                                sent_by: String::new(),
+                                method: r.method.clone(),
+                                is_server: true,
+                            });
+                            if set
+                                .on_request(key.clone(), r.clone(), peer_ba(), now)
+                                .is_err()
+                            {
+                                let _ = set.accept_invite(&key, &r, peer_ba(), B_CONTACT);
+                            }
+                        }
+                        SipMessage::Response(r) => {
+                            let key = TxKey::for_response(&r);
+                            let _ = set.on_response(key, r.clone(), now);
+                            let _ = set.on_response(None, r, now);
+                        }
+                    }
+                    let _ = set.on_timer(now + T1 * 64);
+                    let _ = set.on_timer(far);
+                }
+            }
         }
     }
 }
