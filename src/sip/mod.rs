@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+pub mod dialog;
 pub mod digest;
 pub mod message;
 pub mod sdp;
