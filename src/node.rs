@@ -10,10 +10,10 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn};
 
 use crate::config::Config;
-use crate::registrar::{Policy, Registrar, RegistrarConfig, SUPPORTED};
+use crate::registrar::{Outcome, PendingWrite, Policy, Registrar, RegistrarConfig, SUPPORTED};
 use crate::sip::digest::Algorithm;
 use crate::sip::message::{reason_phrase, HeaderName, Method, Request, Response};
 use crate::sip::transaction::{Action, Timers, TransactionLayer, TxKey};
@@ -94,13 +94,26 @@ pub async fn start(cfg: &Config, store: Store) -> Result<RunningNode, NodeError>
         t2: Duration::from_millis(cfg.sip.t2_ms),
         t4: Duration::from_millis(cfg.sip.t4_ms),
     };
+    let (answer_tx, answer_rx) = mpsc::channel::<Answer>(8192);
+    let (write_tx, write_rx) = mpsc::channel::<(TxKey, PendingWrite)>(WRITE_QUEUE);
     let core = Core {
         layer: TransactionLayer::new(timers),
         transport: transport.clone(),
         registrar: registrar.clone(),
         server_header: cfg.sip.user_agent.clone(),
+        answers: answer_tx.clone(),
+        writes: write_tx,
     };
-    let mut tasks = vec![tokio::spawn(core.run(inbound_rx, shutdown_rx.clone()))];
+    let mut tasks = vec![tokio::spawn(core.run(
+        inbound_rx,
+        answer_rx,
+        shutdown_rx.clone(),
+    ))];
+    tasks.push(tokio::spawn(binding_writer(
+        registrar.clone(),
+        write_rx,
+        answer_tx,
+    )));
     tasks.push(tokio::spawn(sweeper(
         registrar.clone(),
         Duration::from_secs(cfg.registrar.sweep_interval_secs),
@@ -129,22 +142,67 @@ async fn sweeper(registrar: Arc<Registrar>, every: Duration, mut shutdown: watch
     }
 }
 
+/// REGISTERs waiting for their bindings to be written; past this the node answers 500
+/// with Retry-After rather than queue without bound.
+const WRITE_QUEUE: usize = 8192;
+/// The most binding sets one transaction commits.
+const WRITE_BATCH: usize = 512;
+
+/// Work that other tasks hand back to the core, the only owner of the transaction layer.
+enum Answer {
+    /// Send this final response on the server transaction.
+    Respond(TxKey, Response),
+    /// Process this request again (the registrar loaded what it needed).
+    Retry(TxKey, Request, Peer),
+}
+
+/// Commits pending binding sets in batches: one transaction (one disk sync) for all the
+/// REGISTERs that queued up while the previous one was committing.
+async fn binding_writer(
+    registrar: Arc<Registrar>,
+    mut writes: mpsc::Receiver<(TxKey, PendingWrite)>,
+    answers: mpsc::Sender<Answer>,
+) {
+    let mut batch: Vec<(TxKey, PendingWrite)> = Vec::with_capacity(WRITE_BATCH);
+    while let Some(first) = writes.recv().await {
+        batch.push(first);
+        while batch.len() < WRITE_BATCH {
+            match writes.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let (keys, pending): (Vec<TxKey>, Vec<PendingWrite>) = batch.drain(..).unzip();
+        let results = registrar.persist(&pending).await;
+        for ((key, w), ok) in keys.into_iter().zip(pending).zip(results) {
+            let resp = if ok {
+                w.response
+            } else {
+                registrar.unavailable(&w.response)
+            };
+            if answers.send(Answer::Respond(key, resp)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 struct Core {
     layer: TransactionLayer,
     transport: TransportHandle,
     registrar: Arc<Registrar>,
     server_header: String,
+    answers: mpsc::Sender<Answer>,
+    writes: mpsc::Sender<(TxKey, PendingWrite)>,
 }
 
 impl Core {
     async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
+        mut answers: mpsc::Receiver<Answer>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        // Answers computed by other tasks (the registrar waits on the store) come back here,
-        // because only this task may touch the transaction layer.
-        let (answer_tx, mut answers) = mpsc::channel::<(TxKey, Response)>(4096);
         loop {
             let deadline = self.layer.next_deadline();
             let actions = tokio::select! {
@@ -152,24 +210,32 @@ impl Core {
                     Some(Inbound { msg, peer }) => self.layer.on_message(msg, peer, Instant::now().into_std()),
                     None => return,
                 },
-                Some((key, resp)) = answers.recv() => self.layer.respond(&key, resp, Instant::now().into_std()),
+                // Work finished by other tasks comes back here: only this task may touch
+                // the transaction layer.
+                Some(answer) = answers.recv() => match answer {
+                    Answer::Respond(key, resp) => self.layer.respond(&key, resp, Instant::now().into_std()),
+                    Answer::Retry(key, req, from) => {
+                        self.register(key, req, from);
+                        Vec::new()
+                    }
+                },
                 _ = sleep_until(deadline) => self.layer.on_timer(Instant::now().into_std()),
                 _ = shutdown.changed() => return,
             };
             for action in actions {
-                self.act(action, &answer_tx);
+                self.act(action);
             }
         }
     }
 
-    fn act(&mut self, action: Action, answers: &mpsc::Sender<(TxKey, Response)>) {
+    fn act(&mut self, action: Action) {
         match action {
             Action::Send { msg, to } => {
                 if let Err(e) = self.transport.send(&msg, &to) {
                     debug!(error = %e, to = %to.remote, "send failed");
                 }
             }
-            Action::Request { key, req, from } => self.dispatch(key, req, from, answers),
+            Action::Request { key, req, from } => self.dispatch(key, req, from),
             Action::Cancel { key, req, .. } => {
                 // Nothing this node answers waits long enough to be cancelled; a late
                 // CANCEL for an answered request changes nothing.
@@ -201,13 +267,46 @@ impl Core {
         r
     }
 
-    fn dispatch(
-        &mut self,
-        key: TxKey,
-        req: Request,
-        from: Peer,
-        answers: &mpsc::Sender<(TxKey, Response)>,
-    ) {
+    /// Runs a REGISTER through the registrar: answered now, after its bindings are
+    /// written, or after the extension is loaded from the store.
+    fn register(&mut self, key: TxKey, req: Request, from: Peer) {
+        match self.registrar.process(&req, &from) {
+            Outcome::Respond(resp) => self.reply(&key, resp),
+            Outcome::Persist(write) => {
+                if let Err(e) = self.writes.try_send((key, write)) {
+                    let (key, write) = match e {
+                        mpsc::error::TrySendError::Full(v)
+                        | mpsc::error::TrySendError::Closed(v) => v,
+                    };
+                    warn!("binding writes are backed up: answering 500 with Retry-After");
+                    let resp = self.registrar.unavailable(&write.response);
+                    self.reply(&key, resp);
+                    // The location service in memory already took the new set: put the
+                    // stored one back, since the phone was told it did not register.
+                    let registrar = self.registrar.clone();
+                    tokio::spawn(async move { registrar.restore(&write.aor).await });
+                }
+            }
+            Outcome::Load(number) => {
+                let registrar = self.registrar.clone();
+                let answers = self.answers.clone();
+                tokio::spawn(async move {
+                    let answer = match registrar.fetch_extension(&number).await {
+                        Ok(()) => Answer::Retry(key, req, from),
+                        Err(e) => {
+                            warn!(error = %e, "cannot read extension");
+                            let mut r = Response::for_request(&req, 500, reason_phrase(500));
+                            r.headers.push(HeaderName::Other("Retry-After".into()), "5");
+                            Answer::Respond(key, r)
+                        }
+                    };
+                    let _ = answers.send(answer).await;
+                });
+            }
+        }
+    }
+
+    fn dispatch(&mut self, key: TxKey, req: Request, from: Peer) {
         let call_id = req
             .headers
             .get(&HeaderName::CallId)
@@ -239,18 +338,7 @@ impl Core {
             return self.reply(&key, r);
         }
         match req.method {
-            Method::Register => {
-                let registrar = self.registrar.clone();
-                let answers = answers.clone();
-                let span = span.clone();
-                tokio::spawn(
-                    async move {
-                        let resp = registrar.handle(&req, from).await;
-                        let _ = answers.send((key, resp)).await;
-                    }
-                    .instrument(span),
-                );
-            }
+            Method::Register => self.register(key, req, from),
             Method::Options => {
                 let mut r = self.simple(&req, 200);
                 r.headers.push(HeaderName::Allow, ALLOWED);

@@ -1,12 +1,17 @@
 //! REGISTER handling (RFC 3261 10.3 with digest auth per RFC 8760), bindings, expiry and
-//! location lookups. Owns the mapping from REGISTER to store writes and SIP answers.
-//! Must not touch media or sockets: it gets a parsed request and returns a response.
+//! location lookups. Owns the location service and the in-memory views of extensions and
+//! bindings; must not touch media or sockets.
+//!
+//! A REGISTER is decided without I/O from memory ([`Registrar::process`]): the extension's
+//! digest hashes and the AOR's bindings are cached. What needs the store comes back as an
+//! [`Outcome`]: load an extension that is not in memory yet, or persist a new binding set.
+//! Persisting is batched by the caller's writer task ([`Registrar::persist`]): one
+//! transaction, one disk sync, for every REGISTER that arrived meanwhile (group commit);
+//! the 200 goes out only once its bindings are durable.
 
 pub mod bindings;
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +22,7 @@ use tracing::{debug, info, warn};
 use crate::sip::digest::{constant_time_eq, Algorithm, Credentials, NonceCheck, NonceManager};
 use crate::sip::message::{reason_phrase, HeaderName, Request, Response, SipUri};
 use crate::sip::Peer;
-use crate::store::{Binding, Store, StoreError};
+use crate::store::{Binding, Extension, Store, StoreError};
 
 pub use bindings::Policy;
 use bindings::{Change, Reject};
@@ -41,23 +46,11 @@ pub struct RegistrarConfig {
 /// Option tags this registrar understands in Require (RFC 3261 8.2.2.3).
 pub const SUPPORTED: &[&str] = &["path"];
 
-/// Serializes REGISTERs for one AOR so two concurrent ones cannot lose a binding between
-/// reading and writing the set.
-const AOR_LOCKS: usize = 256;
-
-pub struct Registrar {
-    store: Store,
-    /// The location service in memory, written through to the store: the store is the
-    /// truth a restarted node reloads, the cache is what REGISTER and call routing read,
-    /// so neither costs a database read. (Cluster mode will refresh it by LISTEN/NOTIFY.)
-    location: RwLock<HashMap<String, Vec<Binding>>>,
-    cfg: RegistrarConfig,
-    nonces: Mutex<NonceManager>,
-    locks: Vec<tokio::sync::Mutex<()>>,
-    /// Stands in for the HA1 of users that do not exist, so their failures cost the same
-    /// work as real ones.
-    decoy_ha1: String,
-}
+/// A cached extension older than this is re-read from the store before a REGISTER is
+/// refused with it, so a password changed from the CLI works at once.
+const RECHECK_AFTER_SECS: i64 = 2;
+/// Remembered unknown users, so a scanner cannot make every attempt a database read.
+const MAX_NEGATIVE_ENTRIES: usize = 10_000;
 
 pub fn now_unix() -> i64 {
     SystemTime::now()
@@ -66,35 +59,116 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+/// What to do with a REGISTER.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send this response now.
+    Respond(Response),
+    /// Make the AOR's binding set durable, then send `response` (already reflected in the
+    /// in-memory location service).
+    Persist(PendingWrite),
+    /// Load this extension into memory, then process the request again.
+    Load(String),
+}
+
+/// A binding set waiting to be written.
+#[derive(Debug)]
+pub struct PendingWrite {
+    pub aor: String,
+    pub bindings: Vec<Binding>,
+    pub response: Response,
+    changes: Vec<Change>,
+    transport: String,
+    received: String,
+}
+
+struct CachedExtension {
+    ext: Option<Extension>,
+    loaded_at: i64,
+}
+
+pub struct Registrar {
+    store: Store,
+    cfg: RegistrarConfig,
+    /// The location service in memory, written through to the store: the store is the
+    /// truth a restarted node reloads, the cache is what REGISTER and call routing read.
+    /// (Cluster mode will refresh it by LISTEN/NOTIFY.)
+    location: RwLock<HashMap<String, Vec<Binding>>>,
+    /// Extensions by number; `ext: None` remembers that a number does not exist.
+    extensions: RwLock<HashMap<String, CachedExtension>>,
+    nonces: Mutex<NonceManager>,
+    /// Stands in for the HA1 of users that do not exist, so their failures cost the same
+    /// work as real ones.
+    decoy_ha1: String,
+}
+
 enum AuthOutcome {
     Ok(String),
     Challenge { stale: bool },
     Forbidden,
     Bad(&'static str),
+    Load(String),
 }
 
 impl Registrar {
-    /// A registrar whose location cache starts from the bindings in the store.
+    /// A registrar whose caches start from the store.
     pub async fn load(store: Store, cfg: RegistrarConfig) -> Result<Self, RegistrarError> {
-        let now = now_unix();
-        let mut location: HashMap<String, Vec<Binding>> = HashMap::new();
-        for b in store.all_bindings().await? {
-            if b.expires_at > now {
-                location.entry(b.aor.clone()).or_default().push(b);
-            }
-        }
         let nonces = NonceManager::with_random_secret(cfg.nonce_lifetime);
         let decoy_ha1 = Algorithm::Sha256.hash_hex(&format!("{}", rand::thread_rng().gen::<u64>()));
-        Ok(Registrar {
+        let registrar = Registrar {
             store,
-            location: RwLock::new(location),
             cfg,
+            location: RwLock::new(HashMap::new()),
+            extensions: RwLock::new(HashMap::new()),
             nonces: Mutex::new(nonces),
-            locks: (0..AOR_LOCKS)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
             decoy_ha1,
-        })
+        };
+        registrar.load_bindings().await?;
+        registrar.reload().await?;
+        Ok(registrar)
+    }
+
+    /// Re-reads the extensions from the store, and forgets the bindings of extensions that
+    /// are gone: other processes (the CLI) add, remove and re-key extensions directly in
+    /// the store. Bindings are only ever written by this node, so its memory of them stays.
+    async fn reload(&self) -> Result<(), RegistrarError> {
+        let now = now_unix();
+        let exts = self.store.list_extensions().await?;
+        let known: HashSet<String> = exts.iter().map(|e| e.number.clone()).collect();
+        if let Ok(mut cache) = self.extensions.write() {
+            cache.clear();
+            for e in exts {
+                cache.insert(
+                    e.number.clone(),
+                    CachedExtension {
+                        ext: Some(e),
+                        loaded_at: now,
+                    },
+                );
+            }
+        }
+        if let Ok(mut l) = self.location.write() {
+            l.retain(|aor, _| known.contains(aor));
+        }
+        Ok(())
+    }
+
+    async fn load_bindings(&self) -> Result<(), RegistrarError> {
+        let now = now_unix();
+        let mut fresh: HashMap<String, Vec<Binding>> = HashMap::new();
+        for b in self.store.all_bindings().await? {
+            if b.expires_at > now {
+                fresh.entry(b.aor.clone()).or_default().push(b);
+            }
+        }
+        if let Ok(mut l) = self.location.write() {
+            *l = fresh;
+        }
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     fn cached(&self, aor: &str) -> Vec<Binding> {
@@ -114,21 +188,22 @@ impl Registrar {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    fn lock_for(&self, aor: &str) -> &tokio::sync::Mutex<()> {
-        let mut h = DefaultHasher::new();
-        aor.hash(&mut h);
-        &self.locks[(h.finish() as usize) % AOR_LOCKS]
-    }
-
     fn response(&self, req: &Request, status: u16) -> Response {
         let mut r = Response::for_request(req, status, reason_phrase(status));
         r.ensure_to_tag(&to_tag());
         r.headers
             .push(HeaderName::Server, self.cfg.server_header.clone());
+        r
+    }
+
+    /// The answer when a binding set could not be made durable: try again later.
+    pub fn unavailable(&self, req_response: &Response) -> Response {
+        let mut r = req_response.clone();
+        r.status = 500;
+        r.reason = reason_phrase(500).to_owned();
+        r.headers.remove(&HeaderName::Contact);
+        r.headers.remove(&HeaderName::Path);
+        r.headers.push(HeaderName::Other("Retry-After".into()), "5");
         r
     }
 
@@ -150,128 +225,109 @@ impl Registrar {
         r
     }
 
-    /// Answers a REGISTER. Store failures become 500 so the phone retries later.
-    pub async fn handle(&self, req: &Request, peer: Peer) -> Response {
-        match self.handle_inner(req, peer).await {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(error = %e, "register failed");
-                let mut r = self.response(req, 500);
-                r.headers.push(HeaderName::Other("Retry-After".into()), "5");
-                r
-            }
-        }
-    }
-
-    async fn handle_inner(&self, req: &Request, peer: Peer) -> Result<Response, RegistrarError> {
+    /// Decides a REGISTER from memory. A `Persist` outcome is already applied to the
+    /// in-memory location service, so the next REGISTER for the AOR builds on it.
+    pub fn process(&self, req: &Request, peer: &Peer) -> Outcome {
         // The AOR is the user part of the To URI (RFC 3261 10.3 step 5).
         let to = match crate::sip::message::to_header(&req.headers) {
             Ok(t) => t,
-            Err(_) => return Ok(self.response(req, 400)),
+            Err(_) => return Outcome::Respond(self.response(req, 400)),
         };
         // RFC 4475 3.3.4: an AOR must be a SIP or SIPS URI, else 400.
         let aor = match SipUri::parse(&to.uri) {
             Ok(SipUri { user: Some(u), .. }) => u,
-            Ok(_) => return Ok(self.response(req, 404)),
+            Ok(_) => return Outcome::Respond(self.response(req, 404)),
             Err(_) => {
                 let mut r = Response::for_request(req, 400, "Bad Request (To is not a SIP URI)");
                 r.ensure_to_tag(&to_tag());
-                return Ok(r);
+                return Outcome::Respond(r);
             }
         };
-        let user = match self.authenticate(req).await? {
+        let user = match self.authenticate(req) {
             AuthOutcome::Ok(user) => user,
-            AuthOutcome::Challenge { stale } => return Ok(self.challenge(req, stale)),
+            AuthOutcome::Challenge { stale } => {
+                return Outcome::Respond(self.challenge(req, stale))
+            }
             AuthOutcome::Forbidden => {
                 info!(aor = %aor, from = %peer.remote, "registration refused: bad credentials");
-                return Ok(self.response(req, 403));
+                return Outcome::Respond(self.response(req, 403));
             }
             AuthOutcome::Bad(why) => {
                 debug!(why, "malformed credentials");
-                return Ok(self.response(req, 400));
+                return Outcome::Respond(self.response(req, 400));
             }
+            AuthOutcome::Load(number) => return Outcome::Load(number),
         };
         // Credentials of one extension may not register another (10.3 step 3).
         if user != aor {
             info!(aor = %aor, user = %user, "registration refused: credentials for another user");
-            return Ok(self.response(req, 403));
+            return Outcome::Respond(self.response(req, 403));
         }
-        let _guard = self.lock_for(&aor).lock().await;
         let now = now_unix();
         let existing = self.cached(&aor);
-        let plan = match bindings::plan(req, &peer, &aor, existing, &self.cfg.policy, now) {
+        let plan = match bindings::plan(req, peer, &aor, existing, &self.cfg.policy, now) {
             Ok(p) => p,
             Err(Reject::BadRequest(why)) => {
                 debug!(why, "bad REGISTER");
                 let mut r = Response::for_request(req, 400, &format!("Bad Request ({why})"));
                 r.ensure_to_tag(&to_tag());
-                return Ok(r);
+                return Outcome::Respond(r);
             }
             Err(Reject::IntervalTooBrief { min_expires }) => {
                 let mut r = self.response(req, 423);
                 r.headers
                     .push(HeaderName::MinExpires, min_expires.to_string());
-                return Ok(r);
+                return Outcome::Respond(r);
             }
-            Err(Reject::OutOfOrder) => return Ok(self.response(req, 500)),
+            Err(Reject::OutOfOrder) => return Outcome::Respond(self.response(req, 500)),
         };
-        if plan.write {
-            // Durable before the 200: a phone told it is registered must survive a crash.
-            self.store.replace_bindings(&aor, &plan.bindings).await?;
-            self.cache_set(&aor, plan.bindings.clone());
-        }
-        for change in &plan.changes {
-            match change {
-                Change::Added { contact, expires } => info!(
-                    aor = %aor, contact = %contact, expires, transport = %peer.transport,
-                    received = %peer.remote, "registered"
-                ),
-                Change::Refreshed { contact, expires } => {
-                    debug!(aor = %aor, contact = %contact, expires, "registration refreshed")
-                }
-                Change::Removed { contact } => {
-                    info!(aor = %aor, contact = %contact, "unregistered")
-                }
-            }
-        }
-        let mut r = bindings::ok_response(req, &plan.bindings, now, &to_tag());
-        r.headers
+        let mut response = bindings::ok_response(req, &plan.bindings, now, &to_tag());
+        response
+            .headers
             .push(HeaderName::Server, self.cfg.server_header.clone());
-        Ok(r)
+        if !plan.write {
+            return Outcome::Respond(response);
+        }
+        self.cache_set(&aor, plan.bindings.clone());
+        Outcome::Persist(PendingWrite {
+            aor,
+            bindings: plan.bindings,
+            response,
+            changes: plan.changes,
+            transport: peer.transport.to_string(),
+            received: peer.remote.to_string(),
+        })
     }
 
     /// Digest authentication with the same answers for unknown and known users, so the
     /// responses tell an attacker nothing about which extensions exist.
-    async fn authenticate(&self, req: &Request) -> Result<AuthOutcome, RegistrarError> {
+    fn authenticate(&self, req: &Request) -> AuthOutcome {
         let creds = req
             .headers
             .get_all(&HeaderName::Authorization)
             .filter_map(Credentials::parse)
             .find(|c| c.realm == self.cfg.realm);
         let Some(creds) = creds else {
-            return Ok(AuthOutcome::Challenge { stale: false });
+            return AuthOutcome::Challenge { stale: false };
         };
         let Some(alg) = creds
             .algorithm()
             .filter(|a| self.cfg.algorithms.contains(a))
         else {
-            return Ok(AuthOutcome::Challenge { stale: false });
+            return AuthOutcome::Challenge { stale: false };
         };
         if creds.qop.is_some() && (creds.nc.is_none() || creds.cnonce.is_none()) {
-            return Ok(AuthOutcome::Bad("qop without nc/cnonce"));
+            return AuthOutcome::Bad("qop without nc/cnonce");
         }
-        let check = match self.nonces.lock() {
-            Ok(mut n) => n.check(&creds.nonce, creds.nc.as_deref(), now_unix() as u64),
-            Err(_) => NonceCheck::Invalid,
+        // The extension first (it may need loading, and the request will come back), the
+        // nonce count last (checking it consumes it).
+        let (ext, loaded_at) = match self.extensions.read() {
+            Ok(cache) => match cache.get(&creds.username) {
+                Some(c) => (c.ext.clone(), c.loaded_at),
+                None => return AuthOutcome::Load(creds.username),
+            },
+            Err(_) => (None, 0),
         };
-        match check {
-            NonceCheck::Valid => {}
-            NonceCheck::Stale => return Ok(AuthOutcome::Challenge { stale: true }),
-            NonceCheck::Invalid | NonceCheck::Replayed => {
-                return Ok(AuthOutcome::Challenge { stale: false })
-            }
-        }
-        let ext = self.store.get_extension(&creds.username).await?;
         let ha1 = match &ext {
             Some(e) if e.realm == self.cfg.realm => match alg {
                 Algorithm::Md5 => e.ha1_md5.clone(),
@@ -288,16 +344,106 @@ impl Registrar {
             None => self.decoy_ha1.clone(),
         };
         let Some(expected) = creds.expected_response(alg, &ha1, req.method.as_str()) else {
-            return Ok(AuthOutcome::Bad("unsupported qop"));
+            return AuthOutcome::Bad("unsupported qop");
         };
-        if ext.is_some() && constant_time_eq(&expected, &creds.response.to_ascii_lowercase()) {
-            Ok(AuthOutcome::Ok(creds.username))
-        } else {
-            Ok(AuthOutcome::Forbidden)
+        let matches =
+            ext.is_some() && constant_time_eq(&expected, &creds.response.to_ascii_lowercase());
+        if !matches && now_unix() - loaded_at >= RECHECK_AFTER_SECS {
+            return AuthOutcome::Load(creds.username);
+        }
+        let check = match self.nonces.lock() {
+            Ok(mut n) => n.check(&creds.nonce, creds.nc.as_deref(), now_unix() as u64),
+            Err(_) => NonceCheck::Invalid,
+        };
+        match check {
+            NonceCheck::Valid if matches => AuthOutcome::Ok(creds.username),
+            NonceCheck::Valid => AuthOutcome::Forbidden,
+            NonceCheck::Stale => AuthOutcome::Challenge { stale: true },
+            NonceCheck::Invalid | NonceCheck::Replayed => AuthOutcome::Challenge { stale: false },
         }
     }
 
-    /// Removes expired bindings from the store; returns how many went.
+    /// Reads one extension from the store into memory (or remembers that it is absent).
+    pub async fn fetch_extension(&self, number: &str) -> Result<(), RegistrarError> {
+        let ext = self.store.get_extension(number).await?;
+        if let Ok(mut cache) = self.extensions.write() {
+            if ext.is_none() && cache.len() >= MAX_NEGATIVE_ENTRIES {
+                cache.retain(|_, c| c.ext.is_some());
+            }
+            cache.insert(
+                number.to_owned(),
+                CachedExtension {
+                    ext,
+                    loaded_at: now_unix(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes pending binding sets durable in one transaction and reports, per write,
+    /// whether it succeeded. A failed batch is retried set by set so one bad set (an
+    /// extension removed meanwhile) does not fail the others; a failed set's AOR is
+    /// reloaded from the store, which stays the truth.
+    pub async fn persist(&self, writes: &[PendingWrite]) -> Vec<bool> {
+        // Later writes for an AOR were planned on top of earlier ones: the last wins.
+        let mut last: HashMap<&str, usize> = HashMap::new();
+        for (i, w) in writes.iter().enumerate() {
+            last.insert(&w.aor, i);
+        }
+        let mut order: Vec<usize> = last.values().copied().collect();
+        order.sort_unstable();
+        let sets: Vec<(&str, &[Binding])> = order
+            .iter()
+            .map(|&i| (writes[i].aor.as_str(), writes[i].bindings.as_slice()))
+            .collect();
+        let mut ok_by_aor: HashMap<&str, bool> = HashMap::new();
+        match self.store.replace_bindings_many(&sets).await {
+            Ok(()) => {
+                for (aor, _) in &sets {
+                    ok_by_aor.insert(aor, true);
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, count = sets.len(), "batched binding write failed, writing one by one");
+                for (aor, bindings) in &sets {
+                    let ok = match self.store.replace_bindings(aor, bindings).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            warn!(aor = %aor, error = %e, "cannot store registration");
+                            false
+                        }
+                    };
+                    ok_by_aor.insert(aor, ok);
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(writes.len());
+        for w in writes {
+            let ok = ok_by_aor.get(w.aor.as_str()).copied().unwrap_or(false);
+            if ok {
+                log_changes(w);
+            } else {
+                self.restore(&w.aor).await;
+            }
+            results.push(ok);
+        }
+        results
+    }
+
+    /// Puts the stored binding set of `aor` back into memory.
+    pub async fn restore(&self, aor: &str) {
+        match self.store.bindings_for(aor).await {
+            Ok(bs) => {
+                let now = now_unix();
+                self.cache_set(aor, bs.into_iter().filter(|b| b.expires_at > now).collect());
+            }
+            Err(e) => warn!(aor = %aor, error = %e, "cannot reload bindings after a failed write"),
+        }
+    }
+
+    /// Removes expired bindings from memory and the store, and refreshes the caches from
+    /// the store. Returns how many bindings the store dropped.
     pub async fn sweep(&self) -> Result<u64, RegistrarError> {
         let now = now_unix();
         if let Ok(mut l) = self.location.write() {
@@ -310,6 +456,7 @@ impl Registrar {
         if n > 0 {
             info!(count = n, "expired bindings removed");
         }
+        self.reload().await?;
         Ok(n)
     }
 
@@ -319,6 +466,23 @@ impl Registrar {
         let mut bindings = self.cached(aor);
         bindings.retain(|b| b.expires_at > now);
         bindings
+    }
+}
+
+fn log_changes(w: &PendingWrite) {
+    for change in &w.changes {
+        match change {
+            Change::Added { contact, expires } => info!(
+                aor = %w.aor, contact = %contact, expires, transport = %w.transport,
+                received = %w.received, "registered"
+            ),
+            Change::Refreshed { contact, expires } => {
+                debug!(aor = %w.aor, contact = %contact, expires, "registration refreshed")
+            }
+            Change::Removed { contact } => {
+                info!(aor = %w.aor, contact = %contact, "unregistered")
+            }
+        }
     }
 }
 

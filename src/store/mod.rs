@@ -179,6 +179,20 @@ macro_rules! with_pool {
 const EXTENSION_COLUMNS: &str =
     "number, display_name, realm, ha1_md5, ha1_sha256, created_at, updated_at";
 
+/// Columns of `BINDING_COLUMNS`, i.e. bind parameters per inserted binding row.
+const BINDING_FIELDS: usize = 17;
+/// AORs per DELETE and rows per INSERT in a batch: well under SQLite's 32766 parameters.
+const BATCH_AORS: usize = 500;
+const BATCH_ROWS: usize = 500;
+
+/// `$first, $first+1, ...` (`count` numbered placeholders), valid on both backends.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 const BINDING_COLUMNS: &str = "aor, binding_key, contact_uri, q, expires_at, call_id, cseq, \
      received, transport, local_addr, flow, path, user_agent, instance_id, reg_id, node_id, \
      updated_at";
@@ -477,6 +491,96 @@ impl Store {
         })
     }
 
+    /// Replaces the binding sets of several AORs in ONE transaction: what a registrar
+    /// under load uses to commit many REGISTERs with one disk sync (group commit). Each
+    /// AOR's set becomes exactly the given bindings. All or nothing: on any error (an
+    /// extension removed meanwhile, a duplicate key) nothing is written and the caller can
+    /// retry the sets one by one with [`Store::replace_bindings`] to find the culprit.
+    pub async fn replace_bindings_many(
+        &self,
+        sets: &[(&str, &[Binding])],
+    ) -> Result<(), StoreError> {
+        if sets.is_empty() {
+            return Ok(());
+        }
+        for (aor, bindings) in sets {
+            if let Some(b) = bindings.iter().find(|b| b.aor != *aor) {
+                return Err(StoreError::Invalid(format!(
+                    "binding for AOR {:?} passed for AOR {aor:?}",
+                    b.aor
+                )));
+            }
+        }
+        let backend = self.backend();
+        let aors: Vec<&str> = sets.iter().map(|(a, _)| *a).collect();
+        let rows: Vec<&Binding> = sets.iter().flat_map(|(_, bs)| bs.iter()).collect();
+        let res: Result<(), sqlx::Error> = with_pool!(self, pool => async {
+            let mut tx = pool.begin_with(backend.begin_write_sql()).await?;
+            for chunk in aors.chunks(BATCH_AORS) {
+                let list = placeholders(1, chunk.len());
+                if backend == Backend::Postgres {
+                    // Serialises with other nodes' writers of these AORs, as replace_bindings.
+                    let sql = format!(
+                        "SELECT number FROM extensions WHERE number IN ({list}) ORDER BY number FOR NO KEY UPDATE"
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for a in chunk {
+                        q = q.bind(*a);
+                    }
+                    q.fetch_all(&mut *tx).await?;
+                }
+                let sql = format!("DELETE FROM bindings WHERE aor IN ({list})");
+                let mut q = sqlx::query(&sql);
+                for a in chunk {
+                    q = q.bind(*a);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            for chunk in rows.chunks(BATCH_ROWS) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|r| format!("({})", placeholders(r * BINDING_FIELDS + 1, BINDING_FIELDS)))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO bindings ({BINDING_COLUMNS}) VALUES {}",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(&sql);
+                for b in chunk {
+                    q = q
+                        .bind(&b.aor)
+                        .bind(&b.binding_key)
+                        .bind(&b.contact_uri)
+                        .bind(b.q)
+                        .bind(b.expires_at)
+                        .bind(&b.call_id)
+                        .bind(i64::from(b.cseq))
+                        .bind(&b.received)
+                        .bind(&b.transport)
+                        .bind(&b.local_addr)
+                        .bind(&b.flow)
+                        .bind(encode_path(&b.path))
+                        .bind(&b.user_agent)
+                        .bind(&b.instance_id)
+                        .bind(b.reg_id.map(i64::from))
+                        .bind(&b.node_id)
+                        .bind(b.updated_at);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
+        .await);
+        res.map_err(|err| match err {
+            ref e if is_fk_violation(e) => {
+                StoreError::UnknownExtension("one of a batch of AORs".to_owned())
+            }
+            ref e if is_unique_violation(e) => {
+                StoreError::Conflict("duplicate binding key in a batch".to_owned())
+            }
+            e => e.into(),
+        })
+    }
+
     /// The AOR's bindings, ordered by binding_key. Expired rows are included until
     /// [`Store::delete_expired_bindings`] removes them; filter on `expires_at` if needed.
     pub async fn bindings_for(&self, aor: &str) -> Result<Vec<Binding>, StoreError> {
@@ -604,6 +708,12 @@ fn decode_path(s: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binding_fields_match_the_columns() {
+        assert_eq!(BINDING_COLUMNS.split(',').count(), BINDING_FIELDS);
+        assert_eq!(placeholders(3, 3), "$3, $4, $5");
+    }
 
     #[test]
     fn extension_numbers() {

@@ -159,6 +159,7 @@ battery!(
     bindings_delete_expired,
     bindings_cascade_on_remove,
     bindings_concurrent_replace_same_aor,
+    bindings_batch_replace,
 );
 
 // ---- helpers ----
@@ -559,4 +560,46 @@ async fn bindings_concurrent_replace_same_aor(cx: Ctx) {
         keys(&got)
     );
     assert_eq!(s.count_bindings().await.expect("count"), got.len() as i64);
+}
+
+async fn bindings_batch_replace(cx: Ctx) {
+    let s = &cx.store;
+    for n in ["100", "101", "102"] {
+        s.add_extension(&ext(n)).await.expect("add");
+    }
+    s.replace_bindings("102", &[binding("102", "sip:old@h", 100)])
+        .await
+        .expect("seed");
+    // Many rows, several AORs, one of them cleared: one transaction.
+    let many: Vec<Binding> = (0..600)
+        .map(|i| binding("100", &format!("sip:{i}@h"), 100 + i))
+        .collect();
+    let one = vec![binding("101", "sip:a@h", 50)];
+    s.replace_bindings_many(&[("100", &many), ("101", &one), ("102", &[])])
+        .await
+        .expect("batch");
+    assert_eq!(s.bindings_for("100").await.expect("read").len(), 600);
+    assert_eq!(
+        keys(&s.bindings_for("101").await.expect("read")),
+        ["sip:a@h"]
+    );
+    assert!(s.bindings_for("102").await.expect("read").is_empty());
+    // All or nothing: an unknown AOR in the batch writes nothing.
+    let ghost = vec![binding("999", "sip:g@h", 50)];
+    let replaced = vec![binding("101", "sip:b@h", 60)];
+    let err = s
+        .replace_bindings_many(&[("101", &replaced), ("999", &ghost)])
+        .await
+        .expect_err("unknown AOR");
+    assert!(matches!(err, StoreError::UnknownExtension(_)), "{err:?}");
+    assert_eq!(
+        keys(&s.bindings_for("101").await.expect("read")),
+        ["sip:a@h"]
+    );
+    // A binding filed under the wrong AOR is refused before touching the database.
+    let wrong = vec![binding("100", "sip:w@h", 50)];
+    assert!(matches!(
+        s.replace_bindings_many(&[("101", &wrong)]).await,
+        Err(StoreError::Invalid(_))
+    ));
 }
