@@ -123,8 +123,11 @@ fn init_logging(cfg: &Config) {
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| EnvFilter::try_new(&cfg.log.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    // Colors only for a person at a terminal: log files and journals get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr);
     match cfg.log.format {
         LogFormat::Json => {

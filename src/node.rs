@@ -173,7 +173,13 @@ async fn binding_writer(
             }
         }
         let (keys, pending): (Vec<TxKey>, Vec<PendingWrite>) = batch.drain(..).unzip();
+        let started = std::time::Instant::now();
         let results = registrar.persist(&pending).await;
+        debug!(
+            count = pending.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "binding batch committed"
+        );
         for ((key, w), ok) in keys.into_iter().zip(pending).zip(results) {
             let resp = if ok {
                 w.response
