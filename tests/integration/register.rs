@@ -349,3 +349,45 @@ fn expired_bindings_are_swept_from_the_store() {
     assert!(node.log_text().contains("expired bindings removed"));
     node.stop();
 }
+
+#[test]
+fn many_phones_registering_at_once_are_all_stored() {
+    // 300 users at 300/s: REGISTERs overlap, so their bindings are committed in batches.
+    const USERS: u32 = 300;
+    let mut node = Node::new(NodeOptions::default());
+    let mut csv = String::new();
+    let mut inf = String::from("SEQUENTIAL\n");
+    for i in 0..USERS {
+        let user = format!("u{}", 200_000 + i);
+        csv.push_str(&format!("{user},pw-{user}\n"));
+        inf.push_str(&format!(
+            "{user};x;[authentication username={user} password=pw-{user}]\n"
+        ));
+    }
+    let csv_path = crate::support::write_file(node.dir.path(), "users.csv", &csv);
+    node.cli_ok(&["extension", "import", csv_path.to_str().expect("utf8")]);
+    let inf_path = crate::support::write_file(node.dir.path(), "users.inf", &inf);
+    node.start();
+    let mut sipp = Sipp::new("register_many.xml", SippTransport::Udp);
+    sipp.inf = Some(inf_path);
+    sipp.calls = USERS;
+    sipp.rate = USERS;
+    sipp.expect_pass(&node);
+    let list = node.cli_ok(&["extension", "list"]);
+    let registered = list
+        .lines()
+        .filter(|l| !l.ends_with("not registered"))
+        .count();
+    assert_eq!(registered, USERS as usize, "{list}");
+    // And they are in the store, not only in memory: they survive a crash.
+    node.kill();
+    node.start();
+    let list = node.cli_ok(&["extension", "list"]);
+    assert_eq!(
+        list.lines()
+            .filter(|l| !l.ends_with("not registered"))
+            .count(),
+        USERS as usize
+    );
+    node.stop();
+}

@@ -298,6 +298,9 @@ pub struct Sipp {
     pub password: String,
     pub vars: Vec<(String, String)>,
     pub calls: u32,
+    /// An injection file (`-inf`) and the call rate per second.
+    pub inf: Option<PathBuf>,
+    pub rate: u32,
 }
 
 impl Sipp {
@@ -309,6 +312,8 @@ impl Sipp {
             password: String::new(),
             vars: Vec::new(),
             calls: 1,
+            inf: None,
+            rate: 10,
         }
     }
 
@@ -356,6 +361,10 @@ impl Sipp {
         for (k, v) in &self.vars {
             cmd.args(["-set", k, v]);
         }
+        if let Some(inf) = &self.inf {
+            cmd.arg("-inf").arg(inf);
+        }
+        cmd.args(["-r", &self.rate.to_string()]);
         cmd.arg(node.addr().to_string());
         cmd.current_dir(work.path());
         let out = cmd.output().expect("run sipp");
