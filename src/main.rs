@@ -2,7 +2,7 @@
 //! library. Holds no logic of its own. Exit codes: 0 ok, 1 runtime error, 2 bad config or
 //! usage.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -139,18 +139,9 @@ fn init_logging(cfg: &Config) {
     }
 }
 
+/// Opens the database and brings its schema up to date.
 async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
-    let url = cfg.database_url();
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        let file = path.split('?').next().unwrap_or(path);
-        if let Some(dir) = Path::new(file).parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        }
-    }
-    let store = Store::connect(&url, cfg.database.max_connections)
-        .await
-        .with_context(|| format!("cannot open the database {}", redact_url(&url)))?;
+    let store = open_store_no_migrate(cfg).await?;
     store.migrate().await.context("database migration failed")?;
     Ok(store)
 }
@@ -191,14 +182,8 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
 }
 
 async fn open_store_no_migrate(cfg: &Config) -> anyhow::Result<Store> {
+    // The store creates the SQLite file's folder (the data directory) itself.
     let url = cfg.database_url();
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        let file = path.split('?').next().unwrap_or(path);
-        if let Some(dir) = Path::new(file).parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        }
-    }
     Store::connect(&url, cfg.database.max_connections)
         .await
         .with_context(|| format!("cannot open the database {}", redact_url(&url)))

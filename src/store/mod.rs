@@ -179,6 +179,39 @@ macro_rules! with_pool {
 const EXTENSION_COLUMNS: &str =
     "number, display_name, realm, ha1_md5, ha1_sha256, created_at, updated_at";
 
+/// Binds one binding's fields in the order of `BINDING_COLUMNS`.
+fn bind_binding<'q, DB>(
+    q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    b: &'q Binding,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<f32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    q.bind(b.aor.as_str())
+        .bind(b.binding_key.as_str())
+        .bind(b.contact_uri.as_str())
+        .bind(b.q)
+        .bind(b.expires_at)
+        .bind(b.call_id.as_str())
+        .bind(i64::from(b.cseq))
+        .bind(b.received.as_str())
+        .bind(b.transport.as_str())
+        .bind(b.local_addr.as_str())
+        .bind(b.flow.as_deref())
+        .bind(encode_path(&b.path))
+        .bind(b.user_agent.as_str())
+        .bind(b.instance_id.as_deref())
+        .bind(b.reg_id.map(i64::from))
+        .bind(b.node_id.as_str())
+        .bind(b.updated_at)
+}
+
 /// Columns of `BINDING_COLUMNS`, i.e. bind parameters per inserted binding row.
 const BINDING_FIELDS: usize = 17;
 /// AORs per DELETE and rows per INSERT in a batch: well under SQLite's 32766 parameters.
@@ -460,24 +493,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             for b in bindings {
-                sqlx::query(&insert_sql)
-                    .bind(&b.aor)
-                    .bind(&b.binding_key)
-                    .bind(&b.contact_uri)
-                    .bind(b.q)
-                    .bind(b.expires_at)
-                    .bind(&b.call_id)
-                    .bind(i64::from(b.cseq))
-                    .bind(&b.received)
-                    .bind(&b.transport)
-                    .bind(&b.local_addr)
-                    .bind(&b.flow)
-                    .bind(encode_path(&b.path))
-                    .bind(&b.user_agent)
-                    .bind(&b.instance_id)
-                    .bind(b.reg_id.map(i64::from))
-                    .bind(&b.node_id)
-                    .bind(b.updated_at)
+                bind_binding(sqlx::query(&insert_sql), b)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -556,24 +572,7 @@ impl Store {
                 );
                 let mut q = sqlx::query(&sql);
                 for b in chunk {
-                    q = q
-                        .bind(&b.aor)
-                        .bind(&b.binding_key)
-                        .bind(&b.contact_uri)
-                        .bind(b.q)
-                        .bind(b.expires_at)
-                        .bind(&b.call_id)
-                        .bind(i64::from(b.cseq))
-                        .bind(&b.received)
-                        .bind(&b.transport)
-                        .bind(&b.local_addr)
-                        .bind(&b.flow)
-                        .bind(encode_path(&b.path))
-                        .bind(&b.user_agent)
-                        .bind(&b.instance_id)
-                        .bind(b.reg_id.map(i64::from))
-                        .bind(&b.node_id)
-                        .bind(b.updated_at);
+                    q = bind_binding(q, b);
                 }
                 q.execute(&mut *tx).await?;
             }
