@@ -66,17 +66,18 @@ blast() {
 field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
 row() { # peer calls
-  local rx_pps loss per1k rsscall
-  rx_pps=$(field rx_pps "$BLAST"); loss=$(field loss_pct "$BLAST")
+  local tx_pps rx_pps loss per1k rsscall
+  tx_pps=$(field tx_pps "$BLAST"); rx_pps=$(field rx_pps "$BLAST"); loss=$(field loss_pct "$BLAST")
   per1k=$(python3 -c "print(round($CPU/max($rx_pps,1)*1000,3))")
   rsscall=$(python3 -c "print(round(($RSS-$RSS0)/$2,1))")
-  printf "%-10s %6s %10s %8s %8s %12s %12s %8s %s\n" "$1" "$2" "$rx_pps" "$loss" "$CPU" "$per1k" "$rsscall" "$OTHER" "${3:-}" | tee -a "$OUT"
+  printf "%-10s %6s %11s %11s %8s %8s %11s %8s %7s %s\n" "$1" "$2" "$tx_pps" "$rx_pps" "$loss" "$CPU" "$per1k" "$rsscall" "$OTHER" "${3:-}" | tee -a "$OUT"
 }
 
 {
   echo "# relay bench $(date -Is) $(nproc) cores secs=$SECS threads=$THREADS; 172-byte RTP, 50 pps per leg per direction"
+  echo "# offered_pps = packets/s the blaster sent (the blaster is the limit when < 100 x calls)"
   echo "# relayed_pps = packets/s the blaster got back (= relayed out); cpu% of one core; kb/call = (RSS under load - RSS before setup)/calls"
-  printf "%-10s %6s %10s %8s %8s %12s %12s %8s %s\n" peer calls relayed_pps loss% cpu% cpu%/1kpps kb/call other% allocs/pkt
+  printf "%-10s %6s %11s %11s %8s %8s %11s %8s %7s %s\n" peer calls offered_pps relayed_pps loss% cpu% cpu%/1kpps kb/call other% allocs/pkt
 } | tee "$OUT"
 
 for N in $CALLS; do
