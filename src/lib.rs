@@ -3,6 +3,7 @@
 //! Lower layers never call upward; they return events.
 
 pub mod config;
+pub mod media;
 pub mod node;
 pub mod registrar;
 pub mod sip;

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod register;
+mod relay;
 mod store;
 mod support;
 mod torture;

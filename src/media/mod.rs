@@ -1,0 +1,53 @@
+//! The media engine. For now: the RTP relay that anchors the media of a B2BUA call.
+//!
+//! Owns: RTP/RTCP port pairs on the PBX's media address ([`ports`]), symmetric latching
+//! ([`latch`]), the media timeout ([`timeout`]) and the relay task with its handle
+//! ([`relay`]). Must not: know SIP, dialogs or SDP text; the call layer reads the SDP and
+//! passes plain socket addresses in ([`Remote`]), and gets plain events back
+//! ([`RelayEvent`]). The decisions are sans-IO and unit-tested with a fake clock:
+//! `latch` and `timeout` import no tokio and read no clock, and `ports::PortPool` is plain
+//! data beside the binding code; `relay` is the thin task around them.
+//!
+//! A call through the relay:
+//! ```text
+//!  phone A --RTP--> [leg A pair] ==relay task== [leg B pair] --RTP--> phone B
+//!          <--RTP--                                          <--RTP--
+//! ```
+//! The B2BUA allocates a pair per leg ([`PortAllocator::allocate`]), puts its address in the
+//! SDP sent to that leg, starts the relay ([`Relay::spawn`]) and feeds it the remote
+//! addresses from the SDP it receives ([`RelayHandle::update_remote`]).
+
+pub mod latch;
+pub mod ports;
+pub mod relay;
+pub mod timeout;
+
+use std::io;
+
+use thiserror::Error;
+
+pub use latch::LatchConfig;
+pub use ports::{LegSockets, PortAllocator};
+pub use relay::{
+    Flow, Leg, LegStats, Relay, RelayConfig, RelayEvent, RelayHandle, RelayStats, Remote,
+};
+
+/// Errors of the media layer.
+#[derive(Debug, Error)]
+pub enum MediaError {
+    #[error("bad RTP port range {min}-{max}: need at least one even port p with p+1 <= max")]
+    BadRange { min: u16, max: u16 },
+    #[error("all {pairs} RTP port pairs of {min}-{max} are in use")]
+    PortsExhausted { min: u16, max: u16, pairs: usize },
+    #[error(
+        "no RTP port pair of {min}-{max} could be bound (ports held by other processes?): {source}"
+    )]
+    NoBindablePort {
+        min: u16,
+        max: u16,
+        #[source]
+        source: io::Error,
+    },
+    #[error("media socket: {0}")]
+    Io(#[from] io::Error),
+}
