@@ -1841,6 +1841,23 @@ pub fn error_response_for(data: &[u8], err: &ParseError) -> Option<Response> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn redacted_logs_never_show_credentials() {
+        let text = "REGISTER sip:pbx SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKr\r\n\
+From: <sip:1001@pbx>;tag=a\r\nTo: <sip:1001@pbx>\r\nCall-ID: c\r\nCSeq: 2 REGISTER\r\n\
+Authorization: Digest username=\"1001\", realm=\"r\", nonce=\"n1\", uri=\"sip:pbx\", \
+response=\"6629fae49393a05397450978507c4ef1\", cnonce=\"0a4f\", qop=auth, nc=00000001\r\n\
+Proxy-Authorization: Digest username=\"1001\", response=\"deadbeefdeadbeef\"\r\n\
+Content-Length: 0\r\n\r\n";
+        let msg = parse(text.as_bytes()).expect("parse");
+        let log = redacted(&msg);
+        assert!(log.contains("username=\"1001\""), "{log}");
+        assert!(!log.contains("6629fae4"), "{log}");
+        assert!(!log.contains("deadbeef"), "{log}");
+        assert!(!log.contains("cnonce"), "{log}");
+        assert!(log.contains("CSeq: 2 REGISTER"), "{log}");
+    }
+
     const REGISTER: &str = "REGISTER sip:example.com SIP/2.0\r\n\
 Via: SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bK776asdhds;rport\r\n\
 Max-Forwards: 70\r\n\

@@ -391,3 +391,49 @@ fn many_phones_registering_at_once_are_all_stored() {
     );
     node.stop();
 }
+
+#[test]
+fn expired_nonce_gets_a_stale_challenge() {
+    let mut node = node_with(
+        "1001",
+        NodeOptions {
+            registrar: "nonce_lifetime_secs = 10".into(),
+            ..NodeOptions::default()
+        },
+    );
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let first = exchange(
+        &node,
+        &sock,
+        &register_request(&node, &sock, "1001", 1, None),
+    );
+    let challenge = first
+        .headers
+        .get(&HeaderName::WwwAuthenticate)
+        .expect("challenge")
+        .to_owned();
+    assert!(!challenge.contains("stale"), "{challenge}");
+    std::thread::sleep(Duration::from_secs(11));
+    let uri = format!("sip:{}", node.addr());
+    let late = answer(&challenge, "1001", PASSWORD, &uri, 1);
+    let resp = exchange(
+        &node,
+        &sock,
+        &register_request(&node, &sock, "1001", 2, Some(&late)),
+    );
+    assert_eq!(resp.status, 401);
+    let fresh = resp
+        .headers
+        .get(&HeaderName::WwwAuthenticate)
+        .expect("new challenge")
+        .to_owned();
+    assert!(fresh.contains("stale=true"), "{fresh}");
+    let ok = answer(&fresh, "1001", PASSWORD, &uri, 1);
+    let resp = exchange(
+        &node,
+        &sock,
+        &register_request(&node, &sock, "1001", 3, Some(&ok)),
+    );
+    assert_eq!(resp.status, 200);
+    node.stop();
+}
