@@ -5,12 +5,14 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
+# Cargo.toml names the relay benchmark example; the file must exist to load the manifest.
+COPY bench/relay/relay_bench.rs bench/relay/relay_bench.rs
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo build --release --locked \
+    && cargo build --release --locked --bin ringfort \
     && rm -rf src
 COPY src ./src
 COPY migrations ./migrations
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin ringfort
 
 FROM debian:bookworm-slim
 RUN apt-get update \
