@@ -114,6 +114,14 @@ pub async fn start(cfg: &Config, store: Store) -> Result<RunningNode, NodeError>
         write_rx,
         answer_tx,
     )));
+    if cfg.registrar.nat_keepalive_secs > 0 {
+        tasks.push(tokio::spawn(nat_keepalives(
+            registrar.clone(),
+            transport.clone(),
+            Duration::from_secs(cfg.registrar.nat_keepalive_secs),
+            shutdown_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(sweeper(
         registrar.clone(),
         Duration::from_secs(cfg.registrar.sweep_interval_secs),
@@ -126,6 +134,30 @@ pub async fn start(cfg: &Config, store: Store) -> Result<RunningNode, NodeError>
         shutdown: shutdown_tx,
         tasks,
     })
+}
+
+/// Keeps NAT mappings of UDP phones open: a CRLF pair from the socket each registered to,
+/// which phones ignore (RFC 5626 keepalive bytes) and NATs count as traffic.
+async fn nat_keepalives(
+    registrar: Arc<Registrar>,
+    transport: TransportHandle,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                for (local, remote) in registrar.nat_keepalive_targets() {
+                    if let Err(e) = transport.send_datagram(local, remote, b"\r\n\r\n") {
+                        debug!(to = %remote, error = %e, "keepalive not sent");
+                    }
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 async fn sweeper(registrar: Arc<Registrar>, every: Duration, mut shutdown: watch::Receiver<bool>) {

@@ -155,6 +155,9 @@ pub struct RegistrarConfig {
     /// How often expired bindings are removed, seconds (1..=3600).
     #[serde(deserialize_with = "values::ranged::<_, u64, 1, 3600>")]
     pub sweep_interval_secs: u64,
+    /// Keepalives towards phones registered over UDP from behind NAT, seconds (0 = off).
+    #[serde(deserialize_with = "values::ranged::<_, u64, 0, 3600>")]
+    pub nat_keepalive_secs: u64,
 }
 
 impl Default for RegistrarConfig {
@@ -167,6 +170,7 @@ impl Default for RegistrarConfig {
             nonce_lifetime_secs: 300,
             algorithms: vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256],
             sweep_interval_secs: 30,
+            nat_keepalive_secs: 20,
         }
     }
 }

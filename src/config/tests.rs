@@ -317,7 +317,7 @@ fn env_names_are_derived_and_unambiguous() {
         .flat_map(|s| s.keys.iter().map(|(k, _)| env_var_name(&s.name, k)))
         .collect();
     let count = names.len();
-    assert_eq!(count, 30);
+    assert_eq!(count, 31);
     names.sort();
     names.dedup();
     assert_eq!(names.len(), count, "two keys map to one variable");

@@ -263,6 +263,20 @@ pub fn plan(
     })
 }
 
+/// Whether a UDP binding sits behind NAT: it registered from an address other than the
+/// one its Contact names, so only packets to its source keep its NAT mapping open.
+pub fn udp_nat_target(b: &Binding) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+    if b.transport != "udp" {
+        return None;
+    }
+    let received: std::net::SocketAddr = b.received.parse().ok()?;
+    let local: std::net::SocketAddr = b.local_addr.parse().ok()?;
+    let contact = crate::sip::message::SipUri::parse(&b.contact_uri).ok()?;
+    let contact_ip: Option<std::net::IpAddr> = contact.host.trim_matches(['[', ']']).parse().ok();
+    let same = contact_ip == Some(received.ip()) && contact.port.unwrap_or(5060) == received.port();
+    (!same).then_some((local, received))
+}
+
 /// The 200 OK listing every current binding with its remaining time (RFC 3261 10.3 step 8).
 pub fn ok_response(req: &Request, bindings: &[Binding], now_unix: i64, to_tag: &str) -> Response {
     let mut resp = Response::for_request(req, 200, "OK");
@@ -445,6 +459,38 @@ User-Agent: TestPhone\r\n{extra}Content-Length: 0\r\n\r\n"
             !b3.iter().any(|b| b.contact_uri == "sip:x@h"),
             "soonest-expiring evicted"
         );
+    }
+
+    #[test]
+    fn nat_detection_compares_contact_with_source() {
+        let p = policy();
+        let udp = Peer {
+            transport: crate::sip::Transport::Udp,
+            remote: "203.0.113.5:40000".parse().expect("addr"),
+            local: "10.0.0.1:5060".parse().expect("addr"),
+            conn: None,
+        };
+        let natted = register(1, "c1", "Contact: <sip:1001@192.168.1.20:5060>\r\n");
+        let b = plan(&natted, &udp, "1001", vec![], &p, 0)
+            .expect("plan")
+            .bindings;
+        assert_eq!(
+            udp_nat_target(&b[0]),
+            Some((
+                "10.0.0.1:5060".parse().expect("a"),
+                "203.0.113.5:40000".parse().expect("a")
+            ))
+        );
+        let direct = register(1, "c2", "Contact: <sip:1001@203.0.113.5:40000>\r\n");
+        let b = plan(&direct, &udp, "1001", vec![], &p, 0)
+            .expect("plan")
+            .bindings;
+        assert_eq!(udp_nat_target(&b[0]), None);
+        // TCP phones keep their own connection alive (RFC 5626 pings).
+        let b = plan(&natted, &peer(), "1001", vec![], &p, 0)
+            .expect("plan")
+            .bindings;
+        assert_eq!(udp_nat_target(&b[0]), None);
     }
 
     #[test]

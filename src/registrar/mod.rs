@@ -460,6 +460,26 @@ impl Registrar {
         Ok(n)
     }
 
+    /// (our socket, the phone's source) of every live UDP binding behind NAT: where NAT
+    /// keepalives go.
+    pub fn nat_keepalive_targets(&self) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
+        let now = now_unix();
+        let mut targets: Vec<_> = self
+            .location
+            .read()
+            .map(|l| {
+                l.values()
+                    .flatten()
+                    .filter(|b| b.expires_at > now)
+                    .filter_map(bindings::udp_nat_target)
+                    .collect()
+            })
+            .unwrap_or_default();
+        targets.sort_unstable();
+        targets.dedup();
+        targets
+    }
+
     /// Current bindings of an AOR (the location service), from memory.
     pub fn lookup(&self, aor: &str) -> Vec<Binding> {
         let now = now_unix();

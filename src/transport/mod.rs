@@ -127,6 +127,28 @@ impl TransportHandle {
         }
     }
 
+    /// Sends raw bytes (a keepalive) from our UDP socket `local` to `remote`.
+    pub fn send_datagram(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), TransportError> {
+        let sock = self
+            .inner
+            .udp
+            .iter()
+            .find(|(a, _)| *a == local)
+            .or_else(|| self.inner.udp.first())
+            .map(|(_, s)| s)
+            .ok_or(TransportError::NoSocket(Transport::Udp, local))?;
+        match sock.try_send_to(data, remote) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(TransportError::Busy),
+            Err(e) => Err(TransportError::Io(e)),
+        }
+    }
+
     /// Open stream connections.
     pub fn connection_count(&self) -> usize {
         self.inner.open_conns.load(Ordering::Relaxed)

@@ -437,3 +437,52 @@ fn expired_nonce_gets_a_stale_challenge() {
     assert_eq!(resp.status, 200);
     node.stop();
 }
+
+#[test]
+fn phones_behind_nat_get_udp_keepalives() {
+    let mut node = node_with(
+        "1001",
+        NodeOptions {
+            registrar: "nat_keepalive_secs = 1".into(),
+            ..NodeOptions::default()
+        },
+    );
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    // The Contact names a private address the node cannot reach: the phone is behind NAT.
+    let natted = |text: String| {
+        let local = sock.local_addr().expect("local").to_string();
+        text.replace(
+            &format!("Contact: <sip:1001@{local}>"),
+            "Contact: <sip:1001@192.168.7.20:5062>",
+        )
+    };
+    let first = exchange(
+        &node,
+        &sock,
+        &natted(register_request(&node, &sock, "1001", 1, None)),
+    );
+    let challenge = first
+        .headers
+        .get(&HeaderName::WwwAuthenticate)
+        .expect("challenge")
+        .to_owned();
+    let uri = format!("sip:{}", node.addr());
+    let auth = answer(&challenge, "1001", PASSWORD, &uri, 1);
+    let ok = exchange(
+        &node,
+        &sock,
+        &natted(register_request(&node, &sock, "1001", 2, Some(&auth))),
+    );
+    assert_eq!(ok.status, 200);
+    sock.set_read_timeout(Some(Duration::from_secs(4)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    let (n, from) = sock.recv_from(&mut buf).expect("a keepalive within 4 s");
+    assert_eq!(&buf[..n], b"\r\n\r\n");
+    assert_eq!(
+        from,
+        node.addr(),
+        "sent from the socket the phone registered to"
+    );
+    node.stop();
+}
