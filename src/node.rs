@@ -177,6 +177,8 @@ async fn sweeper(registrar: Arc<Registrar>, every: Duration, mut shutdown: watch
 /// REGISTERs waiting for their bindings to be written; past this the node answers 500
 /// with Retry-After rather than queue without bound.
 const WRITE_QUEUE: usize = 8192;
+/// How long the writer waits for more REGISTERs before committing a batch.
+const WRITE_LINGER: Duration = Duration::from_millis(10);
 /// The most binding sets one transaction commits.
 const WRITE_BATCH: usize = 512;
 
@@ -198,10 +200,17 @@ async fn binding_writer(
     let mut batch: Vec<(TxKey, PendingWrite)> = Vec::with_capacity(WRITE_BATCH);
     while let Some(first) = writes.recv().await {
         batch.push(first);
+        // Linger briefly so a commit (and its disk sync) carries more REGISTERs; a phone
+        // does not notice a few milliseconds, the CPU per REGISTER does.
+        let linger = tokio::time::sleep(WRITE_LINGER);
+        tokio::pin!(linger);
         while batch.len() < WRITE_BATCH {
-            match writes.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
+            tokio::select! {
+                w = writes.recv() => match w {
+                    Some(w) => batch.push(w),
+                    None => break,
+                },
+                _ = &mut linger => break,
             }
         }
         let (keys, pending): (Vec<TxKey>, Vec<PendingWrite>) = batch.drain(..).unzip();
