@@ -217,3 +217,43 @@ fn rtp_is_relayed_both_ways() {
     }
     node.stop();
 }
+
+#[test]
+fn a_call_cut_by_a_crash_becomes_a_failed_cdr() {
+    let mut node = call_node();
+    let mut uas = callee(&node, CALLEE, "call_uas_answer.xml");
+    // The caller waits for a BYE that never comes: the node dies under the call.
+    let mut uac = caller("call_uac_wait_bye.xml", CALLEE).spawn(&node);
+    let line = wait_for("the call answered", Duration::from_secs(15), || {
+        node.cli_ok(&["calls"])
+            .lines()
+            .find(|l| l.contains("\tanswered\t"))
+            .map(str::to_owned)
+    });
+    assert_eq!(field(&line, 1), CALLER, "{line}");
+    assert_eq!(field(&line, 2), CALLEE, "{line}");
+    node.kill();
+    assert!(
+        node.cli_ok(&["cdr"]).trim().is_empty(),
+        "no CDR before the restart"
+    );
+    node.start();
+    let cdr = assert_cdr(&node, "failed", "system");
+    assert!(!cdr.contains("answered=-"), "{cdr}");
+    node.stop();
+    let _ = uac.wait(Duration::from_millis(10));
+    let _ = uas.wait(Duration::from_millis(10));
+}
+
+#[test]
+fn from_must_be_the_authenticated_extension() {
+    let mut node = call_node();
+    let port = free_port();
+    register_from(&node, CALLEE, port);
+    // 300's credentials, From 100: refused.
+    let mut s = failing_caller(&node, CALLEE, 403);
+    s.user = "300".into();
+    s.expect_pass(&node);
+    assert!(node.cli_ok(&["cdr"]).trim().is_empty());
+    node.stop();
+}
