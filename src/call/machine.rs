@@ -20,7 +20,7 @@ use crate::sip::dialog::{
     Body, DialogConfig, DialogEvent, DialogId, DialogSet, InviteId, InviteParams, MsgOpts,
     TerminateReason,
 };
-use crate::sip::message::{HeaderName, Method, Request, Response};
+use crate::sip::message::{self, HeaderName, Method, Request, Response};
 use crate::sip::sdp::{
     self, negotiate, no_common_codec, rewrite_for_relay, OriginState, RelayLeg, SessionDescription,
 };
@@ -187,6 +187,16 @@ struct Fork {
     state: ForkState,
 }
 
+/// A re-INVITE relayed from leg `from` (0 = A, 1 = B) to the other leg.
+#[derive(Debug, Clone)]
+struct PendingReinvite {
+    from: usize,
+    from_id: DialogId,
+    key: TxKey,
+    /// CSeq number of our re-INVITE on the other leg.
+    cseq: u32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Ringing,
@@ -210,6 +220,9 @@ pub struct Call {
     /// Per m-line of the caller's offer: relayed or disabled.
     relayed: Vec<bool>,
     origin_a: OriginState,
+    origin_b: OriginState,
+    /// A re-INVITE from one leg, relayed to the other and waiting for its answer.
+    reinvite: Option<PendingReinvite>,
     /// The last SDP sent on each leg (answers a session refresh re-INVITE).
     last_sdp: [Option<String>; 2],
     rang: bool,
@@ -329,6 +342,8 @@ impl Call {
             relay_ports: p.relay_ports,
             relayed,
             origin_a,
+            origin_b,
+            reinvite: None,
             rang: false,
             early_media: false,
             ended_at: None,
@@ -478,7 +493,7 @@ impl Call {
             DialogEvent::Created { .. } | DialogEvent::Prack { .. } | DialogEvent::Acked { .. } => {
             }
             DialogEvent::InviteProgress { invite, resp, .. } => {
-                return self.on_progress(&invite, &resp, now);
+                return self.on_progress(&invite, &resp, now, out);
             }
             DialogEvent::InviteFailed { invite, resp } => {
                 if let Some(f) = self.fork_mut(&invite) {
@@ -508,9 +523,12 @@ impl Call {
                     }
                     return self.dialogs.bye(&id, now).unwrap_or_default();
                 }
+                if method == Method::Invite && resp.status >= 200 {
+                    return self.on_reinvite_answer(&id, &resp, now, out);
+                }
             }
             DialogEvent::Request { id, key, req } => {
-                return self.on_in_dialog(&id, &key, &req, now);
+                return self.on_in_dialog(&id, &key, &req, now, out);
             }
             DialogEvent::RefreshDue { id } => {
                 return self
@@ -530,6 +548,7 @@ impl Call {
         invite: &InviteId,
         resp: &Response,
         now: Instant,
+        out: &mut Vec<Command>,
     ) -> Vec<DialogEvent> {
         if self.phase != Phase::Ringing || resp.status == 100 {
             return Vec::new();
@@ -545,6 +564,7 @@ impl Call {
                 if let Some(body) = self.answer_for_a(&sdp) {
                     opts.body = Some(body);
                     self.early_media = true;
+                    self.relay_remote(1, &sdp, out);
                 }
             }
         }
@@ -560,29 +580,53 @@ impl Call {
             .unwrap_or_default()
     }
 
-    /// The callee's SDP (answer) rewritten for leg A, and the relay told where leg B's
-    /// phone listens. None when it does not fit the offer.
+    /// The callee's SDP (answer) rewritten for leg A. None when it does not fit the offer.
     fn answer_for_a(&mut self, answer: &SessionDescription) -> Option<Body> {
         sdp::validate_answer(&self.b_offer, answer).ok()?;
-        let leg_a = RelayLeg {
+        self.rewrite_for(0, answer).map(|s| sdp_body(&s))
+    }
+
+    /// An SDP received on one leg rewritten for leg `leg` (0 = A, 1 = B): the relay's
+    /// address and that leg's port, that leg's o= line. Streams beyond the relayed one
+    /// are declined.
+    fn rewrite_for(&mut self, leg: usize, sdp: &SessionDescription) -> Option<SessionDescription> {
+        let port = self.relay_ports[leg];
+        let relay = RelayLeg {
             address: self.media_ip,
-            ports: self
-                .relayed
-                .iter()
-                .map(|r| r.then_some(self.relay_ports[0]))
+            ports: (0..sdp.media.len())
+                .map(|i| {
+                    self.relayed
+                        .get(i)
+                        .copied()
+                        .unwrap_or(false)
+                        .then_some(port)
+                })
                 .collect(),
             rtcp_mux: false,
         };
-        let rewritten = rewrite_for_relay(answer, &leg_a, &mut self.origin_a).ok()?;
-        self.last_sdp[0] = Some(rewritten.to_string());
-        Some(sdp_body(&rewritten))
+        let origin = if leg == 0 {
+            &mut self.origin_a
+        } else {
+            &mut self.origin_b
+        };
+        let out = rewrite_for_relay(sdp, &relay, origin).ok()?;
+        self.last_sdp[leg] = Some(out.to_string());
+        Some(out)
     }
 
-    fn relay_remote_b(&self, answer: &SessionDescription, out: &mut Vec<Command>) {
+    fn leg_dialog(&self, leg: usize) -> Option<DialogId> {
+        if leg == 0 {
+            Some(self.a_dialog.clone())
+        } else {
+            self.winner.clone()
+        }
+    }
+
+    fn relay_remote(&self, leg: usize, sdp: &SessionDescription, out: &mut Vec<Command>) {
         if let Some(i) = self.relayed.iter().position(|r| *r) {
             out.push(Command::Remote {
-                leg: Leg::B,
-                remote: remote_of(answer, i),
+                leg: if leg == 0 { Leg::A } else { Leg::B },
+                remote: remote_of(sdp, i),
             });
         }
     }
@@ -615,7 +659,7 @@ impl Call {
             self.end(Disposition::Failed, HangupLeg::System, now, out);
             return evs;
         };
-        self.relay_remote_b(&answer, out);
+        self.relay_remote(1, &answer, out);
         let body = self.answer_for_a(&answer);
         let mut evs = self.cancel_forks(out);
         match self.dialogs.respond(
@@ -795,17 +839,114 @@ impl Call {
         evs
     }
 
+    /// A re-INVITE with an offer from leg `from`: the offer goes to the other leg
+    /// (rewritten), its answer comes back (rewritten); a second one while the first is
+    /// pending gets 491.
+    fn relay_reinvite(
+        &mut self,
+        from: usize,
+        from_id: &DialogId,
+        key: &TxKey,
+        offer: &SessionDescription,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) -> Vec<DialogEvent> {
+        let other = 1 - from;
+        let target = self.leg_dialog(other);
+        let rewritten = self.rewrite_for(other, offer);
+        let (Some(target), Some(rewritten), None) = (target, rewritten, &self.reinvite) else {
+            return self
+                .dialogs
+                .respond(from_id, key, 491, MsgOpts::default(), now)
+                .unwrap_or_default();
+        };
+        match self.dialogs.request(
+            &target,
+            Method::Invite,
+            MsgOpts::body(sdp_body(&rewritten)),
+            now,
+        ) {
+            Ok(evs) => {
+                let cseq = evs.iter().find_map(|e| match e {
+                    DialogEvent::SendRequest { req, .. } => {
+                        message::cseq(&req.headers).ok().map(|c| c.0)
+                    }
+                    _ => None,
+                });
+                self.relay_remote(from, offer, out);
+                info!(
+                    from = if from == 0 { "caller" } else { "callee" },
+                    "re-INVITE relayed"
+                );
+                self.reinvite = Some(PendingReinvite {
+                    from,
+                    from_id: from_id.clone(),
+                    key: key.clone(),
+                    cseq: cseq.unwrap_or(0),
+                });
+                evs
+            }
+            Err(e) => self
+                .dialogs
+                .respond(from_id, key, e.status(), MsgOpts::default(), now)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The final answer to a re-INVITE we relayed: passed back to the leg that sent it.
+    fn on_reinvite_answer(
+        &mut self,
+        id: &DialogId,
+        resp: &Response,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) -> Vec<DialogEvent> {
+        let Some(p) = self.reinvite.clone() else {
+            return Vec::new();
+        };
+        let num = message::cseq(&resp.headers).map(|c| c.0).unwrap_or(0);
+        if self.leg_dialog(1 - p.from).as_ref() != Some(id) || num != p.cseq {
+            return Vec::new();
+        }
+        self.reinvite = None;
+        let mut opts = MsgOpts::default();
+        let status = if (200..300).contains(&resp.status) {
+            if let Some(answer) = response_sdp(resp) {
+                self.relay_remote(1 - p.from, &answer, out);
+                opts.body = self.rewrite_for(p.from, &answer).map(|s| sdp_body(&s));
+            }
+            if opts.body.is_some() {
+                200
+            } else {
+                488
+            }
+        } else {
+            resp.status
+        };
+        self.dialogs
+            .respond(&p.from_id, &p.key, status, opts, now)
+            .unwrap_or_default()
+    }
+
     /// A request inside one of the call's dialogs (BYE is answered by the dialog layer).
-    /// Session refreshes get our last SDP back; relaying re-INVITEs to the other leg is
-    /// not in this slice.
+    /// A re-INVITE with an offer in a confirmed call is relayed to the other leg; one
+    /// without (a session refresh, late offer) gets our last SDP back; UPDATE, OPTIONS,
+    /// INFO and NOTIFY are answered 200 here (relaying them is not in this slice).
     fn on_in_dialog(
         &mut self,
         id: &DialogId,
         key: &TxKey,
         req: &Request,
         now: Instant,
+        out: &mut Vec<Command>,
     ) -> Vec<DialogEvent> {
         let leg = if *id == self.a_dialog { 0 } else { 1 };
+        if req.method == Method::Invite && self.phase == Phase::Answered {
+            let offer = body_sdp(&req.body, req.headers.get(&HeaderName::ContentType));
+            if let Some(offer) = offer {
+                return self.relay_reinvite(leg, id, key, &offer, now, out);
+            }
+        }
         let (status, body) = match &req.method {
             Method::Invite => (200, self.last_sdp[leg].clone()),
             Method::Update if !req.body.is_empty() => (200, self.last_sdp[leg].clone()),
@@ -885,6 +1026,8 @@ mod tests {
         cancels: Vec<TxKey>,
         acks: Vec<Request>,
         remotes: Vec<(Leg, Remote)>,
+        /// Responses to other server transactions than the caller's INVITE.
+        responses: Vec<(TxKey, Response)>,
     }
 
     fn start(forks: usize) -> T {
@@ -936,6 +1079,7 @@ mod tests {
             cancels: Vec::new(),
             acks: Vec::new(),
             remotes: Vec::new(),
+            responses: Vec::new(),
         };
         t.take(cmds);
         assert_eq!(t.b_invites.len(), forks);
@@ -963,6 +1107,8 @@ mod tests {
                     Command::Respond { key, resp } => {
                         if key == self.a_key {
                             self.to_a.push(resp);
+                        } else {
+                            self.responses.push((key, resp));
                         }
                     }
                     Command::Cancel { invite, .. } => self.cancels.push(invite),
@@ -1263,6 +1409,73 @@ mod tests {
         assert_eq!(t.last_to_a(), 488);
         assert_eq!(t.byes_to("call-b"), 1);
         assert_eq!(t.ended, Some((Disposition::Failed, HangupLeg::System)));
+    }
+
+    #[test]
+    fn reinvite_from_the_caller_is_relayed_with_sdp_rewritten() {
+        let mut t = answered_call();
+        let tag = t.a_tag();
+        let hold = OFFER.replace(
+            "a=rtpmap:0 PCMU/8000\r\n",
+            "a=rtpmap:0 PCMU/8000\r\na=sendonly\r\n",
+        );
+        let reinv = parse_req(
+            &format!(
+                "INVITE sip:ringfort@203.0.113.1:5060 SIP/2.0\n\
+                 Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKreinv\n\
+                 From: \"Alice\" <sip:100@203.0.113.1>;tag=ca\n\
+                 To: <sip:200@203.0.113.1>;tag={tag}\n\
+                 Call-ID: call-a\n\
+                 CSeq: 4 INVITE\n\
+                 Contact: <sip:100@192.0.2.10:5060>\n\
+                 Max-Forwards: 70\n\
+                 Content-Type: application/sdp"
+            ),
+            &hold,
+        );
+        let key = TxKey::server(&reinv).expect("key");
+        t.sip(SipIn::Request {
+            key: key.clone(),
+            req: reinv,
+            from: peer("192.0.2.10:5060"),
+        });
+        let out = t
+            .requests
+            .iter()
+            .find(|r| r.method == Method::Invite)
+            .expect("re-INVITE on leg B")
+            .clone();
+        assert_eq!(out.headers.get(&HeaderName::CallId), Some("call-b"));
+        let body = String::from_utf8_lossy(&out.body);
+        assert!(body.contains("m=audio 30002 "), "{body}");
+        assert!(body.contains("a=sendonly"), "{body}");
+        assert!(body.contains("c=IN IP4 203.0.113.1"), "{body}");
+        assert!(body.contains("o=ringfort "), "{body}");
+        // The callee answers; the caller gets the answer on the relay's leg-A port.
+        let mut r = Response::for_request(&out, 200, "OK");
+        r.headers
+            .push(HeaderName::Contact, "<sip:200@192.0.2.20:5060>");
+        r.headers.push(HeaderName::ContentType, SDP);
+        r.body = ANSWER
+            .replace(
+                "a=rtpmap:0 PCMU/8000\r\n",
+                "a=rtpmap:0 PCMU/8000\r\na=recvonly\r\n",
+            )
+            .into_bytes()
+            .into();
+        r.headers
+            .push(HeaderName::ContentLength, r.body.len().to_string());
+        t.sip(SipIn::Response {
+            key: TxKey::client(&out),
+            resp: r,
+        });
+        let (k, resp) = t.responses.last().expect("answer to the caller").clone();
+        assert_eq!(k, key);
+        assert_eq!(resp.status, 200);
+        let body = String::from_utf8_lossy(&resp.body);
+        assert!(body.contains("m=audio 30000 "), "{body}");
+        assert!(body.contains("a=recvonly"), "{body}");
+        assert!(t.ended.is_none());
     }
 
     #[test]
