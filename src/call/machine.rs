@@ -151,6 +151,9 @@ pub enum Command {
     Cancel { invite: TxKey, to: Peer },
     /// The relay's remote for a leg, from the SDP that leg's phone sent.
     Remote { leg: Leg, remote: Remote },
+    /// A leg put the call on hold (true) or took it off (false): the relay applies its
+    /// hold timeout instead of the media timeout.
+    Hold(bool),
     /// The callee's phone rings (first time only).
     Ringing,
     /// The call was answered (leg B's Call-ID is the shared one).
@@ -223,6 +226,7 @@ pub struct Call {
     origin_b: OriginState,
     /// A re-INVITE from one leg, relayed to the other and waiting for its answer.
     reinvite: Option<PendingReinvite>,
+    on_hold: bool,
     /// The last SDP sent on each leg (answers a session refresh re-INVITE).
     last_sdp: [Option<String>; 2],
     rang: bool,
@@ -344,6 +348,7 @@ impl Call {
             origin_a,
             origin_b,
             reinvite: None,
+            on_hold: false,
             rang: false,
             early_media: false,
             ended_at: None,
@@ -874,9 +879,14 @@ impl Call {
                     _ => None,
                 });
                 self.relay_remote(from, offer, out);
+                let hold = sdp::is_hold(offer);
+                if hold != self.on_hold {
+                    self.on_hold = hold;
+                    out.push(Command::Hold(hold));
+                }
                 info!(
                     from = if from == 0 { "caller" } else { "callee" },
-                    "re-INVITE relayed"
+                    hold, "re-INVITE relayed"
                 );
                 self.reinvite = Some(PendingReinvite {
                     from,
@@ -1028,6 +1038,7 @@ mod tests {
         remotes: Vec<(Leg, Remote)>,
         /// Responses to other server transactions than the caller's INVITE.
         responses: Vec<(TxKey, Response)>,
+        holds: Vec<bool>,
     }
 
     fn start(forks: usize) -> T {
@@ -1080,6 +1091,7 @@ mod tests {
             acks: Vec::new(),
             remotes: Vec::new(),
             responses: Vec::new(),
+            holds: Vec::new(),
         };
         t.take(cmds);
         assert_eq!(t.b_invites.len(), forks);
@@ -1121,6 +1133,7 @@ mod tests {
                         assert!(self.ended.is_none(), "ended twice");
                         self.ended = Some((disposition, hangup));
                     }
+                    Command::Hold(on) => self.holds.push(on),
                     Command::Ringing | Command::Answered => {}
                 }
             }
@@ -1451,6 +1464,7 @@ mod tests {
         assert!(body.contains("a=sendonly"), "{body}");
         assert!(body.contains("c=IN IP4 203.0.113.1"), "{body}");
         assert!(body.contains("o=ringfort "), "{body}");
+        assert!(t.holds.contains(&true), "the relay is told about the hold");
         // The callee answers; the caller gets the answer on the relay's leg-A port.
         let mut r = Response::for_request(&out, 200, "OK");
         r.headers

@@ -193,6 +193,7 @@ async fn execute(
     for cmd in cmds {
         match cmd {
             Command::Remote { leg, remote } => relay.update_remote(leg, remote),
+            Command::Hold(on) => relay.set_hold(on),
             Command::Ringing => {}
             Command::Answered => {
                 let at = now_unix();

@@ -257,3 +257,42 @@ fn from_must_be_the_authenticated_extension() {
     assert!(node.cli_ok(&["cdr"]).trim().is_empty());
     node.stop();
 }
+
+#[test]
+fn caller_over_tcp_calls_a_udp_phone() {
+    let mut node = call_node();
+    let mut uas = callee(&node, CALLEE, "call_uas_answer.xml");
+    Sipp::new("call_uac_bye.xml", SippTransport::Tcp)
+        .auth(CALLER, PASSWORD)
+        .service(CALLEE)
+        .var("caller", CALLER)
+        .expect_pass(&node);
+    uas.expect_pass(&node);
+    assert_cdr(&node, "answered", "caller");
+    node.stop();
+}
+
+#[test]
+fn max_forwards_zero_is_483() {
+    let mut node = call_node();
+    let msg = "INVITE sip:200@127.0.0.1 SIP/2.0\r\n\
+               Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKmf0;rport\r\n\
+               From: <sip:100@127.0.0.1>;tag=mf\r\nTo: <sip:200@127.0.0.1>\r\n\
+               Call-ID: mf0@test\r\nCSeq: 1 INVITE\r\nContact: <sip:100@127.0.0.1:9>\r\n\
+               Max-Forwards: 0\r\nContent-Length: 0\r\n\r\n";
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    sock.send_to(msg.as_bytes(), node.addr()).expect("send");
+    let mut buf = [0u8; 4096];
+    let mut finals = Vec::new();
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 100") {
+            finals.push(text.lines().next().unwrap_or_default().to_owned());
+            break;
+        }
+    }
+    assert_eq!(finals, ["SIP/2.0 483 Too Many Hops"], "{}", node.log_text());
+    node.stop();
+}
