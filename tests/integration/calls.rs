@@ -13,11 +13,17 @@ const CALLEE: &str = "200";
 /// A node with extensions 100 and 200, relay ports in 40000-40998 (the scenarios check
 /// the SDP names them), a short no-answer timeout and T1 (the no-ACK give-up is 64*T1).
 fn call_node() -> Node {
+    call_node_with("")
+}
+
+/// [`call_node`] with more `[media]` lines.
+fn call_node_with(media: &str) -> Node {
     let mut node = Node::new(NodeOptions {
         sip: "tcp_idle_timeout_secs = 30\nt1_ms = 100\nt2_ms = 400".into(),
-        extra: "[media]\nrtp_port_min = 40000\nrtp_port_max = 40998\n\n\
-                [calls]\nno_answer_timeout_secs = 3\n"
-            .into(),
+        extra: format!(
+            "[media]\nrtp_port_min = 40000\nrtp_port_max = 40998\n{media}\n\n\
+             [calls]\nno_answer_timeout_secs = 3\n"
+        ),
         ..NodeOptions::default()
     });
     node.add_extension(CALLER, PASSWORD);
@@ -294,5 +300,16 @@ fn max_forwards_zero_is_483() {
         }
     }
     assert_eq!(finals, ["SIP/2.0 483 Too Many Hops"], "{}", node.log_text());
+    node.stop();
+}
+
+#[test]
+fn media_timeout_hangs_up_both_legs() {
+    let mut node = call_node_with("media_timeout_secs = 2");
+    // Nobody sends RTP: both phones get a BYE from the node.
+    let mut uas = callee(&node, CALLEE, "call_uas_answer.xml");
+    caller("call_uac_wait_bye.xml", CALLEE).expect_pass(&node);
+    uas.expect_pass(&node);
+    assert_cdr(&node, "answered", "system");
     node.stop();
 }
