@@ -868,3 +868,65 @@ pub fn log_started(cfg: &Config, bound: &Bound) {
         "ringfort node up"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(transport: &str, flow: Option<&str>) -> crate::store::Binding {
+        crate::store::Binding {
+            aor: "200".into(),
+            binding_key: "k".into(),
+            contact_uri: "sip:200@10.0.0.7:5062".into(),
+            q: None,
+            expires_at: 0,
+            call_id: "c".into(),
+            cseq: 1,
+            received: "192.0.2.10:40000".into(),
+            transport: transport.into(),
+            local_addr: "198.51.100.1:5060".into(),
+            flow: flow.map(str::to_owned),
+            path: Vec::new(),
+            user_agent: String::new(),
+            instance_id: None,
+            reg_id: None,
+            node_id: "n1".into(),
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn forks_go_where_the_phone_registered_from() {
+        // UDP: to the source address, from our socket it registered to.
+        let p = target_peer(&binding("udp", None), "n1").expect("udp");
+        assert_eq!(p.transport, Transport::Udp);
+        assert_eq!(p.remote, "192.0.2.10:40000".parse().expect("addr"));
+        assert_eq!(p.local, "198.51.100.1:5060".parse().expect("addr"));
+        // TCP: on its connection when this node holds it, else not at all (no connect).
+        let p = target_peer(&binding("tcp", Some("n1:42")), "n1").expect("tcp");
+        assert_eq!(p.conn, Some(ConnId(42)));
+        assert!(target_peer(&binding("tcp", Some("n2:42")), "n1").is_none());
+        assert!(target_peer(&binding("tcp", None), "n1").is_none());
+        assert!(target_peer(&binding("sctp", None), "n1").is_none());
+    }
+
+    #[test]
+    fn contacts_name_the_flow() {
+        let mut p = target_peer(&binding("udp", None), "n1").expect("udp");
+        assert_eq!(host_for(None, &p), "198.51.100.1");
+        assert_eq!(host_for(Some("pbx.example"), &p), "pbx.example");
+        assert_eq!(
+            contact_for("198.51.100.1", &p),
+            "sip:ringfort@198.51.100.1:5060"
+        );
+        p.transport = Transport::Tcp;
+        assert_eq!(
+            contact_for("198.51.100.1", &p),
+            "sip:ringfort@198.51.100.1:5060;transport=tcp"
+        );
+        // A wildcard socket: the address towards the peer.
+        p.local = "0.0.0.0:5060".parse().expect("addr");
+        p.remote = "127.0.0.1:5070".parse().expect("addr");
+        assert_eq!(host_for(None, &p), "127.0.0.1");
+    }
+}
