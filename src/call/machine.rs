@@ -169,6 +169,8 @@ pub enum Command {
 enum ForkState {
     Trying,
     Ringing,
+    /// To be cancelled once it sends a provisional response (RFC 3261 9.1).
+    CancelPending,
     Cancelling,
     Failed(u16),
     Answered,
@@ -178,7 +180,10 @@ impl ForkState {
     fn pending(self) -> bool {
         matches!(
             self,
-            ForkState::Trying | ForkState::Ringing | ForkState::Cancelling
+            ForkState::Trying
+                | ForkState::Ringing
+                | ForkState::CancelPending
+                | ForkState::Cancelling
         )
     }
 }
@@ -188,6 +193,8 @@ struct Fork {
     invite: InviteId,
     peer: Peer,
     state: ForkState,
+    /// A provisional response (100 included) came: it may be cancelled.
+    provisional: bool,
 }
 
 /// A re-INVITE relayed from leg `from` (0 = A, 1 = B) to the other leg.
@@ -380,6 +387,7 @@ impl Call {
                 invite,
                 peer: t.peer,
                 state: ForkState::Trying,
+                provisional: false,
             });
             events.extend(evs);
         }
@@ -555,6 +563,19 @@ impl Call {
         now: Instant,
         out: &mut Vec<Command>,
     ) -> Vec<DialogEvent> {
+        if let Some(f) = self.forks.iter_mut().find(|f| &f.invite == invite) {
+            f.provisional = true;
+            if f.state == ForkState::CancelPending {
+                f.state = ForkState::Cancelling;
+                if let Some(key) = self.dialogs.invite_key(invite) {
+                    out.push(Command::Cancel {
+                        invite: key.clone(),
+                        to: f.peer,
+                    });
+                }
+                return Vec::new();
+            }
+        }
         if self.phase != Phase::Ringing || resp.status == 100 {
             return Vec::new();
         }
@@ -732,10 +753,16 @@ impl Call {
         self.absorb(evs, now, out);
     }
 
-    /// CANCELs every fork still ringing or trying.
+    /// CANCELs every fork still ringing or trying; one that has not answered anything yet
+    /// is cancelled when its first provisional response comes (RFC 3261 9.1), or ends by
+    /// its own timeout.
     fn cancel_forks(&mut self, out: &mut Vec<Command>) -> Vec<DialogEvent> {
         for f in self.forks.iter_mut() {
             if matches!(f.state, ForkState::Trying | ForkState::Ringing) {
+                if !f.provisional {
+                    f.state = ForkState::CancelPending;
+                    continue;
+                }
                 if let Some(key) = self.dialogs.invite_key(&f.invite) {
                     out.push(Command::Cancel {
                         invite: key.clone(),
@@ -1158,7 +1185,9 @@ mod tests {
         fn fork_says(&mut self, i: usize, status: u16) {
             let (inv, _) = self.b_invites[i].clone();
             let mut r = Response::for_request(&inv, status, message::reason_phrase(status));
-            r.ensure_to_tag(&format!("b{i}"));
+            if status != 100 {
+                r.ensure_to_tag(&format!("b{i}"));
+            }
             r.headers.push(
                 HeaderName::Contact,
                 format!("<sip:200@192.0.2.{}:5060>", 20 + i),
@@ -1361,7 +1390,13 @@ mod tests {
         assert!(t.ended.is_none());
         t.advance(Duration::from_secs(2));
         assert_eq!(t.last_to_a(), 480);
-        assert_eq!(t.cancels.len(), 2);
+        assert_eq!(
+            t.cancels.len(),
+            1,
+            "fork 1 sent nothing yet: not cancelled yet"
+        );
+        t.fork_says(1, 100);
+        assert_eq!(t.cancels.len(), 2, "cancelled on its first provisional");
         assert_eq!(t.ended, Some((Disposition::NoAnswer, HangupLeg::System)));
         assert!(!t.call.is_finished(t.now), "waits for the forks' 487");
         t.fork_says(0, 487);
