@@ -38,6 +38,14 @@ enum Command {
     /// Manage extensions (SIP accounts).
     #[command(subcommand)]
     Extension(ExtensionCommand),
+    /// List calls in progress, one a line: id, caller, callee, state, started, answered.
+    Calls,
+    /// List call detail records, newest first, one a line.
+    Cdr {
+        /// How many records.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -178,6 +186,47 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Serve => serve(cfg).await,
         Command::Extension(cmd) => extension(cmd, &cfg).await,
+        Command::Calls => {
+            let store = open_store(&cfg).await?;
+            for c in store.list_active_calls().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\tstarted={}\tanswered={}\tnode={}\tcaller_call_id={}\tcallee_call_id={}",
+                    c.id,
+                    c.caller,
+                    c.callee,
+                    c.state,
+                    c.started_at,
+                    c.answered_at.map_or("-".to_owned(), |a| a.to_string()),
+                    c.node_id,
+                    c.caller_call_id,
+                    c.callee_call_id,
+                );
+            }
+            store.close().await;
+            Ok(())
+        }
+        Command::Cdr { limit } => {
+            let store = open_store(&cfg).await?;
+            for c in store.list_cdrs(limit).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\tduration={}\thangup={}\tstarted={}\tanswered={}\tended={}\tnode={}\tcaller_call_id={}\tcallee_call_id={}",
+                    c.id,
+                    c.caller,
+                    c.callee,
+                    c.disposition,
+                    c.duration,
+                    c.hangup_leg,
+                    c.started_at,
+                    c.answered_at.map_or("-".to_owned(), |a| a.to_string()),
+                    c.ended_at,
+                    c.node_id,
+                    c.caller_call_id,
+                    c.callee_call_id,
+                );
+            }
+            store.close().await;
+            Ok(())
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 //! registrar or answers them itself (OPTIONS, unsupported methods). Owns task wiring and
 //! shutdown; must not hold protocol logic of its own beyond choosing who answers.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,12 +14,24 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn};
 
+use crate::call::machine::parse_offer;
+use crate::call::{
+    spawn_call, CallHandle, CallParams, CallRef, CallSettings, Command, CoreCommand, SipIn, Target,
+    TaskParams,
+};
 use crate::config::Config;
-use crate::registrar::{Outcome, PendingWrite, Policy, Registrar, RegistrarConfig, SUPPORTED};
+use crate::media::{PortAllocator, Relay, RelayConfig, Remote};
+use crate::registrar::{
+    AuthOutcome, Outcome, PendingWrite, Policy, Registrar, RegistrarConfig, SUPPORTED,
+};
+use crate::sip::dialog::DialogConfig;
 use crate::sip::digest::Algorithm;
-use crate::sip::message::{reason_phrase, HeaderName, Method, Request, Response};
+use crate::sip::message::{
+    from_header, reason_phrase, to_header, HeaderName, Method, Request, Response, SipMessage,
+    SipUri,
+};
 use crate::sip::transaction::{Action, Timers, TransactionLayer, TxKey};
-use crate::sip::Peer;
+use crate::sip::{ConnId, Peer, Transport};
 use crate::store::Store;
 use crate::transport::{self, Bound, Inbound, TransportConfig, TransportError, TransportHandle};
 
@@ -27,10 +41,14 @@ pub enum NodeError {
     Transport(#[from] TransportError),
     #[error("cannot load registrations: {0}")]
     Registrar(#[from] crate::registrar::RegistrarError),
+    #[error("media ports: {0}")]
+    Media(#[from] crate::media::MediaError),
+    #[error("cannot recover the calls of a previous run: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Methods this node answers today; others known to SIP get 405, unknown ones 501.
-const ALLOWED: &str = "REGISTER, OPTIONS, ACK, CANCEL";
+const ALLOWED: &str = "INVITE, ACK, CANCEL, BYE, REGISTER, OPTIONS";
 
 /// A node that is up. Dropping it does not stop it; call [`RunningNode::shutdown`].
 pub struct RunningNode {
@@ -88,6 +106,28 @@ pub async fn start(cfg: &Config, store: Store) -> Result<RunningNode, NodeError>
         shutdown_rx.clone(),
     )
     .await?;
+    // Calls a crash left in progress become CDRs before this node takes new ones.
+    let recovered = store
+        .recover_active_calls(&cfg.node.id.to_string(), crate::registrar::now_unix())
+        .await?;
+    if recovered > 0 {
+        warn!(
+            count = recovered,
+            "calls cut by a previous crash recorded as failed"
+        );
+    }
+    // The relay binds on [media] address, else on the SIP address when it is a specific
+    // one, else on every address (the SDP then names the address towards each phone).
+    let bind_ip = cfg.media.address.unwrap_or_else(|| {
+        cfg.sip
+            .udp_listen
+            .iter()
+            .chain(&cfg.sip.tcp_listen)
+            .map(|a| a.ip())
+            .find(|ip| !ip.is_unspecified())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    });
+    let ports = PortAllocator::new(bind_ip, cfg.media.rtp_port_min, cfg.media.rtp_port_max)?;
     let registrar = Arc::new(Registrar::load(store, registrar_config(cfg)).await?);
     let timers = Timers {
         t1: Duration::from_millis(cfg.sip.t1_ms),
@@ -96,6 +136,7 @@ pub async fn start(cfg: &Config, store: Store) -> Result<RunningNode, NodeError>
     };
     let (answer_tx, answer_rx) = mpsc::channel::<Answer>(8192);
     let (write_tx, write_rx) = mpsc::channel::<(TxKey, PendingWrite)>(WRITE_QUEUE);
+    let (call_tx, call_rx) = mpsc::channel::<CoreCommand>(8192);
     let core = Core {
         layer: TransactionLayer::new(timers),
         transport: transport.clone(),
@@ -103,10 +144,33 @@ pub async fn start(cfg: &Config, store: Store) -> Result<RunningNode, NodeError>
         server_header: cfg.sip.user_agent.clone(),
         answers: answer_tx.clone(),
         writes: write_tx,
+        calls: Calls {
+            settings: CallSettings {
+                no_answer_timeout: Duration::from_secs(cfg.calls.no_answer_timeout_secs),
+                dialog: DialogConfig {
+                    timers,
+                    // We do not ask for session timers; a phone's request is honoured.
+                    session_expires: None,
+                    support_100rel: false,
+                    ..DialogConfig::default()
+                },
+            },
+            ports,
+            media_address: cfg.media.address,
+            public_address: cfg.sip.public_address.as_ref().map(|h| h.to_string()),
+            relay: RelayConfig::with_timeout_secs(cfg.media.media_timeout_secs),
+            node_id: cfg.node.id.to_string(),
+            commands: call_tx,
+            next_ref: 0,
+            handles: HashMap::new(),
+            by_call_id: HashMap::new(),
+            by_tx: HashMap::new(),
+        },
     };
     let mut tasks = vec![tokio::spawn(core.run(
         inbound_rx,
         answer_rx,
+        call_rx,
         shutdown_rx.clone(),
     ))];
     tasks.push(tokio::spawn(binding_writer(
@@ -241,6 +305,120 @@ struct Core {
     server_header: String,
     answers: mpsc::Sender<Answer>,
     writes: mpsc::Sender<(TxKey, PendingWrite)>,
+    calls: Calls,
+}
+
+/// The calls of this node as the core routes to them.
+struct Calls {
+    settings: CallSettings,
+    ports: PortAllocator,
+    media_address: Option<IpAddr>,
+    public_address: Option<String>,
+    relay: RelayConfig,
+    node_id: String,
+    /// Where call tasks send their commands (the core's receiver).
+    commands: mpsc::Sender<CoreCommand>,
+    next_ref: CallRef,
+    handles: HashMap<CallRef, (CallHandle, [String; 2])>,
+    /// Call-ID of either leg -> call.
+    by_call_id: HashMap<String, CallRef>,
+    /// Client transactions a call started -> call.
+    by_tx: HashMap<TxKey, CallRef>,
+}
+
+impl Calls {
+    fn for_call_id(&self, msg_call_id: Option<&str>) -> Option<(CallRef, &CallHandle)> {
+        let r = *self.by_call_id.get(msg_call_id?)?;
+        self.handles.get(&r).map(|(h, _)| (r, h))
+    }
+
+    /// Hands an event to a call; false when the call is gone.
+    fn deliver(&self, call: CallRef, input: SipIn) -> bool {
+        match self.handles.get(&call) {
+            Some((h, _)) => match h.try_send(input) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    debug!(call, "call queue full: event dropped");
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            },
+            None => false,
+        }
+    }
+
+    fn forget(&mut self, call: CallRef) {
+        if let Some((_, ids)) = self.handles.remove(&call) {
+            for id in ids {
+                if self.by_call_id.get(&id) == Some(&call) {
+                    self.by_call_id.remove(&id);
+                }
+            }
+        }
+        self.by_tx.retain(|_, c| *c != call);
+    }
+}
+
+fn call_id_of(headers: &crate::sip::message::Headers) -> Option<&str> {
+    headers.get(&HeaderName::CallId)
+}
+
+/// The local address this host uses to reach `remote` (no packet is sent).
+fn local_ip_towards(remote: SocketAddr) -> Option<IpAddr> {
+    let bind: SocketAddr = if remote.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let sock = std::net::UdpSocket::bind(bind).ok()?;
+    sock.connect(remote).ok()?;
+    sock.local_addr().ok().map(|a| a.ip())
+}
+
+/// The address to name ourselves by on a flow: the public address if configured, else
+/// our socket's address, else (a wildcard socket) the address towards the peer.
+fn host_for(public: Option<&str>, peer: &Peer) -> String {
+    if let Some(p) = public {
+        return p.to_owned();
+    }
+    let ip = if peer.local.ip().is_unspecified() {
+        local_ip_towards(peer.remote).unwrap_or(peer.local.ip())
+    } else {
+        peer.local.ip()
+    };
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    }
+}
+
+fn contact_for(host: &str, peer: &Peer) -> String {
+    let port = peer.local.port();
+    match peer.transport {
+        Transport::Udp => format!("sip:ringfort@{host}:{port}"),
+        t => format!("sip:ringfort@{host}:{port};transport={}", t.as_str()),
+    }
+}
+
+/// The flow towards a registered contact: to where the phone registered from, from our
+/// socket it registered to (TCP: on its connection, if this node holds it).
+fn target_peer(b: &crate::store::Binding, node_id: &str) -> Option<Peer> {
+    let transport = Transport::parse(&b.transport)?;
+    let remote: SocketAddr = b.received.parse().ok()?;
+    let local: SocketAddr = b.local_addr.parse().ok()?;
+    let conn = b.flow.as_deref().and_then(|f| {
+        let (node, id) = f.rsplit_once(':')?;
+        (node == node_id).then(|| id.parse::<u64>().ok().map(ConnId))?
+    });
+    if transport != Transport::Udp && conn.is_none() {
+        return None;
+    }
+    Some(Peer {
+        transport,
+        remote,
+        local,
+        conn,
+    })
 }
 
 impl Core {
@@ -248,6 +426,7 @@ impl Core {
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
         mut answers: mpsc::Receiver<Answer>,
+        mut call_cmds: mpsc::Receiver<CoreCommand>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
@@ -262,10 +441,18 @@ impl Core {
                 Some(answer) = answers.recv() => match answer {
                     Answer::Respond(key, resp) => self.layer.respond(&key, resp, Instant::now().into_std()),
                     Answer::Retry(key, req, from) => {
-                        self.register(key, req, from);
+                        if req.method == Method::Invite {
+                            self.invite(key, req, from);
+                        } else {
+                            self.register(key, req, from);
+                        }
                         Vec::new()
                     }
                 },
+                Some(cmd) = call_cmds.recv() => {
+                    self.call_command(cmd);
+                    Vec::new()
+                }
                 _ = sleep_until(deadline) => self.layer.on_timer(Instant::now().into_std()),
                 _ = shutdown.changed() => return,
             };
@@ -282,17 +469,322 @@ impl Core {
                     debug!(error = %e, to = %to.remote, "send failed");
                 }
             }
-            Action::Request { key, req, from } => self.dispatch(key, req, from),
-            Action::Cancel { key, req, .. } => {
-                // Nothing this node answers waits long enough to be cancelled; a late
-                // CANCEL for an answered request changes nothing.
-                debug!(call_id = %req.headers.get(&HeaderName::CallId).unwrap_or_default(), ?key, "CANCEL");
+            Action::Request { key, req, from } => {
+                match self.calls.for_call_id(call_id_of(&req.headers)) {
+                    Some((call, _)) => {
+                        let fallback = req.clone();
+                        if !self.calls.deliver(
+                            call,
+                            SipIn::Request {
+                                key: key.clone(),
+                                req,
+                                from,
+                            },
+                        ) {
+                            let r = self.simple(&fallback, 481);
+                            self.reply(&key, r);
+                        }
+                    }
+                    None => self.dispatch(key, req, from),
+                }
             }
-            Action::Ack2xx { .. } | Action::StrayResponse { .. } | Action::Response { .. } => {}
-            Action::Timeout { key } => debug!(?key, "transaction timed out"),
-            Action::TransportError { key } => debug!(?key, "transaction transport error"),
-            Action::Terminated { .. } => {}
+            Action::Cancel { key, req, .. } => {
+                match self.calls.for_call_id(call_id_of(&req.headers)) {
+                    Some((call, _)) => {
+                        self.calls.deliver(call, SipIn::Cancel(key));
+                    }
+                    // Nothing else this node answers waits long enough to be cancelled.
+                    None => {
+                        debug!(call_id = %req.headers.get(&HeaderName::CallId).unwrap_or_default(), ?key, "CANCEL")
+                    }
+                }
+            }
+            Action::Ack2xx { req, .. } => {
+                if let Some((call, _)) = self.calls.for_call_id(call_id_of(&req.headers)) {
+                    self.calls.deliver(call, SipIn::Ack(req));
+                }
+            }
+            Action::Response { key, resp } => {
+                let call = self.calls.by_tx.get(&key).copied().or_else(|| {
+                    self.calls
+                        .for_call_id(call_id_of(&resp.headers))
+                        .map(|(c, _)| c)
+                });
+                if let Some(call) = call {
+                    self.calls.deliver(
+                        call,
+                        SipIn::Response {
+                            key: Some(key),
+                            resp,
+                        },
+                    );
+                }
+            }
+            Action::StrayResponse { resp, .. } => {
+                if let Some((call, _)) = self.calls.for_call_id(call_id_of(&resp.headers)) {
+                    self.calls
+                        .deliver(call, SipIn::Response { key: None, resp });
+                }
+            }
+            Action::Timeout { key } | Action::TransportError { key } => {
+                debug!(?key, "transaction timed out or failed");
+                if let Some(call) = self.calls.by_tx.get(&key).copied() {
+                    self.calls.deliver(call, SipIn::Timeout(key));
+                }
+            }
+            Action::Terminated { key } => {
+                self.calls.by_tx.remove(&key);
+            }
         }
+    }
+
+    /// Carries out what a call task asks.
+    fn call_command(&mut self, cmd: CoreCommand) {
+        let (call, cmd) = match cmd {
+            CoreCommand::Done { call } => {
+                self.calls.forget(call);
+                return;
+            }
+            CoreCommand::Sip { call, cmd } => (call, cmd),
+        };
+        let now = Instant::now().into_std();
+        match cmd {
+            Command::SendRequest { req, to } => self.start_client(call, req, to),
+            Command::Cancel { invite, to } => match self.layer.build_cancel(&invite) {
+                Some(cancel) => self.start_client(call, cancel, to),
+                None => debug!(?invite, "nothing to cancel"),
+            },
+            Command::SendAck { req, to } => {
+                if let Err(e) = self.transport.send(&SipMessage::Request(req), &to) {
+                    debug!(error = %e, "ACK not sent");
+                }
+            }
+            Command::Respond { key, resp } => {
+                for a in self.layer.respond(&key, resp, now) {
+                    self.act(a);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts a client transaction for a call; a send that fails at once is a transport
+    /// error of the transaction (the call hears of it as a timeout).
+    fn start_client(&mut self, call: CallRef, req: Request, to: Peer) {
+        let now = Instant::now().into_std();
+        match self.layer.send_request(req, to, now) {
+            Ok((key, actions)) => {
+                self.calls.by_tx.insert(key.clone(), call);
+                let mut failed = false;
+                for a in actions {
+                    match a {
+                        Action::Send { msg, to } => {
+                            if let Err(e) = self.transport.send(&msg, &to) {
+                                debug!(error = %e, to = %to.remote, "request not sent");
+                                failed = true;
+                            }
+                        }
+                        other => self.act(other),
+                    }
+                }
+                if failed {
+                    for a in self.layer.transport_error(&key) {
+                        self.act(a);
+                    }
+                }
+            }
+            Err(e) => debug!(error = %e, "request refused by the transaction layer"),
+        }
+    }
+
+    /// A new INVITE (no To tag): authenticate the caller, find the callee, start a call.
+    fn invite(&mut self, key: TxKey, req: Request, from: Peer) {
+        let max_forwards = req
+            .headers
+            .get(&HeaderName::MaxForwards)
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        if max_forwards == Some(0) {
+            let r = self.simple(&req, 483);
+            return self.reply(&key, r);
+        }
+        // The dialled extension must be in memory before authenticating: checking the
+        // credentials consumes the nonce count, so the request must not come back after.
+        let callee = SipUri::parse(&req.uri).ok().and_then(|u| u.user);
+        if let Some(c) = &callee {
+            if self.registrar.cached_extension(c).is_none() {
+                return self.load_then_retry(c.clone(), key, req, from);
+            }
+        }
+        let user = match self
+            .registrar
+            .authenticate(&req, &HeaderName::ProxyAuthorization)
+        {
+            AuthOutcome::Ok(user) => user,
+            AuthOutcome::Challenge { stale } => {
+                let r =
+                    self.registrar
+                        .challenge_with(&req, stale, 407, HeaderName::ProxyAuthenticate);
+                return self.reply(&key, r);
+            }
+            AuthOutcome::Forbidden => {
+                info!(from = %from.remote, "call refused: bad credentials");
+                let r = self.simple(&req, 403);
+                return self.reply(&key, r);
+            }
+            AuthOutcome::Bad(why) => {
+                debug!(why, "malformed credentials");
+                let r = self.simple(&req, 400);
+                return self.reply(&key, r);
+            }
+            AuthOutcome::Load(number) => return self.load_then_retry(number, key, req, from),
+        };
+        let from_h = match from_header(&req.headers) {
+            Ok(f) => f,
+            Err(_) => {
+                let r = self.simple(&req, 400);
+                return self.reply(&key, r);
+            }
+        };
+        let from_user = SipUri::parse(&from_h.uri).ok().and_then(|u| u.user);
+        if from_user.as_deref() != Some(user.as_str()) {
+            info!(user = %user, "call refused: From is not the authenticated extension");
+            let r = self.simple(&req, 403);
+            return self.reply(&key, r);
+        }
+        let callee = match callee {
+            Some(u) => u,
+            None => {
+                let r = self.simple(&req, 404);
+                return self.reply(&key, r);
+            }
+        };
+        match self.registrar.cached_extension(&callee) {
+            None => return self.load_then_retry(callee, key, req, from),
+            Some(None) => {
+                info!(caller = %user, callee = %callee, "call to an unknown number: 404");
+                let r = self.simple(&req, 404);
+                return self.reply(&key, r);
+            }
+            Some(Some(_)) => {}
+        }
+        let bindings = self.registrar.lookup(&callee);
+        let node_id = self.calls.node_id.clone();
+        let peers: Vec<(crate::store::Binding, Peer)> = bindings
+            .into_iter()
+            .filter_map(|b| target_peer(&b, &node_id).map(|p| (b, p)))
+            .collect();
+        if peers.is_empty() {
+            info!(caller = %user, callee = %callee, "callee not registered: 480");
+            let r = self.simple(&req, 480);
+            return self.reply(&key, r);
+        }
+        let offer = match parse_offer(&req) {
+            Ok(o) => o,
+            Err(e) => {
+                info!(error = %e, "call refused");
+                let status = e.status();
+                let mut r = Response::for_request(
+                    &req,
+                    status,
+                    &format!("{} ({e})", reason_phrase(status)),
+                );
+                r.ensure_to_tag(&format!("{:08x}", rand::random::<u32>()));
+                return self.reply(&key, r);
+            }
+        };
+        let socks = self
+            .calls
+            .ports
+            .allocate()
+            .and_then(|a| Ok((a, self.calls.ports.allocate()?)));
+        let (sock_a, sock_b) = match socks {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "no media ports: 503");
+                let mut r = self.simple(&req, 503);
+                r.headers.push(HeaderName::Other("Retry-After".into()), "5");
+                return self.reply(&key, r);
+            }
+        };
+        let relay_ports = [sock_a.rtp_addr().port(), sock_b.rtp_addr().port()];
+        let media_ip = self
+            .calls
+            .media_address
+            .or_else(|| Some(self.calls.ports.ip()).filter(|ip| !ip.is_unspecified()))
+            .or_else(|| local_ip_towards(from.remote))
+            .unwrap_or(from.local.ip());
+        let relay = Relay::spawn(sock_a, sock_b, [Remote::default(); 2], self.calls.relay);
+        let public = self.calls.public_address.clone();
+        let caller_name = from_h.display.clone().unwrap_or_default();
+        let caller_name = caller_name.trim_matches('"').to_owned();
+        let targets: Vec<Target> = peers
+            .iter()
+            .map(|(b, p)| Target {
+                request_uri: b.contact_uri.clone(),
+                peer: *p,
+                local_contact: contact_for(&host_for(public.as_deref(), p), p),
+                route: b.path.clone(),
+            })
+            .collect();
+        let domain = targets
+            .first()
+            .map(|t| host_for(public.as_deref(), &t.peer))
+            .unwrap_or_else(|| host_for(public.as_deref(), &from));
+        let callee_call_id = format!("{:032x}", rand::random::<u128>());
+        let caller_call_id = call_id_of(&req.headers).unwrap_or_default().to_owned();
+        let params = CallParams {
+            key,
+            invite: req,
+            from,
+            offer,
+            caller: user.clone(),
+            caller_name,
+            callee: callee.clone(),
+            caller_contact: contact_for(&host_for(public.as_deref(), &from), &from),
+            domain,
+            targets,
+            callee_call_id: callee_call_id.clone(),
+            media_ip,
+            relay_ports,
+            seed: rand::random(),
+        };
+        let call = self.calls.next_ref;
+        self.calls.next_ref += 1;
+        let id = format!("{:032x}", rand::random::<u128>());
+        info!(call = %id, caller = %user, callee = %callee, forks = peers.len(), "call");
+        let handle = spawn_call(TaskParams {
+            call,
+            id,
+            params,
+            settings: self.calls.settings.clone(),
+            relay,
+            store: self.registrar.store().clone(),
+            node_id,
+            core: self.calls.commands.clone(),
+        });
+        self.calls.by_call_id.insert(caller_call_id.clone(), call);
+        self.calls.by_call_id.insert(callee_call_id.clone(), call);
+        self.calls
+            .handles
+            .insert(call, (handle, [caller_call_id, callee_call_id]));
+    }
+
+    /// Loads an extension from the store, then handles the request again.
+    fn load_then_retry(&mut self, number: String, key: TxKey, req: Request, from: Peer) {
+        let registrar = self.registrar.clone();
+        let answers = self.answers.clone();
+        tokio::spawn(async move {
+            let answer = match registrar.fetch_extension(&number).await {
+                Ok(()) => Answer::Retry(key, req, from),
+                Err(e) => {
+                    warn!(error = %e, "cannot read extension");
+                    let mut r = Response::for_request(&req, 500, reason_phrase(500));
+                    r.headers.push(HeaderName::Other("Retry-After".into()), "5");
+                    Answer::Respond(key, r)
+                }
+            };
+            let _ = answers.send(answer).await;
+        });
     }
 
     fn reply(&mut self, key: &TxKey, resp: Response) {
@@ -334,22 +826,7 @@ impl Core {
                     tokio::spawn(async move { registrar.restore(&write.aor).await });
                 }
             }
-            Outcome::Load(number) => {
-                let registrar = self.registrar.clone();
-                let answers = self.answers.clone();
-                tokio::spawn(async move {
-                    let answer = match registrar.fetch_extension(&number).await {
-                        Ok(()) => Answer::Retry(key, req, from),
-                        Err(e) => {
-                            warn!(error = %e, "cannot read extension");
-                            let mut r = Response::for_request(&req, 500, reason_phrase(500));
-                            r.headers.push(HeaderName::Other("Retry-After".into()), "5");
-                            Answer::Respond(key, r)
-                        }
-                    };
-                    let _ = answers.send(answer).await;
-                });
-            }
+            Outcome::Load(number) => self.load_then_retry(number, key, req, from),
         }
     }
 
@@ -384,8 +861,15 @@ impl Core {
                 .push(HeaderName::Unsupported, unsupported.join(", "));
             return self.reply(&key, r);
         }
+        // A request with a To tag belongs to a dialog; no call of ours has it.
+        let in_dialog = to_header(&req.headers).is_ok_and(|t| t.tag().is_some());
+        if in_dialog && req.method != Method::Register && req.method != Method::Options {
+            let r = self.simple(&req, 481);
+            return self.reply(&key, r);
+        }
         match req.method {
             Method::Register => self.register(key, req, from),
+            Method::Invite => self.invite(key, req, from),
             Method::Options => {
                 let mut r = self.simple(&req, 200);
                 r.headers.push(HeaderName::Allow, ALLOWED);
@@ -424,4 +908,66 @@ pub fn log_started(cfg: &Config, bound: &Bound) {
         realm = %cfg.sip.realm,
         "ringfort node up"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(transport: &str, flow: Option<&str>) -> crate::store::Binding {
+        crate::store::Binding {
+            aor: "200".into(),
+            binding_key: "k".into(),
+            contact_uri: "sip:200@10.0.0.7:5062".into(),
+            q: None,
+            expires_at: 0,
+            call_id: "c".into(),
+            cseq: 1,
+            received: "192.0.2.10:40000".into(),
+            transport: transport.into(),
+            local_addr: "198.51.100.1:5060".into(),
+            flow: flow.map(str::to_owned),
+            path: Vec::new(),
+            user_agent: String::new(),
+            instance_id: None,
+            reg_id: None,
+            node_id: "n1".into(),
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn forks_go_where_the_phone_registered_from() {
+        // UDP: to the source address, from our socket it registered to.
+        let p = target_peer(&binding("udp", None), "n1").expect("udp");
+        assert_eq!(p.transport, Transport::Udp);
+        assert_eq!(p.remote, "192.0.2.10:40000".parse().expect("addr"));
+        assert_eq!(p.local, "198.51.100.1:5060".parse().expect("addr"));
+        // TCP: on its connection when this node holds it, else not at all (no connect).
+        let p = target_peer(&binding("tcp", Some("n1:42")), "n1").expect("tcp");
+        assert_eq!(p.conn, Some(ConnId(42)));
+        assert!(target_peer(&binding("tcp", Some("n2:42")), "n1").is_none());
+        assert!(target_peer(&binding("tcp", None), "n1").is_none());
+        assert!(target_peer(&binding("sctp", None), "n1").is_none());
+    }
+
+    #[test]
+    fn contacts_name_the_flow() {
+        let mut p = target_peer(&binding("udp", None), "n1").expect("udp");
+        assert_eq!(host_for(None, &p), "198.51.100.1");
+        assert_eq!(host_for(Some("pbx.example"), &p), "pbx.example");
+        assert_eq!(
+            contact_for("198.51.100.1", &p),
+            "sip:ringfort@198.51.100.1:5060"
+        );
+        p.transport = Transport::Tcp;
+        assert_eq!(
+            contact_for("198.51.100.1", &p),
+            "sip:ringfort@198.51.100.1:5060;transport=tcp"
+        );
+        // A wildcard socket: the address towards the peer.
+        p.local = "0.0.0.0:5060".parse().expect("addr");
+        p.remote = "127.0.0.1:5070".parse().expect("addr");
+        assert_eq!(host_for(None, &p), "127.0.0.1");
+    }
 }

@@ -47,6 +47,7 @@ pub struct Config {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub media: MediaConfig,
+    pub calls: CallsConfig,
 }
 
 /// `[node]`
@@ -265,6 +266,30 @@ pub struct MediaConfig {
     /// Hang up a call after this many seconds without RTP; 0 = never (0..=86400).
     #[serde(deserialize_with = "values::ranged::<_, u64, 0, 86_400>")]
     pub media_timeout_secs: u64,
+    /// The IP address put in SDP for the relay (and bound by it); None: the SIP listen
+    /// address when it is a specific one, else the local address used towards the phone.
+    #[serde(
+        deserialize_with = "values::optional_ip",
+        serialize_with = "values::serialize_optional_ip"
+    )]
+    pub address: Option<std::net::IpAddr>,
+}
+
+/// `[calls]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallsConfig {
+    /// Give up ringing a callee after this many seconds: 480 to the caller (1..=3600).
+    #[serde(deserialize_with = "values::ranged::<_, u64, 1, 3600>")]
+    pub no_answer_timeout_secs: u64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            no_answer_timeout_secs: 30,
+        }
+    }
 }
 
 impl Default for MediaConfig {
@@ -273,6 +298,7 @@ impl Default for MediaConfig {
             rtp_port_min: 10_000,
             rtp_port_max: 20_000,
             media_timeout_secs: 60,
+            address: None,
         }
     }
 }

@@ -46,7 +46,7 @@ fn sample_file_equals_the_defaults() {
 fn sample_file_lists_every_key() {
     let doc: Doc = toml::from_str(SAMPLE).unwrap();
     let schema = Schema::get();
-    assert_eq!(schema.sections.len(), 8);
+    assert_eq!(schema.sections.len(), 9);
     for section in &schema.sections {
         for (key, _) in &section.keys {
             assert!(
@@ -120,7 +120,7 @@ fn unknown_key_names_the_section_and_the_choices() {
     assert_eq!(
         err("[media]\nrtp_port = 4\n"),
         "ringfort.toml:2: unknown key \"rtp_port\" in [media], expected one of rtp_port_min, \
-         rtp_port_max, media_timeout_secs"
+         rtp_port_max, media_timeout_secs, address"
     );
 }
 
@@ -129,7 +129,7 @@ fn unknown_section_and_non_table_section() {
     assert_eq!(
         err("\n[sipp]\nrealm = \"x\"\n"),
         "ringfort.toml:2: unknown section \"sipp\", expected one of node, sip, registrar, \
-         database, paths, log, http, media"
+         database, paths, log, http, media, calls"
     );
     assert_eq!(
         err("sip = 5\n"),
@@ -317,7 +317,7 @@ fn env_names_are_derived_and_unambiguous() {
         .flat_map(|s| s.keys.iter().map(|(k, _)| env_var_name(&s.name, k)))
         .collect();
     let count = names.len();
-    assert_eq!(count, 31);
+    assert_eq!(count, 33);
     names.sort();
     names.dedup();
     assert_eq!(names.len(), count, "two keys map to one variable");
@@ -560,4 +560,14 @@ fn dotted_keys_and_inline_tables_are_located() {
         err("[[sip]]\nrealm = \"x\"\n"),
         "ringfort.toml:1: \"sip\" must be a table (a [sip] section), not a single value"
     );
+}
+
+#[test]
+fn calls_and_media_address() {
+    let c =
+        parse("[calls]\nno_answer_timeout_secs = 5\n[media]\naddress = \"10.0.0.5\"\n").unwrap();
+    assert_eq!(c.calls.no_answer_timeout_secs, 5);
+    assert_eq!(c.media.address, Some("10.0.0.5".parse().unwrap()));
+    assert!(err("[calls]\nno_answer_timeout_secs = 0\n").contains("must be between 1 and 3600"));
+    assert!(err("[media]\naddress = \"pbx.example\"\n").contains("invalid IP address"));
 }

@@ -288,6 +288,30 @@ pub(crate) fn serialize_optional_host<S: Serializer>(
     }
 }
 
+/// `""` means none; anything else must be an IP address.
+pub(crate) fn optional_ip<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse::<IpAddr>().map(Some).map_err(|_| {
+        de::Error::custom(format!(
+            "invalid IP address {s:?} (give an IPv4 or IPv6 address)"
+        ))
+    })
+}
+
+pub(crate) fn serialize_optional_ip<S: Serializer>(
+    ip: &Option<IpAddr>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match ip {
+        Some(ip) => s.collect_str(ip),
+        None => s.serialize_str(""),
+    }
+}
+
 /// Rejects empty strings, control characters and, for header parameters, quotes.
 fn check_text(s: &str, max: usize, quoted_param: bool) -> Result<(), String> {
     if s.trim().is_empty() {

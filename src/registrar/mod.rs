@@ -102,11 +102,18 @@ pub struct Registrar {
     decoy_ha1: String,
 }
 
-enum AuthOutcome {
+/// What digest authentication of a request decided (REGISTER and INVITE share it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// Valid credentials of this extension.
     Ok(String),
+    /// Challenge again (no, stale or unusable credentials).
     Challenge { stale: bool },
+    /// Wrong credentials.
     Forbidden,
+    /// Malformed credentials (400).
     Bad(&'static str),
+    /// Load this extension from the store, then try again.
     Load(String),
 }
 
@@ -208,7 +215,19 @@ impl Registrar {
     }
 
     fn challenge(&self, req: &Request, stale: bool) -> Response {
-        let mut r = self.response(req, 401);
+        self.challenge_with(req, stale, 401, HeaderName::WwwAuthenticate)
+    }
+
+    /// A digest challenge: 401 + WWW-Authenticate (REGISTER) or 407 +
+    /// Proxy-Authenticate (INVITE and other requests a proxy or B2BUA authenticates).
+    pub fn challenge_with(
+        &self,
+        req: &Request,
+        stale: bool,
+        status: u16,
+        header: HeaderName,
+    ) -> Response {
+        let mut r = self.response(req, status);
         let values = match self.nonces.lock() {
             Ok(n) => n.challenge(
                 &self.cfg.realm,
@@ -220,7 +239,7 @@ impl Registrar {
             Err(_) => Vec::new(),
         };
         for v in values {
-            r.headers.push(HeaderName::WwwAuthenticate, v);
+            r.headers.push(header.clone(), v);
         }
         r
     }
@@ -243,7 +262,7 @@ impl Registrar {
                 return Outcome::Respond(r);
             }
         };
-        let user = match self.authenticate(req) {
+        let user = match self.authenticate(req, &HeaderName::Authorization) {
             AuthOutcome::Ok(user) => user,
             AuthOutcome::Challenge { stale } => {
                 return Outcome::Respond(self.challenge(req, stale))
@@ -300,11 +319,12 @@ impl Registrar {
     }
 
     /// Digest authentication with the same answers for unknown and known users, so the
-    /// responses tell an attacker nothing about which extensions exist.
-    fn authenticate(&self, req: &Request) -> AuthOutcome {
+    /// responses tell an attacker nothing about which extensions exist. `header`:
+    /// Authorization (REGISTER) or Proxy-Authorization (INVITE).
+    pub fn authenticate(&self, req: &Request, header: &HeaderName) -> AuthOutcome {
         let creds = req
             .headers
-            .get_all(&HeaderName::Authorization)
+            .get_all(header)
             .filter_map(Credentials::parse)
             .find(|c| c.realm == self.cfg.realm);
         let Some(creds) = creds else {
@@ -478,6 +498,15 @@ impl Registrar {
         targets.sort_unstable();
         targets.dedup();
         targets
+    }
+
+    /// The extension `number` as cached: `Some(None)` when it is known not to exist,
+    /// `None` when it is not in memory (load it with [`Self::fetch_extension`]).
+    pub fn cached_extension(&self, number: &str) -> Option<Option<Extension>> {
+        self.extensions
+            .read()
+            .ok()
+            .and_then(|c| c.get(number).map(|e| e.ext.clone()))
     }
 
     /// Current bindings of an AOR (the location service), from memory.

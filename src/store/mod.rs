@@ -283,6 +283,84 @@ macro_rules! binding_from_row {
     }};
 }
 
+/// A call in progress, as other processes (the CLI, other nodes) see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveCall {
+    pub id: String,
+    pub caller: String,
+    pub callee: String,
+    /// `ringing` or `answered`.
+    pub state: String,
+    pub started_at: i64,
+    pub answered_at: Option<i64>,
+    pub caller_call_id: String,
+    /// The Call-ID of the callee leg (shared by its forks).
+    pub callee_call_id: String,
+    pub node_id: String,
+}
+
+/// A call detail record: one per ended call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cdr {
+    pub id: String,
+    pub caller: String,
+    pub callee: String,
+    pub started_at: i64,
+    pub answered_at: Option<i64>,
+    pub ended_at: i64,
+    /// answered, busy, no-answer, cancelled, failed, ...
+    pub disposition: String,
+    /// Billable seconds, from answer to end.
+    pub duration: i64,
+    /// caller, callee or system.
+    pub hangup_leg: String,
+    pub caller_call_id: String,
+    pub callee_call_id: String,
+    pub node_id: String,
+}
+
+const ACTIVE_CALL_COLUMNS: &str = "id, caller, callee, state, started_at, answered_at, \
+     caller_call_id, callee_call_id, node_id";
+const CDR_COLUMNS: &str = "id, caller, callee, started_at, answered_at, ended_at, disposition, \
+     duration, hangup_leg, caller_call_id, callee_call_id, node_id";
+
+macro_rules! active_call_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        Ok::<_, sqlx::Error>(ActiveCall {
+            id: row.try_get(0)?,
+            caller: row.try_get(1)?,
+            callee: row.try_get(2)?,
+            state: row.try_get(3)?,
+            started_at: row.try_get(4)?,
+            answered_at: row.try_get(5)?,
+            caller_call_id: row.try_get(6)?,
+            callee_call_id: row.try_get(7)?,
+            node_id: row.try_get(8)?,
+        })
+    }};
+}
+
+macro_rules! cdr_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        Ok::<_, sqlx::Error>(Cdr {
+            id: row.try_get(0)?,
+            caller: row.try_get(1)?,
+            callee: row.try_get(2)?,
+            started_at: row.try_get(3)?,
+            answered_at: row.try_get(4)?,
+            ended_at: row.try_get(5)?,
+            disposition: row.try_get(6)?,
+            duration: row.try_get(7)?,
+            hangup_leg: row.try_get(8)?,
+            caller_call_id: row.try_get(9)?,
+            callee_call_id: row.try_get(10)?,
+            node_id: row.try_get(11)?,
+        })
+    }};
+}
+
 impl Store {
     /// Open a pool. `sqlite://path?mode=rwc` creates the file and its parent directory;
     /// `postgres://` / `postgresql://` for PostgreSQL. Does not migrate.
@@ -634,6 +712,160 @@ impl Store {
     }
 }
 
+impl Store {
+    // ---- calls in progress and CDRs ----
+
+    /// Records a call that just started (`answered_at` None).
+    pub async fn insert_active_call(&self, c: &ActiveCall) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO active_calls ({ACTIVE_CALL_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        );
+        with_pool!(self, pool => {
+            sqlx::query(&sql)
+                .bind(c.id.as_str())
+                .bind(c.caller.as_str())
+                .bind(c.callee.as_str())
+                .bind(c.state.as_str())
+                .bind(c.started_at)
+                .bind(c.answered_at)
+                .bind(c.caller_call_id.as_str())
+                .bind(c.callee_call_id.as_str())
+                .bind(c.node_id.as_str())
+                .execute(pool)
+                .await
+                .map_err(|e| match e {
+                    ref e if is_unique_violation(e) => {
+                        StoreError::Conflict(format!("call {} exists", c.id))
+                    }
+                    e => e.into(),
+                })?;
+            Ok(())
+        })
+    }
+
+    /// Marks a call in progress answered; `false` if there is no such call.
+    pub async fn answer_active_call(
+        &self,
+        id: &str,
+        answered_at: i64,
+        callee_call_id: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE active_calls SET state = 'answered', answered_at = $2, \
+                   callee_call_id = $3 WHERE id = $1";
+        with_pool!(self, pool => {
+            let res = sqlx::query(sql)
+                .bind(id)
+                .bind(answered_at)
+                .bind(callee_call_id)
+                .execute(pool)
+                .await?;
+            Ok(res.rows_affected() > 0)
+        })
+    }
+
+    /// Calls in progress, oldest first.
+    pub async fn list_active_calls(&self) -> Result<Vec<ActiveCall>, StoreError> {
+        let sql = format!("SELECT {ACTIVE_CALL_COLUMNS} FROM active_calls ORDER BY started_at, id");
+        with_pool!(self, pool => {
+            let rows = sqlx::query(&sql).fetch_all(pool).await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| active_call_from_row!(r))
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Ends a call: writes its CDR and removes it from the calls in progress, in one
+    /// transaction (a crash leaves either the call in progress or the CDR, never neither).
+    pub async fn finish_call(&self, cdr: &Cdr) -> Result<(), StoreError> {
+        let backend = self.backend();
+        let insert = format!(
+            "INSERT INTO cdrs ({CDR_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        );
+        let res: Result<(), sqlx::Error> = with_pool!(self, pool => async {
+            let mut tx = pool.begin_with(backend.begin_write_sql()).await?;
+            sqlx::query(&insert)
+                .bind(cdr.id.as_str())
+                .bind(cdr.caller.as_str())
+                .bind(cdr.callee.as_str())
+                .bind(cdr.started_at)
+                .bind(cdr.answered_at)
+                .bind(cdr.ended_at)
+                .bind(cdr.disposition.as_str())
+                .bind(cdr.duration)
+                .bind(cdr.hangup_leg.as_str())
+                .bind(cdr.caller_call_id.as_str())
+                .bind(cdr.callee_call_id.as_str())
+                .bind(cdr.node_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM active_calls WHERE id = $1")
+                .bind(cdr.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        }
+        .await);
+        res.map_err(|e| match e {
+            ref e if is_unique_violation(e) => {
+                StoreError::Conflict(format!("CDR {} exists", cdr.id))
+            }
+            e => e.into(),
+        })
+    }
+
+    /// After a crash: turns the calls in progress `node_id` left behind into CDRs
+    /// (disposition `failed`, hangup `system`, ended at `now_unix`) and removes them, in
+    /// one transaction. Returns how many.
+    pub async fn recover_active_calls(
+        &self,
+        node_id: &str,
+        now_unix: i64,
+    ) -> Result<u64, StoreError> {
+        let backend = self.backend();
+        let insert = format!(
+            "INSERT INTO cdrs ({CDR_COLUMNS}) \
+             SELECT id, caller, callee, started_at, answered_at, $2, 'failed', \
+             CASE WHEN answered_at IS NULL OR answered_at > $2 THEN 0 ELSE $2 - answered_at END, \
+             'system', caller_call_id, callee_call_id, node_id \
+             FROM active_calls WHERE node_id = $1"
+        );
+        let res: Result<u64, sqlx::Error> = with_pool!(self, pool => async {
+            let mut tx = pool.begin_with(backend.begin_write_sql()).await?;
+            sqlx::query(&insert)
+                .bind(node_id)
+                .bind(now_unix)
+                .execute(&mut *tx)
+                .await?;
+            let n = sqlx::query("DELETE FROM active_calls WHERE node_id = $1")
+                .bind(node_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(n)
+        }
+        .await);
+        Ok(res?)
+    }
+
+    /// The latest `limit` CDRs, newest first.
+    pub async fn list_cdrs(&self, limit: u32) -> Result<Vec<Cdr>, StoreError> {
+        let sql = format!(
+            "SELECT {CDR_COLUMNS} FROM cdrs ORDER BY ended_at DESC, started_at DESC, id LIMIT $1"
+        );
+        with_pool!(self, pool => {
+            let rows = sqlx::query(&sql).bind(i64::from(limit)).fetch_all(pool).await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| cdr_from_row!(r))
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -779,7 +1011,10 @@ mod tests {
     #[tokio::test]
     async fn in_memory_sqlite_and_bad_urls() {
         let s = Store::connect("sqlite::memory:", 2).await.expect("connect");
-        assert_eq!(s.migrate().await.expect("migrate"), ["0001_init"]);
+        assert_eq!(
+            s.migrate().await.expect("migrate"),
+            ["0001_init", "0002_calls"]
+        );
         let e = Extension {
             number: "100".into(),
             display_name: String::new(),
@@ -813,6 +1048,10 @@ mod tests {
         is_send(s.all_bindings());
         is_send(s.delete_expired_bindings(0));
         is_send(s.count_bindings());
+        is_send(s.list_active_calls());
+        is_send(s.answer_active_call("", 0, ""));
+        is_send(s.recover_active_calls("", 0));
+        is_send(s.list_cdrs(1));
         is_send(s.close());
     }
 }

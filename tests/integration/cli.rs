@@ -150,6 +150,7 @@ fn migrate_is_idempotent() {
     let node = Node::new(NodeOptions::default());
     let first = node.cli_ok(&["migrate"]);
     assert!(first.contains("applied 0001_init"), "{first}");
+    assert!(first.contains("applied 0002_calls"), "{first}");
     let second = node.cli_ok(&["migrate"]);
     assert!(second.contains("up to date"), "{second}");
 }

@@ -2,6 +2,7 @@
 //! `support` to start nodes and peers.
 
 mod bad_input;
+mod calls;
 mod cli;
 mod register;
 mod relay;

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 
-use ringfort::store::{Backend, Binding, Extension, Store, StoreError};
+use ringfort::store::{ActiveCall, Backend, Binding, Cdr, Extension, Store, StoreError};
 // `Executor::execute`, not `RawSql::execute`: the latter's future is not provably `Send`.
 use sqlx::{Connection, Executor};
 
@@ -36,7 +36,10 @@ where
     let res = tokio::spawn(async move {
         let store = open(&url).await;
         let applied = store.migrate().await.expect("first migrate");
-        assert_eq!(applied, vec!["0001_init".to_owned()]);
+        assert_eq!(
+            applied,
+            vec!["0001_init".to_owned(), "0002_calls".to_owned()]
+        );
         f(Ctx {
             store: store.clone(),
             url,
@@ -160,6 +163,8 @@ battery!(
     bindings_cascade_on_remove,
     bindings_concurrent_replace_same_aor,
     bindings_batch_replace,
+    calls_start_answer_finish,
+    calls_left_by_a_crash_become_cdrs,
 );
 
 // ---- helpers ----
@@ -243,7 +248,7 @@ async fn newer_schema_is_refused(cx: Ctx) {
     match cx.store.migrate().await {
         Err(StoreError::NewerSchema {
             db_version: 9999,
-            binary_version: 1,
+            binary_version: 2,
         }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
@@ -602,4 +607,115 @@ async fn bindings_batch_replace(cx: Ctx) {
         s.replace_bindings_many(&[("101", &wrong)]).await,
         Err(StoreError::Invalid(_))
     ));
+}
+
+fn active(id: &str, node: &str, started_at: i64) -> ActiveCall {
+    ActiveCall {
+        id: id.into(),
+        caller: "100".into(),
+        callee: "200".into(),
+        state: "ringing".into(),
+        started_at,
+        answered_at: None,
+        caller_call_id: format!("a-{id}"),
+        callee_call_id: format!("b-{id}"),
+        node_id: node.into(),
+    }
+}
+
+async fn calls_start_answer_finish(cx: Ctx) {
+    let s = &cx.store;
+    assert_eq!(s.list_active_calls().await.expect("list"), vec![]);
+    s.insert_active_call(&active("c1", "n1", 100))
+        .await
+        .expect("insert");
+    s.insert_active_call(&active("c2", "n1", 101))
+        .await
+        .expect("insert");
+    assert!(matches!(
+        s.insert_active_call(&active("c1", "n1", 100)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s
+        .answer_active_call("c1", 105, "b-c1x")
+        .await
+        .expect("answer"));
+    assert!(!s
+        .answer_active_call("nope", 105, "x")
+        .await
+        .expect("answer"));
+    let calls = s.list_active_calls().await.expect("list");
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].state, "answered");
+    assert_eq!(calls[0].answered_at, Some(105));
+    assert_eq!(calls[0].callee_call_id, "b-c1x");
+    assert_eq!(calls[1], active("c2", "n1", 101));
+    let cdr = Cdr {
+        id: "c1".into(),
+        caller: "100".into(),
+        callee: "200".into(),
+        started_at: 100,
+        answered_at: Some(105),
+        ended_at: 125,
+        disposition: "answered".into(),
+        duration: 20,
+        hangup_leg: "callee".into(),
+        caller_call_id: "a-c1".into(),
+        callee_call_id: "b-c1x".into(),
+        node_id: "n1".into(),
+    };
+    s.finish_call(&cdr).await.expect("finish");
+    assert_eq!(s.list_cdrs(10).await.expect("cdrs"), vec![cdr.clone()]);
+    assert!(matches!(
+        s.finish_call(&cdr).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let calls = s.list_active_calls().await.expect("list");
+    assert_eq!(
+        calls.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["c2"]
+    );
+}
+
+async fn calls_left_by_a_crash_become_cdrs(cx: Ctx) {
+    let s = &cx.store;
+    s.insert_active_call(&active("r1", "n1", 100))
+        .await
+        .expect("insert");
+    s.insert_active_call(&active("r2", "n1", 100))
+        .await
+        .expect("insert");
+    s.insert_active_call(&active("other", "n2", 100))
+        .await
+        .expect("insert");
+    s.answer_active_call("r2", 110, "b-r2")
+        .await
+        .expect("answer");
+    // Another process (the restarted node) sees the rows.
+    let restarted = open(&cx.url).await;
+    assert_eq!(
+        restarted
+            .recover_active_calls("n1", 150)
+            .await
+            .expect("recover"),
+        2
+    );
+    restarted.close().await;
+    let calls = s.list_active_calls().await.expect("list");
+    assert_eq!(
+        calls.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["other"]
+    );
+    let mut cdrs = s.list_cdrs(10).await.expect("cdrs");
+    cdrs.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(cdrs.len(), 2);
+    assert_eq!(cdrs[0].id, "r1");
+    assert_eq!(cdrs[0].disposition, "failed");
+    assert_eq!(cdrs[0].hangup_leg, "system");
+    assert_eq!(cdrs[0].duration, 0);
+    assert_eq!(cdrs[0].ended_at, 150);
+    assert_eq!(cdrs[1].answered_at, Some(110));
+    assert_eq!(cdrs[1].duration, 40);
+    assert_eq!(s.recover_active_calls("n1", 160).await.expect("again"), 0);
+    assert_eq!(s.list_cdrs(1).await.expect("limit").len(), 1);
 }

@@ -42,6 +42,8 @@ pub struct NodeOptions {
     pub registrar: String,
     /// Extra lines for `[sip]`.
     pub sip: String,
+    /// Extra sections appended to the config (e.g. `[calls]`, `[media]`).
+    pub extra: String,
 }
 
 /// A `ringfort serve` process with its own config and data dir.
@@ -75,6 +77,9 @@ impl Node {
         );
         if !opts.database_url.is_empty() {
             text.push_str(&format!("\n[database]\nurl = \"{}\"\n", opts.database_url));
+        }
+        if !opts.extra.is_empty() {
+            text.push_str(&format!("\n{}\n", opts.extra));
         }
         std::fs::write(&config, text).expect("write config");
         let log = dir.path().join("node.log");
@@ -301,6 +306,69 @@ pub struct Sipp {
     /// An injection file (`-inf`) and the call rate per second.
     pub inf: Option<PathBuf>,
     pub rate: u32,
+    /// Our SIP port (default: a free one).
+    pub local_port: Option<u16>,
+    /// `-s` (the `[service]` keyword); default: the auth user.
+    pub service: Option<String>,
+    /// More command-line arguments.
+    pub args: Vec<String>,
+}
+
+/// A SIPp running in the background (e.g. a UAS waiting for a call).
+pub struct SippChild {
+    child: Option<Child>,
+    _work: tempfile::TempDir,
+    err_file: PathBuf,
+    out_file: PathBuf,
+    scenario: PathBuf,
+}
+
+impl SippChild {
+    /// Waits for SIPp to end (at most `timeout`); returns (success, its logs).
+    pub fn wait(&mut self, timeout: Duration) -> (bool, String) {
+        let deadline = Instant::now() + timeout;
+        let mut status = None;
+        if let Some(child) = self.child.as_mut() {
+            loop {
+                if let Ok(Some(s)) = child.try_wait() {
+                    status = Some(s);
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.child = None;
+        let errors = std::fs::read_to_string(&self.err_file).unwrap_or_default();
+        let out = std::fs::read_to_string(&self.out_file).unwrap_or_default();
+        let text = format!(
+            "sipp {} exit {:?}\n--- output\n{}\n--- errors\n{}",
+            self.scenario.display(),
+            status.and_then(|s| s.code()),
+            tail(&out, 3000),
+            tail(&errors, 4000)
+        );
+        (status.is_some_and(|s| s.success()), text)
+    }
+
+    /// Waits and fails the test (with SIPp's and the node's logs) unless SIPp passed.
+    pub fn expect_pass(&mut self, node: &Node) {
+        let (ok, text) = self.wait(Duration::from_secs(60));
+        assert!(ok, "{text}\n--- node log\n{}", tail(&node.log_text(), 8000));
+    }
+}
+
+impl Drop for SippChild {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 impl Sipp {
@@ -314,7 +382,92 @@ impl Sipp {
             calls: 1,
             inf: None,
             rate: 10,
+            local_port: None,
+            service: None,
+            args: Vec::new(),
         }
+    }
+
+    pub fn port(mut self, port: u16) -> Sipp {
+        self.local_port = Some(port);
+        self
+    }
+
+    pub fn service(mut self, service: &str) -> Sipp {
+        self.service = Some(service.to_owned());
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Sipp {
+        self.args.push(arg.to_owned());
+        self
+    }
+
+    fn check_installed() {
+        assert!(
+            Command::new("sipp").arg("-v").output().is_ok(),
+            "SIPp is not installed: run scripts/test.sh (it installs sip-tester), or apt-get install sip-tester"
+        );
+    }
+
+    /// Starts SIPp in the background against `node`.
+    pub fn spawn(&self, node: &Node) -> SippChild {
+        Self::check_installed();
+        let work = tempfile::tempdir().expect("tempdir");
+        let err_file = work.path().join("errors.log");
+        let out_file = work.path().join("out.log");
+        let mut cmd = self.command(node, &err_file, work.path());
+        let out = std::fs::File::create(&out_file).expect("sipp log");
+        let out2 = out.try_clone().expect("sipp log");
+        cmd.stdout(Stdio::from(out)).stderr(Stdio::from(out2));
+        let child = cmd.spawn().expect("spawn sipp");
+        SippChild {
+            child: Some(child),
+            _work: work,
+            err_file,
+            out_file,
+            scenario: self.scenario.clone(),
+        }
+    }
+
+    fn command(&self, node: &Node, err_file: &Path, work: &Path) -> Command {
+        let mut cmd = Command::new("timeout");
+        cmd.arg("60").arg("sipp");
+        cmd.arg("-sf").arg(&self.scenario);
+        let port = self.local_port.unwrap_or_else(free_port).to_string();
+        cmd.args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-m",
+            &self.calls.to_string(),
+        ]);
+        cmd.args(["-timeout", "30s", "-nostdin", "-trace_err", "-error_file"]);
+        cmd.arg(err_file);
+        cmd.args(["-recv_timeout", "10000", "-max_socket", "10"]);
+        cmd.args(["-mp", &free_even_udp_port().to_string()]);
+        match self.transport {
+            SippTransport::Udp => cmd.args(["-t", "u1"]),
+            SippTransport::Tcp => cmd.args(["-t", "t1"]),
+        };
+        if !self.user.is_empty() {
+            let service = self.service.clone().unwrap_or_else(|| self.user.clone());
+            cmd.args(["-s", &service, "-au", &self.user, "-ap", &self.password]);
+        } else if let Some(service) = &self.service {
+            cmd.args(["-s", service]);
+        }
+        for (k, v) in &self.vars {
+            cmd.args(["-set", k, v]);
+        }
+        if let Some(inf) = &self.inf {
+            cmd.arg("-inf").arg(inf);
+        }
+        cmd.args(&self.args);
+        cmd.args(["-r", &self.rate.to_string()]);
+        cmd.arg(node.addr().to_string());
+        cmd.current_dir(work);
+        cmd
     }
 
     pub fn auth(mut self, user: &str, password: &str) -> Sipp {
@@ -330,43 +483,10 @@ impl Sipp {
 
     /// Runs SIPp against `node`; returns (success, SIPp's output and error log).
     pub fn run(&self, node: &Node) -> (bool, String) {
-        assert!(
-            Command::new("sipp").arg("-v").output().is_ok(),
-            "SIPp is not installed: run scripts/test.sh (it installs sip-tester), or apt-get install sip-tester"
-        );
+        Self::check_installed();
         let work = tempfile::tempdir().expect("tempdir");
         let err_file = work.path().join("errors.log");
-        let mut cmd = Command::new("timeout");
-        cmd.arg("60").arg("sipp");
-        cmd.arg("-sf").arg(&self.scenario);
-        let port = free_port().to_string();
-        cmd.args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-m",
-            &self.calls.to_string(),
-        ]);
-        cmd.args(["-timeout", "30s", "-nostdin", "-trace_err", "-error_file"]);
-        cmd.arg(&err_file);
-        cmd.args(["-recv_timeout", "10000", "-max_socket", "10"]);
-        match self.transport {
-            SippTransport::Udp => cmd.args(["-t", "u1"]),
-            SippTransport::Tcp => cmd.args(["-t", "t1"]),
-        };
-        if !self.user.is_empty() {
-            cmd.args(["-s", &self.user, "-au", &self.user, "-ap", &self.password]);
-        }
-        for (k, v) in &self.vars {
-            cmd.args(["-set", k, v]);
-        }
-        if let Some(inf) = &self.inf {
-            cmd.arg("-inf").arg(inf);
-        }
-        cmd.args(["-r", &self.rate.to_string()]);
-        cmd.arg(node.addr().to_string());
-        cmd.current_dir(work.path());
+        let mut cmd = self.command(node, &err_file, work.path());
         let out = cmd.output().expect("run sipp");
         let errors = std::fs::read_to_string(&err_file).unwrap_or_default();
         let text = format!(
@@ -398,6 +518,26 @@ pub fn tail(s: &str, max: usize) -> &str {
         start += 1;
     }
     &s[start..]
+}
+
+/// An even UDP port free now, with the next one free too (SIPp's media ports).
+pub fn free_even_udp_port() -> u16 {
+    for _ in 0..200 {
+        let Ok(s) = UdpSocket::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(a) = s.local_addr() else { continue };
+        let p = a.port() & !1;
+        if !(1024..65534).contains(&p) {
+            continue;
+        }
+        drop(s);
+        let ok = (0..4).all(|i| UdpSocket::bind(("127.0.0.1", p + i)).is_ok());
+        if ok {
+            return p;
+        }
+    }
+    panic!("no free even UDP port pair");
 }
 
 /// Polls `f` until it returns Some or the deadline passes.

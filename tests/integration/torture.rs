@@ -98,16 +98,19 @@ fn with_rport(data: &[u8], tag: &str) -> Vec<u8> {
 }
 
 /// What this node answers today for messages whose answer is an application decision:
-/// REGISTER is challenged, OPTIONS answered; INVITE gets 405 until calls land.
+/// REGISTER is challenged, OPTIONS answered; an INVITE is challenged (407) before anything
+/// else is looked at, and one with a To tag matches no dialog (481).
 fn application_answer(data: &[u8], manifest_code: Option<u16>) -> Vec<u16> {
     let method: Vec<u8> = data.iter().take_while(|b| **b != b' ').copied().collect();
     match method.as_slice() {
         b"SIP/2.0" => vec![],
         b"REGISTER" => vec![manifest_code.unwrap_or(401), 401],
         b"OPTIONS" => vec![manifest_code.unwrap_or(200), 200],
-        // Methods the node does not serve yet: 405 for SIP's own, 501 for the unknown.
-        b"INVITE" | b"MESSAGE" | b"BYE" | b"INFO" | b"NOTIFY" | b"SUBSCRIBE" => {
-            vec![manifest_code.unwrap_or(405), 405]
+        b"INVITE" => vec![manifest_code.unwrap_or(407), 407, 481],
+        // Methods the node does not serve outside a call: 405 for SIP's own, 501 for the
+        // unknown; 481 when they name a dialog (To tag).
+        b"MESSAGE" | b"BYE" | b"INFO" | b"NOTIFY" | b"SUBSCRIBE" => {
+            vec![manifest_code.unwrap_or(405), 405, 481]
         }
         _ => vec![manifest_code.unwrap_or(501), 501],
     }

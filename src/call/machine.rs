@@ -1,0 +1,1539 @@
+//! One call as a sans-IO state machine: the caller's leg (A, a UAS dialog) and the
+//! callee's leg (B, one UAC INVITE per registered contact: parallel forking), both in one
+//! [`DialogSet`] owned here. Fed [`SipIn`] events, timers and media events with `now`;
+//! returns [`Command`]s (SIP to send through the core, relay updates, store milestones).
+//!
+//! Legs share nothing but what the call needs: B gets its own Call-ID, tags and CSeq, a
+//! From with the caller's number and name, and the caller's SDP rewritten to the relay's
+//! leg-B port; A gets the callee's answer rewritten to the relay's leg-A port.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tracing::info;
+
+use crate::media::{Leg, Remote};
+use crate::sip::dialog::{
+    Body, DialogConfig, DialogEvent, DialogId, DialogSet, InviteId, InviteParams, MsgOpts,
+    TerminateReason,
+};
+use crate::sip::message::{self, HeaderName, Method, Request, Response};
+use crate::sip::sdp::{
+    self, negotiate, no_common_codec, rewrite_for_relay, OriginState, RelayLeg, SessionDescription,
+};
+use crate::sip::transaction::TxKey;
+use crate::sip::Peer;
+
+use super::CallError;
+
+const SDP: &str = "application/sdp";
+
+/// How a call ended, as the CDR says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    Answered,
+    Busy,
+    NoAnswer,
+    Cancelled,
+    Failed,
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Answered => "answered",
+            Disposition::Busy => "busy",
+            Disposition::NoAnswer => "no-answer",
+            Disposition::Cancelled => "cancelled",
+            Disposition::Failed => "failed",
+        }
+    }
+}
+
+/// Which side ended the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HangupLeg {
+    Caller,
+    Callee,
+    System,
+}
+
+impl HangupLeg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HangupLeg::Caller => "caller",
+            HangupLeg::Callee => "callee",
+            HangupLeg::System => "system",
+        }
+    }
+}
+
+/// Where one fork of leg B goes: a registered contact of the callee.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The Request-URI: the contact the phone registered.
+    pub request_uri: String,
+    /// The flow to send on: the phone's source address, from our socket it registered
+    /// to (TCP: its connection).
+    pub peer: Peer,
+    /// Our Contact URI on this fork.
+    pub local_contact: String,
+    /// Route headers (the binding's Path).
+    pub route: Vec<String>,
+}
+
+/// Settings of every call.
+#[derive(Debug, Clone)]
+pub struct CallSettings {
+    pub no_answer_timeout: Duration,
+    pub dialog: DialogConfig,
+}
+
+/// What a call starts from.
+#[derive(Debug, Clone)]
+pub struct CallParams {
+    /// The caller's INVITE and its server transaction.
+    pub key: TxKey,
+    pub invite: Request,
+    pub from: Peer,
+    /// The caller's offer, parsed ([`parse_offer`]).
+    pub offer: SessionDescription,
+    pub caller: String,
+    pub caller_name: String,
+    pub callee: String,
+    /// Our Contact URI on leg A.
+    pub caller_contact: String,
+    /// The host part of From and To on leg B.
+    pub domain: String,
+    pub targets: Vec<Target>,
+    /// The Call-ID of leg B (every fork).
+    pub callee_call_id: String,
+    /// The PBX's media address, put in both SDPs.
+    pub media_ip: IpAddr,
+    /// The relay's RTP ports: leg A (towards the caller), leg B (towards the callee).
+    pub relay_ports: [u16; 2],
+    /// Seeds the dialog layer's RNG (tags, branches).
+    pub seed: u64,
+}
+
+/// SIP input for a call, routed by the core.
+#[derive(Debug, Clone)]
+pub enum SipIn {
+    /// A new server transaction in one of the call's dialogs (BYE, re-INVITE...).
+    Request {
+        key: TxKey,
+        req: Request,
+        from: Peer,
+    },
+    /// The ACK for a 2xx.
+    Ack(Request),
+    /// The caller cancelled its INVITE (the core answered the CANCEL 200).
+    Cancel(TxKey),
+    /// A response to a request the call sent (`key` None: a stray 2xx retransmission).
+    Response { key: Option<TxKey>, resp: Response },
+    /// A client transaction of the call timed out or hit a transport error.
+    Timeout(TxKey),
+}
+
+/// What the call asks its task to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Start a client transaction.
+    SendRequest { req: Request, to: Peer },
+    /// Send an ACK for a 2xx, no transaction.
+    SendAck { req: Request, to: Peer },
+    /// Answer a server transaction.
+    Respond { key: TxKey, resp: Response },
+    /// CANCEL the client INVITE transaction `invite`.
+    Cancel { invite: TxKey, to: Peer },
+    /// The relay's remote for a leg, from the SDP that leg's phone sent.
+    Remote { leg: Leg, remote: Remote },
+    /// A leg put the call on hold (true) or took it off (false): the relay applies its
+    /// hold timeout instead of the media timeout.
+    Hold(bool),
+    /// The callee's phone rings (first time only).
+    Ringing,
+    /// The call was answered (leg B's Call-ID is the shared one).
+    Answered,
+    /// The call is over: write the CDR. Sent once.
+    Ended {
+        disposition: Disposition,
+        hangup: HangupLeg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ForkState {
+    Trying,
+    Ringing,
+    /// To be cancelled once it sends a provisional response (RFC 3261 9.1).
+    CancelPending,
+    Cancelling,
+    Failed(u16),
+    Answered,
+}
+
+impl ForkState {
+    fn pending(self) -> bool {
+        matches!(
+            self,
+            ForkState::Trying
+                | ForkState::Ringing
+                | ForkState::CancelPending
+                | ForkState::Cancelling
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Fork {
+    invite: InviteId,
+    peer: Peer,
+    state: ForkState,
+    /// A provisional response (100 included) came: it may be cancelled.
+    provisional: bool,
+}
+
+/// A re-INVITE relayed from leg `from` (0 = A, 1 = B) to the other leg.
+#[derive(Debug, Clone)]
+struct PendingReinvite {
+    from: usize,
+    from_id: DialogId,
+    key: TxKey,
+    /// CSeq number of our re-INVITE on the other leg.
+    cseq: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Ringing,
+    Answered,
+    Ended,
+}
+
+/// The call. See the module comment.
+pub struct Call {
+    dialogs: DialogSet,
+    phase: Phase,
+    a_dialog: DialogId,
+    a_key: TxKey,
+    callee_call_id: String,
+    forks: Vec<Fork>,
+    winner: Option<DialogId>,
+    /// The SDP offer as sent to leg B (what its answer is checked against).
+    b_offer: SessionDescription,
+    media_ip: IpAddr,
+    relay_ports: [u16; 2],
+    /// Per m-line of the caller's offer: relayed or disabled.
+    relayed: Vec<bool>,
+    origin_a: OriginState,
+    origin_b: OriginState,
+    /// A re-INVITE from one leg, relayed to the other and waiting for its answer.
+    reinvite: Option<PendingReinvite>,
+    on_hold: bool,
+    /// The last SDP sent on each leg (answers a session refresh re-INVITE).
+    last_sdp: [Option<String>; 2],
+    rang: bool,
+    early_media: bool,
+    no_answer_at: Instant,
+    ended_at: Option<Instant>,
+    linger: Duration,
+}
+
+/// The caller's SDP offer from its INVITE: no body or not SDP -> 488 (we do not do late
+/// offer in this slice), unparseable -> 400, no audio -> 488.
+pub fn parse_offer(req: &Request) -> Result<SessionDescription, CallError> {
+    if req.body.is_empty() {
+        return Err(CallError::NoOffer);
+    }
+    let ct = req.headers.get(&HeaderName::ContentType).unwrap_or(SDP);
+    if !ct
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(SDP))
+    {
+        return Err(CallError::NoOffer);
+    }
+    let sdp = SessionDescription::parse_bytes(&req.body)
+        .map_err(|e| CallError::BadOffer(e.to_string()))?;
+    if !sdp.media.iter().any(|m| m.is_audio() && m.is_enabled()) {
+        return Err(CallError::NoAudio);
+    }
+    Ok(sdp)
+}
+
+/// Where a leg's phone receives RTP for m-line `index`, per its SDP.
+pub fn remote_of(sdp: &SessionDescription, index: usize) -> Remote {
+    let Some(m) = sdp.media.get(index) else {
+        return Remote::default();
+    };
+    let ip = sdp.media_connection(index).and_then(|c| c.ip());
+    let Some(ip) = ip else {
+        return Remote::default();
+    };
+    let mut r = Remote::new(SocketAddr::new(ip, m.port)).with_rtcp_mux(m.rtcp_mux());
+    if let Some(rtcp) = m.rtcp() {
+        let rip = rtcp.connection.as_ref().and_then(|c| c.ip()).unwrap_or(ip);
+        r = r.with_rtcp(SocketAddr::new(rip, rtcp.port));
+    }
+    r
+}
+
+fn sdp_body(sdp: &SessionDescription) -> Body {
+    Body::new(SDP, sdp.to_string().into_bytes())
+}
+
+fn body_sdp(body: &[u8], ct: Option<&str>) -> Option<SessionDescription> {
+    if body.is_empty() {
+        return None;
+    }
+    if let Some(ct) = ct {
+        if !ct
+            .split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case(SDP))
+        {
+            return None;
+        }
+    }
+    SessionDescription::parse_bytes(body).ok()
+}
+
+fn response_sdp(resp: &Response) -> Option<SessionDescription> {
+    body_sdp(&resp.body, resp.headers.get(&HeaderName::ContentType))
+}
+
+impl Call {
+    /// Starts a call: takes the caller's INVITE into a dialog and sends an INVITE to
+    /// every target. On error the caller is to be answered with [`CallError::status`].
+    pub fn new(
+        p: CallParams,
+        settings: CallSettings,
+        now: Instant,
+    ) -> Result<(Call, Vec<Command>), CallError> {
+        let mut dialogs = DialogSet::new(settings.dialog.clone(), StdRng::seed_from_u64(p.seed));
+        let a_dialog = dialogs.accept_invite(&p.key, &p.invite, p.from, &p.caller_contact)?;
+        // The first enabled audio stream is relayed; the relay has one pair per leg, so
+        // any other stream is declined (port 0).
+        let first_audio = p
+            .offer
+            .media
+            .iter()
+            .position(|m| m.is_audio() && m.is_enabled())
+            .ok_or(CallError::NoAudio)?;
+        let relayed: Vec<bool> = (0..p.offer.media.len()).map(|i| i == first_audio).collect();
+        let mut origin_b = OriginState::new("ringfort", p.seed >> 1, p.media_ip);
+        let origin_a = OriginState::new("ringfort", (p.seed >> 1) ^ 0x5a5a, p.media_ip);
+        let leg_b = RelayLeg {
+            address: p.media_ip,
+            ports: relayed
+                .iter()
+                .map(|r| r.then_some(p.relay_ports[1]))
+                .collect(),
+            rtcp_mux: false,
+        };
+        let b_offer = rewrite_for_relay(&p.offer, &leg_b, &mut origin_b)
+            .map_err(|e| CallError::BadOffer(e.to_string()))?;
+        let mut call = Call {
+            no_answer_at: now + settings.no_answer_timeout,
+            linger: settings.dialog.timers.t1 * 64,
+            dialogs,
+            phase: Phase::Ringing,
+            a_dialog,
+            a_key: p.key.clone(),
+            callee_call_id: p.callee_call_id.clone(),
+            forks: Vec::new(),
+            winner: None,
+            last_sdp: [None, Some(b_offer.to_string())],
+            b_offer,
+            media_ip: p.media_ip,
+            relay_ports: p.relay_ports,
+            relayed,
+            origin_a,
+            origin_b,
+            reinvite: None,
+            on_hold: false,
+            rang: false,
+            early_media: false,
+            ended_at: None,
+        };
+        let mut out = vec![Command::Remote {
+            leg: Leg::A,
+            remote: remote_of(&p.offer, first_audio),
+        }];
+        let name = p.caller_name.replace(['"', '\\', '\r', '\n'], "");
+        let from = if name.is_empty() {
+            format!("<sip:{}@{}>", p.caller, p.domain)
+        } else {
+            format!("\"{name}\" <sip:{}@{}>", p.caller, p.domain)
+        };
+        let mut events = Vec::new();
+        for t in &p.targets {
+            let params = InviteParams {
+                request_uri: t.request_uri.clone(),
+                from: from.clone(),
+                to: format!("<sip:{}@{}>", p.callee, p.domain),
+                local_contact: t.local_contact.clone(),
+                route: t.route.clone(),
+                peer: t.peer,
+                call_id: Some(p.callee_call_id.clone()),
+                opts: MsgOpts::body(sdp_body(&call.b_offer)),
+            };
+            let (invite, evs) = call.dialogs.invite(params, now)?;
+            call.forks.push(Fork {
+                invite,
+                peer: t.peer,
+                state: ForkState::Trying,
+                provisional: false,
+            });
+            events.extend(evs);
+        }
+        call.absorb(events, now, &mut out);
+        Ok((call, out))
+    }
+
+    /// The Call-ID of the caller's leg.
+    pub fn caller_call_id(&self) -> &str {
+        &self.a_dialog.call_id
+    }
+
+    pub fn callee_call_id(&self) -> &str {
+        &self.callee_call_id
+    }
+
+    pub fn is_answered(&self) -> bool {
+        self.winner.is_some()
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.phase == Phase::Ended
+    }
+
+    /// Ended, and nothing left to wait for (every fork resolved, or 64*T1 passed): the
+    /// task may stop.
+    pub fn is_finished(&self, now: Instant) -> bool {
+        match self.ended_at {
+            Some(t) => !self.forks.iter().any(|f| f.state.pending()) || now >= t + self.linger,
+            None => false,
+        }
+    }
+
+    /// A SIP event for this call.
+    pub fn on_sip(&mut self, input: SipIn, now: Instant) -> Vec<Command> {
+        let events = match input {
+            SipIn::Request { key, req, from } => {
+                match self.dialogs.on_request(key.clone(), req.clone(), from, now) {
+                    Ok(evs) => evs,
+                    Err(e) => {
+                        let resp = e.response(&req, &self.a_dialog.local_tag);
+                        return vec![Command::Respond { key, resp }];
+                    }
+                }
+            }
+            SipIn::Ack(req) => self.dialogs.on_ack(req, now),
+            SipIn::Cancel(key) => self.dialogs.on_cancel(&key, now),
+            SipIn::Response { key, resp } => self.dialogs.on_response(key, resp, now),
+            SipIn::Timeout(key) => self.dialogs.on_timeout(&key, now),
+        };
+        let mut out = Vec::new();
+        self.absorb(events, now, &mut out);
+        out
+    }
+
+    /// The relay saw no RTP for too long: hang up both legs.
+    pub fn on_media_timeout(&mut self, now: Instant) -> Vec<Command> {
+        let mut out = Vec::new();
+        if self.phase == Phase::Answered {
+            info!("no media: hanging up");
+            self.hangup_both(now, &mut out);
+            self.end(Disposition::Answered, HangupLeg::System, now, &mut out);
+        }
+        out
+    }
+
+    /// Fires what is due at `now`.
+    pub fn on_timer(&mut self, now: Instant) -> Vec<Command> {
+        let mut out = Vec::new();
+        let events = self.dialogs.on_timer(now);
+        self.absorb(events, now, &mut out);
+        if self.phase == Phase::Ringing && now >= self.no_answer_at {
+            info!("no answer: giving up");
+            self.fail_caller(480, Disposition::NoAnswer, HangupLeg::System, now, &mut out);
+        }
+        out
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let ringing = (self.phase == Phase::Ringing).then_some(self.no_answer_at);
+        let linger = self.ended_at.map(|t| t + self.linger);
+        [self.dialogs.next_deadline(), ringing, linger]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn absorb(&mut self, events: Vec<DialogEvent>, now: Instant, out: &mut Vec<Command>) {
+        let mut queue: VecDeque<DialogEvent> = events.into();
+        while let Some(ev) = queue.pop_front() {
+            let more = self.handle(ev, now, out);
+            queue.extend(more);
+        }
+    }
+
+    fn fork_mut(&mut self, invite: &InviteId) -> Option<&mut Fork> {
+        self.forks.iter_mut().find(|f| &f.invite == invite)
+    }
+
+    fn fork_of(&self, id: &DialogId) -> Option<usize> {
+        self.forks
+            .iter()
+            .position(|f| f.invite.call_id == id.call_id && f.invite.local_tag == id.local_tag)
+    }
+
+    fn handle(
+        &mut self,
+        ev: DialogEvent,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) -> Vec<DialogEvent> {
+        match ev {
+            DialogEvent::SendRequest { req, to } => out.push(Command::SendRequest { req, to }),
+            DialogEvent::SendAck { req, to } => out.push(Command::SendAck { req, to }),
+            DialogEvent::SendResponse { key, resp } => out.push(Command::Respond { key, resp }),
+            DialogEvent::Created { .. } | DialogEvent::Prack { .. } | DialogEvent::Acked { .. } => {
+            }
+            DialogEvent::InviteProgress { invite, resp, .. } => {
+                return self.on_progress(&invite, &resp, now, out);
+            }
+            DialogEvent::InviteFailed { invite, resp } => {
+                if let Some(f) = self.fork_mut(&invite) {
+                    f.state = ForkState::Failed(resp.status);
+                }
+                if self.phase == Phase::Ringing && !self.forks.iter().any(|f| f.state.pending()) {
+                    let (status, disposition) = self.best_failure();
+                    let hangup = if disposition == Disposition::Busy {
+                        HangupLeg::Callee
+                    } else {
+                        HangupLeg::System
+                    };
+                    self.fail_caller(status, disposition, hangup, now, out);
+                }
+            }
+            DialogEvent::Response { id, method, resp } => {
+                let initial = method == Method::Invite
+                    && (200..300).contains(&resp.status)
+                    && id.call_id == self.callee_call_id;
+                if initial && self.winner.as_ref() != Some(&id) {
+                    if self.phase == Phase::Ringing && self.winner.is_none() {
+                        return self.on_answer(id, resp, now, out);
+                    }
+                    // Another fork answered first, or the call is over: hang it up.
+                    if let Some(i) = self.fork_of(&id) {
+                        self.forks[i].state = ForkState::Failed(487);
+                    }
+                    return self.dialogs.bye(&id, now).unwrap_or_default();
+                }
+                if method == Method::Invite && resp.status >= 200 {
+                    return self.on_reinvite_answer(&id, &resp, now, out);
+                }
+            }
+            DialogEvent::Request { id, key, req } => {
+                return self.on_in_dialog(&id, &key, &req, now, out);
+            }
+            DialogEvent::RefreshDue { id } => {
+                return self
+                    .dialogs
+                    .request(&id, Method::Update, MsgOpts::default(), now)
+                    .unwrap_or_default();
+            }
+            DialogEvent::Terminated { id, reason } => {
+                return self.on_terminated(&id, reason, now, out);
+            }
+        }
+        Vec::new()
+    }
+
+    fn on_progress(
+        &mut self,
+        invite: &InviteId,
+        resp: &Response,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) -> Vec<DialogEvent> {
+        if let Some(f) = self.forks.iter_mut().find(|f| &f.invite == invite) {
+            f.provisional = true;
+            if f.state == ForkState::CancelPending {
+                f.state = ForkState::Cancelling;
+                if let Some(key) = self.dialogs.invite_key(invite) {
+                    out.push(Command::Cancel {
+                        invite: key.clone(),
+                        to: f.peer,
+                    });
+                }
+                return Vec::new();
+            }
+        }
+        if self.phase != Phase::Ringing || resp.status == 100 {
+            return Vec::new();
+        }
+        if let Some(f) = self.fork_mut(invite) {
+            if f.state == ForkState::Trying {
+                f.state = ForkState::Ringing;
+            }
+        }
+        let mut opts = MsgOpts::default();
+        if !self.early_media {
+            if let Some(sdp) = response_sdp(resp) {
+                if let Some(body) = self.answer_for_a(&sdp) {
+                    opts.body = Some(body);
+                    self.early_media = true;
+                    self.relay_remote(1, &sdp, out);
+                }
+            }
+        }
+        let status = if opts.body.is_some() { 183 } else { 180 };
+        if !self.rang {
+            self.rang = true;
+            info!(status = resp.status, "ringing");
+        } else if opts.body.is_none() {
+            return Vec::new(); // the caller heard it already
+        }
+        self.dialogs
+            .respond(&self.a_dialog, &self.a_key, status, opts, now)
+            .unwrap_or_default()
+    }
+
+    /// The callee's SDP (answer) rewritten for leg A. None when it does not fit the offer.
+    fn answer_for_a(&mut self, answer: &SessionDescription) -> Option<Body> {
+        sdp::validate_answer(&self.b_offer, answer).ok()?;
+        self.rewrite_for(0, answer).map(|s| sdp_body(&s))
+    }
+
+    /// An SDP received on one leg rewritten for leg `leg` (0 = A, 1 = B): the relay's
+    /// address and that leg's port, that leg's o= line. Streams beyond the relayed one
+    /// are declined.
+    fn rewrite_for(&mut self, leg: usize, sdp: &SessionDescription) -> Option<SessionDescription> {
+        let port = self.relay_ports[leg];
+        let relay = RelayLeg {
+            address: self.media_ip,
+            ports: (0..sdp.media.len())
+                .map(|i| {
+                    self.relayed
+                        .get(i)
+                        .copied()
+                        .unwrap_or(false)
+                        .then_some(port)
+                })
+                .collect(),
+            rtcp_mux: false,
+        };
+        let origin = if leg == 0 {
+            &mut self.origin_a
+        } else {
+            &mut self.origin_b
+        };
+        let out = rewrite_for_relay(sdp, &relay, origin).ok()?;
+        self.last_sdp[leg] = Some(out.to_string());
+        Some(out)
+    }
+
+    fn leg_dialog(&self, leg: usize) -> Option<DialogId> {
+        if leg == 0 {
+            Some(self.a_dialog.clone())
+        } else {
+            self.winner.clone()
+        }
+    }
+
+    fn relay_remote(&self, leg: usize, sdp: &SessionDescription, out: &mut Vec<Command>) {
+        if let Some(i) = self.relayed.iter().position(|r| *r) {
+            out.push(Command::Remote {
+                leg: if leg == 0 { Leg::A } else { Leg::B },
+                remote: remote_of(sdp, i),
+            });
+        }
+    }
+
+    fn on_answer(
+        &mut self,
+        id: DialogId,
+        resp: Response,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) -> Vec<DialogEvent> {
+        if let Some(i) = self.fork_of(&id) {
+            self.forks[i].state = ForkState::Answered;
+        }
+        self.winner = Some(id.clone());
+        let answer = response_sdp(&resp);
+        let usable = answer.as_ref().and_then(|a| {
+            let streams = negotiate(&self.b_offer, a).ok()?;
+            (!no_common_codec(&streams)).then_some(a)
+        });
+        let Some(answer) = usable.cloned() else {
+            info!("callee answered without a usable SDP answer: 488");
+            let mut evs = self.dialogs.bye(&id, now).unwrap_or_default();
+            evs.extend(self.cancel_forks(out));
+            evs.extend(
+                self.dialogs
+                    .respond(&self.a_dialog, &self.a_key, 488, MsgOpts::default(), now)
+                    .unwrap_or_default(),
+            );
+            self.end(Disposition::Failed, HangupLeg::System, now, out);
+            return evs;
+        };
+        self.relay_remote(1, &answer, out);
+        let body = self.answer_for_a(&answer);
+        let mut evs = self.cancel_forks(out);
+        match self.dialogs.respond(
+            &self.a_dialog,
+            &self.a_key,
+            200,
+            MsgOpts {
+                body,
+                ..MsgOpts::default()
+            },
+            now,
+        ) {
+            Ok(e) => {
+                evs.extend(e);
+                self.phase = Phase::Answered;
+                info!("answered");
+                out.push(Command::Answered);
+            }
+            Err(_) => {
+                // The caller is gone (cancelled meanwhile): hang up the callee.
+                evs.extend(self.dialogs.bye(&id, now).unwrap_or_default());
+                self.end(Disposition::Cancelled, HangupLeg::Caller, now, out);
+            }
+        }
+        evs
+    }
+
+    /// The best final response for the caller when every fork failed (RFC 3261 16.7
+    /// spirit: busy wins, then a decline, else temporarily unavailable).
+    fn best_failure(&self) -> (u16, Disposition) {
+        let statuses: Vec<u16> = self
+            .forks
+            .iter()
+            .filter_map(|f| match f.state {
+                ForkState::Failed(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        if statuses.iter().any(|s| *s == 486 || *s == 600) {
+            (486, Disposition::Busy)
+        } else if statuses.contains(&603) {
+            (603, Disposition::Busy)
+        } else if statuses.iter().all(|s| matches!(s, 408 | 480 | 487)) {
+            (480, Disposition::NoAnswer)
+        } else {
+            (480, Disposition::Failed)
+        }
+    }
+
+    fn fail_caller(
+        &mut self,
+        status: u16,
+        disposition: Disposition,
+        hangup: HangupLeg,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) {
+        let mut evs = self.cancel_forks(out);
+        evs.extend(
+            self.dialogs
+                .respond(&self.a_dialog, &self.a_key, status, MsgOpts::default(), now)
+                .unwrap_or_default(),
+        );
+        self.end(disposition, hangup, now, out);
+        self.absorb(evs, now, out);
+    }
+
+    /// CANCELs every fork still ringing or trying; one that has not answered anything yet
+    /// is cancelled when its first provisional response comes (RFC 3261 9.1), or ends by
+    /// its own timeout.
+    fn cancel_forks(&mut self, out: &mut Vec<Command>) -> Vec<DialogEvent> {
+        for f in self.forks.iter_mut() {
+            if matches!(f.state, ForkState::Trying | ForkState::Ringing) {
+                if !f.provisional {
+                    f.state = ForkState::CancelPending;
+                    continue;
+                }
+                if let Some(key) = self.dialogs.invite_key(&f.invite) {
+                    out.push(Command::Cancel {
+                        invite: key.clone(),
+                        to: f.peer,
+                    });
+                }
+                f.state = ForkState::Cancelling;
+            }
+        }
+        Vec::new()
+    }
+
+    fn hangup_both(&mut self, now: Instant, out: &mut Vec<Command>) {
+        let mut evs = self
+            .dialogs
+            .bye(&self.a_dialog.clone(), now)
+            .unwrap_or_default();
+        if let Some(w) = self.winner.clone() {
+            evs.extend(self.dialogs.bye(&w, now).unwrap_or_default());
+        }
+        self.absorb(evs, now, out);
+    }
+
+    fn end(
+        &mut self,
+        disposition: Disposition,
+        hangup: HangupLeg,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) {
+        if self.phase == Phase::Ended {
+            return;
+        }
+        self.phase = Phase::Ended;
+        self.ended_at = Some(now);
+        info!(
+            disposition = disposition.as_str(),
+            hangup = hangup.as_str(),
+            "call ended"
+        );
+        out.push(Command::Ended {
+            disposition,
+            hangup,
+        });
+    }
+
+    fn on_terminated(
+        &mut self,
+        id: &DialogId,
+        reason: TerminateReason,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) -> Vec<DialogEvent> {
+        let mut evs = Vec::new();
+        if *id == self.a_dialog {
+            match reason {
+                TerminateReason::LocalBye | TerminateReason::Rejected(_) => {}
+                TerminateReason::RemoteBye => {
+                    if let Some(w) = self.winner.clone() {
+                        evs = self.dialogs.bye(&w, now).unwrap_or_default();
+                    }
+                    evs.extend(self.cancel_forks(out));
+                    let disposition = if self.winner.is_some() {
+                        Disposition::Answered
+                    } else {
+                        Disposition::Cancelled
+                    };
+                    self.end(disposition, HangupLeg::Caller, now, out);
+                }
+                TerminateReason::Cancelled => {
+                    info!("caller cancelled");
+                    evs = self.cancel_forks(out);
+                    self.end(Disposition::Cancelled, HangupLeg::Caller, now, out);
+                }
+                _ => {
+                    // No ACK for our 200 (the layer sent BYE), session expired, the
+                    // caller's phone is gone: hang up the callee too.
+                    if let Some(w) = self.winner.clone() {
+                        evs = self.dialogs.bye(&w, now).unwrap_or_default();
+                    }
+                    evs.extend(self.cancel_forks(out));
+                    info!(?reason, "caller leg lost");
+                    self.end(Disposition::Failed, HangupLeg::System, now, out);
+                }
+            }
+        } else if self.winner.as_ref() == Some(id) {
+            match reason {
+                TerminateReason::LocalBye => {}
+                TerminateReason::RemoteBye => {
+                    evs = self
+                        .dialogs
+                        .bye(&self.a_dialog.clone(), now)
+                        .unwrap_or_default();
+                    self.end(Disposition::Answered, HangupLeg::Callee, now, out);
+                }
+                _ => {
+                    info!(?reason, "callee leg lost");
+                    evs = self
+                        .dialogs
+                        .bye(&self.a_dialog.clone(), now)
+                        .unwrap_or_default();
+                    self.end(Disposition::Answered, HangupLeg::System, now, out);
+                }
+            }
+        }
+        evs
+    }
+
+    /// A re-INVITE with an offer from leg `from`: the offer goes to the other leg
+    /// (rewritten), its answer comes back (rewritten); a second one while the first is
+    /// pending gets 491.
+    fn relay_reinvite(
+        &mut self,
+        from: usize,
+        from_id: &DialogId,
+        key: &TxKey,
+        offer: &SessionDescription,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) -> Vec<DialogEvent> {
+        let other = 1 - from;
+        let target = self.leg_dialog(other);
+        let rewritten = self.rewrite_for(other, offer);
+        let (Some(target), Some(rewritten), None) = (target, rewritten, &self.reinvite) else {
+            return self
+                .dialogs
+                .respond(from_id, key, 491, MsgOpts::default(), now)
+                .unwrap_or_default();
+        };
+        match self.dialogs.request(
+            &target,
+            Method::Invite,
+            MsgOpts::body(sdp_body(&rewritten)),
+            now,
+        ) {
+            Ok(evs) => {
+                let cseq = evs.iter().find_map(|e| match e {
+                    DialogEvent::SendRequest { req, .. } => {
+                        message::cseq(&req.headers).ok().map(|c| c.0)
+                    }
+                    _ => None,
+                });
+                self.relay_remote(from, offer, out);
+                let hold = sdp::is_hold(offer);
+                if hold != self.on_hold {
+                    self.on_hold = hold;
+                    out.push(Command::Hold(hold));
+                }
+                info!(
+                    from = if from == 0 { "caller" } else { "callee" },
+                    hold, "re-INVITE relayed"
+                );
+                self.reinvite = Some(PendingReinvite {
+                    from,
+                    from_id: from_id.clone(),
+                    key: key.clone(),
+                    cseq: cseq.unwrap_or(0),
+                });
+                evs
+            }
+            Err(e) => self
+                .dialogs
+                .respond(from_id, key, e.status(), MsgOpts::default(), now)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The final answer to a re-INVITE we relayed: passed back to the leg that sent it.
+    fn on_reinvite_answer(
+        &mut self,
+        id: &DialogId,
+        resp: &Response,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) -> Vec<DialogEvent> {
+        let Some(p) = self.reinvite.clone() else {
+            return Vec::new();
+        };
+        let num = message::cseq(&resp.headers).map(|c| c.0).unwrap_or(0);
+        if self.leg_dialog(1 - p.from).as_ref() != Some(id) || num != p.cseq {
+            return Vec::new();
+        }
+        self.reinvite = None;
+        let mut opts = MsgOpts::default();
+        let status = if (200..300).contains(&resp.status) {
+            if let Some(answer) = response_sdp(resp) {
+                self.relay_remote(1 - p.from, &answer, out);
+                opts.body = self.rewrite_for(p.from, &answer).map(|s| sdp_body(&s));
+            }
+            if opts.body.is_some() {
+                200
+            } else {
+                488
+            }
+        } else {
+            resp.status
+        };
+        self.dialogs
+            .respond(&p.from_id, &p.key, status, opts, now)
+            .unwrap_or_default()
+    }
+
+    /// A request inside one of the call's dialogs (BYE is answered by the dialog layer).
+    /// A re-INVITE with an offer in a confirmed call is relayed to the other leg; one
+    /// without (a session refresh, late offer) gets our last SDP back; UPDATE, OPTIONS,
+    /// INFO and NOTIFY are answered 200 here (relaying them is not in this slice).
+    fn on_in_dialog(
+        &mut self,
+        id: &DialogId,
+        key: &TxKey,
+        req: &Request,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) -> Vec<DialogEvent> {
+        let leg = if *id == self.a_dialog { 0 } else { 1 };
+        if req.method == Method::Invite && self.phase == Phase::Answered {
+            let offer = body_sdp(&req.body, req.headers.get(&HeaderName::ContentType));
+            if let Some(offer) = offer {
+                return self.relay_reinvite(leg, id, key, &offer, now, out);
+            }
+        }
+        let (status, body) = match &req.method {
+            Method::Invite => (200, self.last_sdp[leg].clone()),
+            Method::Update if !req.body.is_empty() => (200, self.last_sdp[leg].clone()),
+            Method::Update | Method::Options | Method::Info | Method::Notify => (200, None),
+            _ => (501, None),
+        };
+        let opts = MsgOpts {
+            body: body.map(|b| Body::new(SDP, b.into_bytes())),
+            ..MsgOpts::default()
+        };
+        self.dialogs
+            .respond(id, key, status, opts, now)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{self, SipMessage};
+    use crate::sip::transaction::Timers;
+    use crate::sip::Transport;
+
+    const OFFER: &str = "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\n\
+                         t=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+                         a=rtpmap:101 telephone-event/8000\r\n";
+    const ANSWER: &str = "v=0\r\no=b 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\n\
+                          t=0 0\r\nm=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    const PBX: &str = "203.0.113.1";
+
+    fn peer(remote: &str) -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            remote: remote.parse().expect("addr"),
+            local: "203.0.113.1:5060".parse().expect("addr"),
+            conn: None,
+        }
+    }
+
+    fn parse_req(head: &str, body: &str) -> Request {
+        let text = format!(
+            "{}\r\nContent-Length: {}\r\n\r\n{body}",
+            head.trim_end().replace('\n', "\r\n"),
+            body.len()
+        );
+        match message::parse(text.as_bytes()) {
+            Ok(SipMessage::Request(r)) => r,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    fn caller_invite() -> Request {
+        parse_req(
+            "INVITE sip:200@203.0.113.1 SIP/2.0\n\
+             Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKcaller1\n\
+             From: \"Alice\" <sip:100@203.0.113.1>;tag=ca\n\
+             To: <sip:200@203.0.113.1>\n\
+             Call-ID: call-a\n\
+             CSeq: 2 INVITE\n\
+             Contact: <sip:100@192.0.2.10:5060>\n\
+             Max-Forwards: 70\n\
+             Content-Type: application/sdp",
+            OFFER,
+        )
+    }
+
+    struct T {
+        call: Call,
+        now: Instant,
+        a_key: TxKey,
+        /// The INVITEs sent to leg B, one per fork.
+        b_invites: Vec<(Request, Peer)>,
+        /// What the caller got so far: (status, response).
+        to_a: Vec<Response>,
+        ended: Option<(Disposition, HangupLeg)>,
+        requests: Vec<Request>,
+        cancels: Vec<TxKey>,
+        acks: Vec<Request>,
+        remotes: Vec<(Leg, Remote)>,
+        /// Responses to other server transactions than the caller's INVITE.
+        responses: Vec<(TxKey, Response)>,
+        holds: Vec<bool>,
+    }
+
+    fn start(forks: usize) -> T {
+        let now = Instant::now();
+        let invite = caller_invite();
+        let key = TxKey::server(&invite).expect("key");
+        let targets = (0..forks)
+            .map(|i| Target {
+                request_uri: format!("sip:200@192.0.2.{}:5060", 20 + i),
+                peer: peer(&format!("192.0.2.{}:5060", 20 + i)),
+                local_contact: "sip:ringfort@203.0.113.1:5060".into(),
+                route: Vec::new(),
+            })
+            .collect();
+        let p = CallParams {
+            key: key.clone(),
+            invite,
+            from: peer("192.0.2.10:5060"),
+            offer: SessionDescription::parse(OFFER).expect("sdp"),
+            caller: "100".into(),
+            caller_name: "Alice".into(),
+            callee: "200".into(),
+            caller_contact: "sip:ringfort@203.0.113.1:5060".into(),
+            domain: "203.0.113.1".into(),
+            targets,
+            callee_call_id: "call-b".into(),
+            media_ip: PBX.parse().expect("ip"),
+            relay_ports: [30000, 30002],
+            seed: 7,
+        };
+        let settings = CallSettings {
+            no_answer_timeout: Duration::from_secs(30),
+            dialog: DialogConfig {
+                timers: Timers::default(),
+                session_expires: None,
+                support_100rel: false,
+                ..DialogConfig::default()
+            },
+        };
+        let (call, cmds) = Call::new(p, settings, now).expect("call");
+        let mut t = T {
+            call,
+            now,
+            a_key: key,
+            b_invites: Vec::new(),
+            to_a: Vec::new(),
+            ended: None,
+            requests: Vec::new(),
+            cancels: Vec::new(),
+            acks: Vec::new(),
+            remotes: Vec::new(),
+            responses: Vec::new(),
+            holds: Vec::new(),
+        };
+        t.take(cmds);
+        assert_eq!(t.b_invites.len(), forks);
+        t
+    }
+
+    impl T {
+        fn take(&mut self, cmds: Vec<Command>) {
+            for c in cmds {
+                match c {
+                    Command::SendRequest { req, to } => {
+                        if req.method == Method::Invite
+                            && req.headers.get(&HeaderName::CallId) == Some("call-b")
+                            && !req
+                                .headers
+                                .get(&HeaderName::To)
+                                .unwrap_or("")
+                                .contains("tag=")
+                        {
+                            self.b_invites.push((req, to));
+                        } else {
+                            self.requests.push(req);
+                        }
+                    }
+                    Command::Respond { key, resp } => {
+                        if key == self.a_key {
+                            self.to_a.push(resp);
+                        } else {
+                            self.responses.push((key, resp));
+                        }
+                    }
+                    Command::Cancel { invite, .. } => self.cancels.push(invite),
+                    Command::SendAck { req, .. } => self.acks.push(req),
+                    Command::Remote { leg, remote } => self.remotes.push((leg, remote)),
+                    Command::Ended {
+                        disposition,
+                        hangup,
+                    } => {
+                        assert!(self.ended.is_none(), "ended twice");
+                        self.ended = Some((disposition, hangup));
+                    }
+                    Command::Hold(on) => self.holds.push(on),
+                    Command::Ringing | Command::Answered => {}
+                }
+            }
+        }
+
+        fn sip(&mut self, input: SipIn) {
+            let cmds = self.call.on_sip(input, self.now);
+            self.take(cmds);
+        }
+
+        fn advance(&mut self, by: Duration) {
+            let end = self.now + by;
+            while let Some(d) = self.call.next_deadline().filter(|d| *d <= end) {
+                self.now = d.max(self.now);
+                let cmds = self.call.on_timer(self.now);
+                self.take(cmds);
+            }
+            self.now = end;
+        }
+
+        /// Fork `i` answers `status` (with To tag `b{i}`, and the answer SDP on a 2xx).
+        fn fork_says(&mut self, i: usize, status: u16) {
+            let (inv, _) = self.b_invites[i].clone();
+            let mut r = Response::for_request(&inv, status, message::reason_phrase(status));
+            if status != 100 {
+                r.ensure_to_tag(&format!("b{i}"));
+            }
+            r.headers.push(
+                HeaderName::Contact,
+                format!("<sip:200@192.0.2.{}:5060>", 20 + i),
+            );
+            if (200..300).contains(&status) {
+                r.headers.push(HeaderName::ContentType, SDP);
+                r.body = ANSWER.as_bytes().to_vec().into();
+            }
+            r.headers
+                .push(HeaderName::ContentLength, r.body.len().to_string());
+            let key = TxKey::client(&inv);
+            self.sip(SipIn::Response { key, resp: r });
+        }
+
+        fn last_to_a(&self) -> u16 {
+            self.to_a.last().map_or(0, |r| r.status)
+        }
+
+        fn a_tag(&self) -> String {
+            let r = self.to_a.last().expect("a response");
+            message::to_header(&r.headers)
+                .ok()
+                .and_then(|t| t.tag().map(str::to_owned))
+                .expect("to tag")
+        }
+
+        fn caller_acks(&mut self) {
+            let tag = self.a_tag();
+            let ack = parse_req(
+                &format!(
+                    "ACK sip:ringfort@203.0.113.1:5060 SIP/2.0\n\
+                     Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKack1\n\
+                     From: \"Alice\" <sip:100@203.0.113.1>;tag=ca\n\
+                     To: <sip:200@203.0.113.1>;tag={tag}\n\
+                     Call-ID: call-a\n\
+                     CSeq: 2 ACK\n\
+                     Max-Forwards: 70"
+                ),
+                "",
+            );
+            self.sip(SipIn::Ack(ack));
+        }
+
+        fn caller_byes(&mut self) {
+            let tag = self.a_tag();
+            let bye = parse_req(
+                &format!(
+                    "BYE sip:ringfort@203.0.113.1:5060 SIP/2.0\n\
+                     Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKbye1\n\
+                     From: \"Alice\" <sip:100@203.0.113.1>;tag=ca\n\
+                     To: <sip:200@203.0.113.1>;tag={tag}\n\
+                     Call-ID: call-a\n\
+                     CSeq: 3 BYE\n\
+                     Max-Forwards: 70"
+                ),
+                "",
+            );
+            let key = TxKey::server(&bye).expect("key");
+            self.sip(SipIn::Request {
+                key,
+                req: bye,
+                from: peer("192.0.2.10:5060"),
+            });
+        }
+
+        fn callee_byes(&mut self, i: usize) {
+            let (inv, p) = self.b_invites[i].clone();
+            let from = inv.headers.get(&HeaderName::From).unwrap_or("").to_owned();
+            let bye = parse_req(
+                &format!(
+                    "BYE sip:ringfort@203.0.113.1:5060 SIP/2.0\n\
+                     Via: SIP/2.0/UDP {}:5060;branch=z9hG4bKbyeb\n\
+                     From: <sip:200@203.0.113.1>;tag=b{i}\n\
+                     To: {from}\n\
+                     Call-ID: call-b\n\
+                     CSeq: 1 BYE\n\
+                     Max-Forwards: 70",
+                    p.remote.ip()
+                ),
+                "",
+            );
+            let key = TxKey::server(&bye).expect("key");
+            self.sip(SipIn::Request {
+                key,
+                req: bye,
+                from: p,
+            });
+        }
+
+        fn byes_to(&self, call_id: &str) -> usize {
+            self.requests
+                .iter()
+                .filter(|r| {
+                    r.method == Method::Bye && r.headers.get(&HeaderName::CallId) == Some(call_id)
+                })
+                .count()
+        }
+    }
+
+    fn answered_call() -> T {
+        let mut t = start(1);
+        t.fork_says(0, 180);
+        assert_eq!(t.last_to_a(), 180);
+        t.fork_says(0, 200);
+        assert_eq!(t.last_to_a(), 200);
+        t.caller_acks();
+        assert!(t.call.is_answered());
+        t
+    }
+
+    #[test]
+    fn invite_to_the_callee_is_a_new_leg_with_the_relay_in_its_sdp() {
+        let t = start(1);
+        let (inv, to) = &t.b_invites[0];
+        assert_eq!(inv.uri, "sip:200@192.0.2.20:5060");
+        assert_eq!(to.remote, "192.0.2.20:5060".parse().expect("addr"));
+        let from = inv.headers.get(&HeaderName::From).unwrap_or("");
+        assert!(
+            from.starts_with("\"Alice\" <sip:100@203.0.113.1>;tag="),
+            "{from}"
+        );
+        assert_ne!(from, "\"Alice\" <sip:100@203.0.113.1>;tag=ca");
+        let body = String::from_utf8_lossy(&inv.body);
+        assert!(body.contains("c=IN IP4 203.0.113.1"), "{body}");
+        assert!(body.contains("m=audio 30002 RTP/AVP 0 101"), "{body}");
+        assert!(!body.contains("192.0.2.10"), "{body}");
+        // The relay learns where the caller listens.
+        assert_eq!(
+            t.remotes,
+            vec![(
+                Leg::A,
+                Remote::new("192.0.2.10:6000".parse().expect("addr"))
+            )]
+        );
+    }
+
+    #[test]
+    fn basic_call_caller_hangs_up() {
+        let mut t = answered_call();
+        let ok = t.to_a.last().expect("200").clone();
+        let body = String::from_utf8_lossy(&ok.body);
+        assert!(body.contains("m=audio 30000 RTP/AVP 0"), "{body}");
+        assert!(body.contains("c=IN IP4 203.0.113.1"), "{body}");
+        assert!(t.remotes.contains(&(
+            Leg::B,
+            Remote::new("192.0.2.20:7000".parse().expect("addr"))
+        )));
+        assert_eq!(t.acks.len(), 1, "the callee's 200 is ACKed");
+        t.caller_byes();
+        assert_eq!(t.byes_to("call-b"), 1);
+        assert_eq!(t.ended, Some((Disposition::Answered, HangupLeg::Caller)));
+        assert!(t.call.is_finished(t.now));
+    }
+
+    #[test]
+    fn callee_hangs_up() {
+        let mut t = answered_call();
+        t.callee_byes(0);
+        assert_eq!(t.byes_to("call-a"), 1);
+        assert_eq!(t.ended, Some((Disposition::Answered, HangupLeg::Callee)));
+    }
+
+    #[test]
+    fn forking_first_answer_wins_and_the_loser_is_cancelled() {
+        let mut t = start(2);
+        t.fork_says(0, 180);
+        t.fork_says(1, 180);
+        assert_eq!(t.to_a.iter().filter(|r| r.status == 180).count(), 1);
+        t.fork_says(1, 200);
+        assert_eq!(t.last_to_a(), 200);
+        let loser_key = TxKey::client(&t.b_invites[0].0).expect("key");
+        assert_eq!(t.cancels, vec![loser_key]);
+        assert!(!t.call.is_finished(t.now));
+        t.fork_says(0, 487);
+        // A late 2xx from a loser is ACKed and hung up.
+        let mut t2 = start(2);
+        t2.fork_says(0, 200);
+        t2.fork_says(1, 200);
+        assert_eq!(t2.acks.len(), 2);
+        assert_eq!(t2.byes_to("call-b"), 1);
+        assert_eq!(t2.to_a.iter().filter(|r| r.status == 200).count(), 1);
+    }
+
+    #[test]
+    fn busy_callee_gives_486() {
+        let mut t = start(2);
+        t.fork_says(0, 480);
+        assert!(t.to_a.is_empty(), "one fork still rings");
+        t.fork_says(1, 486);
+        assert_eq!(t.last_to_a(), 486);
+        assert_eq!(t.ended, Some((Disposition::Busy, HangupLeg::Callee)));
+        assert!(t.call.is_finished(t.now));
+    }
+
+    #[test]
+    fn no_answer_cancels_forks_and_gives_480() {
+        let mut t = start(2);
+        t.fork_says(0, 180);
+        t.advance(Duration::from_secs(29));
+        assert!(t.ended.is_none());
+        t.advance(Duration::from_secs(2));
+        assert_eq!(t.last_to_a(), 480);
+        assert_eq!(
+            t.cancels.len(),
+            1,
+            "fork 1 sent nothing yet: not cancelled yet"
+        );
+        t.fork_says(1, 100);
+        assert_eq!(t.cancels.len(), 2, "cancelled on its first provisional");
+        assert_eq!(t.ended, Some((Disposition::NoAnswer, HangupLeg::System)));
+        assert!(!t.call.is_finished(t.now), "waits for the forks' 487");
+        t.fork_says(0, 487);
+        t.fork_says(1, 487);
+        assert!(t.call.is_finished(t.now));
+    }
+
+    #[test]
+    fn caller_cancel_cancels_forks_and_gives_487() {
+        let mut t = start(1);
+        t.fork_says(0, 180);
+        let key = t.a_key.clone();
+        t.sip(SipIn::Cancel(key));
+        assert_eq!(t.last_to_a(), 487);
+        assert_eq!(t.cancels.len(), 1);
+        assert_eq!(t.ended, Some((Disposition::Cancelled, HangupLeg::Caller)));
+    }
+
+    #[test]
+    fn no_ack_from_the_caller_hangs_up_both_legs() {
+        let mut t = start(1);
+        t.fork_says(0, 200);
+        assert_eq!(t.last_to_a(), 200);
+        t.advance(Duration::from_secs(40));
+        assert_eq!(t.byes_to("call-a"), 1, "the dialog layer gives up with BYE");
+        assert_eq!(t.byes_to("call-b"), 1);
+        assert_eq!(t.ended, Some((Disposition::Failed, HangupLeg::System)));
+    }
+
+    #[test]
+    fn media_timeout_hangs_up_both_legs() {
+        let mut t = answered_call();
+        let cmds = t.call.on_media_timeout(t.now);
+        t.take(cmds);
+        assert_eq!(t.byes_to("call-a"), 1);
+        assert_eq!(t.byes_to("call-b"), 1);
+        assert_eq!(t.ended, Some((Disposition::Answered, HangupLeg::System)));
+    }
+
+    #[test]
+    fn answer_without_common_codec_is_488() {
+        let mut t = start(1);
+        let (inv, _) = t.b_invites[0].clone();
+        let mut r = Response::for_request(&inv, 200, "OK");
+        r.ensure_to_tag("b0");
+        r.headers.push(HeaderName::Contact, "<sip:200@192.0.2.20>");
+        r.headers.push(HeaderName::ContentType, SDP);
+        let g729 = ANSWER
+            .replace("RTP/AVP 0", "RTP/AVP 18")
+            .replace("0 PCMU", "18 G729");
+        r.body = g729.into_bytes().into();
+        r.headers
+            .push(HeaderName::ContentLength, r.body.len().to_string());
+        t.sip(SipIn::Response {
+            key: TxKey::client(&inv),
+            resp: r,
+        });
+        assert_eq!(t.last_to_a(), 488);
+        assert_eq!(t.byes_to("call-b"), 1);
+        assert_eq!(t.ended, Some((Disposition::Failed, HangupLeg::System)));
+    }
+
+    #[test]
+    fn reinvite_from_the_caller_is_relayed_with_sdp_rewritten() {
+        let mut t = answered_call();
+        let tag = t.a_tag();
+        let hold = OFFER.replace(
+            "a=rtpmap:0 PCMU/8000\r\n",
+            "a=rtpmap:0 PCMU/8000\r\na=sendonly\r\n",
+        );
+        let reinv = parse_req(
+            &format!(
+                "INVITE sip:ringfort@203.0.113.1:5060 SIP/2.0\n\
+                 Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKreinv\n\
+                 From: \"Alice\" <sip:100@203.0.113.1>;tag=ca\n\
+                 To: <sip:200@203.0.113.1>;tag={tag}\n\
+                 Call-ID: call-a\n\
+                 CSeq: 4 INVITE\n\
+                 Contact: <sip:100@192.0.2.10:5060>\n\
+                 Max-Forwards: 70\n\
+                 Content-Type: application/sdp"
+            ),
+            &hold,
+        );
+        let key = TxKey::server(&reinv).expect("key");
+        t.sip(SipIn::Request {
+            key: key.clone(),
+            req: reinv,
+            from: peer("192.0.2.10:5060"),
+        });
+        let out = t
+            .requests
+            .iter()
+            .find(|r| r.method == Method::Invite)
+            .expect("re-INVITE on leg B")
+            .clone();
+        assert_eq!(out.headers.get(&HeaderName::CallId), Some("call-b"));
+        let body = String::from_utf8_lossy(&out.body);
+        assert!(body.contains("m=audio 30002 "), "{body}");
+        assert!(body.contains("a=sendonly"), "{body}");
+        assert!(body.contains("c=IN IP4 203.0.113.1"), "{body}");
+        assert!(body.contains("o=ringfort "), "{body}");
+        assert!(t.holds.contains(&true), "the relay is told about the hold");
+        // The callee answers; the caller gets the answer on the relay's leg-A port.
+        let mut r = Response::for_request(&out, 200, "OK");
+        r.headers
+            .push(HeaderName::Contact, "<sip:200@192.0.2.20:5060>");
+        r.headers.push(HeaderName::ContentType, SDP);
+        r.body = ANSWER
+            .replace(
+                "a=rtpmap:0 PCMU/8000\r\n",
+                "a=rtpmap:0 PCMU/8000\r\na=recvonly\r\n",
+            )
+            .into_bytes()
+            .into();
+        r.headers
+            .push(HeaderName::ContentLength, r.body.len().to_string());
+        t.sip(SipIn::Response {
+            key: TxKey::client(&out),
+            resp: r,
+        });
+        let (k, resp) = t.responses.last().expect("answer to the caller").clone();
+        assert_eq!(k, key);
+        assert_eq!(resp.status, 200);
+        let body = String::from_utf8_lossy(&resp.body);
+        assert!(body.contains("m=audio 30000 "), "{body}");
+        assert!(body.contains("a=recvonly"), "{body}");
+        assert!(t.ended.is_none());
+    }
+
+    #[test]
+    fn offers_are_checked() {
+        let mut req = caller_invite();
+        assert!(parse_offer(&req).is_ok());
+        req.body = Default::default();
+        assert_eq!(parse_offer(&req).map_err(|e| e.status()).err(), Some(488));
+        req.body = b"garbage".to_vec().into();
+        assert_eq!(parse_offer(&req).map_err(|e| e.status()).err(), Some(400));
+    }
+}

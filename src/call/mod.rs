@@ -1,0 +1,53 @@
+//! The B2BUA: calls between extensions, each call two legs (the caller's dialog and one
+//! dialog per fork towards the callee's contacts), media anchored in the relay, a CDR at
+//! the end.
+//!
+//! Owns: call policy (who is called, forking, which final response the caller gets, when
+//! to give up), the SDP rewriting between the legs (through `sip::sdp`), the relay of one
+//! call ([`crate::media::RelayHandle`]), the call's rows in the store (`active_calls`, the
+//! CDR). Must not: parse bytes, touch sockets or the transaction layer: the node's core
+//! task owns that one and routes a call's messages here; a call answers through
+//! [`CoreCommand`]s.
+//!
+//! Split: [`machine::Call`] is the sans-IO state machine (one per call, owning both legs'
+//! [`crate::sip::dialog::DialogSet`]), fed events with `now` and returning [`Command`]s;
+//! unit-tested with a fake clock. [`task`] is the thin tokio task per call around it: it
+//! forwards SIP commands to the core, drives the relay, and writes the store.
+
+pub mod machine;
+pub mod task;
+
+use thiserror::Error;
+
+pub use machine::{Call, CallParams, CallSettings, Command, Disposition, HangupLeg, SipIn, Target};
+pub use task::{spawn_call, CallHandle, CallRef, CoreCommand, TaskParams};
+
+/// Why a call could not start or could not be recorded. Mapped to SIP statuses in
+/// [`CallError::status`], the one place.
+#[derive(Debug, Error)]
+pub enum CallError {
+    #[error("the INVITE carries no SDP offer")]
+    NoOffer,
+    #[error("the SDP offer is unusable: {0}")]
+    BadOffer(String),
+    #[error("no audio stream in the offer")]
+    NoAudio,
+    #[error("dialog: {0}")]
+    Dialog(#[from] crate::sip::dialog::DialogError),
+    #[error("media: {0}")]
+    Media(#[from] crate::media::MediaError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl CallError {
+    /// The final response the caller gets when its call cannot start for this reason.
+    pub fn status(&self) -> u16 {
+        match self {
+            CallError::NoOffer | CallError::NoAudio => 488,
+            CallError::BadOffer(_) => 400,
+            CallError::Dialog(e) => e.status(),
+            CallError::Media(_) | CallError::Store(_) => 503,
+        }
+    }
+}

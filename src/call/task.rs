@@ -1,0 +1,264 @@
+//! The tokio task of one call: a thin loop around [`Call`]. It receives the call's SIP
+//! events from the core, fires its timers, listens to its relay, hands SIP commands back
+//! to the core (the only owner of the transaction layer), updates the relay, and writes
+//! the call's rows in the store (`active_calls` at start and answer, the CDR at the end).
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::media::{RelayEvent, RelayHandle};
+use crate::registrar::now_unix;
+use crate::store::{ActiveCall, Cdr, Store};
+
+use super::machine::{Call, CallParams, CallSettings, Command, Disposition, HangupLeg, SipIn};
+
+/// Identifies a call inside the node (routing tables of the core).
+pub type CallRef = u64;
+
+/// What a call task asks of the core.
+#[derive(Debug)]
+pub enum CoreCommand {
+    /// A SIP command ([`Command::SendRequest`], [`Command::SendAck`],
+    /// [`Command::Respond`] or [`Command::Cancel`]).
+    Sip { call: CallRef, cmd: Command },
+    /// The call is over: forget its Call-IDs and transactions.
+    Done { call: CallRef },
+}
+
+/// Inputs a call task takes from the core.
+pub type CallHandle = mpsc::Sender<SipIn>;
+
+/// Queue of SIP events per call; beyond it events are dropped (UDP retransmits them).
+pub const CALL_QUEUE: usize = 256;
+
+/// Everything a call task needs.
+pub struct TaskParams {
+    pub call: CallRef,
+    /// The call's id in the store and the CDR.
+    pub id: String,
+    pub params: CallParams,
+    pub settings: CallSettings,
+    pub relay: RelayHandle,
+    pub store: Store,
+    pub node_id: String,
+    pub core: mpsc::Sender<CoreCommand>,
+}
+
+/// Starts the task of a call; returns where the core sends its SIP events.
+pub fn spawn_call(p: TaskParams) -> CallHandle {
+    let (tx, rx) = mpsc::channel(CALL_QUEUE);
+    let span = info_span!(
+        "call",
+        id = %p.id,
+        caller_call_id = %p.params.invite.headers.get(&crate::sip::message::HeaderName::CallId).unwrap_or_default(),
+        callee_call_id = %p.params.callee_call_id,
+        caller = %p.params.caller,
+        callee = %p.params.callee,
+    );
+    tokio::spawn(run(p, rx).instrument(span));
+    tx
+}
+
+struct Record {
+    id: String,
+    caller: String,
+    callee: String,
+    caller_call_id: String,
+    callee_call_id: String,
+    node_id: String,
+    started_at: i64,
+    answered_at: Option<i64>,
+    written: bool,
+}
+
+async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
+    let TaskParams {
+        call: call_ref,
+        id,
+        params,
+        settings,
+        mut relay,
+        store,
+        node_id,
+        core,
+    } = p;
+    let key = params.key.clone();
+    let invite = params.invite.clone();
+    let mut rec = Record {
+        id,
+        caller: params.caller.clone(),
+        callee: params.callee.clone(),
+        caller_call_id: invite
+            .headers
+            .get(&crate::sip::message::HeaderName::CallId)
+            .unwrap_or_default()
+            .to_owned(),
+        callee_call_id: params.callee_call_id.clone(),
+        node_id,
+        started_at: now_unix(),
+        answered_at: None,
+        written: false,
+    };
+    let (mut call, cmds) = match Call::new(params, settings, Instant::now().into_std()) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "call refused");
+            let mut resp = crate::sip::message::Response::for_request(
+                &invite,
+                e.status(),
+                crate::sip::message::reason_phrase(e.status()),
+            );
+            resp.ensure_to_tag(&format!("{:08x}", rand::random::<u32>()));
+            let _ = core
+                .send(CoreCommand::Sip {
+                    call: call_ref,
+                    cmd: Command::Respond { key, resp },
+                })
+                .await;
+            let _ = core.send(CoreCommand::Done { call: call_ref }).await;
+            relay.close().await;
+            return;
+        }
+    };
+    let active = ActiveCall {
+        id: rec.id.clone(),
+        caller: rec.caller.clone(),
+        callee: rec.callee.clone(),
+        state: "ringing".into(),
+        started_at: rec.started_at,
+        answered_at: None,
+        caller_call_id: rec.caller_call_id.clone(),
+        callee_call_id: rec.callee_call_id.clone(),
+        node_id: rec.node_id.clone(),
+    };
+    if let Err(e) = store.insert_active_call(&active).await {
+        warn!(error = %e, "cannot record the call in progress");
+    }
+    execute(cmds, call_ref, &core, &relay, &store, &mut rec).await;
+    let mut relay_alive = true;
+    loop {
+        if call.is_finished(Instant::now().into_std()) {
+            break;
+        }
+        let deadline = call.next_deadline();
+        let cmds = tokio::select! {
+            m = inputs.recv() => match m {
+                Some(input) => call.on_sip(input, Instant::now().into_std()),
+                None => break,
+            },
+            _ = sleep_until(deadline) => call.on_timer(Instant::now().into_std()),
+            ev = relay.next_event(), if relay_alive => match ev {
+                Some(RelayEvent::MediaTimeout { idle }) => {
+                    debug!(?idle, "media timeout");
+                    call.on_media_timeout(Instant::now().into_std())
+                }
+                Some(RelayEvent::Latched { leg, flow, addr }) => {
+                    debug!(?leg, ?flow, %addr, "media latched");
+                    Vec::new()
+                }
+                None => {
+                    relay_alive = false;
+                    Vec::new()
+                }
+            },
+        };
+        execute(cmds, call_ref, &core, &relay, &store, &mut rec).await;
+    }
+    if !rec.written {
+        // The node is shutting down under the call: record it as failed.
+        write_cdr(&store, &mut rec, Disposition::Failed, HangupLeg::System).await;
+    }
+    let stats = relay.close().await;
+    debug!(
+        a_rx = stats.legs[0].rx_packets,
+        b_rx = stats.legs[1].rx_packets,
+        a_tx = stats.legs[0].tx_packets,
+        b_tx = stats.legs[1].tx_packets,
+        "relay closed"
+    );
+    let _ = core.send(CoreCommand::Done { call: call_ref }).await;
+}
+
+async fn execute(
+    cmds: Vec<Command>,
+    call: CallRef,
+    core: &mpsc::Sender<CoreCommand>,
+    relay: &RelayHandle,
+    store: &Store,
+    rec: &mut Record,
+) {
+    for cmd in cmds {
+        match cmd {
+            Command::Remote { leg, remote } => relay.update_remote(leg, remote),
+            Command::Hold(on) => relay.set_hold(on),
+            Command::Ringing => {}
+            Command::Answered => {
+                let at = now_unix();
+                rec.answered_at = Some(at);
+                if let Err(e) = store
+                    .answer_active_call(&rec.id, at, &rec.callee_call_id)
+                    .await
+                {
+                    warn!(error = %e, "cannot record the answer");
+                }
+            }
+            Command::Ended {
+                disposition,
+                hangup,
+            } => write_cdr(store, rec, disposition, hangup).await,
+            sip => {
+                if core
+                    .send(CoreCommand::Sip { call, cmd: sip })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn write_cdr(store: &Store, rec: &mut Record, disposition: Disposition, hangup: HangupLeg) {
+    if rec.written {
+        return;
+    }
+    rec.written = true;
+    let ended_at = now_unix();
+    let cdr = Cdr {
+        id: rec.id.clone(),
+        caller: rec.caller.clone(),
+        callee: rec.callee.clone(),
+        started_at: rec.started_at,
+        answered_at: rec.answered_at,
+        ended_at,
+        disposition: disposition.as_str().to_owned(),
+        duration: rec
+            .answered_at
+            .map_or(0, |a| ended_at.saturating_sub(a).max(0)),
+        hangup_leg: hangup.as_str().to_owned(),
+        caller_call_id: rec.caller_call_id.clone(),
+        callee_call_id: rec.callee_call_id.clone(),
+        node_id: rec.node_id.clone(),
+    };
+    // A failed write is retried a few times: the CDR is the record someone bills from.
+    for attempt in 0..3u32 {
+        match store.finish_call(&cdr).await {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(error = %e, attempt, "cannot write the CDR");
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
