@@ -304,6 +304,33 @@ pub async fn start(
     Ok((handle, bound))
 }
 
+/// Reports datagrams dropped under overload at most once a second: a log line per drop
+/// would cost the CPU the node is short of, and flood the log.
+#[derive(Default)]
+struct DropLog {
+    count: u64,
+    since: Option<std::time::Instant>,
+}
+
+impl DropLog {
+    fn dropped(&mut self, from: SocketAddr) {
+        self.count += 1;
+        let now = std::time::Instant::now();
+        match self.since {
+            Some(t) if now.duration_since(t) < Duration::from_secs(1) => {}
+            _ => {
+                warn!(
+                    dropped = self.count,
+                    last_from = %from,
+                    "inbound queue full: dropping datagrams (the senders retransmit)"
+                );
+                self.count = 0;
+                self.since = Some(now);
+            }
+        }
+    }
+}
+
 async fn udp_loop(
     sock: Arc<UdpSocket>,
     local: SocketAddr,
@@ -313,6 +340,7 @@ async fn udp_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; max_message.max(1500)];
+    let mut overload = DropLog::default();
     loop {
         let (len, remote) = tokio::select! {
             r = sock.recv_from(&mut buf) => match r {
@@ -340,7 +368,7 @@ async fn udp_loop(
             // Under overload drop rather than queue without bound: the sender retransmits.
             if let Err(mpsc::error::TrySendError::Full(_)) = inbound.try_send(Inbound { msg, peer })
             {
-                warn!(from = %remote, "inbound queue full, dropping datagram");
+                overload.dropped(remote);
             }
         }
     }
