@@ -92,6 +92,16 @@ pub struct CallSettings {
     pub dialog: DialogConfig,
 }
 
+/// The Max-Forwards of the callee leg: one less than the caller's (70 when absent), so a
+/// call that loops back through the node (a contact pointing at the PBX itself) runs out
+/// of hops and ends with 483 instead of multiplying for ever.
+pub fn forwarded_max_forwards(invite: &Request) -> String {
+    crate::sip::message::max_forwards(&invite.headers)
+        .unwrap_or(71)
+        .saturating_sub(1)
+        .to_string()
+}
+
 /// What a call starts from.
 #[derive(Debug, Clone)]
 pub struct CallParams {
@@ -380,7 +390,12 @@ impl Call {
                 route: t.route.clone(),
                 peer: t.peer,
                 call_id: Some(p.callee_call_id.clone()),
-                opts: MsgOpts::body(sdp_body(&call.b_offer)),
+                opts: {
+                    let mut o = MsgOpts::body(sdp_body(&call.b_offer));
+                    o.headers
+                        .push((HeaderName::MaxForwards, forwarded_max_forwards(&p.invite)));
+                    o
+                },
             };
             let (invite, evs) = call.dialogs.invite(params, now)?;
             call.forks.push(Fork {
@@ -1310,6 +1325,10 @@ mod tests {
             "{from}"
         );
         assert_ne!(from, "\"Alice\" <sip:100@203.0.113.1>;tag=ca");
+        // One hop less than the caller's INVITE had, and exactly one Max-Forwards.
+        let caller_mf = message::max_forwards(&caller_invite().headers).unwrap_or(70);
+        assert_eq!(inv.headers.count(&HeaderName::MaxForwards), 1);
+        assert_eq!(message::max_forwards(&inv.headers), Some(caller_mf - 1));
         let body = String::from_utf8_lossy(&inv.body);
         assert!(body.contains("c=IN IP4 203.0.113.1"), "{body}");
         assert!(body.contains("m=audio 30002 RTP/AVP 0 101"), "{body}");

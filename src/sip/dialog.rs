@@ -1289,7 +1289,12 @@ fn via(peer: Peer, rng: &mut StdRng) -> String {
 
 fn finish(mut req: Request, opts: &MsgOpts) -> Request {
     for (n, v) in &opts.headers {
-        req.headers.push(n.clone(), v.clone());
+        // A caller's Max-Forwards replaces our default (a B2BUA passes the hop count on).
+        if *n == HeaderName::MaxForwards {
+            req.headers.set(n.clone(), v.clone());
+        } else {
+            req.headers.push(n.clone(), v.clone());
+        }
     }
     if let Some(b) = &opts.body {
         req.headers
