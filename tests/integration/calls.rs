@@ -313,3 +313,13 @@ fn media_timeout_hangs_up_both_legs() {
     assert_cdr(&node, "answered", "system");
     node.stop();
 }
+
+#[test]
+fn hold_and_resume_by_re_invite() {
+    let mut node = call_node();
+    let mut uas = callee(&node, CALLEE, "call_uas_hold.xml");
+    caller("call_uac_hold.xml", CALLEE).expect_pass(&node);
+    uas.expect_pass(&node);
+    assert_cdr(&node, "answered", "caller");
+    node.stop();
+}
