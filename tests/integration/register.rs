@@ -260,6 +260,55 @@ fn answer(challenge: &str, user: &str, password: &str, uri: &str, nc: u32) -> St
     )
 }
 
+/// Our own UDP phone, for the details SIPp cannot check: each `register` is the next CSeq
+/// of one registration Call-ID.
+struct Phone<'a> {
+    node: &'a Node,
+    sock: UdpSocket,
+    user: &'static str,
+    cseq: u32,
+    /// A Contact other than the socket's own address (a phone behind NAT).
+    contact: Option<&'static str>,
+}
+
+impl<'a> Phone<'a> {
+    fn new(node: &'a Node, user: &'static str) -> Phone<'a> {
+        Phone {
+            node,
+            sock: UdpSocket::bind("127.0.0.1:0").expect("bind"),
+            user,
+            cseq: 0,
+            contact: None,
+        }
+    }
+
+    fn register(&mut self, auth: Option<&str>) -> message::Response {
+        self.cseq += 1;
+        let mut text = register_request(self.node, &self.sock, self.user, self.cseq, auth);
+        if let Some(contact) = self.contact {
+            let local = self.sock.local_addr().expect("local");
+            text = text.replace(
+                &format!("Contact: <sip:{}@{local}>", self.user),
+                &format!("Contact: <{contact}>"),
+            );
+        }
+        exchange(self.node, &self.sock, &text)
+    }
+
+    /// The Authorization value answering `challenge` with nonce count `nc`.
+    fn answer(&self, challenge: &str, nc: u32) -> String {
+        let uri = format!("sip:{}", self.node.addr());
+        answer(challenge, self.user, PASSWORD, &uri, nc)
+    }
+}
+
+fn challenges(resp: &message::Response) -> Vec<String> {
+    resp.headers
+        .get_all(&HeaderName::WwwAuthenticate)
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn sha256_digest_registers_and_replayed_nonce_count_is_refused() {
     let mut node = node_with(
@@ -269,47 +318,19 @@ fn sha256_digest_registers_and_replayed_nonce_count_is_refused() {
             ..NodeOptions::default()
         },
     );
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let first = exchange(
-        &node,
-        &sock,
-        &register_request(&node, &sock, "1001", 1, None),
-    );
-    let challenges: Vec<String> = first
-        .headers
-        .get_all(&HeaderName::WwwAuthenticate)
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(challenges.len(), 1);
-    assert!(
-        challenges[0].contains("algorithm=SHA-256"),
-        "{}",
-        challenges[0]
-    );
-    let uri = format!("sip:{}", node.addr());
-    let auth = answer(&challenges[0], "1001", PASSWORD, &uri, 1);
-    let ok = exchange(
-        &node,
-        &sock,
-        &register_request(&node, &sock, "1001", 2, Some(&auth)),
-    );
+    let mut phone = Phone::new(&node, "1001");
+    let offered = challenges(&phone.register(None));
+    assert_eq!(offered.len(), 1);
+    assert!(offered[0].contains("algorithm=SHA-256"), "{}", offered[0]);
+    let auth = phone.answer(&offered[0], 1);
+    let ok = phone.register(Some(&auth));
     assert_eq!(ok.status, 200, "{ok:?}");
     assert_eq!(ok.headers.list(&HeaderName::Contact).count(), 1);
     // The same nonce count again is a replay: a fresh challenge, not a registration.
-    let again = exchange(
-        &node,
-        &sock,
-        &register_request(&node, &sock, "1001", 3, Some(&auth)),
-    );
-    assert_eq!(again.status, 401);
+    assert_eq!(phone.register(Some(&auth)).status, 401);
     // A correct next count on the same nonce works.
-    let next = answer(&challenges[0], "1001", PASSWORD, &uri, 2);
-    let ok = exchange(
-        &node,
-        &sock,
-        &register_request(&node, &sock, "1001", 4, Some(&next)),
-    );
-    assert_eq!(ok.status, 200);
+    let next = phone.answer(&offered[0], 2);
+    assert_eq!(phone.register(Some(&next)).status, 200);
     node.stop();
 }
 
@@ -401,40 +422,17 @@ fn expired_nonce_gets_a_stale_challenge() {
             ..NodeOptions::default()
         },
     );
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let first = exchange(
-        &node,
-        &sock,
-        &register_request(&node, &sock, "1001", 1, None),
-    );
-    let challenge = first
-        .headers
-        .get(&HeaderName::WwwAuthenticate)
-        .expect("challenge")
-        .to_owned();
-    assert!(!challenge.contains("stale"), "{challenge}");
+    let mut phone = Phone::new(&node, "1001");
+    let first = challenges(&phone.register(None));
+    assert!(!first[0].contains("stale"), "{}", first[0]);
     std::thread::sleep(Duration::from_secs(11));
-    let uri = format!("sip:{}", node.addr());
-    let late = answer(&challenge, "1001", PASSWORD, &uri, 1);
-    let resp = exchange(
-        &node,
-        &sock,
-        &register_request(&node, &sock, "1001", 2, Some(&late)),
-    );
+    let late = phone.answer(&first[0], 1);
+    let resp = phone.register(Some(&late));
     assert_eq!(resp.status, 401);
-    let fresh = resp
-        .headers
-        .get(&HeaderName::WwwAuthenticate)
-        .expect("new challenge")
-        .to_owned();
-    assert!(fresh.contains("stale=true"), "{fresh}");
-    let ok = answer(&fresh, "1001", PASSWORD, &uri, 1);
-    let resp = exchange(
-        &node,
-        &sock,
-        &register_request(&node, &sock, "1001", 3, Some(&ok)),
-    );
-    assert_eq!(resp.status, 200);
+    let fresh = challenges(&resp);
+    assert!(fresh[0].contains("stale=true"), "{}", fresh[0]);
+    let ok = phone.answer(&fresh[0], 1);
+    assert_eq!(phone.register(Some(&ok)).status, 200);
     node.stop();
 }
 
@@ -447,37 +445,21 @@ fn phones_behind_nat_get_udp_keepalives() {
             ..NodeOptions::default()
         },
     );
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let mut phone = Phone::new(&node, "1001");
     // The Contact names a private address the node cannot reach: the phone is behind NAT.
-    let natted = |text: String| {
-        let local = sock.local_addr().expect("local").to_string();
-        text.replace(
-            &format!("Contact: <sip:1001@{local}>"),
-            "Contact: <sip:1001@192.168.7.20:5062>",
-        )
-    };
-    let first = exchange(
-        &node,
-        &sock,
-        &natted(register_request(&node, &sock, "1001", 1, None)),
-    );
-    let challenge = first
-        .headers
-        .get(&HeaderName::WwwAuthenticate)
-        .expect("challenge")
-        .to_owned();
-    let uri = format!("sip:{}", node.addr());
-    let auth = answer(&challenge, "1001", PASSWORD, &uri, 1);
-    let ok = exchange(
-        &node,
-        &sock,
-        &natted(register_request(&node, &sock, "1001", 2, Some(&auth))),
-    );
-    assert_eq!(ok.status, 200);
-    sock.set_read_timeout(Some(Duration::from_secs(4)))
+    phone.contact = Some("sip:1001@192.168.7.20:5062");
+    let offered = challenges(&phone.register(None));
+    let auth = phone.answer(&offered[0], 1);
+    assert_eq!(phone.register(Some(&auth)).status, 200);
+    phone
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(4)))
         .expect("timeout");
     let mut buf = [0u8; 64];
-    let (n, from) = sock.recv_from(&mut buf).expect("a keepalive within 4 s");
+    let (n, from) = phone
+        .sock
+        .recv_from(&mut buf)
+        .expect("a keepalive within 4 s");
     assert_eq!(&buf[..n], b"\r\n\r\n");
     assert_eq!(
         from,
