@@ -91,21 +91,7 @@ impl TransportHandle {
                     SipMessage::Response(_) => response_destination(msg, to),
                     SipMessage::Request(_) => to.remote,
                 };
-                let sock = self
-                    .inner
-                    .udp
-                    .iter()
-                    .find(|(a, _)| *a == to.local)
-                    .or_else(|| self.inner.udp.first())
-                    .map(|(_, s)| s)
-                    .ok_or(TransportError::NoSocket(Transport::Udp, to.local))?;
-                match sock.try_send_to(&bytes, dest) {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        Err(TransportError::Busy)
-                    }
-                    Err(e) => Err(TransportError::Io(e)),
-                }
+                self.send_datagram(to.local, dest, &bytes)
             }
             _ => {
                 let conn = to
@@ -127,7 +113,8 @@ impl TransportHandle {
         }
     }
 
-    /// Sends raw bytes (a keepalive) from our UDP socket `local` to `remote`.
+    /// Sends raw bytes (a message or a keepalive) from our UDP socket `local` (or the
+    /// first one, if `local` is not ours) to `remote`, without waiting.
     pub fn send_datagram(
         &self,
         local: SocketAddr,
