@@ -169,7 +169,7 @@ impl Default for RegistrarConfig {
             default_expires: 3600,
             max_contacts_per_aor: 10,
             nonce_lifetime_secs: 300,
-            algorithms: vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256],
+            algorithms: vec![DigestAlgorithm::Md5],
             sweep_interval_secs: 30,
             nat_keepalive_secs: 20,
         }

@@ -194,7 +194,13 @@ fn challenge_shape(resp: &message::Response) -> Vec<String> {
 
 #[test]
 fn unknown_user_gets_the_same_challenge_as_a_known_one() {
-    let mut node = node_with("1001", NodeOptions::default());
+    let mut node = node_with(
+        "1001",
+        NodeOptions {
+            registrar: "algorithms = [\"MD5\", \"SHA-256\"]".into(),
+            ..NodeOptions::default()
+        },
+    );
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let known = exchange(
         &node,
