@@ -1,7 +1,9 @@
 //! The one integration test binary (see DESIGN.md "Tests"): a module per feature, and
 //! `support` to start nodes and peers.
 
+mod audio;
 mod bad_input;
+mod baresip;
 mod calls;
 mod cli;
 mod register;

@@ -44,6 +44,10 @@ pub struct NodeOptions {
     pub sip: String,
     /// Extra sections appended to the config (e.g. `[calls]`, `[media]`).
     pub extra: String,
+    /// The address SIP listens on; empty = 127.0.0.1.
+    pub ip: String,
+    /// A network namespace (made by the test) to run the node in; empty = none.
+    pub netns: String,
 }
 
 /// A `ringfort serve` process with its own config and data dir.
@@ -51,6 +55,8 @@ pub struct Node {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub config: PathBuf,
+    pub ip: std::net::IpAddr,
+    netns: String,
     child: Option<Child>,
     log: PathBuf,
     starts: u32,
@@ -61,10 +67,15 @@ impl Node {
     pub fn new(opts: NodeOptions) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
+        let ip: std::net::IpAddr = if opts.ip.is_empty() {
+            [127, 0, 0, 1].into()
+        } else {
+            opts.ip.parse().expect("NodeOptions.ip")
+        };
         let config = dir.path().join("ringfort.toml");
         let mut text = format!(
             "[node]\nid = \"test1\"\ndata_dir = \"data\"\n\n\
-             [sip]\nudp_listen = [\"127.0.0.1:{port}\"]\ntcp_listen = [\"127.0.0.1:{port}\"]\n\
+             [sip]\nudp_listen = [\"{ip}:{port}\"]\ntcp_listen = [\"{ip}:{port}\"]\n\
              {}\n\n\
              [registrar]\nsweep_interval_secs = 1\n{}\n\n\
              [log]\nlevel = \"info,ringfort=debug\"\n",
@@ -87,6 +98,8 @@ impl Node {
             dir,
             port,
             config,
+            ip,
+            netns: opts.netns,
             child: None,
             log,
             starts: 0,
@@ -94,7 +107,7 @@ impl Node {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::from((self.ip, self.port))
     }
 
     /// Runs a CLI subcommand against this node's config.
@@ -147,7 +160,15 @@ impl Node {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(BIN)
+        let mut cmd = if self.netns.is_empty() {
+            Command::new(BIN)
+        } else {
+            // `ip netns exec` execs the binary, so the child's pid is the node's.
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &self.netns, BIN]);
+            c
+        };
+        let child = cmd
             .arg("--config")
             .arg(&self.config)
             .arg("serve")
@@ -172,14 +193,19 @@ impl Node {
                 }
                 panic!("ringfort serve exited early with {status}:\n{log}");
             }
-            if options_ping(self.addr(), Duration::from_millis(200)).is_some() {
-                return true;
+            if self.netns.is_empty() {
+                if options_ping(self.addr(), Duration::from_millis(200)).is_some() {
+                    return true;
+                }
+            } else {
+                // Our sockets cannot reach into the namespace: the log says when it is up.
+                if self.log_text()[log_start..].contains("ringfort node up") {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
-        panic!(
-            "ringfort did not answer OPTIONS within 20 s:\n{}",
-            self.log_text()
-        );
+        panic!("ringfort did not come up within 20 s:\n{}", self.log_text());
     }
 
     /// Stops the node with SIGTERM and checks it exited cleanly.
