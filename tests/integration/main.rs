@@ -6,6 +6,7 @@ mod bad_input;
 mod baresip;
 mod calls;
 mod cli;
+mod nat;
 mod register;
 mod relay;
 mod store;
