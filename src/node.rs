@@ -403,18 +403,35 @@ fn contact_for(host: &str, peer: &Peer) -> String {
 }
 
 /// The flow towards a registered contact: to where the phone registered from, from our
-/// socket it registered to (TCP: on its connection, if this node holds it).
-fn target_peer(b: &crate::store::Binding, node_id: &str) -> Option<Peer> {
+/// socket it registered to. Over TCP that is its connection while this node holds it
+/// open; once it is gone, a new connection to the Contact's address (where the phone
+/// listens; the old source port was an ephemeral one), as RFC 3261 18.1.1 does without
+/// RFC 5626 outbound. Other stream transports need their connection.
+fn target_peer(
+    b: &crate::store::Binding,
+    node_id: &str,
+    is_open: impl Fn(ConnId) -> bool,
+) -> Option<Peer> {
     let transport = Transport::parse(&b.transport)?;
     let remote: SocketAddr = b.received.parse().ok()?;
     let local: SocketAddr = b.local_addr.parse().ok()?;
-    let conn = b.flow.as_deref().and_then(|f| {
-        let (node, id) = f.rsplit_once(':')?;
-        (node == node_id).then(|| id.parse::<u64>().ok().map(ConnId))?
-    });
-    if transport != Transport::Udp && conn.is_none() {
-        return None;
-    }
+    let conn = b
+        .flow
+        .as_deref()
+        .and_then(|f| {
+            let (node, id) = f.rsplit_once(':')?;
+            (node == node_id).then(|| id.parse::<u64>().ok().map(ConnId))?
+        })
+        .filter(|c| is_open(*c));
+    let remote = match (transport, conn) {
+        (Transport::Udp, _) | (_, Some(_)) => remote,
+        (Transport::Tcp, None) => {
+            let uri = crate::sip::message::SipUri::parse(&b.contact_uri).ok()?;
+            let ip: IpAddr = uri.host.trim_matches(['[', ']']).parse().ok()?;
+            SocketAddr::new(ip, uri.port.unwrap_or(5060))
+        }
+        _ => return None,
+    };
     Some(Peer {
         transport,
         remote,
@@ -671,9 +688,10 @@ impl Core {
         }
         let bindings = self.registrar.lookup(&callee);
         let node_id = self.calls.node_id.clone();
+        let is_open = |c| self.transport.is_open(c);
         let peers: Vec<(crate::store::Binding, Peer)> = bindings
             .into_iter()
-            .filter_map(|b| target_peer(&b, &node_id).map(|p| (b, p)))
+            .filter_map(|b| target_peer(&b, &node_id, is_open).map(|p| (b, p)))
             .collect();
         if peers.is_empty() {
             info!(caller = %user, callee = %callee, "callee not registered: 480");
@@ -941,21 +959,26 @@ mod tests {
     #[test]
     fn forks_go_where_the_phone_registered_from() {
         // UDP: to the source address, from our socket it registered to.
-        let p = target_peer(&binding("udp", None), "n1").expect("udp");
+        let p = target_peer(&binding("udp", None), "n1", |_| true).expect("udp");
         assert_eq!(p.transport, Transport::Udp);
         assert_eq!(p.remote, "192.0.2.10:40000".parse().expect("addr"));
         assert_eq!(p.local, "198.51.100.1:5060".parse().expect("addr"));
-        // TCP: on its connection when this node holds it, else not at all (no connect).
-        let p = target_peer(&binding("tcp", Some("n1:42")), "n1").expect("tcp");
+        // TCP: on its connection while this node holds it open, else to the Contact.
+        let open = |_| true;
+        let p = target_peer(&binding("tcp", Some("n1:42")), "n1", open).expect("tcp");
         assert_eq!(p.conn, Some(ConnId(42)));
-        assert!(target_peer(&binding("tcp", Some("n2:42")), "n1").is_none());
-        assert!(target_peer(&binding("tcp", None), "n1").is_none());
-        assert!(target_peer(&binding("sctp", None), "n1").is_none());
+        assert_eq!(p.remote, "192.0.2.10:40000".parse().expect("addr"));
+        let contact: SocketAddr = "10.0.0.7:5062".parse().expect("addr");
+        for (flow, is_open) in [(Some("n2:42"), true), (None, true), (Some("n1:42"), false)] {
+            let p = target_peer(&binding("tcp", flow), "n1", |_| is_open).expect("tcp");
+            assert_eq!((p.conn, p.remote), (None, contact), "{flow:?} {is_open}");
+        }
+        assert!(target_peer(&binding("sctp", None), "n1", open).is_none());
     }
 
     #[test]
     fn contacts_name_the_flow() {
-        let mut p = target_peer(&binding("udp", None), "n1").expect("udp");
+        let mut p = target_peer(&binding("udp", None), "n1", |_| true).expect("udp");
         assert_eq!(host_for(None, &p), "198.51.100.1");
         assert_eq!(host_for(Some("pbx.example"), &p), "pbx.example");
         assert_eq!(

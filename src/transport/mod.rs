@@ -1,7 +1,8 @@
 //! Sockets: UDP and TCP listeners, connection flows, keepalives. Parses what arrives
 //! (answering unparseable requests with 400 right here, since they never become a
 //! transaction), stamps RFC 3581 `received`/`rport` on requests, and sends bytes back
-//! along the flow they belong to. Must not know about transactions, registrations or calls.
+//! along the flow they belong to, opening a TCP connection when a request has none to go
+//! on. Must not know about transactions, registrations or calls.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -12,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -65,10 +66,41 @@ pub struct TransportHandle {
 
 struct Shared {
     udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
-    conns: Mutex<HashMap<ConnId, mpsc::Sender<Bytes>>>,
+    conns: Mutex<Conns>,
     next_conn: AtomicU64,
     open_conns: AtomicUsize,
+    /// What a connection we open needs to run like an accepted one.
+    cfg: TransportConfig,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: watch::Receiver<bool>,
 }
+
+/// Open stream connections, by id and by remote address (RFC 3261 18.1.1: a request to
+/// an address we already have a connection with goes on that connection).
+#[derive(Default)]
+struct Conns {
+    senders: HashMap<ConnId, mpsc::Sender<Bytes>>,
+    by_remote: HashMap<SocketAddr, ConnId>,
+}
+
+impl Conns {
+    fn insert(&mut self, id: ConnId, remote: SocketAddr, tx: mpsc::Sender<Bytes>) {
+        self.senders.insert(id, tx);
+        self.by_remote.insert(remote, id);
+    }
+
+    fn remove(&mut self, id: ConnId, remote: SocketAddr) {
+        self.senders.remove(&id);
+        if self.by_remote.get(&remote) == Some(&id) {
+            self.by_remote.remove(&remote);
+        }
+    }
+}
+
+/// How long to wait for a phone to accept a TCP connection we open: a phone on a LAN
+/// answers in milliseconds, and the transaction must hear of a failure well before its
+/// own timeout (Timer B, 32 s) and the call's no-answer timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Addresses actually bound (useful when the config asks for port 0).
 #[derive(Debug, Clone, Default)]
@@ -93,24 +125,125 @@ impl TransportHandle {
                 };
                 self.send_datagram(to.local, dest, &bytes)
             }
+            // Stream transports; only TCP connections can be opened by us so far.
             _ => {
-                let conn = to
-                    .conn
-                    .ok_or(TransportError::NoSocket(to.transport, to.local))?;
-                let tx = self
+                let conns = self
                     .inner
                     .conns
                     .lock()
-                    .map_err(|_| TransportError::ConnectionClosed(conn))?
+                    .map_err(|_| TransportError::NoSocket(to.transport, to.local))?;
+                let conn = match to.conn {
+                    Some(c) => c,
+                    None => match conns.by_remote.get(&to.remote) {
+                        Some(c) => *c,
+                        None => {
+                            drop(conns);
+                            return match msg {
+                                // Not for an ACK: the ACK of a failed INVITE would only
+                                // try the same dead address again.
+                                SipMessage::Request(r)
+                                    if to.transport == Transport::Tcp
+                                        && r.method != message::Method::Ack =>
+                                {
+                                    self.connect(to, bytes)
+                                }
+                                _ => Err(TransportError::NoSocket(to.transport, to.local)),
+                            };
+                        }
+                    },
+                };
+                let tx = conns
+                    .senders
                     .get(&conn)
                     .cloned()
                     .ok_or(TransportError::ConnectionClosed(conn))?;
+                drop(conns);
                 tx.try_send(bytes).map_err(|e| match e {
                     mpsc::error::TrySendError::Full(_) => TransportError::Busy,
                     mpsc::error::TrySendError::Closed(_) => TransportError::ConnectionClosed(conn),
                 })
             }
         }
+    }
+
+    /// Opens a TCP connection to `to.remote` (from our address `to.local`) for a request
+    /// that has none, queueing the request to go once it is up. A connection that cannot
+    /// be made answers each queued request with a 503 of our own, as RFC 3261 8.1.3.1
+    /// says a transport failure counts, so the transaction ends at once.
+    fn connect(&self, to: &Peer, first: Bytes) -> Result<(), TransportError> {
+        if self.connection_count() >= self.inner.cfg.tcp_max_connections {
+            return Err(TransportError::Busy);
+        }
+        let id = ConnId(self.inner.next_conn.fetch_add(1, Ordering::Relaxed));
+        let (tx, mut rx) = mpsc::channel::<Bytes>(256);
+        tx.try_send(first).map_err(|_| TransportError::Busy)?;
+        self.inner
+            .conns
+            .lock()
+            .map_err(|_| TransportError::NoSocket(to.transport, to.local))?
+            .insert(id, to.remote, tx);
+        self.inner.open_conns.fetch_add(1, Ordering::Relaxed);
+        let handle = self.clone();
+        let (remote, local) = (to.remote, to.local);
+        debug!(to = %remote, conn = id.0, "opening a tcp connection");
+        tokio::spawn(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, open_stream(local, remote)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    let peer = Peer {
+                        transport: Transport::Tcp,
+                        remote,
+                        local: stream.local_addr().unwrap_or(local),
+                        conn: Some(id),
+                    };
+                    let inner = &handle.inner;
+                    tcp_connection(
+                        stream,
+                        peer,
+                        rx,
+                        inner.cfg.clone(),
+                        inner.inbound.clone(),
+                        handle.clone(),
+                        inner.shutdown.clone(),
+                    )
+                    .await;
+                }
+                failed => {
+                    let reason = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".to_owned(),
+                    };
+                    info!(to = %remote, error = %reason, "tcp connection failed");
+                    if let Ok(mut conns) = handle.inner.conns.lock() {
+                        conns.remove(id, remote);
+                    }
+                    handle.inner.open_conns.fetch_sub(1, Ordering::Relaxed);
+                    rx.close();
+                    let peer = Peer {
+                        transport: Transport::Tcp,
+                        remote,
+                        local,
+                        conn: None,
+                    };
+                    while let Ok(bytes) = rx.try_recv() {
+                        if let Some(resp) = unsent_request_failed(&bytes, &reason) {
+                            let msg = SipMessage::Response(resp);
+                            let _ = handle.inner.inbound.send(Inbound { msg, peer }).await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// True while the connection `conn` is open.
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.inner
+            .conns
+            .lock()
+            .map(|c| c.senders.contains_key(&conn))
+            .unwrap_or(false)
     }
 
     /// Sends raw bytes (a message or a keepalive) from our UDP socket `local` (or the
@@ -139,6 +272,31 @@ impl TransportHandle {
     /// Open stream connections.
     pub fn connection_count(&self) -> usize {
         self.inner.open_conns.load(Ordering::Relaxed)
+    }
+}
+
+/// Connects from our address `local` (its IP, any port), so the phone sees the address it
+/// registered to.
+async fn open_stream(local: SocketAddr, remote: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = if remote.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if !local.ip().is_unspecified() && local.is_ipv4() == remote.is_ipv4() {
+        sock.bind(SocketAddr::new(local.ip(), 0))?;
+    }
+    sock.connect(remote).await
+}
+
+/// The 503 that stands for a request we could not send (not for an ACK, which has no
+/// response).
+fn unsent_request_failed(bytes: &[u8], reason: &str) -> Option<message::Response> {
+    match message::parse(bytes) {
+        Ok(SipMessage::Request(req)) if req.method != message::Method::Ack => Some(
+            message::Response::for_request(&req, 503, &format!("Service Unavailable ({reason})")),
+        ),
+        _ => None,
     }
 }
 
@@ -260,9 +418,12 @@ pub async fn start(
     let handle = TransportHandle {
         inner: Arc::new(Shared {
             udp: udp.clone(),
-            conns: Mutex::new(HashMap::new()),
+            conns: Mutex::new(Conns::default()),
             next_conn: AtomicU64::new(1),
             open_conns: AtomicUsize::new(0),
+            cfg: cfg.clone(),
+            inbound: inbound.clone(),
+            shutdown: shutdown.clone(),
         }),
     };
     for (local, sock) in udp {
@@ -393,7 +554,7 @@ async fn tcp_accept_loop(
         let id = ConnId(handle.inner.next_conn.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::channel::<Bytes>(256);
         if let Ok(mut conns) = handle.inner.conns.lock() {
-            conns.insert(id, tx);
+            conns.insert(id, remote, tx);
         }
         handle.inner.open_conns.fetch_add(1, Ordering::Relaxed);
         let peer = Peer {
@@ -470,7 +631,7 @@ async fn tcp_connection(
         }
     }
     if let (Some(id), Ok(mut conns)) = (conn, handle.inner.conns.lock()) {
-        conns.remove(&id);
+        conns.remove(id, peer.remote);
     }
     handle.inner.open_conns.fetch_sub(1, Ordering::Relaxed);
     debug!(from = %peer.remote, "tcp connection closed");

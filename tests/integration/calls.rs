@@ -278,6 +278,49 @@ fn caller_over_tcp_calls_a_udp_phone() {
     node.stop();
 }
 
+/// A phone registered over TCP whose connection is gone (SIPp exits after REGISTER) is
+/// reached on a new connection to its Contact, where it listens.
+#[test]
+fn tcp_phone_without_its_connection_gets_a_new_one() {
+    let mut node = call_node();
+    let port = free_port();
+    Sipp::new("register.xml", SippTransport::Tcp)
+        .auth(CALLEE, PASSWORD)
+        .var("expires", "600")
+        .port(port)
+        .expect_pass(&node);
+    let mut uas = Sipp::new("call_uas_answer.xml", SippTransport::Tcp)
+        .port(port)
+        .spawn(&node);
+    std::thread::sleep(Duration::from_millis(300));
+    caller("call_uac_bye.xml", CALLEE).expect_pass(&node);
+    uas.expect_pass(&node);
+    assert_cdr(&node, "answered", "caller");
+    node.stop();
+}
+
+/// Nobody listens where the TCP phone said: the connection is refused and the caller
+/// hears at once, not after the no-answer timeout.
+#[test]
+fn unreachable_tcp_phone_fails_the_call_at_once() {
+    let mut node = call_node();
+    let port = free_port();
+    Sipp::new("register.xml", SippTransport::Tcp)
+        .auth(CALLEE, PASSWORD)
+        .var("expires", "600")
+        .port(port)
+        .expect_pass(&node);
+    let started = std::time::Instant::now();
+    failing_caller(&node, CALLEE, 480).expect_pass(&node);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_cdr(&node, "failed", "system");
+    node.stop();
+}
+
 #[test]
 fn max_forwards_zero_is_483() {
     let mut node = call_node();
