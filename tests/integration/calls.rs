@@ -323,3 +323,33 @@ fn hold_and_resume_by_re_invite() {
     assert_cdr(&node, "answered", "caller");
     node.stop();
 }
+
+#[test]
+fn hold_and_resume_by_update() {
+    let mut node = call_node();
+    let mut uas = callee(&node, CALLEE, "call_uas_update_hold.xml");
+    caller("call_uac_update_hold.xml", CALLEE).expect_pass(&node);
+    uas.expect_pass(&node);
+    assert_cdr(&node, "answered", "caller");
+    node.stop();
+}
+
+#[test]
+fn info_is_relayed_from_caller_to_callee() {
+    let mut node = call_node();
+    let mut uas = callee(&node, CALLEE, "call_uas_info.xml");
+    caller("call_uac_info.xml", CALLEE).expect_pass(&node);
+    uas.expect_pass(&node);
+    assert_cdr(&node, "answered", "caller");
+    node.stop();
+}
+
+#[test]
+fn reliable_183_is_pracked_on_both_legs() {
+    let mut node = call_node();
+    let mut uas = callee(&node, CALLEE, "call_uas_prack.xml");
+    caller("call_uac_prack.xml", CALLEE).expect_pass(&node);
+    uas.expect_pass(&node);
+    assert_cdr(&node, "answered", "caller");
+    node.stop();
+}
