@@ -48,7 +48,9 @@ pub enum NodeError {
 }
 
 /// Methods this node answers today; others known to SIP get 405, unknown ones 501.
-const ALLOWED: &str = "INVITE, ACK, CANCEL, BYE, REGISTER, OPTIONS";
+/// What the node takes: the registrar's and a call's methods (UPDATE, INFO and PRACK live
+/// inside calls, see [`crate::call::machine::ALLOW`]).
+const ALLOWED: &str = "INVITE, ACK, CANCEL, BYE, REGISTER, OPTIONS, UPDATE, INFO, PRACK";
 
 /// A node that is up. Dropping it does not stop it; call [`RunningNode::shutdown`].
 pub struct RunningNode {
@@ -869,11 +871,16 @@ impl Core {
             let r = self.simple(&req, 416);
             return self.reply(&key, r);
         }
-        // RFC 3261 8.2.2.3: refuse extensions we were required to understand.
+        // RFC 3261 8.2.2.3: refuse extensions we were required to understand. A call
+        // also understands 100rel (the dialog layer sends reliable 18x, RFC 3262).
+        let understood = |t: &str| {
+            SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t))
+                || (req.method == Method::Invite && t.eq_ignore_ascii_case("100rel"))
+        };
         let unsupported: Vec<&str> = req
             .headers
             .list(&HeaderName::Require)
-            .filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+            .filter(|t| !understood(t))
             .collect();
         if !unsupported.is_empty() && req.method != Method::Cancel {
             let mut r = self.simple(&req, 420);

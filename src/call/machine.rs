@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use tracing::info;
 
 use crate::media::{Leg, Remote};
@@ -30,6 +30,23 @@ use crate::sip::Peer;
 use super::CallError;
 
 const SDP: &str = "application/sdp";
+
+/// What a call accepts inside its dialogs: the Allow of our INVITE to the callee, of the
+/// caller's 2xx, of in-dialog OPTIONS and of 501s (phones only send UPDATE to a peer that
+/// listed it, RFC 3311 5.1).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK";
+
+/// Headers of an INFO passed on with its body (RFC 6086: the package, and how the body
+/// is to be handled).
+const INFO_HEADERS: &[&str] = &["Info-Package", "Content-Disposition"];
+
+fn leg_name(leg: usize) -> &'static str {
+    if leg == 0 {
+        "caller"
+    } else {
+        "callee"
+    }
+}
 
 /// How a call ended, as the CDR says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,14 +224,30 @@ struct Fork {
     provisional: bool,
 }
 
-/// A re-INVITE relayed from leg `from` (0 = A, 1 = B) to the other leg.
+/// A request from one leg relayed to the other (re-INVITE, UPDATE, INFO), waiting for
+/// the other leg's final response, which goes back to the originator.
 #[derive(Debug, Clone)]
-struct PendingReinvite {
+struct Relayed {
+    /// The originating leg (0 = A, 1 = B), its dialog and server transaction.
     from: usize,
     from_id: DialogId,
     key: TxKey,
-    /// CSeq number of our re-INVITE on the other leg.
+    /// Our request on the other leg: its dialog, method and CSeq number.
+    to_id: DialogId,
+    method: Method,
     cseq: u32,
+    /// It carries an SDP offer: until answered, no other offer may cross the call.
+    offer: bool,
+    /// The hold state before the offer, restored if the offer is refused.
+    hold_before: bool,
+}
+
+/// What the caller's INVITE said about reliable provisional responses (RFC 3262).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rel100 {
+    No,
+    Supported,
+    Required,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,8 +274,23 @@ pub struct Call {
     relayed: Vec<bool>,
     origin_a: OriginState,
     origin_b: OriginState,
-    /// A re-INVITE from one leg, relayed to the other and waiting for its answer.
-    reinvite: Option<PendingReinvite>,
+    /// Requests from one leg relayed to the other, waiting for their final response.
+    in_flight: Vec<Relayed>,
+    /// The caller's 100rel: whether our 18x to it may (or must) be reliable.
+    a_100rel: Rel100,
+    /// Responses to the caller's INVITE waiting for the PRACK of our reliable 1xx (RFC 3262
+    /// 3: one reliable provisional at a time, and no 2xx while one carrying SDP is
+    /// unacknowledged).
+    held: VecDeque<(u16, MsgOpts)>,
+    /// Our unacknowledged reliable 1xx to the caller carries SDP.
+    rel_sdp_unacked: bool,
+    /// The fork whose early SDP the caller got: leg B before the answer.
+    early_b: Option<DialogId>,
+    /// Per leg, the initial offer/answer finished before the 2xx (answer in a reliable
+    /// 1xx, PRACKed): only then may an UPDATE offer cross an early dialog (RFC 3311 5.1).
+    early_done: [bool; 2],
+    /// Retry-After values.
+    rng: StdRng,
     on_hold: bool,
     /// The last SDP sent on each leg (answers a session refresh re-INVITE).
     last_sdp: [Option<String>; 2],
@@ -347,6 +395,22 @@ impl Call {
         };
         let b_offer = rewrite_for_relay(&p.offer, &leg_b, &mut origin_b)
             .map_err(|e| CallError::BadOffer(e.to_string()))?;
+        let has_100rel = |h: &HeaderName| {
+            p.invite
+                .headers
+                .list(h)
+                .any(|o| o.trim().eq_ignore_ascii_case("100rel"))
+        };
+        let a_100rel = if has_100rel(&HeaderName::Require) {
+            Rel100::Required
+        } else if has_100rel(&HeaderName::Supported) {
+            Rel100::Supported
+        } else {
+            Rel100::No
+        };
+        // The callee may send reliable 18x when the caller can take them: we PRACK them
+        // on leg B and pass them on reliably (our own RSeq) on leg A.
+        let offer_100rel = a_100rel != Rel100::No && !settings.dialog.support_100rel;
         let mut call = Call {
             no_answer_at: now + settings.no_answer_timeout,
             linger: settings.dialog.timers.t1 * 64,
@@ -364,7 +428,13 @@ impl Call {
             relayed,
             origin_a,
             origin_b,
-            reinvite: None,
+            in_flight: Vec::new(),
+            a_100rel,
+            held: VecDeque::new(),
+            rel_sdp_unacked: false,
+            early_b: None,
+            early_done: [false; 2],
+            rng: StdRng::seed_from_u64(p.seed ^ 0x0491),
             on_hold: false,
             rang: false,
             early_media: false,
@@ -394,6 +464,10 @@ impl Call {
                     let mut o = MsgOpts::body(sdp_body(&call.b_offer));
                     o.headers
                         .push((HeaderName::MaxForwards, forwarded_max_forwards(&p.invite)));
+                    o.headers.push((HeaderName::Allow, ALLOW.into()));
+                    if offer_100rel {
+                        o.headers.push((HeaderName::Supported, "100rel".into()));
+                    }
                     o
                 },
             };
@@ -518,10 +592,18 @@ impl Call {
             DialogEvent::SendRequest { req, to } => out.push(Command::SendRequest { req, to }),
             DialogEvent::SendAck { req, to } => out.push(Command::SendAck { req, to }),
             DialogEvent::SendResponse { key, resp } => out.push(Command::Respond { key, resp }),
-            DialogEvent::Created { .. } | DialogEvent::Prack { .. } | DialogEvent::Acked { .. } => {
+            DialogEvent::Created { .. } | DialogEvent::Acked { .. } => {}
+            DialogEvent::Prack { id, .. } => {
+                if id == self.a_dialog {
+                    if self.rel_sdp_unacked {
+                        self.rel_sdp_unacked = false;
+                        self.early_done[0] = true;
+                    }
+                    return self.flush_held(now);
+                }
             }
-            DialogEvent::InviteProgress { invite, resp, .. } => {
-                return self.on_progress(&invite, &resp, now, out);
+            DialogEvent::InviteProgress { invite, id, resp } => {
+                return self.on_progress(&invite, id, &resp, now, out);
             }
             DialogEvent::InviteFailed { invite, resp } => {
                 if let Some(f) = self.fork_mut(&invite) {
@@ -551,8 +633,8 @@ impl Call {
                     }
                     return self.dialogs.bye(&id, now).unwrap_or_default();
                 }
-                if method == Method::Invite && resp.status >= 200 {
-                    return self.on_reinvite_answer(&id, &resp, now, out);
+                if resp.status >= 200 {
+                    return self.on_relayed_answer(&id, &method, &resp, now, out);
                 }
             }
             DialogEvent::Request { id, key, req } => {
@@ -574,6 +656,7 @@ impl Call {
     fn on_progress(
         &mut self,
         invite: &InviteId,
+        id: Option<DialogId>,
         resp: &Response,
         now: Instant,
         out: &mut Vec<Command>,
@@ -599,12 +682,24 @@ impl Call {
                 f.state = ForkState::Ringing;
             }
         }
-        let mut opts = MsgOpts::default();
+        // A reliable 18x from the callee (PRACKed by the dialog layer already) goes on
+        // reliably when the caller supports 100rel: its early SDP is then an answer the
+        // caller must acknowledge, as the callee meant.
+        let reliable = resp
+            .headers
+            .list(&HeaderName::Require)
+            .any(|o| o.trim().eq_ignore_ascii_case("100rel"));
+        let mut opts = MsgOpts {
+            reliable,
+            ..MsgOpts::default()
+        };
         if !self.early_media {
             if let Some(sdp) = response_sdp(resp) {
                 if let Some(body) = self.answer_for_a(&sdp) {
                     opts.body = Some(body);
                     self.early_media = true;
+                    self.early_b = id;
+                    self.early_done[1] = reliable;
                     self.relay_remote(1, &sdp, out);
                 }
             }
@@ -612,13 +707,85 @@ impl Call {
         let status = if opts.body.is_some() { 183 } else { 180 };
         if !self.rang {
             self.rang = true;
-            info!(status = resp.status, "ringing");
+            info!(status = resp.status, reliable, "ringing");
         } else if opts.body.is_none() {
             return Vec::new(); // the caller heard it already
         }
-        self.dialogs
-            .respond(&self.a_dialog, &self.a_key, status, opts, now)
-            .unwrap_or_default()
+        self.send_to_a(status, opts, now).unwrap_or_default()
+    }
+
+    /// Whether a 1xx to the caller with these options goes out reliably.
+    fn reliable_to_a(&self, opts: &MsgOpts) -> bool {
+        match self.a_100rel {
+            Rel100::Required => true,
+            Rel100::Supported => opts.reliable,
+            Rel100::No => false,
+        }
+    }
+
+    /// Answers the caller's INVITE, unless RFC 3262 3 says to wait for the PRACK of our
+    /// reliable 1xx: another reliable 1xx, or a 2xx after a reliable 1xx with SDP, is
+    /// held (in order) and sent when the PRACK comes ([`Self::flush_held`]).
+    fn send_to_a(
+        &mut self,
+        status: u16,
+        opts: MsgOpts,
+        now: Instant,
+    ) -> Result<Vec<DialogEvent>, crate::sip::dialog::DialogError> {
+        let awaiting = self
+            .dialogs
+            .get(&self.a_dialog)
+            .is_some_and(|d| d.awaiting_prack());
+        if status >= 300 {
+            self.held.clear();
+        } else if awaiting || !self.held.is_empty() {
+            let wait = if status < 200 {
+                self.reliable_to_a(&opts) || !self.held.is_empty()
+            } else {
+                self.rel_sdp_unacked || !self.held.is_empty()
+            };
+            if wait {
+                self.held.push_back((status, opts));
+                return Ok(Vec::new());
+            }
+        }
+        let with_sdp = opts.body.is_some();
+        let evs = self
+            .dialogs
+            .respond(&self.a_dialog, &self.a_key, status, opts, now)?;
+        if status < 200
+            && with_sdp
+            && self
+                .dialogs
+                .get(&self.a_dialog)
+                .is_some_and(|d| d.awaiting_prack())
+        {
+            self.rel_sdp_unacked = true;
+        }
+        Ok(evs)
+    }
+
+    /// The caller PRACKed: send what waited for it, up to the next reliable 1xx.
+    fn flush_held(&mut self, now: Instant) -> Vec<DialogEvent> {
+        let mut evs = Vec::new();
+        while let Some((status, opts)) = self.held.pop_front() {
+            let rest = std::mem::take(&mut self.held);
+            if let Ok(e) = self.send_to_a(status, opts, now) {
+                evs.extend(e);
+            }
+            let stop = self
+                .dialogs
+                .get(&self.a_dialog)
+                .is_some_and(|d| d.awaiting_prack());
+            if status >= 300 {
+                break; // final: nothing after it matters
+            }
+            self.held.extend(rest);
+            if stop {
+                break;
+            }
+        }
+        evs
     }
 
     /// The callee's SDP (answer) rewritten for leg A. None when it does not fit the offer.
@@ -655,11 +822,24 @@ impl Call {
         Some(out)
     }
 
+    /// A leg's dialog: leg B is the fork that answered, before that the one whose early
+    /// SDP the caller got.
     fn leg_dialog(&self, leg: usize) -> Option<DialogId> {
         if leg == 0 {
             Some(self.a_dialog.clone())
         } else {
-            self.winner.clone()
+            self.winner.clone().or_else(|| self.early_b.clone())
+        }
+    }
+
+    /// Which leg a dialog is, if it is one the call bridges.
+    fn leg_of(&self, id: &DialogId) -> Option<usize> {
+        if *id == self.a_dialog {
+            Some(0)
+        } else if self.leg_dialog(1).as_ref() == Some(id) {
+            Some(1)
+        } else {
+            None
         }
     }
 
@@ -703,16 +883,12 @@ impl Call {
         self.relay_remote(1, &answer, out);
         let body = self.answer_for_a(&answer);
         let mut evs = self.cancel_forks(out);
-        match self.dialogs.respond(
-            &self.a_dialog,
-            &self.a_key,
-            200,
-            MsgOpts {
-                body,
-                ..MsgOpts::default()
-            },
-            now,
-        ) {
+        let opts = MsgOpts {
+            body,
+            headers: vec![(HeaderName::Allow, ALLOW.into())],
+            ..MsgOpts::default()
+        };
+        match self.send_to_a(200, opts, now) {
             Ok(e) => {
                 evs.extend(e);
                 self.phase = Phase::Answered;
@@ -758,6 +934,7 @@ impl Call {
         now: Instant,
         out: &mut Vec<Command>,
     ) {
+        self.held.clear();
         let mut evs = self.cancel_forks(out);
         evs.extend(
             self.dialogs
@@ -849,7 +1026,11 @@ impl Call {
                 }
                 TerminateReason::Cancelled => {
                     info!("caller cancelled");
-                    evs = self.cancel_forks(out);
+                    // A callee that answered while its 200 waited for the caller's PRACK.
+                    if let Some(w) = self.winner.clone() {
+                        evs = self.dialogs.bye(&w, now).unwrap_or_default();
+                    }
+                    evs.extend(self.cancel_forks(out));
                     self.end(Disposition::Cancelled, HangupLeg::Caller, now, out);
                 }
                 _ => {
@@ -886,104 +1067,239 @@ impl Call {
         evs
     }
 
-    /// A re-INVITE with an offer from leg `from`: the offer goes to the other leg
-    /// (rewritten), its answer comes back (rewritten); a second one while the first is
-    /// pending gets 491.
-    fn relay_reinvite(
+    /// Refuses a request of dialog `id` with `status`. A 500 says when to come back (RFC
+    /// 3261 14.2, RFC 3311 5.2: 0 to 10 s, random); a 501 says what we accept.
+    fn refuse(
+        &mut self,
+        id: &DialogId,
+        key: &TxKey,
+        status: u16,
+        now: Instant,
+    ) -> Vec<DialogEvent> {
+        let mut opts = MsgOpts::default();
+        match status {
+            500 => opts.headers.push((
+                HeaderName::Other("Retry-After".into()),
+                self.rng.gen_range(0..=10u32).to_string(),
+            )),
+            501 => opts.headers.push((HeaderName::Allow, ALLOW.into())),
+            _ => {}
+        }
+        self.dialogs
+            .respond(id, key, status, opts, now)
+            .unwrap_or_default()
+    }
+
+    /// Remembers a request relayed to the other leg (`evs`: what the dialog layer made of
+    /// it), to pass its final response back.
+    #[allow(clippy::too_many_arguments)]
+    fn track_relayed(
         &mut self,
         from: usize,
         from_id: &DialogId,
         key: &TxKey,
+        to_id: DialogId,
+        method: Method,
+        offer: bool,
+        hold_before: bool,
+        evs: &[DialogEvent],
+    ) {
+        let cseq = evs.iter().find_map(|e| match e {
+            DialogEvent::SendRequest { req, .. } => message::cseq(&req.headers).ok().map(|c| c.0),
+            _ => None,
+        });
+        self.in_flight.push(Relayed {
+            from,
+            from_id: from_id.clone(),
+            key: key.clone(),
+            to_id,
+            method,
+            cseq: cseq.unwrap_or(0),
+            offer,
+            hold_before,
+        });
+    }
+
+    /// A re-INVITE or UPDATE with an SDP offer from leg `from`: the offer goes to the
+    /// other leg in the same method, rewritten to the relay (hold directions pass through,
+    /// the other phone's answer picks the codecs), and the answer comes back the same way
+    /// ([`Self::on_relayed_answer`]). One offer crosses the call at a time (RFC 3261
+    /// 14.1, RFC 3311 5.2): while an offer from the other leg waits for this leg's answer,
+    /// a new offer from this leg is glare (491); while this leg's own previous offer
+    /// waits, it gets 500 with Retry-After. The dialog layer refuses a re-INVITE that
+    /// crosses ours on the same leg (491) before we see it.
+    #[allow(clippy::too_many_arguments)]
+    fn relay_offer(
+        &mut self,
+        from: usize,
+        from_id: &DialogId,
+        key: &TxKey,
+        method: &Method,
         offer: &SessionDescription,
         now: Instant,
         out: &mut Vec<Command>,
     ) -> Vec<DialogEvent> {
+        if let Some(p) = self.in_flight.iter().find(|r| r.offer) {
+            let status = if p.from == from { 500 } else { 491 };
+            return self.refuse(from_id, key, status, now);
+        }
         let other = 1 - from;
-        let target = self.leg_dialog(other);
-        let rewritten = self.rewrite_for(other, offer);
-        let (Some(target), Some(rewritten), None) = (target, rewritten, &self.reinvite) else {
-            return self
-                .dialogs
-                .respond(from_id, key, 491, MsgOpts::default(), now)
-                .unwrap_or_default();
+        let Some(target) = self.leg_dialog(other) else {
+            return self.refuse(from_id, key, 500, now);
+        };
+        let Some(rewritten) = self.rewrite_for(other, offer) else {
+            return self.refuse(from_id, key, 488, now);
         };
         match self.dialogs.request(
             &target,
-            Method::Invite,
+            method.clone(),
             MsgOpts::body(sdp_body(&rewritten)),
             now,
         ) {
             Ok(evs) => {
-                let cseq = evs.iter().find_map(|e| match e {
-                    DialogEvent::SendRequest { req, .. } => {
-                        message::cseq(&req.headers).ok().map(|c| c.0)
-                    }
-                    _ => None,
-                });
+                let hold_before = self.on_hold;
                 self.relay_remote(from, offer, out);
                 let hold = sdp::is_hold(offer);
                 if hold != self.on_hold {
                     self.on_hold = hold;
                     out.push(Command::Hold(hold));
                 }
-                info!(
-                    from = if from == 0 { "caller" } else { "callee" },
-                    hold, "re-INVITE relayed"
-                );
-                self.reinvite = Some(PendingReinvite {
+                info!(from = leg_name(from), %method, hold, "offer relayed");
+                self.track_relayed(
                     from,
-                    from_id: from_id.clone(),
-                    key: key.clone(),
-                    cseq: cseq.unwrap_or(0),
-                });
+                    from_id,
+                    key,
+                    target,
+                    method.clone(),
+                    true,
+                    hold_before,
+                    &evs,
+                );
                 evs
             }
-            Err(e) => self
-                .dialogs
-                .respond(from_id, key, e.status(), MsgOpts::default(), now)
-                .unwrap_or_default(),
+            // Glare with our own request on that leg (491), or the leg is gone.
+            Err(e) => self.refuse(from_id, key, e.status(), now),
         }
     }
 
-    /// The final answer to a re-INVITE we relayed: passed back to the leg that sent it.
-    fn on_reinvite_answer(
+    /// An INFO from leg `from` goes to the other leg with its body, Content-Type and
+    /// package headers (RFC 6086: DTMF relay and the like are meant for the far phone);
+    /// its final response comes back ([`Self::on_relayed_answer`]).
+    fn relay_request(
+        &mut self,
+        from: usize,
+        from_id: &DialogId,
+        key: &TxKey,
+        req: &Request,
+        now: Instant,
+    ) -> Vec<DialogEvent> {
+        let Some(target) = self.leg_dialog(1 - from) else {
+            // Nobody to pass it to yet (ringing, no early dialog chosen).
+            return self.refuse(from_id, key, 480, now);
+        };
+        let mut opts = MsgOpts::default();
+        if !req.body.is_empty() {
+            let ct = req
+                .headers
+                .get(&HeaderName::ContentType)
+                .unwrap_or("application/octet-stream");
+            opts.body = Some(Body::new(ct, req.body.clone()));
+        }
+        for h in req.headers.iter() {
+            if let HeaderName::Other(n) = &h.name {
+                if INFO_HEADERS.iter().any(|x| x.eq_ignore_ascii_case(n)) {
+                    opts.headers.push((h.name.clone(), h.value.clone()));
+                }
+            }
+        }
+        match self.dialogs.request(&target, req.method.clone(), opts, now) {
+            Ok(evs) => {
+                info!(from = leg_name(from), method = %req.method, "request relayed");
+                let hold = self.on_hold;
+                self.track_relayed(
+                    from,
+                    from_id,
+                    key,
+                    target,
+                    req.method.clone(),
+                    false,
+                    hold,
+                    &evs,
+                );
+                evs
+            }
+            Err(e) => self.refuse(from_id, key, e.status(), now),
+        }
+    }
+
+    /// The final response to a request we relayed: passed back to the leg that sent it,
+    /// an SDP answer rewritten to the relay (and the relay pointed at the answering
+    /// phone), a timeout as the 408 the dialog layer made of it. A refused offer puts the
+    /// hold state back; a 491 to our relayed re-INVITE is not retried by us: the
+    /// originator gets it and retries itself (RFC 3261 14.1).
+    fn on_relayed_answer(
         &mut self,
         id: &DialogId,
+        method: &Method,
         resp: &Response,
         now: Instant,
         out: &mut Vec<Command>,
     ) -> Vec<DialogEvent> {
-        let Some(p) = self.reinvite.clone() else {
-            return Vec::new();
-        };
         let num = message::cseq(&resp.headers).map(|c| c.0).unwrap_or(0);
-        if self.leg_dialog(1 - p.from).as_ref() != Some(id) || num != p.cseq {
+        let Some(i) = self
+            .in_flight
+            .iter()
+            .position(|r| r.to_id == *id && r.method == *method && r.cseq == num)
+        else {
             return Vec::new();
-        }
-        self.reinvite = None;
-        let mut opts = MsgOpts::default();
-        let status = if (200..300).contains(&resp.status) {
-            if let Some(answer) = response_sdp(resp) {
-                self.relay_remote(1 - p.from, &answer, out);
-                opts.body = self.rewrite_for(p.from, &answer).map(|s| sdp_body(&s));
-            }
-            if opts.body.is_some() {
-                200
-            } else {
-                488
-            }
-        } else {
-            resp.status
         };
+        let r = self.in_flight.remove(i);
+        let mut opts = MsgOpts::default();
+        let mut status = resp.status;
+        if r.offer && (200..300).contains(&status) {
+            if let Some(answer) = response_sdp(resp) {
+                self.relay_remote(1 - r.from, &answer, out);
+                opts.body = self.rewrite_for(r.from, &answer).map(|s| sdp_body(&s));
+            }
+            if opts.body.is_none() {
+                // A 2xx without a usable answer: the offer failed as far as the
+                // originator can tell.
+                status = 488;
+            }
+        } else if r.offer {
+            if status == 491 && *method == Method::Invite {
+                self.dialogs.forgo_glare_retry(id);
+            }
+            if self.on_hold != r.hold_before {
+                self.on_hold = r.hold_before;
+                out.push(Command::Hold(r.hold_before));
+            }
+        } else if !resp.body.is_empty() {
+            let ct = resp
+                .headers
+                .get(&HeaderName::ContentType)
+                .unwrap_or("application/octet-stream");
+            opts.body = Some(Body::new(ct, resp.body.clone()));
+        }
+        info!(to = leg_name(r.from), %method, status, "response relayed");
         self.dialogs
-            .respond(&p.from_id, &p.key, status, opts, now)
+            .respond(&r.from_id, &r.key, status, opts, now)
             .unwrap_or_default()
     }
 
-    /// A request inside one of the call's dialogs (BYE is answered by the dialog layer).
-    /// A re-INVITE with an offer in a confirmed call is relayed to the other leg; one
-    /// without (a session refresh, late offer) gets our last SDP back; UPDATE, OPTIONS,
-    /// INFO and NOTIFY are answered 200 here (relaying them is not in this slice).
+    /// A request inside one of the call's dialogs (BYE, PRACK, CSeq and same-leg
+    /// re-INVITE glare are answered by the dialog layer). An offer (re-INVITE or UPDATE
+    /// with SDP) is relayed to the other leg once the call is answered, or in the early
+    /// dialogs when both legs finished their first offer/answer in reliable 1xx; INFO is
+    /// relayed; a re-INVITE or UPDATE without body (a session refresh, RFC 4028) and
+    /// OPTIONS are answered here.
+    ///
+    /// NOTIFY, REFER, SUBSCRIBE, MESSAGE and unknown methods get 501: NOTIFY in an INVITE
+    /// dialog belongs to a subscription the REFER or SUBSCRIBE that made it created, and
+    /// we relay neither, so the other phone would have nothing to match it against; 481
+    /// ("no such subscription", RFC 6665) would be exact, but some phones take a 481 to
+    /// any in-dialog request as the end of the call (RFC 3261 12.2.1.2), while a 501
+    /// touches only that transaction (RFC 5057 5.1).
     fn on_in_dialog(
         &mut self,
         id: &DialogId,
@@ -992,26 +1308,62 @@ impl Call {
         now: Instant,
         out: &mut Vec<Command>,
     ) -> Vec<DialogEvent> {
-        let leg = if *id == self.a_dialog { 0 } else { 1 };
-        if req.method == Method::Invite && self.phase == Phase::Answered {
-            let offer = body_sdp(&req.body, req.headers.get(&HeaderName::ContentType));
-            if let Some(offer) = offer {
-                return self.relay_reinvite(leg, id, key, &offer, now, out);
+        let leg = self.leg_of(id);
+        match &req.method {
+            Method::Invite | Method::Update => {
+                if req.body.is_empty() {
+                    // A refresh: nothing changes. A body-less re-INVITE asks for an offer
+                    // (answered in its ACK, which we ignore): our last SDP on that leg.
+                    let body = (req.method == Method::Invite)
+                        .then(|| self.last_sdp[leg.unwrap_or(1)].clone())
+                        .flatten();
+                    let opts = MsgOpts {
+                        body: body.map(|b| Body::new(SDP, b.into_bytes())),
+                        ..MsgOpts::default()
+                    };
+                    return self
+                        .dialogs
+                        .respond(id, key, 200, opts, now)
+                        .unwrap_or_default();
+                }
+                let Some(offer) = body_sdp(&req.body, req.headers.get(&HeaderName::ContentType))
+                else {
+                    return self.refuse(id, key, 488, now);
+                };
+                let bridged = match self.phase {
+                    Phase::Answered => true,
+                    // RFC 3311 5.1: an UPDATE offer in an early dialog only after the
+                    // first offer/answer finished; until then it is an offer on top of
+                    // an unanswered one: 500 with Retry-After.
+                    Phase::Ringing => req.method == Method::Update && self.early_done == [true; 2],
+                    Phase::Ended => false,
+                };
+                match leg {
+                    Some(leg) if bridged => {
+                        self.relay_offer(leg, id, key, &req.method, &offer, now, out)
+                    }
+                    _ => self.refuse(id, key, 500, now),
+                }
             }
+            Method::Info => match leg {
+                Some(leg) => self.relay_request(leg, id, key, req, now),
+                None => self.refuse(id, key, 480, now),
+            },
+            Method::Options => {
+                let opts = MsgOpts {
+                    headers: vec![
+                        (HeaderName::Allow, ALLOW.into()),
+                        (HeaderName::Other("Accept".into()), SDP.into()),
+                        (HeaderName::Supported, "100rel".into()),
+                    ],
+                    ..MsgOpts::default()
+                };
+                self.dialogs
+                    .respond(id, key, 200, opts, now)
+                    .unwrap_or_default()
+            }
+            _ => self.refuse(id, key, 501, now),
         }
-        let (status, body) = match &req.method {
-            Method::Invite => (200, self.last_sdp[leg].clone()),
-            Method::Update if !req.body.is_empty() => (200, self.last_sdp[leg].clone()),
-            Method::Update | Method::Options | Method::Info | Method::Notify => (200, None),
-            _ => (501, None),
-        };
-        let opts = MsgOpts {
-            body: body.map(|b| Body::new(SDP, b.into_bytes())),
-            ..MsgOpts::default()
-        };
-        self.dialogs
-            .respond(id, key, status, opts, now)
-            .unwrap_or_default()
     }
 }
 
@@ -1084,8 +1436,11 @@ mod tests {
     }
 
     fn start(forks: usize) -> T {
+        start_with(forks, caller_invite())
+    }
+
+    fn start_with(forks: usize, invite: Request) -> T {
         let now = Instant::now();
-        let invite = caller_invite();
         let key = TxKey::server(&invite).expect("key");
         let targets = (0..forks)
             .map(|i| Target {
@@ -1554,5 +1909,461 @@ mod tests {
         assert_eq!(parse_offer(&req).map_err(|e| e.status()).err(), Some(488));
         req.body = b"garbage".to_vec().into();
         assert_eq!(parse_offer(&req).map_err(|e| e.status()).err(), Some(400));
+    }
+
+    /// SDP with the given direction attribute appended to the audio m-line (and
+    /// optionally another port).
+    fn with_direction(sdp: &str, dir: &str, port: Option<(&str, &str)>) -> String {
+        let mut s = sdp.replace(
+            "a=rtpmap:0 PCMU/8000\r\n",
+            &format!("a=rtpmap:0 PCMU/8000\r\na={dir}\r\n"),
+        );
+        if let Some((from, to)) = port {
+            s = s.replace(from, to);
+        }
+        s
+    }
+
+    impl T {
+        /// A request from the caller in its dialog; returns its server transaction.
+        fn caller_sends(&mut self, method: &str, cseq: u32, ct: &str, body: &str) -> TxKey {
+            let tag = self.a_tag_any();
+            let ct = if ct.is_empty() {
+                String::new()
+            } else {
+                format!("\nContent-Type: {ct}")
+            };
+            let req = parse_req(
+                &format!(
+                    "{method} sip:ringfort@203.0.113.1:5060 SIP/2.0\n\
+                     Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKa{method}{cseq}\n\
+                     From: \"Alice\" <sip:100@203.0.113.1>;tag=ca\n\
+                     To: <sip:200@203.0.113.1>;tag={tag}\n\
+                     Call-ID: call-a\n\
+                     CSeq: {cseq} {method}\n\
+                     Contact: <sip:100@192.0.2.10:5060>\n\
+                     Max-Forwards: 70{ct}"
+                ),
+                body,
+            );
+            let key = TxKey::server(&req).expect("key");
+            self.sip(SipIn::Request {
+                key: key.clone(),
+                req,
+                from: peer("192.0.2.10:5060"),
+            });
+            key
+        }
+
+        /// A request from callee fork `i` in its dialog; returns its server transaction.
+        fn callee_sends(&mut self, i: usize, method: &str, cseq: u32, body: &str) -> TxKey {
+            let (inv, p) = self.b_invites[i].clone();
+            let from = inv.headers.get(&HeaderName::From).unwrap_or("").to_owned();
+            let ct = if body.is_empty() {
+                ""
+            } else {
+                "\nContent-Type: application/sdp"
+            };
+            let req = parse_req(
+                &format!(
+                    "{method} sip:ringfort@203.0.113.1:5060 SIP/2.0\n\
+                     Via: SIP/2.0/UDP {}:5060;branch=z9hG4bKb{method}{cseq}\n\
+                     From: <sip:200@203.0.113.1>;tag=b{i}\n\
+                     To: {from}\n\
+                     Call-ID: call-b\n\
+                     CSeq: {cseq} {method}\n\
+                     Contact: <sip:200@192.0.2.20:5060>\n\
+                     Max-Forwards: 70{ct}",
+                    p.remote.ip()
+                ),
+                body,
+            );
+            let key = TxKey::server(&req).expect("key");
+            self.sip(SipIn::Request {
+                key: key.clone(),
+                req,
+                from: p,
+            });
+            key
+        }
+
+        /// The To tag the caller sees (from any response to its INVITE).
+        fn a_tag_any(&self) -> String {
+            self.to_a
+                .iter()
+                .rev()
+                .find_map(|r| {
+                    message::to_header(&r.headers)
+                        .ok()
+                        .and_then(|t| t.tag().map(str::to_owned))
+                })
+                .expect("to tag")
+        }
+
+        /// The last request of `method` the call sent on leg `call_id`.
+        fn last_request(&self, method: Method, call_id: &str) -> Request {
+            self.requests
+                .iter()
+                .rev()
+                .find(|r| r.method == method && r.headers.get(&HeaderName::CallId) == Some(call_id))
+                .unwrap_or_else(|| panic!("no {method} on {call_id}"))
+                .clone()
+        }
+
+        /// A phone answers a request the call sent.
+        fn answer(&mut self, req: &Request, status: u16, ct: &str, body: &str) {
+            let mut r = Response::for_request(req, status, message::reason_phrase(status));
+            if !body.is_empty() {
+                r.headers.push(HeaderName::ContentType, ct);
+                r.body = body.as_bytes().to_vec().into();
+            }
+            r.headers
+                .push(HeaderName::ContentLength, r.body.len().to_string());
+            self.sip(SipIn::Response {
+                key: TxKey::client(req),
+                resp: r,
+            });
+        }
+
+        /// The last response to server transaction `key`.
+        fn response_to(&self, key: &TxKey) -> Option<Response> {
+            self.responses
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, r)| r.clone())
+        }
+    }
+
+    #[test]
+    fn update_hold_and_resume_are_relayed_with_sdp_rewritten_both_ways() {
+        let mut t = answered_call();
+        // The caller holds by UPDATE.
+        let key = t.caller_sends("UPDATE", 4, SDP, &with_direction(OFFER, "sendonly", None));
+        let up = t.last_request(Method::Update, "call-b");
+        let body = String::from_utf8_lossy(&up.body);
+        assert!(body.contains("m=audio 30002 "), "{body}");
+        assert!(body.contains("c=IN IP4 203.0.113.1"), "{body}");
+        assert!(body.contains("a=sendonly"), "{body}");
+        assert!(!body.contains("192.0.2.10"), "{body}");
+        assert_eq!(up.headers.get(&HeaderName::ContentType), Some(SDP));
+        assert_eq!(t.holds, vec![true]);
+        assert!(t.response_to(&key).is_none(), "waits for the callee");
+        // The callee answers recvonly from another port: the relay follows it.
+        let answer = with_direction(ANSWER, "recvonly", Some(("audio 7000", "audio 7002")));
+        t.answer(&up, 200, SDP, &answer);
+        assert_eq!(
+            t.remotes.last(),
+            Some(&(
+                Leg::B,
+                Remote::new("192.0.2.20:7002".parse().expect("addr"))
+            ))
+        );
+        let ok = t.response_to(&key).expect("answer to the caller");
+        assert_eq!(ok.status, 200);
+        let body = String::from_utf8_lossy(&ok.body);
+        assert!(body.contains("m=audio 30000 "), "{body}");
+        assert!(body.contains("a=recvonly"), "{body}");
+        assert!(body.contains("c=IN IP4 203.0.113.1"), "{body}");
+        assert!(body.contains("o=ringfort "), "{body}");
+        // The callee resumes by UPDATE: the other way round.
+        let key = t.callee_sends(0, "UPDATE", 5, &with_direction(ANSWER, "sendrecv", None));
+        let up = t.last_request(Method::Update, "call-a");
+        let body = String::from_utf8_lossy(&up.body);
+        assert!(body.contains("m=audio 30000 "), "{body}");
+        assert!(body.contains("a=sendrecv"), "{body}");
+        assert!(!body.contains("192.0.2.20"), "{body}");
+        assert_eq!(t.holds, vec![true, false]);
+        t.answer(&up, 200, SDP, &with_direction(OFFER, "sendrecv", None));
+        let ok = t.response_to(&key).expect("answer to the callee");
+        assert_eq!(ok.status, 200);
+        let body = String::from_utf8_lossy(&ok.body);
+        assert!(body.contains("m=audio 30002 "), "{body}");
+        assert!(body.contains("a=sendrecv"), "{body}");
+        // A body-less UPDATE (session refresh) is answered here, not relayed.
+        let before = t.requests.len();
+        let key = t.caller_sends("UPDATE", 6, "", "");
+        assert_eq!(t.response_to(&key).map(|r| r.status), Some(200));
+        assert_eq!(t.requests.len(), before);
+        assert!(t.ended.is_none());
+    }
+
+    #[test]
+    fn update_glare_gets_491_and_the_callee_s_491_goes_back() {
+        let mut t = answered_call();
+        let hold = with_direction(OFFER, "sendonly", None);
+        let a1 = t.caller_sends("UPDATE", 4, SDP, &hold);
+        let up = t.last_request(Method::Update, "call-b");
+        // The callee's own offers cross ours: UPDATE (refused by the dialog layer) and
+        // re-INVITE (refused by the call: an offer is pending on that leg).
+        let b1 = t.callee_sends(0, "UPDATE", 5, ANSWER);
+        assert_eq!(t.response_to(&b1).map(|r| r.status), Some(491));
+        let b2 = t.callee_sends(0, "INVITE", 6, ANSWER);
+        assert_eq!(t.response_to(&b2).map(|r| r.status), Some(491));
+        // The caller's second offer while its first waits: 500 with Retry-After.
+        let a2 = t.caller_sends("UPDATE", 5, SDP, OFFER);
+        let r = t.response_to(&a2).expect("refused");
+        assert_eq!(r.status, 500);
+        assert!(r
+            .headers
+            .get(&HeaderName::Other("Retry-After".into()))
+            .is_some());
+        // The callee refuses ours with 491: the caller gets the 491 and the hold is undone.
+        t.answer(&up, 491, "", "");
+        assert_eq!(t.response_to(&a1).map(|r| r.status), Some(491));
+        assert_eq!(t.holds, vec![true, false]);
+        // Nothing pending any more: the next offer goes through.
+        t.caller_sends("UPDATE", 6, SDP, &hold);
+        assert_eq!(
+            t.requests
+                .iter()
+                .filter(|r| r.method == Method::Update)
+                .count(),
+            2
+        );
+        assert!(t.ended.is_none());
+    }
+
+    #[test]
+    fn reinvite_glare_491_goes_back_and_is_not_retried_by_us() {
+        let mut t = answered_call();
+        let a1 = t.caller_sends("INVITE", 4, SDP, &with_direction(OFFER, "sendonly", None));
+        let inv = t.last_request(Method::Invite, "call-b");
+        // The callee's re-INVITE crosses ours: the dialog layer answers 491.
+        let b1 = t.callee_sends(0, "INVITE", 5, ANSWER);
+        assert_eq!(t.response_to(&b1).map(|r| r.status), Some(491));
+        // And an UPDATE offer crossing our re-INVITE offer: the call answers 491.
+        let b2 = t.callee_sends(0, "UPDATE", 6, ANSWER);
+        assert_eq!(t.response_to(&b2).map(|r| r.status), Some(491));
+        t.answer(&inv, 491, "", "");
+        assert_eq!(t.response_to(&a1).map(|r| r.status), Some(491));
+        // The caller retries by itself; the dialog layer must not replay the old offer.
+        t.advance(Duration::from_secs(10));
+        let invites = t
+            .requests
+            .iter()
+            .filter(|r| r.method == Method::Invite)
+            .count();
+        assert_eq!(invites, 1);
+        assert!(t.ended.is_none());
+    }
+
+    #[test]
+    fn info_is_relayed_with_its_body_and_its_200_comes_back() {
+        let mut t = answered_call();
+        let dtmf = "Signal=5\r\nDuration=160\r\n";
+        let key = t.caller_sends("INFO", 4, "application/dtmf-relay", dtmf);
+        let info = t.last_request(Method::Info, "call-b");
+        assert_eq!(&info.body[..], dtmf.as_bytes());
+        assert_eq!(
+            info.headers.get(&HeaderName::ContentType),
+            Some("application/dtmf-relay")
+        );
+        assert!(t.response_to(&key).is_none(), "waits for the callee");
+        t.answer(&info, 200, "", "");
+        assert_eq!(t.response_to(&key).map(|r| r.status), Some(200));
+        // A refusal comes back as it is.
+        let key = t.caller_sends("INFO", 5, "application/dtmf-relay", dtmf);
+        let info = t.last_request(Method::Info, "call-b");
+        t.answer(&info, 415, "", "");
+        assert_eq!(t.response_to(&key).map(|r| r.status), Some(415));
+        // OPTIONS stays here, with Allow; NOTIFY gets 501.
+        let key = t.caller_sends("OPTIONS", 6, "", "");
+        let r = t.response_to(&key).expect("200");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.headers.get(&HeaderName::Allow), Some(ALLOW));
+        let key = t.caller_sends("NOTIFY", 7, "", "");
+        assert_eq!(t.response_to(&key).map(|r| r.status), Some(501));
+        assert_eq!(
+            t.requests
+                .iter()
+                .filter(|r| r.method == Method::Info)
+                .count(),
+            2
+        );
+        assert!(t.ended.is_none());
+    }
+
+    #[test]
+    fn info_to_a_callee_that_never_answers_gets_408() {
+        let mut t = answered_call();
+        let key = t.caller_sends("INFO", 4, "application/dtmf-relay", "Signal=1\r\n");
+        let info = t.last_request(Method::Info, "call-b");
+        t.sip(SipIn::Timeout(TxKey::client(&info).expect("key")));
+        assert_eq!(t.response_to(&key).map(|r| r.status), Some(408));
+        // No answer at all to an in-dialog request: the callee's phone is gone (RFC 3261
+        // 12.2.1.2), so the call ends.
+        assert_eq!(t.byes_to("call-a"), 1);
+        assert_eq!(t.ended, Some((Disposition::Answered, HangupLeg::System)));
+    }
+
+    fn caller_invite_100rel(header: &str) -> Request {
+        let mut inv = caller_invite();
+        inv.headers.push(HeaderName::Supported, "timer");
+        inv.headers.push(
+            if header == "Require" {
+                HeaderName::Require
+            } else {
+                HeaderName::Supported
+            },
+            "100rel",
+        );
+        inv
+    }
+
+    impl T {
+        /// Fork `i` sends a reliable 183 with its SDP (RSeq `rseq`).
+        fn fork_183_reliable(&mut self, i: usize, rseq: u32) {
+            let (inv, _) = self.b_invites[i].clone();
+            let mut r = Response::for_request(&inv, 183, "Session Progress");
+            r.ensure_to_tag(&format!("b{i}"));
+            r.headers.push(
+                HeaderName::Contact,
+                format!("<sip:200@192.0.2.{}:5060>", 20 + i),
+            );
+            r.headers.push(HeaderName::Require, "100rel");
+            r.headers
+                .push(HeaderName::Other("RSeq".into()), rseq.to_string());
+            r.headers.push(HeaderName::ContentType, SDP);
+            r.body = ANSWER.as_bytes().to_vec().into();
+            r.headers
+                .push(HeaderName::ContentLength, r.body.len().to_string());
+            self.sip(SipIn::Response {
+                key: TxKey::client(&inv),
+                resp: r,
+            });
+        }
+
+        fn caller_pracks(&mut self, rseq: &str) -> TxKey {
+            let tag = self.a_tag_any();
+            let req = parse_req(
+                &format!(
+                    "PRACK sip:ringfort@203.0.113.1:5060 SIP/2.0\n\
+                     Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKprack{rseq}\n\
+                     From: \"Alice\" <sip:100@203.0.113.1>;tag=ca\n\
+                     To: <sip:200@203.0.113.1>;tag={tag}\n\
+                     Call-ID: call-a\n\
+                     CSeq: 4 PRACK\n\
+                     RAck: {rseq} 2 INVITE\n\
+                     Max-Forwards: 70"
+                ),
+                "",
+            );
+            let key = TxKey::server(&req).expect("key");
+            self.sip(SipIn::Request {
+                key: key.clone(),
+                req,
+                from: peer("192.0.2.10:5060"),
+            });
+            key
+        }
+    }
+
+    fn rseq_of(r: &Response) -> Option<String> {
+        r.headers
+            .get(&HeaderName::Other("RSeq".into()))
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn reliable_183_is_pracked_on_both_legs() {
+        let mut t = start_with(1, caller_invite_100rel("Supported"));
+        let (inv, _) = t.b_invites[0].clone();
+        assert!(
+            inv.headers
+                .list(&HeaderName::Supported)
+                .any(|o| o.trim() == "100rel"),
+            "the callee is offered 100rel because the caller supports it"
+        );
+        assert_eq!(inv.headers.count(&HeaderName::Allow), 1);
+        t.fork_183_reliable(0, 11);
+        // Leg B: our PRACK names the callee's RSeq and INVITE CSeq.
+        let prack = t.last_request(Method::Prack, "call-b");
+        assert_eq!(
+            prack.headers.get(&HeaderName::Other("RAck".into())),
+            Some("11 1 INVITE")
+        );
+        // Leg A: a reliable 183 of our own, its SDP on the relay.
+        let p = t.to_a.last().expect("183").clone();
+        assert_eq!(p.status, 183);
+        assert!(p
+            .headers
+            .list(&HeaderName::Require)
+            .any(|o| o.trim() == "100rel"));
+        let rseq = rseq_of(&p).expect("RSeq");
+        assert_ne!(rseq, "11", "our own RSeq space");
+        let body = String::from_utf8_lossy(&p.body);
+        assert!(body.contains("m=audio 30000 "), "{body}");
+        assert!(body.contains("c=IN IP4 203.0.113.1"), "{body}");
+        assert!(t.remotes.contains(&(
+            Leg::B,
+            Remote::new("192.0.2.20:7000".parse().expect("addr"))
+        )));
+        // Unacknowledged, it is sent again (T1).
+        t.advance(Duration::from_millis(600));
+        assert!(t.to_a.iter().filter(|r| r.status == 183).count() >= 2);
+        // The callee answers before the caller PRACKs: the 200 waits (RFC 3262 3).
+        t.answer(&prack, 200, "", "");
+        t.fork_says(0, 200);
+        assert_eq!(t.last_to_a(), 183);
+        let key = t.caller_pracks(&rseq);
+        assert_eq!(t.response_to(&key).map(|r| r.status), Some(200));
+        assert_eq!(t.last_to_a(), 200);
+        let ok = t.to_a.last().expect("200").clone();
+        let body = String::from_utf8_lossy(&ok.body);
+        assert!(body.contains("m=audio 30000 "), "{body}");
+        t.caller_acks();
+        assert!(t.call.is_answered());
+        assert!(t.ended.is_none());
+    }
+
+    #[test]
+    fn a_caller_without_100rel_gets_unreliable_18x() {
+        let mut t = start(1);
+        t.fork_183_reliable(0, 5);
+        assert_eq!(
+            t.last_request(Method::Prack, "call-b").method,
+            Method::Prack
+        );
+        let p = t.to_a.last().expect("183").clone();
+        assert_eq!(p.status, 183);
+        assert_eq!(rseq_of(&p), None);
+        assert!(!p.body.is_empty());
+        t.fork_says(0, 200);
+        assert_eq!(t.last_to_a(), 200);
+    }
+
+    #[test]
+    fn a_caller_requiring_100rel_gets_one_reliable_18x_at_a_time() {
+        let mut t = start_with(1, caller_invite_100rel("Require"));
+        t.fork_says(0, 180);
+        let ringing = t.to_a.last().expect("180").clone();
+        let rseq = rseq_of(&ringing).expect("reliable 180");
+        // The callee's early SDP waits for the PRACK of our 180.
+        t.fork_183_reliable(0, 1);
+        assert_eq!(t.to_a.iter().filter(|r| r.status == 183).count(), 0);
+        t.caller_pracks(&rseq);
+        let p = t.to_a.last().expect("183").clone();
+        assert_eq!(p.status, 183);
+        let next: u32 = rseq_of(&p).expect("RSeq").parse().expect("num");
+        assert_eq!(next, rseq.parse::<u32>().expect("num") + 1);
+    }
+
+    #[test]
+    fn early_update_is_relayed_once_both_early_offers_are_done() {
+        let mut t = start_with(1, caller_invite_100rel("Supported"));
+        t.fork_183_reliable(0, 1);
+        // Before the caller PRACKed our 183, an UPDATE offer is one offer too many.
+        let rseq = rseq_of(t.to_a.last().expect("183")).expect("RSeq");
+        let k = t.caller_sends("UPDATE", 3, SDP, &with_direction(OFFER, "sendonly", None));
+        assert_eq!(t.response_to(&k).map(|r| r.status), Some(500));
+        t.caller_pracks(&rseq);
+        let k = t.caller_sends("UPDATE", 5, SDP, &with_direction(OFFER, "sendonly", None));
+        let up = t.last_request(Method::Update, "call-b");
+        assert!(String::from_utf8_lossy(&up.body).contains("m=audio 30002 "));
+        t.answer(&up, 200, SDP, &with_direction(ANSWER, "recvonly", None));
+        let ok = t.response_to(&k).expect("answer");
+        assert_eq!(ok.status, 200);
+        assert!(String::from_utf8_lossy(&ok.body).contains("a=recvonly"));
     }
 }

@@ -1420,6 +1420,15 @@ impl DialogSet {
         Ok(())
     }
 
+    /// Drops the pending retry of our re-INVITE that got 491 (14.1); true if there was
+    /// one. A B2BUA that relayed the re-INVITE passes the 491 back to the phone that
+    /// sent it, which retries by itself: our retry would replay a stale offer.
+    pub fn forgo_glare_retry(&mut self, id: &DialogId) -> bool {
+        self.dialogs
+            .get_mut(id)
+            .is_some_and(|d| d.glare_retry.take().is_some())
+    }
+
     /// The client transaction of our dialog-creating INVITE (for CANCEL).
     pub fn invite_key(&self, invite: &InviteId) -> Option<&TxKey> {
         self.invites.get(invite).map(|i| &i.key)
@@ -2977,6 +2986,52 @@ mod tests {
         assert_eq!(&invites[2].body()[..], b"a hold");
         assert!(b_evs(&h, 0).iter().any(|e| matches!(e,
             DialogEvent::Request { req, .. } if req.method == Method::Invite)));
+    }
+
+    #[test]
+    fn a_glare_retry_can_be_forgone() {
+        let mut h = Harness::established(1);
+        let (a_id, b_id) = (h.a_id(0), h.b_id(0));
+        let ea =
+            h.a.request(&a_id, Method::Invite, sdp("a hold"), h.now)
+                .expect("a");
+        let eb = h.bs[0]
+            .request(&b_id, Method::Invite, sdp("b hold"), h.now)
+            .expect("b");
+        h.queue.extend(ea.into_iter().map(|e| (Side::A, e)));
+        h.queue.extend(eb.into_iter().map(|e| (Side::B(0), e)));
+        h.pump();
+        assert!(h.a(0).glare_retry_at().is_some());
+        assert!(h.a.forgo_glare_retry(&a_id));
+        assert!(!h.a.forgo_glare_retry(&a_id), "only once");
+        assert_eq!(h.a(0).glare_retry_at(), None);
+        h.advance(Duration::from_secs(5));
+        // B's own retry came and went; A never sent its INVITE again.
+        assert_eq!(
+            h.sent(Side::A, |m| is_req(m, Method::Invite)).len(),
+            2,
+            "initial and glared only"
+        );
+        // And A may start a new re-INVITE once B's is answered.
+        let key = h
+            .ev_a
+            .iter()
+            .find_map(|e| match e {
+                DialogEvent::Request { key, req, .. } if req.method == Method::Invite => {
+                    Some(key.clone())
+                }
+                _ => None,
+            })
+            .expect("B's retry reached A");
+        let evs =
+            h.a.respond(&a_id, &key, 200, sdp("ok"), h.now)
+                .expect("200");
+        h.run(Side::A, evs);
+        h.advance(T1);
+        assert!(h
+            .a
+            .request(&a_id, Method::Invite, sdp("again"), h.now)
+            .is_ok());
     }
 
     #[test]

@@ -366,3 +366,57 @@ fn hold_and_resume_by_re_invite() {
     assert_cdr(&node, "answered", "caller");
     node.stop();
 }
+
+#[test]
+fn hold_and_resume_by_update() {
+    let mut node = call_node();
+    let mut uas = callee(&node, CALLEE, "call_uas_update_hold.xml");
+    caller("call_uac_update_hold.xml", CALLEE).expect_pass(&node);
+    uas.expect_pass(&node);
+    assert_cdr(&node, "answered", "caller");
+    node.stop();
+}
+
+#[test]
+fn info_is_relayed_from_caller_to_callee() {
+    let mut node = call_node();
+    let mut uas = callee(&node, CALLEE, "call_uas_info.xml");
+    caller("call_uac_info.xml", CALLEE).expect_pass(&node);
+    uas.expect_pass(&node);
+    assert_cdr(&node, "answered", "caller");
+    node.stop();
+}
+
+#[test]
+fn reliable_183_is_pracked_on_both_legs() {
+    let mut node = call_node();
+    let mut uas = callee(&node, CALLEE, "call_uas_prack.xml");
+    caller("call_uac_prack.xml", CALLEE).expect_pass(&node);
+    uas.expect_pass(&node);
+    assert_cdr(&node, "answered", "caller");
+    node.stop();
+}
+
+#[test]
+fn caller_requiring_100rel_is_served_reliably() {
+    let mut node = call_node();
+    let mut uas = callee(&node, CALLEE, "call_uas_prack.xml");
+    // The same caller, with Require instead of Supported: no 420, and the 183 it gets is
+    // reliable (the scenario checks Require and RSeq and PRACKs it).
+    let text =
+        std::fs::read_to_string(crate::support::scenario("call_uac_prack.xml")).expect("scenario");
+    let required = text.replace("Supported: 100rel", "Require: 100rel");
+    assert_eq!(
+        required.matches("\n      Require: 100rel").count(),
+        2,
+        "both INVITEs"
+    );
+    let path = node.dir.path().join("call_uac_prack_require.xml");
+    std::fs::write(&path, required).expect("write");
+    let mut s = caller("call_uac_prack.xml", CALLEE);
+    s.scenario = path;
+    s.expect_pass(&node);
+    uas.expect_pass(&node);
+    assert_cdr(&node, "answered", "caller");
+    node.stop();
+}
