@@ -2,6 +2,9 @@
 #   docker build -t ringfort .
 #   docker run --network host -v ringfort-data:/var/lib/ringfort ringfort
 FROM rust:1-bookworm AS build
+# libopus for the Opus codec (found through pkg-config).
+RUN apt-get update && apt-get install -y --no-install-recommends libopus-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
@@ -16,7 +19,7 @@ RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin ringfor
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libopus0 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /var/lib/ringfort --shell /usr/sbin/nologin ringfort \
     && mkdir -p /etc/ringfort /usr/share/ringfort /var/lib/ringfort \

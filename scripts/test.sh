@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh Debian machine: installs what the tests need (SIPp from
-# `sip-tester`, PostgreSQL prepared for the store tests, baresip and sox for the audio
-# tests, iptables for the NAT test), then checks formatting, lints and
-# runs every test. Run as root (apt-get, pg_hba.conf). `.ci/run` calls this.
+# The whole test suite on a fresh Debian machine: installs what the build and the tests
+# need (libopus for the Opus codec, SIPp from `sip-tester`, PostgreSQL prepared for the
+# store tests, baresip and sox for the audio tests, iptables for the NAT test), then
+# checks formatting, lints and runs every test. Run as root (apt-get, pg_hba.conf). `.ci/run` calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)

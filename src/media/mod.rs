@@ -17,9 +17,11 @@
 //! SDP sent to that leg, starts the relay ([`Relay::spawn`]) and feeds it the remote
 //! addresses from the SDP it receives ([`RelayHandle::update_remote`]).
 
+pub mod codec;
 pub mod latch;
 pub mod ports;
 pub mod relay;
+pub mod resample;
 pub mod timeout;
 
 use std::io;
