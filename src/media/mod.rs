@@ -23,6 +23,7 @@ pub mod ports;
 pub mod relay;
 pub mod resample;
 pub mod timeout;
+pub mod transcode;
 
 use std::io;
 

@@ -139,6 +139,8 @@ pub trait Decoder: Send {
     fn pcm_rate(&self) -> u32;
     /// Decodes one payload; returns the samples written.
     fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError>;
+    /// How many samples `payload` decodes to, when that can be told without decoding.
+    fn samples_in(&self, payload: &[u8]) -> Option<usize>;
     /// Fills `out` for a lost packet of `out.len()` samples with the codec's own
     /// concealment, or returns `None` when it has none (the jitter buffer conceals then).
     fn conceal(&mut self, out: &mut [i16]) -> Result<Option<usize>, CodecError>;
@@ -188,6 +190,9 @@ impl Decoder for G711Decoder {
             });
         }
         Ok(g711::decode(self.0, payload, out))
+    }
+    fn samples_in(&self, payload: &[u8]) -> Option<usize> {
+        Some(payload.len())
     }
     fn conceal(&mut self, _out: &mut [i16]) -> Result<Option<usize>, CodecError> {
         Ok(None)

@@ -84,6 +84,9 @@ impl Decoder for OpusDecoder {
     fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
         self.inner.decode(payload, out, false).map_err(lib_err)
     }
+    fn samples_in(&self, payload: &[u8]) -> Option<usize> {
+        self.inner.get_nb_samples(payload).ok()
+    }
     /// libopus' packet loss concealment: an empty packet asks for it.
     fn conceal(&mut self, out: &mut [i16]) -> Result<Option<usize>, CodecError> {
         self.inner
