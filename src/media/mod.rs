@@ -1,12 +1,14 @@
-//! The media engine. For now: the RTP relay that anchors the media of a B2BUA call.
+//! The media engine. For now: the RTP relay that anchors the media of a B2BUA call, and
+//! the first codec.
 //!
 //! Owns: RTP/RTCP port pairs on the PBX's media address ([`ports`]), symmetric latching
-//! ([`latch`]), the media timeout ([`timeout`]) and the relay task with its handle
-//! ([`relay`]). Must not: know SIP, dialogs or SDP text; the call layer reads the SDP and
-//! passes plain socket addresses in ([`Remote`]), and gets plain events back
-//! ([`RelayEvent`]). The decisions are sans-IO and unit-tested with a fake clock:
-//! `latch` and `timeout` import no tokio and read no clock, and `ports::PortPool` is plain
-//! data beside the binding code; `relay` is the thin task around them.
+//! ([`latch`]), the media timeout ([`timeout`]), the relay task with its handle
+//! ([`relay`]), and the G.722 codec ([`g722`], standalone until a codec trait wires it
+//! in). Must not: know SIP, dialogs or SDP text; the call layer reads the SDP and passes
+//! plain socket addresses in ([`Remote`]), and gets plain events back ([`RelayEvent`]).
+//! The decisions are sans-IO and unit-tested with a fake clock: `latch` and `timeout`
+//! import no tokio and read no clock, and `ports::PortPool` is plain data beside the
+//! binding code; `relay` is the thin task around them. `g722` is pure arithmetic.
 //!
 //! A call through the relay:
 //! ```text
@@ -17,6 +19,7 @@
 //! SDP sent to that leg, starts the relay ([`Relay::spawn`]) and feeds it the remote
 //! addresses from the SDP it receives ([`RelayHandle::update_remote`]).
 
+pub mod g722;
 pub mod latch;
 pub mod ports;
 pub mod relay;
