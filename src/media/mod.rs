@@ -1,12 +1,16 @@
-//! The media engine. For now: the RTP relay that anchors the media of a B2BUA call.
+//! The media engine: the RTP relay that anchors the media of a B2BUA call, and the parts
+//! that decode media when the relay alone is not enough.
 //!
 //! Owns: RTP/RTCP port pairs on the PBX's media address ([`ports`]), symmetric latching
-//! ([`latch`]), the media timeout ([`timeout`]) and the relay task with its handle
-//! ([`relay`]). Must not: know SIP, dialogs or SDP text; the call layer reads the SDP and
-//! passes plain socket addresses in ([`Remote`]), and gets plain events back
-//! ([`RelayEvent`]). The decisions are sans-IO and unit-tested with a fake clock:
-//! `latch` and `timeout` import no tokio and read no clock, and `ports::PortPool` is plain
-//! data beside the binding code; `relay` is the thin task around them.
+//! ([`latch`]), the media timeout ([`timeout`]), the relay task with its handle
+//! ([`relay`]), the codecs ([`codec`]: G.711, G.722, Opus), sample-rate conversion
+//! ([`resample`]) and transcoding of one direction of a call ([`transcode`]).
+//! Must not: know SIP, dialogs or SDP text; the call layer reads the SDP and passes
+//! plain socket addresses and codec choices in ([`Remote`], [`transcode::LegFormat`]),
+//! and gets plain events back ([`RelayEvent`]). The decisions are sans-IO and unit-tested
+//! with a fake clock: `latch` and `timeout` import no tokio and read no clock,
+//! `ports::PortPool` is plain data beside the binding code, codecs and the transcoder are
+//! packets in, packets out; `relay` is the thin task around them.
 //!
 //! A call through the relay:
 //! ```text

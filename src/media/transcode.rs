@@ -584,6 +584,30 @@ mod tests {
     }
 
     #[test]
+    fn g722_wideband_meets_narrowband_through_the_resampler() {
+        let g722 = LegFormat::new(CodecKind::G722, 9);
+        let pcm = tone(16000, 1000.0, 16000);
+        let mut down = Transcoder::new(g722, pcmu()).expect("down");
+        assert!(down.resampler.is_some());
+        let out = run(&mut down, &packets(g722, 16000, &pcm));
+        assert!(out.len() >= 49, "{} packets", out.len());
+        let heard = decode_all(pcmu(), 8000, &out);
+        assert!(tone_ratio(&heard[1600..], 8000, 1000.0, 2500.0) > 1000.0);
+        let mut up = Transcoder::new(pcmu(), g722).expect("up");
+        let back = run(&mut up, &out);
+        let views: Vec<RtpView> = back.iter().filter_map(|p| RtpView::parse(p)).collect();
+        for w in views.windows(2) {
+            assert_eq!(
+                w[1].ts.wrapping_sub(w[0].ts),
+                160,
+                "G.722's 8 kHz RTP clock"
+            );
+        }
+        let heard = decode_all(g722, 16000, &back);
+        assert!(tone_ratio(&heard[3200..], 16000, 1000.0, 2500.0) > 1000.0);
+    }
+
+    #[test]
     fn junk_is_dropped_without_output() {
         let mut t = Transcoder::new(opus(), pcmu()).expect("t");
         let mut emitted = 0;

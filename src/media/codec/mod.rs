@@ -12,6 +12,7 @@
 //! decode at 8, 16 or 48 kHz itself, so an Opus leg bridged to G.711 needs no resampler.
 
 pub mod g711;
+pub mod g722;
 pub mod opus;
 
 use thiserror::Error;
@@ -216,10 +217,10 @@ pub fn encoder(
             };
             Ok(Box::new(G711Encoder(law, kind)))
         }
-        CodecKind::G722 => Err(CodecError::Rate {
-            codec: "G722",
-            rate: pcm_rate,
-        }),
+        CodecKind::G722 => {
+            check_native(kind, pcm_rate)?;
+            Ok(Box::new(g722::G722Encoder::new()))
+        }
         CodecKind::Opus => Ok(Box::new(opus::OpusEncoder::new(pcm_rate, params)?)),
     }
 }
@@ -236,11 +237,56 @@ pub fn decoder(kind: CodecKind, pcm_rate: u32) -> Result<Box<dyn Decoder>, Codec
             };
             Ok(Box::new(G711Decoder(law, kind)))
         }
-        CodecKind::G722 => Err(CodecError::Rate {
-            codec: "G722",
-            rate: pcm_rate,
-        }),
+        CodecKind::G722 => {
+            check_native(kind, pcm_rate)?;
+            Ok(Box::new(g722::G722Decoder::new()))
+        }
         CodecKind::Opus => Ok(Box::new(opus::OpusDecoder::new(pcm_rate)?)),
+    }
+}
+
+impl Encoder for g722::G722Encoder {
+    fn kind(&self) -> CodecKind {
+        CodecKind::G722
+    }
+    fn pcm_rate(&self) -> u32 {
+        16000
+    }
+    fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
+        let need = pcm.len().div_ceil(2);
+        if out.len() < need {
+            return Err(CodecError::Buffer {
+                codec: "G722",
+                have: out.len(),
+                need,
+            });
+        }
+        Ok(g722::G722Encoder::encode(self, pcm, out))
+    }
+}
+
+impl Decoder for g722::G722Decoder {
+    fn kind(&self) -> CodecKind {
+        CodecKind::G722
+    }
+    fn pcm_rate(&self) -> u32 {
+        16000
+    }
+    fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
+        if out.len() < payload.len() * 2 {
+            return Err(CodecError::Buffer {
+                codec: "G722",
+                have: out.len(),
+                need: payload.len() * 2,
+            });
+        }
+        Ok(g722::G722Decoder::decode(self, payload, out))
+    }
+    fn samples_in(&self, payload: &[u8]) -> Option<usize> {
+        Some(payload.len() * 2)
+    }
+    fn conceal(&mut self, _out: &mut [i16]) -> Result<Option<usize>, CodecError> {
+        Ok(None)
     }
 }
 
