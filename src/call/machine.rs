@@ -15,6 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::info;
 
+use crate::media::transcode::LegFormat;
 use crate::media::{Leg, Remote};
 use crate::sip::dialog::{
     Body, DialogConfig, DialogEvent, DialogId, DialogSet, InviteId, InviteParams, MsgOpts,
@@ -27,6 +28,7 @@ use crate::sip::sdp::{
 use crate::sip::transaction::TxKey;
 use crate::sip::Peer;
 
+use super::codecs;
 use super::CallError;
 
 const SDP: &str = "application/sdp";
@@ -185,6 +187,9 @@ pub enum Command {
     Ringing,
     /// The call was answered (leg B's Call-ID is the shared one).
     Answered,
+    /// The legs share no codec: transcode between these formats (leg A's, leg B's);
+    /// `None` = they share one again, relay packets untouched.
+    Transcode(Option<[LegFormat; 2]>),
     /// The call is over: write the CDR. Sent once.
     Ended {
         disposition: Disposition,
@@ -268,6 +273,10 @@ pub struct Call {
     winner: Option<DialogId>,
     /// The SDP offer as sent to leg B (what its answer is checked against).
     b_offer: SessionDescription,
+    /// The last offer each leg's phone made (what an answer going back must fit).
+    offers: [Option<SessionDescription>; 2],
+    /// The relay transcodes (the legs' codecs differ).
+    transcoding: bool,
     media_ip: IpAddr,
     relay_ports: [u16; 2],
     /// Per m-line of the caller's offer: relayed or disabled.
@@ -393,8 +402,9 @@ impl Call {
                 .collect(),
             rtcp_mux: false,
         };
-        let b_offer = rewrite_for_relay(&p.offer, &leg_b, &mut origin_b)
+        let mut b_offer = rewrite_for_relay(&p.offer, &leg_b, &mut origin_b)
             .map_err(|e| CallError::BadOffer(e.to_string()))?;
+        codecs::extend_offer(&mut b_offer, first_audio);
         let has_100rel = |h: &HeaderName| {
             p.invite
                 .headers
@@ -423,6 +433,8 @@ impl Call {
             winner: None,
             last_sdp: [None, Some(b_offer.to_string())],
             b_offer,
+            offers: [Some(p.offer.clone()), None],
+            transcoding: false,
             media_ip: p.media_ip,
             relay_ports: p.relay_ports,
             relayed,
@@ -695,7 +707,7 @@ impl Call {
         };
         if !self.early_media {
             if let Some(sdp) = response_sdp(resp) {
-                if let Some(body) = self.answer_for_a(&sdp) {
+                if let Some(body) = self.answer_for_a(&sdp, out) {
                     opts.body = Some(body);
                     self.early_media = true;
                     self.early_b = id;
@@ -789,9 +801,56 @@ impl Call {
     }
 
     /// The callee's SDP (answer) rewritten for leg A. None when it does not fit the offer.
-    fn answer_for_a(&mut self, answer: &SessionDescription) -> Option<Body> {
+    fn answer_for_a(
+        &mut self,
+        answer: &SessionDescription,
+        out: &mut Vec<Command>,
+    ) -> Option<Body> {
         sdp::validate_answer(&self.b_offer, answer).ok()?;
-        self.rewrite_for(0, answer).map(|s| sdp_body(&s))
+        self.answer_for(0, answer, out).map(|s| sdp_body(&s))
+    }
+
+    /// An answer going back to leg `leg`, which made the offer: rewritten to the relay,
+    /// and with the leg's own codec in it when the answerer chose one the leg did not
+    /// offer (then the relay transcodes). None when no codec works for both.
+    fn answer_for(
+        &mut self,
+        leg: usize,
+        answer: &SessionDescription,
+        out: &mut Vec<Command>,
+    ) -> Option<SessionDescription> {
+        let (Some(index), Some(offer)) = (
+            self.relayed.iter().position(|r| *r),
+            self.offers[leg].as_ref(),
+        ) else {
+            return self.rewrite_for(leg, answer);
+        };
+        let fitted = match codecs::fit_answer(offer, answer, index) {
+            codecs::Fit::Relay => {
+                if self.transcoding {
+                    self.transcoding = false;
+                    out.push(Command::Transcode(None));
+                }
+                answer.clone()
+            }
+            codecs::Fit::Transcode {
+                answer,
+                offerer,
+                answerer,
+            } => {
+                let formats = if leg == 0 {
+                    [offerer, answerer]
+                } else {
+                    [answerer, offerer]
+                };
+                info!(a = ?formats[0].codec, b = ?formats[1].codec, "transcoding");
+                self.transcoding = true;
+                out.push(Command::Transcode(Some(formats)));
+                *answer
+            }
+            codecs::Fit::NoCodec => return None,
+        };
+        self.rewrite_for(leg, &fitted)
     }
 
     /// An SDP received on one leg rewritten for leg `leg` (0 = A, 1 = B): the relay's
@@ -868,7 +927,8 @@ impl Call {
             let streams = negotiate(&self.b_offer, a).ok()?;
             (!no_common_codec(&streams)).then_some(a)
         });
-        let Some(answer) = usable.cloned() else {
+        let fitted = usable.and_then(|a| Some((a.clone(), self.answer_for_a(a, out)?)));
+        let Some((answer, body)) = fitted else {
             info!("callee answered without a usable SDP answer: 488");
             let mut evs = self.dialogs.bye(&id, now).unwrap_or_default();
             evs.extend(self.cancel_forks(out));
@@ -881,10 +941,9 @@ impl Call {
             return evs;
         };
         self.relay_remote(1, &answer, out);
-        let body = self.answer_for_a(&answer);
         let mut evs = self.cancel_forks(out);
         let opts = MsgOpts {
-            body,
+            body: Some(body),
             headers: vec![(HeaderName::Allow, ALLOW.into())],
             ..MsgOpts::default()
         };
@@ -1147,9 +1206,13 @@ impl Call {
         let Some(target) = self.leg_dialog(other) else {
             return self.refuse(from_id, key, 500, now);
         };
-        let Some(rewritten) = self.rewrite_for(other, offer) else {
+        let Some(mut rewritten) = self.rewrite_for(other, offer) else {
             return self.refuse(from_id, key, 488, now);
         };
+        if let Some(index) = self.relayed.iter().position(|r| *r) {
+            codecs::extend_offer(&mut rewritten, index);
+        }
+        self.offers[from] = Some(offer.clone());
         match self.dialogs.request(
             &target,
             method.clone(),
@@ -1259,7 +1322,7 @@ impl Call {
         if r.offer && (200..300).contains(&status) {
             if let Some(answer) = response_sdp(resp) {
                 self.relay_remote(1 - r.from, &answer, out);
-                opts.body = self.rewrite_for(r.from, &answer).map(|s| sdp_body(&s));
+                opts.body = self.answer_for(r.from, &answer, out).map(|s| sdp_body(&s));
             }
             if opts.body.is_none() {
                 // A 2xx without a usable answer: the offer failed as far as the
@@ -1370,6 +1433,7 @@ impl Call {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::codec::CodecKind;
     use crate::sip::message::{self, SipMessage};
     use crate::sip::transaction::Timers;
     use crate::sip::Transport;
@@ -1433,6 +1497,7 @@ mod tests {
         /// Responses to other server transactions than the caller's INVITE.
         responses: Vec<(TxKey, Response)>,
         holds: Vec<bool>,
+        transcodes: Vec<Option<[LegFormat; 2]>>,
     }
 
     fn start(forks: usize) -> T {
@@ -1489,6 +1554,7 @@ mod tests {
             remotes: Vec::new(),
             responses: Vec::new(),
             holds: Vec::new(),
+            transcodes: Vec::new(),
         };
         t.take(cmds);
         assert_eq!(t.b_invites.len(), forks);
@@ -1531,6 +1597,7 @@ mod tests {
                         self.ended = Some((disposition, hangup));
                     }
                     Command::Hold(on) => self.holds.push(on),
+                    Command::Transcode(f) => self.transcodes.push(f),
                     Command::Ringing | Command::Answered => {}
                 }
             }
@@ -1831,6 +1898,41 @@ mod tests {
         assert_eq!(t.last_to_a(), 488);
         assert_eq!(t.byes_to("call-b"), 1);
         assert_eq!(t.ended, Some((Disposition::Failed, HangupLeg::System)));
+    }
+
+    #[test]
+    fn a_callee_codec_the_caller_lacks_is_transcoded() {
+        let mut t = start(1);
+        let (inv, _) = t.b_invites[0].clone();
+        // The callee is offered the caller's PCMU first, then what the engine adds.
+        let offered = String::from_utf8_lossy(&inv.body).into_owned();
+        assert!(
+            offered.contains("m=audio 30002 RTP/AVP 0 101 96 9 8"),
+            "{offered}"
+        );
+        assert!(offered.contains("a=rtpmap:96 opus/48000/2"), "{offered}");
+        let mut r = Response::for_request(&inv, 200, "OK");
+        r.ensure_to_tag("b0");
+        r.headers.push(HeaderName::Contact, "<sip:200@192.0.2.20>");
+        r.headers.push(HeaderName::ContentType, SDP);
+        let pcma = ANSWER
+            .replace("RTP/AVP 0", "RTP/AVP 8")
+            .replace("0 PCMU", "8 PCMA");
+        r.body = pcma.into_bytes().into();
+        r.headers
+            .push(HeaderName::ContentLength, r.body.len().to_string());
+        t.sip(SipIn::Response {
+            key: TxKey::client(&inv),
+            resp: r,
+        });
+        let ok = t.to_a.last().expect("200 to the caller");
+        assert_eq!(ok.status, 200);
+        let answer = String::from_utf8_lossy(&ok.body).into_owned();
+        assert!(answer.contains("m=audio 30000 RTP/AVP 0 101"), "{answer}");
+        assert!(!answer.contains("PCMA"), "{answer}");
+        let [a, b] = t.transcodes.last().copied().flatten().expect("transcoding");
+        assert_eq!((a.codec, a.pt, a.dtmf_pt), (CodecKind::Pcmu, 0, Some(101)));
+        assert_eq!((b.codec, b.pt, b.dtmf_pt), (CodecKind::Pcma, 8, None));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! unit-tested with a fake clock. [`task`] is the thin tokio task per call around it: it
 //! forwards SIP commands to the core, drives the relay, and writes the store.
 
+pub mod codecs;
 pub mod machine;
 pub mod task;
 

@@ -194,6 +194,13 @@ async fn execute(
         match cmd {
             Command::Remote { leg, remote } => relay.update_remote(leg, remote),
             Command::Hold(on) => relay.set_hold(on),
+            Command::Transcode(formats) => {
+                // A codec that cannot be set up leaves the relay as it was: the phones
+                // hear nothing, and the media timeout ends the call.
+                if let Err(e) = relay.transcode(formats) {
+                    warn!(error = %e, "cannot transcode");
+                }
+            }
             Command::Ringing => {}
             Command::Answered => {
                 let at = now_unix();

@@ -4,8 +4,11 @@
 //! waits on them, on a control channel and on one coarse interval (the media timeout check;
 //! no timer per packet), the per-leg counters, and the events sent to the B2BUA.
 //! Must not: know SIP or SDP, end calls (it reports [`RelayEvent::MediaTimeout`]), change
-//! packets: RTP and RTCP go out byte for byte as they came in (SSRC, sequence numbers,
-//! timestamps untouched).
+//! packets on the fast path: RTP and RTCP go out byte for byte as they came in (SSRC,
+//! sequence numbers, timestamps untouched). Only when the legs share no codec does the
+//! B2BUA hand it a pair of [`Transcoder`]s ([`RelayHandle::transcode`]); RTP then goes
+//! through them (new payloads, a new stream), and RTCP is not forwarded, since its
+//! reports describe a stream the other phone never receives.
 //!
 //! Hot path: on readiness of a socket, the task drains it with `try_recv_from` into one
 //! buffer owned by the task (allocated once with it), judges each packet with the pure
@@ -38,6 +41,7 @@ use tracing::{debug, info};
 use super::latch::{Latch, LatchConfig, Probe, Verdict};
 use super::ports::LegSockets;
 use super::timeout::MediaTimeout;
+use super::transcode::{LegFormat, TranscodeError, Transcoder};
 
 /// Receive buffer size. A datagram that fills it may have been truncated and is dropped.
 const BUF: usize = 2048;
@@ -264,10 +268,21 @@ impl Shared {
     }
 }
 
-#[derive(Debug)]
 enum Command {
     Remote(Leg, Remote),
     Hold(bool),
+    /// Transcoders for RTP from leg A and from leg B; `None` = back to the fast path.
+    Transcode(Option<Box<[Transcoder; 2]>>),
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Remote(l, r) => write!(f, "Remote({l:?}, {r:?})"),
+            Command::Hold(h) => write!(f, "Hold({h})"),
+            Command::Transcode(t) => write!(f, "Transcode({})", t.is_some()),
+        }
+    }
 }
 
 /// Starts relays.
@@ -298,6 +313,7 @@ impl Relay {
             shared: shared.clone(),
             events: ev_tx,
             pending_timeout: None,
+            transcoders: None,
         };
         let task = tokio::spawn(run([a, b], core, ctrl_rx, config.check_every));
         RelayHandle {
@@ -343,6 +359,18 @@ impl RelayHandle {
         let _ = self.ctrl.send(Command::Hold(on_hold));
     }
 
+    /// Transcode between the legs, `formats[0]` being what leg A's phone negotiated and
+    /// `formats[1]` leg B's; `None` returns to relaying packets untouched. Fails when a
+    /// codec cannot be set up (the relay keeps what it had).
+    pub fn transcode(&self, formats: Option<[LegFormat; 2]>) -> Result<(), TranscodeError> {
+        let transcoders = match formats {
+            Some([a, b]) => Some(Box::new([Transcoder::new(a, b)?, Transcoder::new(b, a)?])),
+            None => None,
+        };
+        let _ = self.ctrl.send(Command::Transcode(transcoders));
+        Ok(())
+    }
+
     /// The counters now (lock-free reads of the task's atomics).
     pub fn stats(&self) -> RelayStats {
         self.shared.snapshot()
@@ -385,6 +413,8 @@ struct Core {
     shared: Arc<Shared>,
     events: mpsc::Sender<RelayEvent>,
     pending_timeout: Option<Duration>,
+    /// Set when the legs share no codec: index = the leg the RTP comes from.
+    transcoders: Option<Box<[Transcoder; 2]>>,
 }
 
 async fn run(
@@ -457,6 +487,10 @@ impl Core {
                 debug!(?leg, ?remote, "relay remote updated");
             }
             Command::Hold(on) => self.timeout.set_hold(on, Instant::now()),
+            Command::Transcode(t) => {
+                info!(transcoding = t.is_some(), "relay mode");
+                self.transcoders = t;
+            }
         }
     }
 
@@ -543,6 +577,28 @@ impl Core {
             self.timeout.on_rtp(now);
         }
         let other = 1 - leg;
+        if let Some(t) = self.transcoders.as_mut() {
+            let counters = &self.shared.legs[leg];
+            if rtcp {
+                counters.dropped.fetch_add(1, Relaxed);
+                return;
+            }
+            let dst = self.legs[other].rtp.destination();
+            let sock = &io[other].rtp;
+            let out = &self.shared.legs[other];
+            let mut failed = false;
+            let used = t[leg].on_rtp(pkt, &mut |p| match dst.map(|d| sock.try_send_to(p, d)) {
+                Some(Ok(n)) => {
+                    out.tx_packets.fetch_add(1, Relaxed);
+                    out.tx_bytes.fetch_add(n as u64, Relaxed);
+                }
+                _ => failed = true,
+            });
+            if !used || failed {
+                counters.dropped.fetch_add(1, Relaxed);
+            }
+            return;
+        }
         let out = &self.legs[other];
         let (sock, dst) = match (rtcp, out.rtcp_mux) {
             (false, _) | (true, true) => (&io[other].rtp, out.rtp.destination()),

@@ -36,6 +36,8 @@ pub struct PhoneSetup<'a> {
     pub tone_hz: u32,
     /// A network namespace (made by the test) to run it in.
     pub netns: Option<&'a str>,
+    /// The codecs it offers and accepts (baresip's `audio_codecs`), e.g. "PCMU,PCMA".
+    pub codecs: &'a str,
 }
 
 impl Baresip {
@@ -44,8 +46,14 @@ impl Baresip {
         let dir = parent.join(format!("bs{}", setup.number));
         std::fs::create_dir_all(dir.join("rec")).expect("baresip dir");
         let tone = dir.join("tone.wav");
+        // baresip's file source must match the codec's rate and channels.
+        let (rate, channels) = if setup.codecs.to_ascii_lowercase().starts_with("opus") {
+            ("48000", "2")
+        } else {
+            ("8000", "1")
+        };
         let made = Command::new("sox")
-            .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
+            .args(["-n", "-r", rate, "-c", channels, "-b", "16"])
             .arg(&tone)
             .args(["synth", &TONE_SECS.to_string(), "sine"])
             .arg(setup.tone_hz.to_string())
@@ -64,6 +72,7 @@ impl Baresip {
              rtp_ports 46000-46999\n\
              module_path /usr/lib/baresip/modules\n\
              module g711.so\n\
+             module opus.so\n\
              module aufile.so\n\
              module aubridge.so\n\
              module sndfile.so\n\
@@ -79,10 +88,11 @@ impl Baresip {
         std::fs::write(dir.join("config"), config).expect("baresip config");
         let account = format!(
             "<sip:{n}@{reg};transport=udp>;auth_pass={pw};answermode=auto;regint=600;\
-             audio_codecs=PCMU,PCMA\n",
+             audio_codecs={codecs}\n",
             n = setup.number,
             reg = setup.registrar,
             pw = setup.password,
+            codecs = setup.codecs,
         );
         std::fs::write(dir.join("accounts"), account).expect("baresip accounts");
         Baresip {
@@ -197,6 +207,16 @@ pub struct Heard {
 
 impl Heard {
     fn of(wav: &Path) -> Heard {
+        // Whatever the codec's rate and channels, judge 8 kHz mono.
+        let mono = wav.with_extension("8k.wav");
+        let made = Command::new("sox")
+            .arg(wav)
+            .args(["-r", "8000", "-c", "1"])
+            .arg(&mono)
+            .status()
+            .expect("run sox");
+        assert!(made.success(), "sox could not read {}", wav.display());
+        let wav = mono.as_path();
         let out = Command::new("sox")
             .arg(wav)
             .args(["-n", "stat"])

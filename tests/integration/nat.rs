@@ -148,6 +148,7 @@ fn call(node: &Node, topo: &Topology, from: (&str, bool), to: (&str, bool), roun
             sip_port,
             tone_hz,
             netns: Some(if natted { &topo.home } else { &topo.pbx }),
+            codecs: "PCMU,PCMA",
         };
         Baresip::new(&dir, &setup)
     };

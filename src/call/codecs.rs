@@ -1,0 +1,274 @@
+//! Codec choices of a bridged call: what the B2BUA adds to an offer so the far phone can
+//! pick a codec the media engine can transcode to, and what an answer becomes when the
+//! answerer picked a codec the offerer did not offer (then the call transcodes).
+//!
+//! Owns: those two SDP edits and the [`LegFormat`]s they imply. Must not: touch the
+//! relay or addresses (the caller rewrites addresses afterwards and tells the relay).
+//! Pure functions of the SDP, unit-tested here.
+//!
+//! The fast path wins whenever it can: the offerer's own codecs stay first in the offer,
+//! so a phone that shares one answers with it and the relay forwards packets untouched.
+
+use crate::media::codec::{CodecKind, CodecParams};
+use crate::media::transcode::LegFormat;
+use crate::sip::sdp::{Attribute, MediaDescription, RtpMap, SessionDescription};
+
+/// The codec of an m-line's payload type that the engine can code, if it can.
+fn engine_codec(m: &MediaDescription, pt: u8) -> Option<(CodecKind, RtpMap)> {
+    let map = m.rtpmap(pt)?;
+    CodecKind::from_rtpmap(&map.encoding, map.clock_rate).map(|k| (k, map))
+}
+
+fn payload_types(m: &MediaDescription) -> impl Iterator<Item = u8> + '_ {
+    m.formats.iter().filter_map(|f| f.parse::<u8>().ok())
+}
+
+/// Adds to m-line `index` of an offer every codec the engine has and the offer lacks,
+/// after the offer's own, when the offer has at least one codec the engine can decode
+/// (else transcoding is impossible and adding would only mislead the answerer).
+pub fn extend_offer(sdp: &mut SessionDescription, index: usize) {
+    let Some(m) = sdp.media.get_mut(index) else {
+        return;
+    };
+    let has: Vec<CodecKind> = payload_types(m)
+        .filter_map(|pt| engine_codec(m, pt).map(|(k, _)| k))
+        .collect();
+    if has.is_empty() {
+        return;
+    }
+    for kind in CodecKind::ALL {
+        if has.contains(&kind) {
+            continue;
+        }
+        let used: Vec<u8> = payload_types(m).collect();
+        let pt = match kind.static_payload_type() {
+            Some(pt) if !used.contains(&pt) => pt,
+            Some(_) => continue,
+            None => match (96..=127).find(|p| !used.contains(p)) {
+                Some(pt) => pt,
+                None => continue,
+            },
+        };
+        m.formats.push(pt.to_string());
+        let rtpmap = match kind {
+            // RFC 7587 4: always opus/48000/2, whatever is sent.
+            CodecKind::Opus => format!("{pt} opus/48000/2"),
+            _ => format!("{pt} {}/{}", kind.name(), kind.clock_rate()),
+        };
+        m.attributes.push(Attribute::value("rtpmap", rtpmap));
+        if kind == CodecKind::Opus {
+            m.attributes
+                .push(Attribute::value("fmtp", format!("{pt} useinbandfec=1")));
+        }
+    }
+}
+
+/// How the answer to an offer from one leg can be given to that leg.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fit {
+    /// The answerer chose a codec the offerer offered: relay untouched.
+    Relay,
+    /// The answerer chose a codec the offerer lacks: the offerer gets `answer` (its own
+    /// codec in place of the answerer's) and the call transcodes between the formats.
+    Transcode {
+        answer: Box<SessionDescription>,
+        offerer: LegFormat,
+        answerer: LegFormat,
+    },
+    /// Nothing either side can use.
+    NoCodec,
+}
+
+/// Reads `a=fmtp` Opus parameters (RFC 7587 6.1) the encoder towards this leg honours.
+fn opus_params(m: &MediaDescription, pt: u8) -> CodecParams {
+    let mut p = CodecParams::default();
+    for kv in m.fmtp(pt).unwrap_or("").split(';') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match (k.trim().to_ascii_lowercase().as_str(), v.trim()) {
+            ("useinbandfec", v) => p.fec = v == "1",
+            ("usedtx", v) => p.dtx = v == "1",
+            ("maxaveragebitrate", v) => p.bitrate = v.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    p
+}
+
+/// The format of payload type `pt` on a leg whose media description is `m`.
+fn leg_format(m: &MediaDescription, kind: CodecKind, pt: u8) -> LegFormat {
+    LegFormat {
+        codec: kind,
+        pt,
+        dtmf_pt: m.telephone_event().map(|t| t.payload_type),
+        ptime_ms: m
+            .ptime()
+            .filter(|p| (10..=60).contains(p) && p % 10 == 0)
+            .unwrap_or(20),
+        params: if kind == CodecKind::Opus {
+            opus_params(m, pt)
+        } else {
+            CodecParams::default()
+        },
+    }
+}
+
+/// Decides how the `answer` (to an offer we built from `offer`, the offerer's own) fits
+/// the offerer, for m-line `index`.
+pub fn fit_answer(offer: &SessionDescription, answer: &SessionDescription, index: usize) -> Fit {
+    let (Some(om), Some(am)) = (offer.media.get(index), answer.media.get(index)) else {
+        return Fit::NoCodec;
+    };
+    // The answerer's codec: the first media format of its answer.
+    let Some((a_pt, a_map)) = payload_types(am)
+        .filter_map(|pt| am.rtpmap(pt).map(|m| (pt, m)))
+        .find(|(_, m)| !m.is_telephone_event() && !m.is_auxiliary())
+    else {
+        return Fit::NoCodec;
+    };
+    let offered = om.codecs();
+    if offered.iter().any(|o| o.same_codec(&a_map)) {
+        return Fit::Relay;
+    }
+    let Some(a_kind) = CodecKind::from_rtpmap(&a_map.encoding, a_map.clock_rate) else {
+        return Fit::NoCodec;
+    };
+    // The offerer's codec: its most preferred one the engine has.
+    let Some((o_pt, (o_kind, _))) =
+        payload_types(om).find_map(|pt| engine_codec(om, pt).map(|c| (pt, c)))
+    else {
+        return Fit::NoCodec;
+    };
+    let mut fitted = answer.clone();
+    let m = &mut fitted.media[index];
+    let dtmf = om.telephone_event().map(|t| t.payload_type);
+    m.formats = std::iter::once(o_pt)
+        .chain(dtmf)
+        .map(|p| p.to_string())
+        .collect();
+    // The answerer's codec lines go; the offerer's lines for what it gets back come in.
+    m.attributes.retain(|a| {
+        !["rtpmap", "fmtp", "ptime", "maxptime"]
+            .iter()
+            .any(|n| a.name.eq_ignore_ascii_case(n))
+    });
+    for pt in std::iter::once(o_pt).chain(dtmf) {
+        for a in &om.attributes {
+            let for_pt = a.value.as_deref().and_then(|v| {
+                v.split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<u8>().ok())
+            });
+            let kind = a.name.to_ascii_lowercase();
+            if (kind == "rtpmap" || kind == "fmtp") && for_pt == Some(pt) {
+                m.attributes.push(a.clone());
+            }
+        }
+    }
+    if let Some(p) = om.ptime() {
+        m.attributes.push(Attribute::value("ptime", p.to_string()));
+    }
+    Fit::Transcode {
+        offerer: leg_format(om, o_kind, o_pt),
+        answerer: leg_format(am, a_kind, a_pt),
+        answer: Box::new(fitted),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sdp(m: &str) -> SessionDescription {
+        SessionDescription::parse(&format!(
+            "v=0\r\no=a 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n{m}"
+        ))
+        .expect("sdp")
+    }
+
+    const OPUS_ONLY: &str = "m=audio 4000 RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\n\
+                             a=fmtp:111 useinbandfec=1;usedtx=1\r\n\
+                             a=rtpmap:101 telephone-event/48000\r\na=ptime:20\r\n";
+    const PCMU_ONLY: &str = "m=audio 5000 RTP/AVP 0 96\r\na=rtpmap:96 telephone-event/8000\r\n\
+                             a=ptime:30\r\n";
+
+    #[test]
+    fn an_offer_gets_the_engine_codecs_it_lacks_after_its_own() {
+        let mut offer = sdp(OPUS_ONLY);
+        extend_offer(&mut offer, 0);
+        let m = &offer.media[0];
+        assert_eq!(m.formats, ["111", "101", "9", "0", "8"]);
+        assert_eq!(m.rtpmap(9).map(|r| r.encoding), Some("G722".into()));
+
+        let mut offer = sdp(PCMU_ONLY);
+        extend_offer(&mut offer, 0);
+        let m = &offer.media[0];
+        assert_eq!(
+            m.formats,
+            ["0", "96", "97", "9", "8"],
+            "96 is taken: Opus gets 97"
+        );
+        assert_eq!(m.rtpmap(97).map(|r| r.encoding), Some("opus".into()));
+        assert_eq!(m.fmtp(97), Some("useinbandfec=1"));
+
+        // Nothing the engine can decode: no promise of transcoding.
+        let mut offer = sdp("m=audio 5000 RTP/AVP 3\r\n");
+        extend_offer(&mut offer, 0);
+        assert_eq!(offer.media[0].formats, ["3"]);
+    }
+
+    #[test]
+    fn an_answer_with_an_offered_codec_is_relayed() {
+        let offer = sdp(OPUS_ONLY);
+        let answer = sdp("m=audio 6000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n");
+        assert_eq!(fit_answer(&offer, &answer, 0), Fit::Relay);
+    }
+
+    #[test]
+    fn an_answer_with_a_codec_the_offerer_lacks_is_fitted_and_transcoded() {
+        let offer = sdp(OPUS_ONLY);
+        let answer = sdp(
+            "m=audio 6000 RTP/AVP 0 96\r\na=rtpmap:96 telephone-event/8000\r\n\
+                          a=ptime:30\r\n",
+        );
+        let Fit::Transcode {
+            answer,
+            offerer,
+            answerer,
+        } = fit_answer(&offer, &answer, 0)
+        else {
+            panic!("transcode expected");
+        };
+        let m = &answer.media[0];
+        assert_eq!(m.formats, ["111", "101"]);
+        assert_eq!(m.rtpmap(111).map(|r| r.encoding), Some("opus".into()));
+        assert_eq!(m.fmtp(111), Some("useinbandfec=1;usedtx=1"));
+        assert_eq!(m.ptime(), Some(20));
+        assert_eq!(m.port, 6000, "addresses are the caller's business");
+        assert_eq!(
+            (offerer.codec, offerer.pt, offerer.dtmf_pt),
+            (CodecKind::Opus, 111, Some(101))
+        );
+        assert!(offerer.params.dtx && offerer.params.fec);
+        assert_eq!(
+            (
+                answerer.codec,
+                answerer.pt,
+                answerer.dtmf_pt,
+                answerer.ptime_ms
+            ),
+            (CodecKind::Pcmu, 0, Some(96), 30)
+        );
+    }
+
+    #[test]
+    fn no_engine_codec_on_either_side_is_no_codec() {
+        let offer = sdp("m=audio 5000 RTP/AVP 3\r\n");
+        let answer = sdp("m=audio 6000 RTP/AVP 0\r\n");
+        assert_eq!(fit_answer(&offer, &answer, 0), Fit::NoCodec);
+        let offer = sdp(OPUS_ONLY);
+        let answer = sdp("m=audio 6000 RTP/AVP 3\r\n");
+        assert_eq!(fit_answer(&offer, &answer, 0), Fit::NoCodec);
+        let answer = sdp("m=audio 6000 RTP/AVP 101\r\na=rtpmap:101 telephone-event/48000\r\n");
+        assert_eq!(fit_answer(&offer, &answer, 0), Fit::NoCodec);
+    }
+}
