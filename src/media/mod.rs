@@ -2,11 +2,13 @@
 //!
 //! Owns: RTP/RTCP port pairs on the PBX's media address ([`ports`]), symmetric latching
 //! ([`latch`]), the media timeout ([`timeout`]) and the relay task with its handle
-//! ([`relay`]). Must not: know SIP, dialogs or SDP text; the call layer reads the SDP and
-//! passes plain socket addresses in ([`Remote`]), and gets plain events back
-//! ([`RelayEvent`]). The decisions are sans-IO and unit-tested with a fake clock:
-//! `latch` and `timeout` import no tokio and read no clock, and `ports::PortPool` is plain
-//! data beside the binding code; `relay` is the thin task around them.
+//! ([`relay`]), and the pure DTMF parts ([`dtmf`]: RFC 4733 events, SIP INFO bodies,
+//! in-band detection and generation). Must not: know SIP, dialogs or SDP text; the call
+//! layer reads the SDP and passes plain socket addresses in ([`Remote`]), and gets plain
+//! events back ([`RelayEvent`]); INFO bodies come as plain text, not SIP messages. The
+//! decisions are sans-IO and unit-tested with a fake clock: `latch`, `timeout` and `dtmf`
+//! import no tokio and read no clock, and `ports::PortPool` is plain data beside the
+//! binding code; `relay` is the thin task around them.
 //!
 //! A call through the relay:
 //! ```text
@@ -17,6 +19,7 @@
 //! SDP sent to that leg, starts the relay ([`Relay::spawn`]) and feeds it the remote
 //! addresses from the SDP it receives ([`RelayHandle::update_remote`]).
 
+pub mod dtmf;
 pub mod latch;
 pub mod ports;
 pub mod relay;
@@ -48,6 +51,8 @@ pub enum MediaError {
         #[source]
         source: io::Error,
     },
+    #[error("DTMF: {0}")]
+    Dtmf(#[from] dtmf::DtmfError),
     #[error("media socket: {0}")]
     Io(#[from] io::Error),
 }

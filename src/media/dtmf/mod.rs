@@ -1,0 +1,36 @@
+//! DTMF: the pure parts of carrying keypad digits through a call.
+//!
+//! Owns: the [`Digit`] type; RFC 4733 telephone events ([`rfc4733`] payload, [`sender`]
+//! and [`receiver`] state machines driven by 20 ms ticks); SIP INFO bodies ([`info`]:
+//! `application/dtmf-relay` and `application/dtmf`); in-band tones ([`detector`]: Goertzel
+//! with level, twist, frequency and second-harmonic checks and duration/pause rules;
+//! [`generator`]: two sines). Must not: open sockets, read clocks, spawn tasks or know SIP
+//! messages: the media and call tasks feed samples, payloads and bodies in, and translate
+//! between legs that use different methods with what comes out (a digit from a
+//! [`receiver`], an [`info`] body or the [`detector`] goes out through a [`sender`], an
+//! [`info`] body or the [`generator`]).
+//!
+//! Samples are 8 kHz 16-bit linear; RTP timestamps count 8000 per second. Levels are in
+//! dBm0 with the G.711 convention that a full-scale sine is +3.17 dBm0
+//! ([`generator::DBM0_FULL_SCALE`]).
+
+pub mod digit;
+pub mod rfc4733;
+
+use thiserror::Error;
+
+pub use digit::Digit;
+pub use rfc4733::EventPayload;
+
+/// Errors of the DTMF parts of the media layer.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DtmfError {
+    #[error("{0:?} is not a DTMF digit (0-9, *, #, A-D)")]
+    NotADigit(char),
+    #[error("{0:?} is not one DTMF digit")]
+    BadDigitText(String),
+    #[error("telephone-event payload of {0} bytes: an event needs 4")]
+    ShortEventPayload(usize),
+    #[error("telephone-event volume {0} does not fit the field (0-63, as -dBm0)")]
+    VolumeOutOfRange(u8),
+}
