@@ -15,12 +15,16 @@
 //! ([`generator::DBM0_FULL_SCALE`]).
 
 pub mod digit;
+pub mod receiver;
 pub mod rfc4733;
+pub mod sender;
 
 use thiserror::Error;
 
 pub use digit::Digit;
+pub use receiver::{EventReceiver, ReceivedEvent, ReceiverConfig};
 pub use rfc4733::EventPayload;
+pub use sender::{EventPacket, EventSender, SenderConfig};
 
 /// Errors of the DTMF parts of the media layer.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -33,4 +37,8 @@ pub enum DtmfError {
     ShortEventPayload(usize),
     #[error("telephone-event volume {0} does not fit the field (0-63, as -dBm0)")]
     VolumeOutOfRange(u8),
+    #[error("telephone-event packet interval must be positive")]
+    ZeroInterval,
+    #[error("a telephone event ({0}) is still being sent")]
+    SenderBusy(Digit),
 }
