@@ -15,6 +15,7 @@
 //! ([`generator::DBM0_FULL_SCALE`]).
 
 pub mod digit;
+pub mod info;
 pub mod receiver;
 pub mod rfc4733;
 pub mod sender;
@@ -22,6 +23,7 @@ pub mod sender;
 use thiserror::Error;
 
 pub use digit::Digit;
+pub use info::{format_info, parse_info, InfoDigit, InfoFormat};
 pub use receiver::{EventReceiver, ReceivedEvent, ReceiverConfig};
 pub use rfc4733::EventPayload;
 pub use sender::{EventPacket, EventSender, SenderConfig};
@@ -41,4 +43,14 @@ pub enum DtmfError {
     ZeroInterval,
     #[error("a telephone event ({0}) is still being sent")]
     SenderBusy(Digit),
+    #[error("DTMF INFO body is not UTF-8 text")]
+    InfoNotText,
+    #[error("DTMF INFO body names no signal")]
+    InfoNoSignal,
+    #[error("DTMF INFO signal {0:?} is not a digit (0-9, *, #, A-D or event code 0-15)")]
+    InfoBadSignal(String),
+    #[error("DTMF INFO duration {0:?} is not a number of milliseconds")]
+    InfoBadDuration(String),
+    #[error("DTMF INFO line {0:?} is not key=value")]
+    InfoBadLine(String),
 }
