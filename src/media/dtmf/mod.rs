@@ -15,6 +15,7 @@
 //! ([`generator::DBM0_FULL_SCALE`]).
 
 pub mod digit;
+pub mod generator;
 pub mod info;
 pub mod receiver;
 pub mod rfc4733;
@@ -23,6 +24,7 @@ pub mod sender;
 use thiserror::Error;
 
 pub use digit::Digit;
+pub use generator::ToneGenerator;
 pub use info::{format_info, parse_info, InfoDigit, InfoFormat};
 pub use receiver::{EventReceiver, ReceivedEvent, ReceiverConfig};
 pub use rfc4733::EventPayload;
