@@ -14,6 +14,7 @@
 //! dBm0 with the G.711 convention that a full-scale sine is +3.17 dBm0
 //! ([`generator::DBM0_FULL_SCALE`]).
 
+pub mod detector;
 pub mod digit;
 pub mod generator;
 pub mod info;
@@ -23,6 +24,7 @@ pub mod sender;
 
 use thiserror::Error;
 
+pub use detector::{Detector, DetectorConfig, DetectorEvent};
 pub use digit::Digit;
 pub use generator::ToneGenerator;
 pub use info::{format_info, parse_info, InfoDigit, InfoFormat};
