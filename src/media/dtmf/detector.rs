@@ -87,7 +87,7 @@ pub struct DetectorConfig {
     pub max_harmonic_db: f64,
     /// A hit window counts towards the duration when within this of the loudest, dB.
     pub steady_db: f64,
-    /// Steady windows needed to start a digit (5 ms apart).
+    /// Steady windows needed to start a digit (5 ms apart; at most 16).
     pub min_steady_windows: usize,
     /// Windows in a row without the digit that end it.
     pub end_after_windows: u32,
@@ -146,17 +146,39 @@ fn ratio(db: f64) -> f64 {
     10f64.powf(db / 10.0)
 }
 
+/// The latest consecutive hit windows of one digit, while no digit is active.
 #[derive(Debug, Clone)]
 struct Run {
-    digit: Digit,
-    /// (power of the tone pair, window start) of the latest windows, oldest first.
-    windows: Vec<(f64, u64)>,
+    digit: Option<Digit>,
+    /// (power of the tone pair, window start) of the latest windows, oldest first; a
+    /// fixed array so that detection allocates nothing.
+    windows: [(f64, u64); RUN_MAX],
+    len: usize,
 }
 
-#[derive(Debug, Clone)]
+impl Run {
+    fn clear(&mut self) {
+        self.digit = None;
+        self.len = 0;
+    }
+
+    fn push(&mut self, digit: Digit, power: f64, start: u64) {
+        if self.digit != Some(digit) {
+            self.digit = Some(digit);
+            self.len = 0;
+        }
+        if self.len == RUN_MAX {
+            self.windows.copy_within(1.., 0);
+            self.len -= 1;
+        }
+        self.windows[self.len] = (power, start);
+        self.len += 1;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
 enum State {
     Idle {
-        run: Option<Run>,
         /// A digit just ended: wait for a window without any hit.
         need_pause: bool,
     },
@@ -186,6 +208,7 @@ pub struct Detector {
     buffered: usize,
     seen: u64,
     state: State,
+    run: Run,
 }
 
 impl Detector {
@@ -226,9 +249,11 @@ impl Detector {
             buf: [0.0; WINDOW],
             buffered: 0,
             seen: 0,
-            state: State::Idle {
-                run: None,
-                need_pause: false,
+            state: State::Idle { need_pause: false },
+            run: Run {
+                digit: None,
+                windows: [(0.0, 0); RUN_MAX],
+                len: 0,
             },
         }
     }
@@ -275,10 +300,8 @@ impl Detector {
                 at: last_steady_start + WINDOW as u64 - EDGE,
             });
         }
-        self.state = State::Idle {
-            run: None,
-            need_pause: false,
-        };
+        self.state = State::Idle { need_pause: false };
+        self.run.clear();
     }
 
     /// Tone power (mean square of a sine of the measured amplitude) from |X|^2.
@@ -363,38 +386,29 @@ impl Detector {
                             at: *last_steady_start + WINDOW as u64 - EDGE,
                         });
                         self.state = State::Idle {
-                            run: None,
                             need_pause: hit.is_some(),
                         };
+                        self.run.clear();
                     }
                 }
             },
-            State::Idle { run, need_pause } => {
+            State::Idle { need_pause } => {
                 let Some((d, p)) = hit else {
-                    *run = None;
+                    self.run.clear();
                     *need_pause = false;
                     return;
                 };
                 if *need_pause {
                     return;
                 }
-                let run = match run {
-                    Some(r) if r.digit == d => r,
-                    _ => run.insert(Run {
-                        digit: d,
-                        windows: Vec::with_capacity(RUN_MAX),
-                    }),
-                };
-                if run.windows.len() == RUN_MAX {
-                    run.windows.remove(0);
-                }
-                run.windows.push((p, start));
-                let peak = run.windows.iter().map(|w| w.0).fold(0.0, f64::max);
-                let mut steady_windows = run.windows.iter().filter(|w| w.0 >= peak * steady);
+                self.run.push(d, p, start);
+                let windows = &self.run.windows[..self.run.len];
+                let peak = windows.iter().map(|w| w.0).fold(0.0, f64::max);
+                let mut steady_windows = windows.iter().filter(|w| w.0 >= peak * steady);
                 let first = steady_windows.next().map(|w| w.1);
                 let count = steady_windows.count() + 1;
                 if let Some(first) = first {
-                    if count >= self.config.min_steady_windows.max(1) {
+                    if count >= self.config.min_steady_windows.clamp(1, RUN_MAX) {
                         out.push(DetectorEvent::Start {
                             digit: d,
                             at: first + EDGE,
