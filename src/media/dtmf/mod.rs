@@ -58,3 +58,113 @@ pub enum DtmfError {
     #[error("DTMF INFO line {0:?} is not key=value")]
     InfoBadLine(String),
 }
+
+#[cfg(test)]
+mod tests {
+    //! Translation between legs that use different methods, the way the media task will
+    //! chain these parts: in-band -> RFC 4733 -> SIP INFO -> in-band.
+
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    const FRAME: usize = 160;
+
+    fn tones(seq: &str, tone: usize, gap: usize) -> Vec<i16> {
+        let mut out = vec![0; gap];
+        for c in seq.chars() {
+            let d = Digit::from_char(c).unwrap();
+            out.extend(ToneGenerator::for_digit(d, -12.0).samples(tone));
+            out.extend(std::iter::repeat(0).take(gap));
+        }
+        out
+    }
+
+    /// In-band audio of one leg to RFC 4733 packets on the other, frame by frame (the RTP
+    /// timestamp of a frame is its first sample); returns what the far receiver reports.
+    fn in_band_to_rfc4733(audio: &[i16]) -> Vec<ReceivedEvent> {
+        let mut detector = Detector::default();
+        let mut sender = EventSender::new(SenderConfig::default()).unwrap();
+        let mut receiver = EventReceiver::new(ReceiverConfig::default());
+        let mut detected = Vec::new();
+        let mut queue: VecDeque<(Digit, u64, u64)> = VecDeque::new();
+        let mut started = None;
+        let mut received = Vec::new();
+        for frame in audio
+            .chunks(FRAME)
+            .chain(std::iter::repeat([0i16; FRAME].as_slice()).take(20))
+        {
+            detector.push(frame, &mut detected);
+            for e in detected.drain(..) {
+                match e {
+                    DetectorEvent::Start { digit, at } => started = Some((digit, at)),
+                    DetectorEvent::End { digit, at } => {
+                        if let Some((d, s)) = started.take() {
+                            assert_eq!(d, digit);
+                            queue.push_back((digit, s, at - s));
+                        }
+                    }
+                }
+            }
+            // Events of one stream do not overlap: a digit waits while the previous one's
+            // end packets go out.
+            if sender.is_idle() {
+                if let Some((digit, at, duration)) = queue.pop_front() {
+                    sender.start(digit, at as u32, duration as u32).unwrap();
+                }
+            }
+            if let Some(p) = sender.tick() {
+                receiver
+                    .on_packet(
+                        p.timestamp,
+                        p.marker,
+                        &p.payload.encode().unwrap(),
+                        &mut received,
+                    )
+                    .unwrap();
+            }
+            receiver.on_tick(&mut received);
+        }
+        received
+    }
+
+    #[test]
+    fn in_band_to_rfc4733_to_info_to_in_band() {
+        let audio = tones("159#0*", 480, 480);
+        let received = in_band_to_rfc4733(&audio);
+        let mut infos = Vec::new();
+        for e in &received {
+            if let ReceivedEvent::End {
+                digit, duration, ..
+            } = *e
+            {
+                assert!(duration.abs_diff(480) <= 64, "{digit}: {duration}");
+                let info = InfoDigit {
+                    digit,
+                    duration_ms: Some(duration / 8),
+                };
+                infos.push(format_info(InfoFormat::DtmfRelay, &info));
+            }
+        }
+        assert_eq!(infos.len(), 6, "{received:?}");
+        // The INFO leg's digits, played in-band on a third leg and detected there.
+        let mut audio = vec![0i16; 400];
+        for body in &infos {
+            let info = parse_info(InfoFormat::DtmfRelay, body.as_bytes()).unwrap();
+            let samples = info.duration_ms.unwrap() as usize * 8;
+            audio.extend(ToneGenerator::for_digit(info.digit, -10.0).samples(samples));
+            audio.extend(std::iter::repeat(0).take(400));
+        }
+        let mut detector = Detector::default();
+        let mut events = Vec::new();
+        detector.push(&audio, &mut events);
+        let heard: String = events
+            .iter()
+            .filter_map(|e| match e {
+                DetectorEvent::Start { digit, .. } => Some(digit.to_char()),
+                DetectorEvent::End { .. } => None,
+            })
+            .collect();
+        assert_eq!(heard, "159#0*");
+    }
+}
