@@ -4,11 +4,13 @@
 //! Owns: RTP/RTCP port pairs on the PBX's media address ([`ports`]), symmetric latching
 //! ([`latch`]), the media timeout ([`timeout`]), the relay task with its handle
 //! ([`relay`]), the codecs ([`codec`]: G.711, G.722, Opus), sample-rate conversion
-//! ([`resample`]) and transcoding of one direction of a call ([`transcode`]).
-//! Must not: know SIP, dialogs or SDP text; the call layer reads the SDP and passes
-//! plain socket addresses and codec choices in ([`Remote`], [`transcode::LegFormat`]),
-//! and gets plain events back ([`RelayEvent`]). The decisions are sans-IO and unit-tested
-//! with a fake clock: `latch` and `timeout` import no tokio and read no clock,
+//! ([`resample`]), transcoding of one direction of a call ([`transcode`]) and the pure
+//! DTMF parts ([`dtmf`]: RFC 4733 events, SIP INFO bodies, in-band detection and
+//! generation). Must not: know SIP, dialogs or SDP text; the call layer reads the SDP and
+//! passes plain socket addresses and codec choices in ([`Remote`],
+//! [`transcode::LegFormat`]), and gets plain events back ([`RelayEvent`]); INFO bodies
+//! come as plain text, not SIP messages. The decisions are sans-IO and unit-tested with a
+//! fake clock: `latch`, `timeout` and `dtmf` import no tokio and read no clock,
 //! `ports::PortPool` is plain data beside the binding code, codecs and the transcoder are
 //! packets in, packets out; `relay` is the thin task around them.
 //!
@@ -22,6 +24,7 @@
 //! addresses from the SDP it receives ([`RelayHandle::update_remote`]).
 
 pub mod codec;
+pub mod dtmf;
 pub mod latch;
 pub mod ports;
 pub mod relay;
@@ -55,6 +58,8 @@ pub enum MediaError {
         #[source]
         source: io::Error,
     },
+    #[error("DTMF: {0}")]
+    Dtmf(#[from] dtmf::DtmfError),
     #[error("media socket: {0}")]
     Io(#[from] io::Error),
 }
