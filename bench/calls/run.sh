@@ -492,7 +492,8 @@ sweep() {                  # sweep conc|rate LOADS...
       if noisy; then       # someone else used the machine during the step: once more
         log "$s: $sw $L: other users took $(last_other) % of a core during the step (> NOISY_PCT=$NOISY_PCT): running it again"
         settle "$s"; sleep "$PAUSE"
-        drop_last_row "$sw"; run_step "$sw" "$s" "$L"; rc=$?
+        drop_last_row "$sw"; mv "$TMP/$s/${sw}_$L" "$TMP/$s/${sw}_$L.noisy"
+        run_step "$sw" "$s" "$L"; rc=$?
       fi
       if [ $rc = 0 ]; then fails[$s]=0; else fails[$s]=$(( ${fails[$s]:-0} + 1 )); fi
       settle "$s"
