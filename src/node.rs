@@ -16,8 +16,8 @@ use tracing::{debug, info, info_span, warn};
 
 use crate::call::machine::parse_offer;
 use crate::call::{
-    spawn_call, CallHandle, CallParams, CallRef, CallSettings, Command, CoreCommand, SipIn, Target,
-    TaskParams,
+    spawn_call, spawn_writer, CallHandle, CallLog, CallParams, CallRef, CallSettings, Command,
+    CoreCommand, SipIn, Target, TaskParams,
 };
 use crate::config::Config;
 use crate::media::{PortAllocator, Relay, RelayConfig, Remote};
@@ -139,6 +139,7 @@ pub async fn start(cfg: &Config, store: Store) -> Result<RunningNode, NodeError>
     let (answer_tx, answer_rx) = mpsc::channel::<Answer>(8192);
     let (write_tx, write_rx) = mpsc::channel::<(TxKey, PendingWrite)>(WRITE_QUEUE);
     let (call_tx, call_rx) = mpsc::channel::<CoreCommand>(8192);
+    let (call_log, records_writer) = spawn_writer(registrar.store().clone());
     let core = Core {
         layer: TransactionLayer::new(timers),
         transport: transport.clone(),
@@ -163,6 +164,7 @@ pub async fn start(cfg: &Config, store: Store) -> Result<RunningNode, NodeError>
             relay: RelayConfig::with_timeout_secs(cfg.media.media_timeout_secs),
             node_id: cfg.node.id.to_string(),
             commands: call_tx,
+            log: call_log,
             next_ref: 0,
             handles: HashMap::new(),
             by_call_id: HashMap::new(),
@@ -193,6 +195,9 @@ pub async fn start(cfg: &Config, store: Store) -> Result<RunningNode, NodeError>
         Duration::from_secs(cfg.registrar.sweep_interval_secs),
         shutdown_rx,
     )));
+    // Last: it ends once the core and every call task are gone and their records are
+    // written, so shutdown waits for the final CDRs.
+    tasks.push(records_writer);
     Ok(RunningNode {
         bound,
         transport,
@@ -322,6 +327,8 @@ struct Calls {
     node_id: String,
     /// Where call tasks send their commands (the core's receiver).
     commands: mpsc::Sender<CoreCommand>,
+    /// Where call tasks send their records (the records writer).
+    log: CallLog,
     next_ref: CallRef,
     handles: HashMap<CallRef, (CallHandle, [String; 2])>,
     /// Call-ID of either leg -> call.
@@ -780,7 +787,7 @@ impl Core {
             params,
             settings: self.calls.settings.clone(),
             relay,
-            store: self.registrar.store().clone(),
+            log: self.calls.log.clone(),
             node_id,
             core: self.calls.commands.clone(),
         });

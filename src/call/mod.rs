@@ -16,11 +16,13 @@
 
 pub mod codecs;
 pub mod machine;
+pub mod records;
 pub mod task;
 
 use thiserror::Error;
 
 pub use machine::{Call, CallParams, CallSettings, Command, Disposition, HangupLeg, SipIn, Target};
+pub use records::{spawn_writer, CallLog};
 pub use task::{spawn_call, CallHandle, CallRef, CoreCommand, TaskParams};
 
 /// Why a call could not start or could not be recorded. Mapped to SIP statuses in

@@ -1,9 +1,8 @@
 //! The tokio task of one call: a thin loop around [`Call`]. It receives the call's SIP
 //! events from the core, fires its timers, listens to its relay, hands SIP commands back
 //! to the core (the only owner of the transaction layer), updates the relay, and writes
-//! the call's rows in the store (`active_calls` at start and answer, the CDR at the end).
-
-use std::time::Duration;
+//! the call's records (`active_calls` at start and answer, the CDR at the end) through the
+//! records writer, without waiting for the disk.
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -11,7 +10,9 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use crate::media::{RelayEvent, RelayHandle};
 use crate::registrar::now_unix;
-use crate::store::{ActiveCall, Cdr, Store};
+use crate::store::{ActiveCall, CallRecord, Cdr};
+
+use super::records::CallLog;
 
 use super::machine::{Call, CallParams, CallSettings, Command, Disposition, HangupLeg, SipIn};
 
@@ -42,7 +43,7 @@ pub struct TaskParams {
     pub params: CallParams,
     pub settings: CallSettings,
     pub relay: RelayHandle,
-    pub store: Store,
+    pub log: CallLog,
     pub node_id: String,
     pub core: mpsc::Sender<CoreCommand>,
 }
@@ -81,7 +82,7 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
         params,
         settings,
         mut relay,
-        store,
+        log,
         node_id,
         core,
     } = p;
@@ -134,10 +135,8 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
         callee_call_id: rec.callee_call_id.clone(),
         node_id: rec.node_id.clone(),
     };
-    if let Err(e) = store.insert_active_call(&active).await {
-        warn!(error = %e, "cannot record the call in progress");
-    }
-    execute(cmds, call_ref, &core, &relay, &store, &mut rec).await;
+    log.record(CallRecord::Started(active));
+    execute(cmds, call_ref, &core, &relay, &log, &mut rec).await;
     let mut relay_alive = true;
     loop {
         if call.is_finished(Instant::now().into_std()) {
@@ -165,11 +164,11 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
                 }
             },
         };
-        execute(cmds, call_ref, &core, &relay, &store, &mut rec).await;
+        execute(cmds, call_ref, &core, &relay, &log, &mut rec).await;
     }
     if !rec.written {
         // The node is shutting down under the call: record it as failed.
-        write_cdr(&store, &mut rec, Disposition::Failed, HangupLeg::System).await;
+        write_cdr(&log, &mut rec, Disposition::Failed, HangupLeg::System);
     }
     let stats = relay.close().await;
     debug!(
@@ -187,7 +186,7 @@ async fn execute(
     call: CallRef,
     core: &mpsc::Sender<CoreCommand>,
     relay: &RelayHandle,
-    store: &Store,
+    log: &CallLog,
     rec: &mut Record,
 ) {
     for cmd in cmds {
@@ -205,17 +204,16 @@ async fn execute(
             Command::Answered => {
                 let at = now_unix();
                 rec.answered_at = Some(at);
-                if let Err(e) = store
-                    .answer_active_call(&rec.id, at, &rec.callee_call_id)
-                    .await
-                {
-                    warn!(error = %e, "cannot record the answer");
-                }
+                log.record(CallRecord::Answered {
+                    id: rec.id.clone(),
+                    at,
+                    callee_call_id: rec.callee_call_id.clone(),
+                });
             }
             Command::Ended {
                 disposition,
                 hangup,
-            } => write_cdr(store, rec, disposition, hangup).await,
+            } => write_cdr(log, rec, disposition, hangup),
             sip => {
                 if core
                     .send(CoreCommand::Sip { call, cmd: sip })
@@ -229,7 +227,7 @@ async fn execute(
     }
 }
 
-async fn write_cdr(store: &Store, rec: &mut Record, disposition: Disposition, hangup: HangupLeg) {
+fn write_cdr(log: &CallLog, rec: &mut Record, disposition: Disposition, hangup: HangupLeg) {
     if rec.written {
         return;
     }
@@ -251,16 +249,8 @@ async fn write_cdr(store: &Store, rec: &mut Record, disposition: Disposition, ha
         callee_call_id: rec.callee_call_id.clone(),
         node_id: rec.node_id.clone(),
     };
-    // A failed write is retried a few times: the CDR is the record someone bills from.
-    for attempt in 0..3u32 {
-        match store.finish_call(&cdr).await {
-            Ok(()) => return,
-            Err(e) => {
-                warn!(error = %e, attempt, "cannot write the CDR");
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-            }
-        }
-    }
+    // The writer retries a failing store: the CDR is the record someone bills from.
+    log.record(CallRecord::Finished(cdr));
 }
 
 async fn sleep_until(deadline: Option<std::time::Instant>) {

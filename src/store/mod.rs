@@ -283,6 +283,21 @@ macro_rules! binding_from_row {
     }};
 }
 
+/// One change to the call records, applied in order by [`Store::apply_call_records`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallRecord {
+    /// A call started: its row in `active_calls`.
+    Started(ActiveCall),
+    /// It was answered (Unix seconds), with the callee leg that won.
+    Answered {
+        id: String,
+        at: i64,
+        callee_call_id: String,
+    },
+    /// It ended: the CDR, and its `active_calls` row goes.
+    Finished(Cdr),
+}
+
 /// A call in progress, as other processes (the CLI, other nodes) see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActiveCall {
@@ -717,31 +732,8 @@ impl Store {
 
     /// Records a call that just started (`answered_at` None).
     pub async fn insert_active_call(&self, c: &ActiveCall) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO active_calls ({ACTIVE_CALL_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        );
-        with_pool!(self, pool => {
-            sqlx::query(&sql)
-                .bind(c.id.as_str())
-                .bind(c.caller.as_str())
-                .bind(c.callee.as_str())
-                .bind(c.state.as_str())
-                .bind(c.started_at)
-                .bind(c.answered_at)
-                .bind(c.caller_call_id.as_str())
-                .bind(c.callee_call_id.as_str())
-                .bind(c.node_id.as_str())
-                .execute(pool)
-                .await
-                .map_err(|e| match e {
-                    ref e if is_unique_violation(e) => {
-                        StoreError::Conflict(format!("call {} exists", c.id))
-                    }
-                    e => e.into(),
-                })?;
-            Ok(())
-        })
+        self.apply_call_records(&[CallRecord::Started(c.clone())])
+            .await
     }
 
     /// Marks a call in progress answered; `false` if there is no such call.
@@ -779,38 +771,83 @@ impl Store {
     /// Ends a call: writes its CDR and removes it from the calls in progress, in one
     /// transaction (a crash leaves either the call in progress or the CDR, never neither).
     pub async fn finish_call(&self, cdr: &Cdr) -> Result<(), StoreError> {
+        self.apply_call_records(&[CallRecord::Finished(cdr.clone())])
+            .await
+    }
+
+    /// Applies `records` in order in one transaction (one disk sync for all of them):
+    /// the call records writer batches what many calls produced meanwhile.
+    pub async fn apply_call_records(&self, records: &[CallRecord]) -> Result<(), StoreError> {
         let backend = self.backend();
-        let insert = format!(
+        let insert_active = format!(
+            "INSERT INTO active_calls ({ACTIVE_CALL_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        );
+        let answer = "UPDATE active_calls SET state = 'answered', answered_at = $2, \
+                      callee_call_id = $3 WHERE id = $1";
+        let insert_cdr = format!(
             "INSERT INTO cdrs ({CDR_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         );
         let res: Result<(), sqlx::Error> = with_pool!(self, pool => async {
             let mut tx = pool.begin_with(backend.begin_write_sql()).await?;
-            sqlx::query(&insert)
-                .bind(cdr.id.as_str())
-                .bind(cdr.caller.as_str())
-                .bind(cdr.callee.as_str())
-                .bind(cdr.started_at)
-                .bind(cdr.answered_at)
-                .bind(cdr.ended_at)
-                .bind(cdr.disposition.as_str())
-                .bind(cdr.duration)
-                .bind(cdr.hangup_leg.as_str())
-                .bind(cdr.caller_call_id.as_str())
-                .bind(cdr.callee_call_id.as_str())
-                .bind(cdr.node_id.as_str())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM active_calls WHERE id = $1")
-                .bind(cdr.id.as_str())
-                .execute(&mut *tx)
-                .await?;
+            for r in records {
+                match r {
+                    CallRecord::Started(c) => {
+                        sqlx::query(&insert_active)
+                            .bind(c.id.as_str())
+                            .bind(c.caller.as_str())
+                            .bind(c.callee.as_str())
+                            .bind(c.state.as_str())
+                            .bind(c.started_at)
+                            .bind(c.answered_at)
+                            .bind(c.caller_call_id.as_str())
+                            .bind(c.callee_call_id.as_str())
+                            .bind(c.node_id.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    CallRecord::Answered {
+                        id,
+                        at,
+                        callee_call_id,
+                    } => {
+                        sqlx::query(answer)
+                            .bind(id.as_str())
+                            .bind(*at)
+                            .bind(callee_call_id.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    CallRecord::Finished(cdr) => {
+                        sqlx::query(&insert_cdr)
+                            .bind(cdr.id.as_str())
+                            .bind(cdr.caller.as_str())
+                            .bind(cdr.callee.as_str())
+                            .bind(cdr.started_at)
+                            .bind(cdr.answered_at)
+                            .bind(cdr.ended_at)
+                            .bind(cdr.disposition.as_str())
+                            .bind(cdr.duration)
+                            .bind(cdr.hangup_leg.as_str())
+                            .bind(cdr.caller_call_id.as_str())
+                            .bind(cdr.callee_call_id.as_str())
+                            .bind(cdr.node_id.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("DELETE FROM active_calls WHERE id = $1")
+                            .bind(cdr.id.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
             tx.commit().await
         }
         .await);
         res.map_err(|e| match e {
             ref e if is_unique_violation(e) => {
-                StoreError::Conflict(format!("CDR {} exists", cdr.id))
+                StoreError::Conflict("a call record exists already".into())
             }
             e => e.into(),
         })
@@ -1038,6 +1075,7 @@ mod tests {
     fn futures_are_send(s: Store, e: Extension) {
         fn is_send<T: Send>(_: T) {}
         is_send(s.migrate());
+        is_send(s.apply_call_records(&[]));
         is_send(s.add_extension(&e));
         is_send(s.get_extension(""));
         is_send(s.list_extensions());
