@@ -8,8 +8,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends libopus-dev pkg
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-# Cargo.toml names the relay benchmark example; the file must exist to load the manifest.
+# Cargo.toml names the benchmark examples; their files must exist to load the manifest.
 COPY bench/relay/relay_bench.rs bench/relay/relay_bench.rs
+COPY bench/media/transcode_bench.rs bench/media/transcode_bench.rs
+# transcode_bench embeds the speech sample.
+COPY tests/data/speech tests/data/speech
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked --bin ringfort \
     && rm -rf src

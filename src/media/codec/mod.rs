@@ -111,6 +111,8 @@ pub struct CodecParams {
     pub expected_loss_percent: u8,
     /// Opus: target bitrate in bit/s (`maxaveragebitrate`); 0 = the library's choice.
     pub bitrate: u32,
+    /// Opus: encoder complexity, 0 (cheapest) to 10 (libopus' default).
+    pub complexity: u8,
 }
 
 impl Default for CodecParams {
@@ -120,6 +122,7 @@ impl Default for CodecParams {
             dtx: false,
             expected_loss_percent: 5,
             bitrate: 0,
+            complexity: 5,
         }
     }
 }

@@ -36,6 +36,9 @@ impl OpusEncoder {
             .set_packet_loss_perc(i32::from(params.expected_loss_percent.min(100)))
             .map_err(lib_err)?;
         inner.set_dtx(params.dtx).map_err(lib_err)?;
+        inner
+            .set_complexity(i32::from(params.complexity.min(10)))
+            .map_err(lib_err)?;
         if params.bitrate > 0 {
             // RFC 7587 6.1: maxaveragebitrate is 6000 to 510000.
             let bits = params.bitrate.clamp(6000, 510_000) as i32;
