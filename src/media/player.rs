@@ -542,15 +542,13 @@ impl Player {
                 }
                 break;
             }
-            let (len, sound) = match &self.items[self.item] {
-                Item::Sound(p) => (p.samples.len(), Some(Arc::clone(p))),
-                item @ Item::Silence { .. } => (self.item_len(item), None),
-            };
+            let item = &self.items[self.item];
+            let len = self.item_len(item);
             let take = (len - self.offset).min(out.len() - n);
             let dst = &mut out[n..n + take];
-            match sound {
-                Some(p) => dst.copy_from_slice(&p.samples[self.offset..self.offset + take]),
-                None => dst.fill(0),
+            match item {
+                Item::Sound(p) => dst.copy_from_slice(&p.samples[self.offset..self.offset + take]),
+                Item::Silence { .. } => dst.fill(0),
             }
             if self.looping {
                 self.fade(dst);
