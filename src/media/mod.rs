@@ -4,15 +4,17 @@
 //! Owns: RTP/RTCP port pairs on the PBX's media address ([`ports`]), symmetric latching
 //! ([`latch`]), the media timeout ([`timeout`]), the relay task with its handle
 //! ([`relay`]), the codecs ([`codec`]: G.711, G.722, Opus), sample-rate conversion
-//! ([`resample`]), transcoding of one direction of a call ([`transcode`]) and the pure
+//! ([`resample`]), transcoding of one direction of a call ([`transcode`]), the pure
 //! DTMF parts ([`dtmf`]: RFC 4733 events, SIP INFO bodies, in-band detection and
-//! generation). Must not: know SIP, dialogs or SDP text; the call layer reads the SDP and
-//! passes plain socket addresses and codec choices in ([`Remote`],
+//! generation), sound files played into a leg ([`player`]: decoding, prompt cache,
+//! playlists, music on hold) and call recordings ([`recorder`]: WAV files a crash leaves
+//! playable, repaired at start). Must not: know SIP, dialogs or SDP text; the call layer
+//! reads the SDP and passes plain socket addresses and codec choices in ([`Remote`],
 //! [`transcode::LegFormat`]), and gets plain events back ([`RelayEvent`]); INFO bodies
 //! come as plain text, not SIP messages. The decisions are sans-IO and unit-tested with a
-//! fake clock: `latch`, `timeout` and `dtmf` import no tokio and read no clock,
-//! `ports::PortPool` is plain data beside the binding code, codecs and the transcoder are
-//! packets in, packets out; `relay` is the thin task around them.
+//! fake clock: `latch`, `timeout`, `dtmf`, `player` and `recorder` import no tokio and
+//! read no clock, `ports::PortPool` is plain data beside the binding code, codecs and the
+//! transcoder are packets in, packets out; `relay` is the thin task around them.
 //!
 //! A call through the relay:
 //! ```text
@@ -26,7 +28,9 @@
 pub mod codec;
 pub mod dtmf;
 pub mod latch;
+pub mod player;
 pub mod ports;
+pub mod recorder;
 pub mod relay;
 pub mod resample;
 pub mod timeout;
@@ -60,6 +64,10 @@ pub enum MediaError {
     },
     #[error("DTMF: {0}")]
     Dtmf(#[from] dtmf::DtmfError),
+    #[error("player: {0}")]
+    Player(#[from] player::PlayerError),
+    #[error("recorder: {0}")]
+    Recorder(#[from] recorder::RecorderError),
     #[error("media socket: {0}")]
     Io(#[from] io::Error),
 }
