@@ -360,8 +360,9 @@ impl JitterBuffer {
         };
         let ext_ts = self.unwrap_ts(rtp.ts);
         let arrival_us = micros(arrival.saturating_duration_since(epoch));
-        // Late packets count too: they are the ones that say the delay is too short.
-        self.measure(arrival_us - self.ticks_to_us(ext_ts));
+        // Late packets feed the delay estimate too (they are the ones that say it is too
+        // short); duplicates do not: a copy made on the way says nothing of the jitter.
+        let transit = arrival_us - self.ticks_to_us(ext_ts);
         self.learn_ptime(rtp.seq, ext_ts, rtp.marker);
 
         let ahead = rtp.seq.wrapping_sub(self.next_seq);
@@ -375,7 +376,11 @@ impl JitterBuffer {
                 self.stats.resets += 1;
                 self.resequence(rtp.seq);
             } else {
-                return self.behind(behind, rtp.seq);
+                let pushed = self.behind(behind, rtp.seq);
+                if pushed == Pushed::Late {
+                    self.measure(transit);
+                }
+                return pushed;
             }
         } else if usize::from(ahead) >= self.cfg.slots {
             // Too far ahead to hold: a long outage, or a sender that restarted its
@@ -394,6 +399,7 @@ impl JitterBuffer {
             self.stats.duplicates += 1;
             return Pushed::Duplicate;
         }
+        self.measure(transit);
         let at = i * self.cfg.max_payload;
         self.pool[at..at + rtp.payload.len()].copy_from_slice(rtp.payload);
         self.slots[i] = Slot {
@@ -1072,6 +1078,9 @@ mod tests {
             (43, 2, 2, 1),
             "{s:?}"
         );
+        // The packet 60 ms late raised the target; the copy 200 ms late did not.
+        assert!(s.target_delay >= Duration::from_millis(60), "{s:?}");
+        assert!(s.target_delay < Duration::from_millis(100), "{s:?}");
     }
 
     #[test]
