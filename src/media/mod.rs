@@ -4,7 +4,8 @@
 //! Owns: RTP/RTCP port pairs on the PBX's media address ([`ports`]), symmetric latching
 //! ([`latch`]), the media timeout ([`timeout`]), the relay task with its handle
 //! ([`relay`]), the codecs ([`codec`]: G.711, G.722, Opus), sample-rate conversion
-//! ([`resample`]), transcoding of one direction of a call ([`transcode`]), the pure
+//! ([`resample`]), transcoding of one direction of a call ([`transcode`]), the adaptive
+//! jitter buffer of decoded legs with loss concealment ([`jitter`]), the pure
 //! DTMF parts ([`dtmf`]: RFC 4733 events, SIP INFO bodies, in-band detection and
 //! generation), sound files played into a leg ([`player`]: decoding, prompt cache,
 //! playlists, music on hold) and call recordings ([`recorder`]: WAV files a crash leaves
@@ -12,9 +13,10 @@
 //! reads the SDP and passes plain socket addresses and codec choices in ([`Remote`],
 //! [`transcode::LegFormat`]), and gets plain events back ([`RelayEvent`]); INFO bodies
 //! come as plain text, not SIP messages. The decisions are sans-IO and unit-tested with a
-//! fake clock: `latch`, `timeout`, `dtmf`, `player` and `recorder` import no tokio and
-//! read no clock, `ports::PortPool` is plain data beside the binding code, codecs and the
-//! transcoder are packets in, packets out; `relay` is the thin task around them.
+//! fake clock: `latch`, `timeout`, `jitter`, `dtmf`, `player` and `recorder` import no
+//! tokio and read no clock, `ports::PortPool` is plain data beside the binding code,
+//! codecs and the transcoder are packets in, packets out; `relay` is the thin task around
+//! them.
 //!
 //! A call through the relay:
 //! ```text
@@ -27,6 +29,7 @@
 
 pub mod codec;
 pub mod dtmf;
+pub mod jitter;
 pub mod latch;
 pub mod player;
 pub mod ports;
