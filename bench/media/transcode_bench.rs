@@ -7,7 +7,8 @@
 //! Input: the 12 s of real speech in `tests/data/speech/speech-8k.s16` (espeak-ng,
 //! 8 kHz), looped, packetized in 20 ms RTP packets of both codecs beforehand (the phones'
 //! encoding is not ours to count). Each call is a pair of transcoders (A->B and B->A) fed
-//! one packet each per 20 ms of call time, as fast as the CPU goes on one thread; the
+//! one packet each per 20 ms of call time and ticked (jitter buffer, decode, re-encode),
+//! as fast as the CPU goes on one thread (call time is simulated); the
 //! figure is the CPU time per second of call, as a percentage of one core:
 //! `% of a core per call = cpu seconds / (calls x call seconds) x 100`.
 //! The process's CPU time (user + system) is read from /proc/self/stat, so other work on
@@ -102,16 +103,19 @@ fn main() {
     let mut out_bytes = 0u64;
     let wall = Instant::now();
     let cpu0 = cpu_seconds();
+    // Call time: the packets of tick t arrive at t x 20 ms, then the tick runs.
+    let start = Instant::now();
     for t in 0..ticks {
+        let now = start + std::time::Duration::from_millis(20 * t as u64);
+        let mut count = |o: &[u8]| {
+            out_packets += 1;
+            out_bytes += o.len() as u64;
+        };
         for p in pairs.iter_mut() {
-            p[0].on_rtp(&from_a[t], &mut |o| {
-                out_packets += 1;
-                out_bytes += o.len() as u64;
-            });
-            p[1].on_rtp(&from_b[t], &mut |o| {
-                out_packets += 1;
-                out_bytes += o.len() as u64;
-            });
+            p[0].on_rtp(&from_a[t], now, &mut count);
+            p[1].on_rtp(&from_b[t], now, &mut count);
+            p[0].on_tick(now, &mut count);
+            p[1].on_tick(now, &mut count);
         }
     }
     let cpu = cpu_seconds() - cpu0;

@@ -41,7 +41,7 @@ use tracing::{debug, info};
 use super::latch::{Latch, LatchConfig, Probe, Verdict};
 use super::ports::LegSockets;
 use super::timeout::MediaTimeout;
-use super::transcode::{LegFormat, TranscodeError, Transcoder};
+use super::transcode::{LegFormat, TranscodeError, Transcoder, TICK_MS};
 
 /// Receive buffer size. A datagram that fills it may have been truncated and is dropped.
 const BUF: usize = 2048;
@@ -426,6 +426,8 @@ async fn run(
     let mut buf = [0u8; BUF];
     let mut tick = tokio::time::interval(check_every.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The media clock, only while transcoding: the fast path has no timer per call.
+    let mut media_clock: Option<tokio::time::Interval> = None;
     debug!(a = %io[0].rtp_addr(), b = %io[1].rtp_addr(), "relay started");
     loop {
         let (leg, rtcp) = tokio::select! {
@@ -434,6 +436,27 @@ async fn run(
                     Some(cmd) => core.command(cmd),
                     None => break,
                 }
+                match (core.transcoders.is_some(), media_clock.is_some()) {
+                    (true, false) => {
+                        let period = Duration::from_millis(u64::from(TICK_MS));
+                        let mut i = tokio::time::interval(period);
+                        // Late ticks catch up (audio must not fall behind), bounded by
+                        // the jitter buffer's own limits.
+                        i.set_missed_tick_behavior(MissedTickBehavior::Burst);
+                        media_clock = Some(i);
+                    }
+                    (false, true) => media_clock = None,
+                    _ => {}
+                }
+                continue;
+            }
+            _ = async {
+                match media_clock.as_mut() {
+                    Some(i) => { i.tick().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                core.media_tick(&io, Instant::now());
                 continue;
             }
             _ = tick.tick() => {
@@ -448,6 +471,24 @@ async fn run(
         core.drain(&io, leg, rtcp, &mut buf);
     }
     debug!(a = %io[0].rtp_addr(), b = %io[1].rtp_addr(), "relay stopped");
+}
+
+/// Sends what a transcoder gives out to `dst` from `sock`, counted on the receiving leg
+/// (a failed or impossible send counts as dropped there).
+fn sender<'a>(
+    sock: &'a UdpSocket,
+    dst: Option<SocketAddr>,
+    counters: &'a LegCounters,
+) -> impl FnMut(&[u8]) + 'a {
+    move |p: &[u8]| match dst.map(|d| sock.try_send_to(p, d)) {
+        Some(Ok(n)) => {
+            counters.tx_packets.fetch_add(1, Relaxed);
+            counters.tx_bytes.fetch_add(n as u64, Relaxed);
+        }
+        _ => {
+            counters.dropped.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 fn socket(io: &LegSockets, rtcp: bool) -> &UdpSocket {
@@ -584,17 +625,8 @@ impl Core {
                 return;
             }
             let dst = self.legs[other].rtp.destination();
-            let sock = &io[other].rtp;
-            let out = &self.shared.legs[other];
-            let mut failed = false;
-            let used = t[leg].on_rtp(pkt, &mut |p| match dst.map(|d| sock.try_send_to(p, d)) {
-                Some(Ok(n)) => {
-                    out.tx_packets.fetch_add(1, Relaxed);
-                    out.tx_bytes.fetch_add(n as u64, Relaxed);
-                }
-                _ => failed = true,
-            });
-            if !used || failed {
+            let mut send = sender(&io[other].rtp, dst, &self.shared.legs[other]);
+            if !t[leg].on_rtp(pkt, now, &mut send) {
                 counters.dropped.fetch_add(1, Relaxed);
             }
             return;
@@ -620,6 +652,20 @@ impl Core {
             Err(_) => {
                 self.shared.legs[leg].dropped.fetch_add(1, Relaxed);
             }
+        }
+    }
+
+    /// A tick of the media clock while transcoding: each direction's transcoder gives
+    /// out the audio of the last 20 ms.
+    fn media_tick(&mut self, io: &[LegSockets; 2], now: Instant) {
+        let Some(t) = self.transcoders.as_mut() else {
+            return;
+        };
+        for (leg, transcoder) in t.iter_mut().enumerate() {
+            let other = 1 - leg;
+            let dst = self.legs[other].rtp.destination();
+            let mut send = sender(&io[other].rtp, dst, &self.shared.legs[other]);
+            transcoder.on_tick(now, &mut send);
         }
     }
 

@@ -1,26 +1,32 @@
 //! One direction of a transcoded call: RTP in one codec in, RTP in another codec out.
 //!
-//! Owns: the decoder, the optional resampler and the encoder of that direction, the PCM
-//! waiting to fill an outgoing packet, and the outgoing stream's own RTP identity (SSRC,
-//! sequence, timestamps: a new stream, since its payloads are new). Must not: touch
-//! sockets or clocks (sans-IO: packets in, packets out through a callback), or run when
-//! the legs share a codec (the relay forwards those untouched).
+//! Owns: the jitter buffer and decoder of the incoming stream, the optional resampler and
+//! the encoder of that direction, the PCM waiting to fill an outgoing packet, and the
+//! outgoing stream's own RTP identity (SSRC, sequence, timestamps: a new stream, since
+//! its payloads are new). Must not: touch sockets or read a clock (sans-IO: packets in
+//! with their arrival time, one [`Transcoder::on_tick`] per 20 ms from the relay task's
+//! media clock, packets out through a callback), or run when the legs share a codec (the
+//! relay forwards those untouched).
 //!
-//! Timing follows the sender: the output timestamp of each input packet's audio is the
-//! input timestamp mapped to the output clock, so silence suppression (DTX) and gaps keep
-//! their length and the receiver's jitter buffer sees the sender's timing. A lost packet
-//! (a gap in sequence numbers) is rebuilt from Opus in-band FEC when the next packet
-//! carries it, else concealed by the decoder (Opus PLC); G.711 has no concealment here,
-//! so the gap is left to the receiving phone's. Packets older than the last one are
-//! dropped: this path has no jitter buffer yet, it repacketizes in arrival order.
+//! Timing: incoming packets go through the adaptive jitter buffer
+//! ([`super::jitter::JitterDecoder`]: reordering, Opus FEC and PLC for losses), one
+//! 20 ms frame comes out per tick and is re-encoded. The output timeline advances 20 ms a
+//! tick; ticks of silence (nothing received, DTX, a gap the codec cannot conceal) send
+//! nothing, and the next talkspurt starts with the marker bit at its right time.
 //!
 //! RFC 4733 telephone-events pass through with their payload type, timestamp and
 //! duration mapped to the other leg's clock; when that leg negotiated no telephone-event
 //! they are dropped.
 
-use super::codec::{self, CodecError, CodecKind, CodecParams, Decoder, Encoder};
+use std::time::Instant;
+
+use super::codec::{self, CodecError, CodecKind, CodecParams, Encoder};
+use super::jitter::{JitterConfig, JitterDecoder, JitterError, JitterStats, Pushed, Source};
 use super::resample::{FrameResampler, ResampleError};
 use thiserror::Error;
+
+/// The media clock of a transcoded call: one tick of audio every 20 ms.
+pub const TICK_MS: u32 = 20;
 
 #[derive(Debug, Error)]
 pub enum TranscodeError {
@@ -28,6 +34,8 @@ pub enum TranscodeError {
     Codec(#[from] CodecError),
     #[error(transparent)]
     Resample(#[from] ResampleError),
+    #[error(transparent)]
+    Jitter(#[from] JitterError),
     #[error("unsupported packetization: {0} ms")]
     Ptime(u32),
 }
@@ -59,10 +67,8 @@ impl LegFormat {
 
 /// The largest RTP packet this path writes.
 const OUT_MAX: usize = 1500;
-/// Decoded audio of one input packet at most (120 ms at 48 kHz, Opus' longest).
+/// Audio of one tick at most, with room (120 ms at 48 kHz, Opus' longest packet).
 const DECODE_MAX: usize = 5760;
-/// Most lost packets rebuilt in one gap; a longer gap is a new talkspurt.
-const MAX_CONCEAL: u16 = 5;
 
 /// A parsed RTP packet (RFC 3550 5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,29 +136,25 @@ impl ClockMap {
 pub struct Transcoder {
     from: LegFormat,
     to: LegFormat,
-    decoder: Box<dyn Decoder>,
+    /// The incoming stream's jitter buffer and decoder.
+    jitter: JitterDecoder,
     encoder: Box<dyn Encoder>,
     /// Between the decoder's and the encoder's PCM rates, when they differ.
     resampler: Option<FrameResampler>,
     clocks: ClockMap,
-    /// Decoded PCM waiting for the resampler (only with one).
-    decoded: Vec<i16>,
     /// PCM at the encoder's rate waiting to fill a packet.
     pending: Vec<i16>,
     /// Output timestamp of `pending[0]`.
     pending_ts: u32,
     /// Samples per outgoing packet, at the encoder's rate.
     out_frame: usize,
-    scratch: Vec<i16>,
+    /// RTP ticks of one media tick (20 ms) on the output clock.
+    tick_ticks: u32,
     resampled: Vec<i16>,
     out: [u8; OUT_MAX],
     ssrc: u32,
     seq: u16,
     marker_next: bool,
-    /// The last input packet's (seq, ts) and the output timestamp it mapped to.
-    last_in: Option<(u16, u32, u32)>,
-    /// Input ssrc, to notice a new stream (the phone restarted its sender).
-    in_ssrc: Option<u32>,
     /// Input timestamp of the telephone-event being relayed and its output timestamp.
     dtmf_event: Option<(u32, u32)>,
 }
@@ -171,9 +173,10 @@ impl Transcoder {
             own => own.pcm_rate(),
         };
         let decoder = codec::decoder(from.codec, dec_rate)?;
+        let jitter = JitterDecoder::new(decoder, JitterConfig::new(from.codec.clock_rate()))?;
         let encoder = codec::encoder(to.codec, enc_rate, to.params)?;
         let resampler = if dec_rate != enc_rate {
-            Some(FrameResampler::new(dec_rate, enc_rate, 20)?)
+            Some(FrameResampler::new(dec_rate, enc_rate, TICK_MS)?)
         } else {
             None
         };
@@ -188,25 +191,22 @@ impl Transcoder {
         Ok(Transcoder {
             from,
             to,
-            decoder,
+            jitter,
             encoder,
             resampler,
             clocks: ClockMap {
                 in_clock: u64::from(from.codec.clock_rate()),
                 out_clock: u64::from(to.codec.clock_rate()),
             },
-            decoded: Vec::with_capacity(DECODE_MAX * 2),
             pending: Vec::with_capacity(DECODE_MAX * 2),
             pending_ts: rand::random(),
             out_frame: (enc_rate * ptime / 1000) as usize,
-            scratch: vec![0; DECODE_MAX],
+            tick_ticks: to.codec.clock_rate() * TICK_MS / 1000,
             resampled: vec![0; DECODE_MAX],
             out: [0; OUT_MAX],
             ssrc: rand::random(),
             seq: rand::random(),
             marker_next: true,
-            last_in: None,
-            in_ssrc: None,
             dtmf_event: None,
         })
     }
@@ -215,138 +215,86 @@ impl Transcoder {
         (self.from, self.to)
     }
 
-    /// Takes one RTP packet from the `from` leg; `emit` gets each packet for the `to` leg
-    /// (none, one or several, as ptimes differ). Returns false when the packet was dropped
-    /// (not RTP, an unknown payload type, late, undecodable).
-    pub fn on_rtp(&mut self, packet: &[u8], emit: &mut dyn FnMut(&[u8])) -> bool {
+    /// The incoming stream's jitter buffer figures.
+    pub fn stats(&self) -> JitterStats {
+        self.jitter.stats()
+    }
+
+    /// Takes one RTP packet from the `from` leg that arrived at `now`. Audio goes into the
+    /// jitter buffer (out at the next ticks); a telephone-event goes out at once through
+    /// `emit`. Returns false when the packet was dropped (not RTP, an unknown payload
+    /// type, a duplicate, too late).
+    pub fn on_rtp(&mut self, packet: &[u8], now: Instant, emit: &mut dyn FnMut(&[u8])) -> bool {
         let Some(rtp) = RtpView::parse(packet) else {
             return false;
         };
-        if self.in_ssrc != Some(rtp.ssrc) {
-            // A new sender (or the first): timing starts over from this packet.
-            self.in_ssrc = Some(rtp.ssrc);
-            self.last_in = None;
-        }
         if Some(rtp.pt) == self.from.dtmf_pt {
             return self.on_dtmf(&rtp, emit);
         }
         if rtp.pt != self.from.pt {
             return false;
         }
-        let (out_ts, lost) = match self.last_in {
-            None => (self.pending_ts, 0),
-            Some((seq, ts, out_ts)) => {
-                let ahead = rtp.seq.wrapping_sub(seq);
-                if ahead == 0 || ahead > 0x8000 {
-                    return false; // duplicate or late
-                }
-                let mapped = out_ts.wrapping_add(self.clocks.map(rtp.ts.wrapping_sub(ts)));
-                (mapped, ahead - 1)
-            }
-        };
-        self.last_in = Some((rtp.seq, rtp.ts, out_ts));
-        if lost > 0 && lost <= MAX_CONCEAL {
-            self.conceal(lost, rtp.payload);
-        }
-        let n = match self.decoder.decode(rtp.payload, &mut self.scratch) {
-            Ok(n) => n,
-            Err(_) => return false,
-        };
-        // Audio that does not continue what is pending starts a new talkspurt at its own
-        // time (after DTX, a long loss, or at the start).
-        let continues = self.pending_ts.wrapping_add(self.ticks(self.pending.len()));
-        if out_ts != continues {
-            let gap = out_ts.wrapping_sub(continues);
-            if gap < 0x8000_0000 && self.pending.is_empty() && self.decoded.is_empty() {
-                self.pending_ts = out_ts;
-                self.marker_next = true;
-            }
-        }
-        self.push_decoded(n);
-        self.flush(emit);
-        true
+        matches!(self.jitter.push(now, rtp), Pushed::Stored)
     }
 
-    /// RTP clock ticks of `samples` at the encoder's rate.
-    fn ticks(&self, samples: usize) -> u32 {
-        self.to.codec.rtp_ticks(samples, self.encoder.pcm_rate())
-    }
-
-    /// Rebuilds up to `lost` missing packets before `next`: the last from FEC when the
-    /// codec has it, the others (or all) by concealment; each as long as `next`.
-    fn conceal(&mut self, lost: u16, next: &[u8]) {
-        let frame = match self.decoder.samples_in(next) {
-            Some(f) if f > 0 && f <= DECODE_MAX => f,
-            _ => return,
-        };
-        for i in 0..lost {
-            let last = i + 1 == lost;
-            let mut buf = std::mem::take(&mut self.scratch);
-            let got = if last {
-                match self.decoder.recover(next, &mut buf[..frame]) {
-                    Ok(Some(n)) => Some(n),
-                    _ => self.decoder.conceal(&mut buf[..frame]).ok().flatten(),
-                }
-            } else {
-                self.decoder.conceal(&mut buf[..frame]).ok().flatten()
-            };
-            self.scratch = buf;
-            match got {
-                Some(n) => self.push_decoded(n),
-                None => return,
-            }
-        }
-    }
-
-    /// Moves `scratch[..n]` (decoded) towards `pending` (encoder rate).
-    fn push_decoded(&mut self, n: usize) {
-        let Some(r) = self.resampler.as_mut() else {
-            self.pending.extend_from_slice(&self.scratch[..n]);
+    /// One media tick (every [`TICK_MS`]): the jitter buffer's audio for it is re-encoded,
+    /// and every whole outgoing packet goes out through `emit`. Silence (nothing received,
+    /// or a gap the codec cannot conceal) sends nothing: the receiving phone conceals, and
+    /// the next talkspurt starts with the marker bit at its right time.
+    pub fn on_tick(&mut self, now: Instant, emit: &mut dyn FnMut(&[u8])) {
+        let tick = self.jitter.tick(now);
+        if tick.source == Source::Silence {
+            let end = self.pending_ts.wrapping_add(
+                self.to
+                    .codec
+                    .rtp_ticks(self.pending.len(), self.encoder.pcm_rate()),
+            );
+            self.pending.clear();
+            self.pending_ts = end.wrapping_add(self.tick_ticks);
+            self.marker_next = true;
             return;
-        };
-        self.decoded.extend_from_slice(&self.scratch[..n]);
-        let chunk = r.input_len();
-        let mut used = 0;
-        while self.decoded.len() - used >= chunk {
-            match r.process(&self.decoded[used..used + chunk], &mut self.resampled) {
-                Ok(m) => self.pending.extend_from_slice(&self.resampled[..m]),
-                Err(_) => break,
-            }
-            used += chunk;
         }
-        self.decoded.drain(..used);
+        match self.resampler.as_mut() {
+            None => self.pending.extend_from_slice(tick.pcm),
+            Some(r) => match r.process(tick.pcm, &mut self.resampled) {
+                Ok(m) => self.pending.extend_from_slice(&self.resampled[..m]),
+                Err(_) => return,
+            },
+        }
+        self.flush(emit);
     }
 
     /// Encodes and emits every whole outgoing packet that is pending.
     fn flush(&mut self, emit: &mut dyn FnMut(&[u8])) {
         let mut used = 0;
+        let step = self
+            .to
+            .codec
+            .rtp_ticks(self.out_frame, self.encoder.pcm_rate());
         while self.pending.len() - used >= self.out_frame {
             let frame = &self.pending[used..used + self.out_frame];
             used += self.out_frame;
-            let Ok(len) = self.encoder.encode(frame, &mut self.out[12..]) else {
-                continue;
-            };
-            write_header(
-                &mut self.out,
-                self.marker_next,
-                self.to.pt,
-                self.seq,
-                self.pending_ts,
-                self.ssrc,
-            );
-            self.marker_next = false;
-            self.seq = self.seq.wrapping_add(1);
-            emit(&self.out[..12 + len]);
-            self.pending_ts = self.pending_ts.wrapping_add(
-                self.to
-                    .codec
-                    .rtp_ticks(self.out_frame, self.encoder.pcm_rate()),
-            );
+            if let Ok(len) = self.encoder.encode(frame, &mut self.out[12..]) {
+                write_header(
+                    &mut self.out,
+                    self.marker_next,
+                    self.to.pt,
+                    self.seq,
+                    self.pending_ts,
+                    self.ssrc,
+                );
+                self.marker_next = false;
+                self.seq = self.seq.wrapping_add(1);
+                emit(&self.out[..12 + len]);
+            }
+            self.pending_ts = self.pending_ts.wrapping_add(step);
         }
         self.pending.drain(..used);
     }
 
-    /// Relays an RFC 4733 event packet with its timing mapped to the other clock.
+    /// Relays an RFC 4733 event packet with its timing mapped to the other clock. The
+    /// event starts where the outgoing audio is now (its audio went through the jitter
+    /// buffer, the event does not wait).
     fn on_dtmf(&mut self, rtp: &RtpView<'_>, emit: &mut dyn FnMut(&[u8])) -> bool {
         let Some(out_pt) = self.to.dtmf_pt else {
             return false;
@@ -357,15 +305,8 @@ impl Transcoder {
         let out_ts = match self.dtmf_event {
             Some((in_ts, out_ts)) if in_ts == rtp.ts => out_ts,
             _ => {
-                // A new event: place it where its audio would be on the other leg.
-                let base = match self.last_in {
-                    Some((_, ts, out_ts)) => {
-                        out_ts.wrapping_add(self.clocks.map(rtp.ts.wrapping_sub(ts)))
-                    }
-                    None => self.pending_ts,
-                };
-                self.dtmf_event = Some((rtp.ts, base));
-                base
+                self.dtmf_event = Some((rtp.ts, self.pending_ts));
+                self.pending_ts
             }
         };
         let duration = u16::from_be_bytes([rtp.payload[2], rtp.payload[3]]);
@@ -389,6 +330,7 @@ impl Transcoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn tone(rate: u32, hz: f64, samples: usize) -> Vec<i16> {
         (0..samples)
@@ -430,12 +372,38 @@ mod tests {
         pcm
     }
 
-    fn run(t: &mut Transcoder, input: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    /// Feeds `input` as a phone would send it in real time (each packet arriving when its
+    /// timestamp says, on the input clock `clock`), ticking every 20 ms, plus `drain`
+    /// ticks after the last packet; returns what came out.
+    fn run_timed(t: &mut Transcoder, input: &[Vec<u8>], drain: u32) -> Vec<Vec<u8>> {
+        let clock = u64::from(t.formats().0.codec.clock_rate());
+        let base = Instant::now();
+        let ts0 = RtpView::parse(&input[0]).expect("rtp").ts;
+        let arrival = |p: &Vec<u8>| {
+            let ts = RtpView::parse(p).expect("rtp").ts.wrapping_sub(ts0);
+            base + Duration::from_micros(u64::from(ts) * 1_000_000 / clock)
+        };
+        let last = input.iter().map(arrival).max().expect("packets");
         let mut out = Vec::new();
-        for p in input {
-            t.on_rtp(p, &mut |o| out.push(o.to_vec()));
+        let mut next = 0;
+        let mut k = 0u32;
+        loop {
+            let now = base + Duration::from_millis(20 * u64::from(k));
+            while next < input.len() && arrival(&input[next]) <= now {
+                t.on_rtp(&input[next], now, &mut |o| out.push(o.to_vec()));
+                next += 1;
+            }
+            t.on_tick(now, &mut |o| out.push(o.to_vec()));
+            if now >= last + Duration::from_millis(20 * u64::from(drain)) {
+                break;
+            }
+            k += 1;
         }
         out
+    }
+
+    fn run(t: &mut Transcoder, input: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        run_timed(t, input, 1)
     }
 
     /// Power at `hz` over power at `other` (Goertzel).
@@ -532,6 +500,29 @@ mod tests {
     }
 
     #[test]
+    fn reordered_packets_are_put_back_in_order_by_the_jitter_buffer() {
+        let pcm = tone(8000, 600.0, 8000);
+        let mut input = packets(pcmu(), 8000, &pcm);
+        input.swap(10, 11);
+        input.swap(30, 32);
+        let mut t = Transcoder::new(pcmu(), opus()).expect("t");
+        let out = run_timed(&mut t, &input, 3);
+        let views: Vec<RtpView> = out.iter().filter_map(|p| RtpView::parse(p)).collect();
+        // Cold, the buffer plays at its minimum delay: a held-up packet costs a tick of
+        // silence (the timeline keeps its length) while the buffer grows; none is lost
+        // and the stream goes on in order.
+        assert!(views.len() >= 47, "{} packets", views.len());
+        for w in views.windows(2) {
+            assert_eq!(w[1].seq, w[0].seq.wrapping_add(1));
+            let step = w[1].ts.wrapping_sub(w[0].ts);
+            assert!(step % 960 == 0 && (960..=960 * 4).contains(&step), "{step}");
+        }
+        let heard = decode_all(opus(), 8000, &out);
+        assert!(tone_ratio(&heard[1600..], 8000, 600.0, 1500.0) > 1000.0);
+        assert_eq!(t.stats().lost, 0, "{:?}", t.stats());
+    }
+
+    #[test]
     fn silence_suppression_gaps_keep_their_length_and_mark_the_talkspurt() {
         let pcm = tone(8000, 500.0, 1600);
         let mut input = packets(pcmu(), 8000, &pcm);
@@ -564,7 +555,7 @@ mod tests {
             p[12] = 5;
             p[13] = if end { 0x80 | 10 } else { 10 };
             p[14..16].copy_from_slice(&dur.to_be_bytes());
-            assert!(t.on_rtp(&p, &mut |o| out.push(o.to_vec())));
+            assert!(t.on_rtp(&p, Instant::now(), &mut |o| out.push(o.to_vec())));
         }
         let events: Vec<RtpView> = out[2..].iter().filter_map(|p| RtpView::parse(p)).collect();
         assert_eq!(events.len(), 3);
@@ -580,7 +571,7 @@ mod tests {
         let mut t = Transcoder::new(pcmu(), LegFormat::new(CodecKind::Opus, 111)).expect("t");
         let mut p = vec![0u8; 16];
         write_header(&mut p, true, 101, 1, 0, 1);
-        assert!(!t.on_rtp(&p, &mut |_| panic!("no event expected")));
+        assert!(!t.on_rtp(&p, Instant::now(), &mut |_| panic!("no event expected")));
     }
 
     #[test]
@@ -619,7 +610,7 @@ mod tests {
             &[0xb0, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 9][..], // bad extension
             &[0xa0, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 200][..], // bad padding
         ] {
-            assert!(!t.on_rtp(p, &mut |_| emitted += 1));
+            assert!(!t.on_rtp(p, Instant::now(), &mut |_| emitted += 1));
         }
         assert_eq!(emitted, 0);
         assert!(Transcoder::new(
