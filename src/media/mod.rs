@@ -4,13 +4,15 @@
 //! Owns: RTP/RTCP port pairs on the PBX's media address ([`ports`]), symmetric latching
 //! ([`latch`]), the media timeout ([`timeout`]), the relay task with its handle
 //! ([`relay`]), the codecs ([`codec`]: G.711, G.722, Opus), sample-rate conversion
-//! ([`resample`]), transcoding of one direction of a call ([`transcode`]) and the pure
+//! ([`resample`]), transcoding of one direction of a call ([`transcode`]), the pure
 //! DTMF parts ([`dtmf`]: RFC 4733 events, SIP INFO bodies, in-band detection and
-//! generation). Must not: know SIP, dialogs or SDP text; the call layer reads the SDP and
+//! generation) and the conference mixer ([`mixer`]: N-1 mixes of the loudest talkers on
+//! 20 ms ticks, the shared mix encoded once per codec). Must not: know SIP, dialogs or
+//! SDP text; the call layer reads the SDP and
 //! passes plain socket addresses and codec choices in ([`Remote`],
 //! [`transcode::LegFormat`]), and gets plain events back ([`RelayEvent`]); INFO bodies
 //! come as plain text, not SIP messages. The decisions are sans-IO and unit-tested with a
-//! fake clock: `latch`, `timeout` and `dtmf` import no tokio and read no clock,
+//! fake clock: `latch`, `timeout`, `dtmf` and `mixer` import no tokio and read no clock,
 //! `ports::PortPool` is plain data beside the binding code, codecs and the transcoder are
 //! packets in, packets out; `relay` is the thin task around them.
 //!
@@ -26,6 +28,7 @@
 pub mod codec;
 pub mod dtmf;
 pub mod latch;
+pub mod mixer;
 pub mod ports;
 pub mod relay;
 pub mod resample;
