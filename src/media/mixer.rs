@@ -158,8 +158,8 @@ struct Slot {
     /// The frames at the participant's rate, by frame parity: the current one and the
     /// one before (which primes the upsampler when the talker comes back).
     input: [Vec<i16>; 2],
-    /// The tick the current input was supplied for (`NO_FRAME`: none yet).
-    supplied: u64,
+    /// The tick each input buffer was last supplied for (`NO_FRAME`: never).
+    supplied: [u64; 2],
     /// Smoothed frame power: rises at once, falls over ~100 ms; ranks the talkers.
     level: f32,
     /// Frames of hangover left.
@@ -180,8 +180,10 @@ struct Slot {
 }
 
 impl Slot {
-    fn current(&self, frame: u64) -> Option<&[i16]> {
-        (self.supplied == frame).then(|| &self.input[(frame & 1) as usize][..])
+    /// The input supplied for tick `frame`, if it was.
+    fn input_for(&self, frame: u64) -> Option<&[i16]> {
+        let i = (frame & 1) as usize;
+        (self.supplied[i] == frame).then(|| &self.input[i][..])
     }
 }
 
@@ -308,7 +310,7 @@ impl Mixer {
             muted: false,
             deaf: false,
             input: [vec![0; own], vec![0; own]],
-            supplied: NO_FRAME,
+            supplied: [NO_FRAME; 2],
             level: 0.0,
             hang: 0,
             active: false,
@@ -386,7 +388,7 @@ impl Mixer {
     pub fn input_mut(&mut self, id: ParticipantId) -> Result<&mut [i16], MixerError> {
         let frame = self.stats.frames;
         let s = self.slot_mut(id)?;
-        s.supplied = frame;
+        s.supplied[(frame & 1) as usize] = frame;
         Ok(&mut s.input[(frame & 1) as usize][..])
     }
 
@@ -486,7 +488,7 @@ impl Mixer {
             s.was_personal = s.personal;
             s.selected = false;
             s.personal = false;
-            let power = match s.current(frame) {
+            let power = match s.input_for(frame) {
                 Some(pcm) if !s.muted => {
                     self.stats.samples_measured += pcm.len() as u64;
                     mean_power(pcm)
@@ -528,16 +530,18 @@ impl Mixer {
             let s = &mut self.slots[i];
             s.selected = true;
             let zeros = &self.zeros[..s.input[0].len()];
-            let cur: &[i16] = match s.current(frame) {
-                Some(_) => &s.input[(frame & 1) as usize],
-                None => zeros,
+            let (now, before) = ((frame & 1) as usize, (frame.wrapping_sub(1) & 1) as usize);
+            let cur: &[i16] = if s.supplied[now] == frame {
+                &s.input[now]
+            } else {
+                zeros
             };
             match s.up.as_mut() {
                 None => s.mixin.copy_from_slice(cur),
                 Some(up) => {
                     if !s.was_selected {
-                        let prev: &[i16] = if frame > 0 && s.supplied == frame - 1 {
-                            &s.input[((frame - 1) & 1) as usize]
+                        let prev: &[i16] = if frame > 0 && s.supplied[before] == frame - 1 {
+                            &s.input[before]
                         } else {
                             zeros
                         };
@@ -1088,6 +1092,50 @@ mod tests {
         assert!(after[15..].iter().all(|&t| !t), "{after:?}");
         assert!(!m.is_active(a).expect("active"));
         assert!(matches!(m.output(a), Ok(Output::Shared(_))));
+    }
+
+    #[test]
+    fn a_resampled_talker_coming_back_resumes_without_a_click() {
+        // K = 1: the 8 kHz talker A is pushed out mid-speech by a louder B, then comes
+        // back. Its upsampler idled meanwhile; primed with the frame before, it must give
+        // exactly what one run without a break gives.
+        let cfg = MixerConfig {
+            max_talkers: 1,
+            ..quiet()
+        };
+        let mut m = Mixer::new(cfg).expect("mixer");
+        let a = m.join(8000).expect("join");
+        let b = m.join(16000).expect("join");
+        let c = m.join(16000).expect("join");
+        let mut ta = Tone::new(8000, 440.0, -20.0);
+        let mut tb = Tone::new(16000, 1000.0, -6.0);
+        let mut reference = FrameResampler::new(8000, 16000, FRAME_MS).expect("resampler");
+        let mut want = vec![0i16; 320];
+        let (mut a_was_on, mut came_back, mut checked) = (true, false, 0);
+        for f in 0..60 {
+            let fa = ta.frame();
+            let fb = if (10..20).contains(&f) {
+                tb.frame()
+            } else {
+                vec![0; 320]
+            };
+            m.set_input(a, &fa).expect("a");
+            m.set_input(b, &fb).expect("b");
+            m.set_input(c, &[0; 320]).expect("c");
+            m.tick().expect("tick");
+            reference.process(&fa, &mut want).expect("reference");
+            let a_on = ids(&m) == vec![a];
+            came_back |= a_on && !a_was_on;
+            if a_on {
+                assert_eq!(m.output(c).expect("out").pcm(), &want[..], "frame {f}");
+                checked += u32::from(came_back);
+            }
+            a_was_on = a_on;
+        }
+        assert!(
+            came_back && checked > 10,
+            "A came back for {checked} frames"
+        );
     }
 
     #[test]
