@@ -11,7 +11,8 @@
 //! low noise below the voice threshold. Prints the CPU time per 20 ms tick (thread CPU
 //! time from /proc, and wall time), its split into decode / mix / encode, the
 //! participants one core could carry in real time (N / (cpu per tick / 20 ms)) and the
-//! allocations per tick after warm-up (a counting global allocator: must be 0).
+//! allocations per tick after warm-up (a counting global allocator: must be 0) and the
+//! encoder calls per tick (about K + 1: the talkers' own mixes and one shared one).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::f64::consts::TAU;
@@ -134,6 +135,8 @@ struct Report {
     mix: Duration,
     encode: Duration,
     allocs: u64,
+    /// Encoder calls over the whole run, warm-up included.
+    encodes: u64,
     bytes: u64,
 }
 
@@ -190,6 +193,8 @@ fn run(kind: CodecKind, n: usize, seconds: usize) -> Result<Report, Box<dyn std:
         encode += t3 - t2;
     }
     let wall = wall0.elapsed();
+    // Read before thread_cpu(), which allocates.
+    let allocs = ALLOCS.load(Relaxed) - allocs0;
     let cpu = match (cpu0, thread_cpu()) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
@@ -201,7 +206,8 @@ fn run(kind: CodecKind, n: usize, seconds: usize) -> Result<Report, Box<dyn std:
         decode,
         mix,
         encode,
-        allocs: ALLOCS.load(Relaxed) - allocs0,
+        allocs,
+        encodes: shared.encodes() + ps.iter().map(|p| p.encodes()).sum::<u64>(),
         bytes: black_box(bytes),
     })
 }
@@ -212,7 +218,7 @@ fn main() {
     let seconds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
     let codecs = args.get(3).map(String::as_str).unwrap_or("pcmu,opus");
     println!(
-        "{:<5} {:>5} {:>7} {:>6} {:>11} {:>11} {:>9} {:>9} {:>9} {:>12} {:>11}",
+        "{:<5} {:>5} {:>7} {:>6} {:>11} {:>11} {:>9} {:>9} {:>9} {:>12} {:>11} {:>12}",
         "codec",
         "N",
         "talking",
@@ -223,7 +229,8 @@ fn main() {
         "mix",
         "encode",
         "per core",
-        "allocs/tick"
+        "allocs/tick",
+        "encodes/tick"
     );
     for name in codecs.split(',') {
         let kind = match name {
@@ -251,7 +258,7 @@ fn main() {
             .unwrap_or(r.wall);
         let per_core = n as f64 / (per_tick(cpu) / 20_000.0);
         println!(
-            "{:<5} {:>5} {:>7} {:>6} {:>9.1}us {:>9.1}us {:>7.1}us {:>7.1}us {:>7.1}us {:>12.0} {:>11.3}",
+            "{:<5} {:>5} {:>7} {:>6} {:>9.1}us {:>9.1}us {:>7.1}us {:>7.1}us {:>7.1}us {:>12.0} {:>11.3} {:>12.2}",
             name,
             n,
             n.div_ceil(10),
@@ -263,6 +270,7 @@ fn main() {
             per_tick(r.encode),
             per_core,
             r.allocs as f64 / r.ticks as f64,
+            r.encodes as f64 / (r.ticks + WARMUP_TICKS) as f64,
         );
         black_box(r.bytes);
     }
