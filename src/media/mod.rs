@@ -9,11 +9,12 @@
 //! DTMF parts ([`dtmf`]: RFC 4733 events, SIP INFO bodies, in-band detection and
 //! generation), sound files played into a leg ([`player`]: decoding, prompt cache,
 //! playlists, music on hold) and call recordings ([`recorder`]: WAV files a crash leaves
-//! playable, repaired at start). Must not: know SIP, dialogs or SDP text; the call layer
+//! playable, repaired at start) and the conference mixer ([`mixer`]: N-1 mixes of the
+//! loudest talkers on 20 ms ticks, the shared mix encoded once per codec). Must not: know SIP, dialogs or SDP text; the call layer
 //! reads the SDP and passes plain socket addresses and codec choices in ([`Remote`],
 //! [`transcode::LegFormat`]), and gets plain events back ([`RelayEvent`]); INFO bodies
 //! come as plain text, not SIP messages. The decisions are sans-IO and unit-tested with a
-//! fake clock: `latch`, `timeout`, `jitter`, `dtmf`, `player` and `recorder` import no
+//! fake clock: `latch`, `timeout`, `jitter`, `dtmf`, `mixer`, `player` and `recorder` import no
 //! tokio and read no clock, `ports::PortPool` is plain data beside the binding code,
 //! codecs and the transcoder are packets in, packets out; `relay` is the thin task around
 //! them.
@@ -31,6 +32,7 @@ pub mod codec;
 pub mod dtmf;
 pub mod jitter;
 pub mod latch;
+pub mod mixer;
 pub mod player;
 pub mod ports;
 pub mod recorder;
