@@ -5,19 +5,19 @@
 //! ([`latch`]), the media timeout ([`timeout`]), the relay task with its handle
 //! ([`relay`]), the codecs ([`codec`]: G.711, G.722, Opus), sample-rate conversion
 //! ([`resample`]), transcoding of one direction of a call ([`transcode`]), the adaptive
-//! jitter buffer of decoded legs with loss concealment ([`jitter`]), the pure
-//! DTMF parts ([`dtmf`]: RFC 4733 events, SIP INFO bodies, in-band detection and
-//! generation), sound files played into a leg ([`player`]: decoding, prompt cache,
-//! playlists, music on hold) and call recordings ([`recorder`]: WAV files a crash leaves
-//! playable, repaired at start) and the conference mixer ([`mixer`]: N-1 mixes of the
-//! loudest talkers on 20 ms ticks, the shared mix encoded once per codec). Must not: know SIP, dialogs or SDP text; the call layer
-//! reads the SDP and passes plain socket addresses and codec choices in ([`Remote`],
-//! [`transcode::LegFormat`]), and gets plain events back ([`RelayEvent`]); INFO bodies
-//! come as plain text, not SIP messages. The decisions are sans-IO and unit-tested with a
-//! fake clock: `latch`, `timeout`, `jitter`, `dtmf`, `mixer`, `player` and `recorder` import no
-//! tokio and read no clock, `ports::PortPool` is plain data beside the binding code,
-//! codecs and the transcoder are packets in, packets out; `relay` is the thin task around
-//! them.
+//! jitter buffer of decoded legs with loss concealment ([`jitter`]), the pure DTMF parts
+//! ([`dtmf`]: RFC 4733 events, SIP INFO bodies, in-band detection and generation), sound
+//! files played into a leg ([`player`]: decoding, prompt cache, playlists, music on
+//! hold), call recordings ([`recorder`]: WAV files a crash leaves playable, repaired at
+//! start) and the conference mixer ([`mixer`]: N-1 mixes of the loudest talkers on 20 ms
+//! ticks, the shared mix encoded once per codec).
+//! Must not: know SIP, dialogs or SDP text; the call layer reads the SDP and passes plain
+//! socket addresses and codec choices in ([`Remote`], [`transcode::LegFormat`]), and gets
+//! plain events back ([`RelayEvent`]); INFO bodies come as plain text, not SIP messages.
+//! The decisions are sans-IO and unit-tested with a fake clock: `latch`, `timeout`,
+//! `jitter`, `dtmf`, `mixer`, `player` and `recorder` import no tokio and read no clock,
+//! `ports::PortPool` is plain data beside the binding code, codecs and the transcoder are
+//! packets in, packets out; `relay` is the thin task around them.
 //!
 //! A call through the relay:
 //! ```text
