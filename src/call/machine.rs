@@ -1603,6 +1603,26 @@ mod tests {
             }
         }
 
+        /// Fork `i` answers 200 with [`ANSWER`]'s PCMU replaced by `codec` ("PT NAME").
+        fn fork_answers_with_codec(&mut self, i: usize, codec: &str) {
+            let (inv, _) = self.b_invites[i].clone();
+            let mut r = Response::for_request(&inv, 200, "OK");
+            r.ensure_to_tag(&format!("b{i}"));
+            r.headers.push(HeaderName::Contact, "<sip:200@192.0.2.20>");
+            r.headers.push(HeaderName::ContentType, SDP);
+            let pt = codec.split(' ').next().unwrap_or("0");
+            let body = ANSWER
+                .replace("RTP/AVP 0", &format!("RTP/AVP {pt}"))
+                .replace("0 PCMU", codec);
+            r.body = body.into_bytes().into();
+            r.headers
+                .push(HeaderName::ContentLength, r.body.len().to_string());
+            self.sip(SipIn::Response {
+                key: TxKey::client(&inv),
+                resp: r,
+            });
+        }
+
         fn sip(&mut self, input: SipIn) {
             let cmds = self.call.on_sip(input, self.now);
             self.take(cmds);
@@ -1880,21 +1900,7 @@ mod tests {
     #[test]
     fn answer_without_common_codec_is_488() {
         let mut t = start(1);
-        let (inv, _) = t.b_invites[0].clone();
-        let mut r = Response::for_request(&inv, 200, "OK");
-        r.ensure_to_tag("b0");
-        r.headers.push(HeaderName::Contact, "<sip:200@192.0.2.20>");
-        r.headers.push(HeaderName::ContentType, SDP);
-        let g729 = ANSWER
-            .replace("RTP/AVP 0", "RTP/AVP 18")
-            .replace("0 PCMU", "18 G729");
-        r.body = g729.into_bytes().into();
-        r.headers
-            .push(HeaderName::ContentLength, r.body.len().to_string());
-        t.sip(SipIn::Response {
-            key: TxKey::client(&inv),
-            resp: r,
-        });
+        t.fork_answers_with_codec(0, "18 G729");
         assert_eq!(t.last_to_a(), 488);
         assert_eq!(t.byes_to("call-b"), 1);
         assert_eq!(t.ended, Some((Disposition::Failed, HangupLeg::System)));
@@ -1911,20 +1917,7 @@ mod tests {
             "{offered}"
         );
         assert!(offered.contains("a=rtpmap:96 opus/48000/2"), "{offered}");
-        let mut r = Response::for_request(&inv, 200, "OK");
-        r.ensure_to_tag("b0");
-        r.headers.push(HeaderName::Contact, "<sip:200@192.0.2.20>");
-        r.headers.push(HeaderName::ContentType, SDP);
-        let pcma = ANSWER
-            .replace("RTP/AVP 0", "RTP/AVP 8")
-            .replace("0 PCMU", "8 PCMA");
-        r.body = pcma.into_bytes().into();
-        r.headers
-            .push(HeaderName::ContentLength, r.body.len().to_string());
-        t.sip(SipIn::Response {
-            key: TxKey::client(&inv),
-            resp: r,
-        });
+        t.fork_answers_with_codec(0, "8 PCMA");
         let ok = t.to_a.last().expect("200 to the caller");
         assert_eq!(ok.status, 200);
         let answer = String::from_utf8_lossy(&ok.body).into_owned();

@@ -102,6 +102,16 @@ fn assert_cdr(node: &Node, disposition: &str, hangup: &str) -> String {
     line
 }
 
+/// A call between the two scenarios on a fresh node, answered; `hangup` ended it.
+fn answered_call(uas_scenario: &str, uac_scenario: &str, hangup: &str) {
+    let mut node = call_node();
+    let mut uas = callee(&node, CALLEE, uas_scenario);
+    caller(uac_scenario, CALLEE).expect_pass(&node);
+    uas.expect_pass(&node);
+    assert_cdr(&node, "answered", hangup);
+    node.stop();
+}
+
 #[test]
 fn answered_call_caller_hangs_up() {
     let mut node = call_node();
@@ -116,12 +126,7 @@ fn answered_call_caller_hangs_up() {
 
 #[test]
 fn answered_call_callee_hangs_up() {
-    let mut node = call_node();
-    let mut uas = callee(&node, CALLEE, "call_uas_bye.xml");
-    caller("call_uac_wait_bye.xml", CALLEE).expect_pass(&node);
-    uas.expect_pass(&node);
-    assert_cdr(&node, "answered", "callee");
-    node.stop();
+    answered_call("call_uas_bye.xml", "call_uac_wait_bye.xml", "callee");
 }
 
 #[test]
@@ -278,17 +283,24 @@ fn caller_over_tcp_calls_a_udp_phone() {
     node.stop();
 }
 
-/// A phone registered over TCP whose connection is gone (SIPp exits after REGISTER) is
-/// reached on a new connection to its Contact, where it listens.
-#[test]
-fn tcp_phone_without_its_connection_gets_a_new_one() {
-    let mut node = call_node();
+/// Registers the callee over TCP from a fresh port; SIPp exits, so the connection it
+/// registered on is gone.
+fn register_over_tcp_and_leave(node: &Node) -> u16 {
     let port = free_port();
     Sipp::new("register.xml", SippTransport::Tcp)
         .auth(CALLEE, PASSWORD)
         .var("expires", "600")
         .port(port)
-        .expect_pass(&node);
+        .expect_pass(node);
+    port
+}
+
+/// A phone registered over TCP whose connection is gone (SIPp exits after REGISTER) is
+/// reached on a new connection to its Contact, where it listens.
+#[test]
+fn tcp_phone_without_its_connection_gets_a_new_one() {
+    let mut node = call_node();
+    let port = register_over_tcp_and_leave(&node);
     let mut uas = Sipp::new("call_uas_answer.xml", SippTransport::Tcp)
         .port(port)
         .spawn(&node);
@@ -304,12 +316,7 @@ fn tcp_phone_without_its_connection_gets_a_new_one() {
 #[test]
 fn unreachable_tcp_phone_fails_the_call_at_once() {
     let mut node = call_node();
-    let port = free_port();
-    Sipp::new("register.xml", SippTransport::Tcp)
-        .auth(CALLEE, PASSWORD)
-        .var("expires", "600")
-        .port(port)
-        .expect_pass(&node);
+    register_over_tcp_and_leave(&node);
     let started = std::time::Instant::now();
     failing_caller(&node, CALLEE, 480).expect_pass(&node);
     assert!(
@@ -359,42 +366,26 @@ fn media_timeout_hangs_up_both_legs() {
 
 #[test]
 fn hold_and_resume_by_re_invite() {
-    let mut node = call_node();
-    let mut uas = callee(&node, CALLEE, "call_uas_hold.xml");
-    caller("call_uac_hold.xml", CALLEE).expect_pass(&node);
-    uas.expect_pass(&node);
-    assert_cdr(&node, "answered", "caller");
-    node.stop();
+    answered_call("call_uas_hold.xml", "call_uac_hold.xml", "caller");
 }
 
 #[test]
 fn hold_and_resume_by_update() {
-    let mut node = call_node();
-    let mut uas = callee(&node, CALLEE, "call_uas_update_hold.xml");
-    caller("call_uac_update_hold.xml", CALLEE).expect_pass(&node);
-    uas.expect_pass(&node);
-    assert_cdr(&node, "answered", "caller");
-    node.stop();
+    answered_call(
+        "call_uas_update_hold.xml",
+        "call_uac_update_hold.xml",
+        "caller",
+    );
 }
 
 #[test]
 fn info_is_relayed_from_caller_to_callee() {
-    let mut node = call_node();
-    let mut uas = callee(&node, CALLEE, "call_uas_info.xml");
-    caller("call_uac_info.xml", CALLEE).expect_pass(&node);
-    uas.expect_pass(&node);
-    assert_cdr(&node, "answered", "caller");
-    node.stop();
+    answered_call("call_uas_info.xml", "call_uac_info.xml", "caller");
 }
 
 #[test]
 fn reliable_183_is_pracked_on_both_legs() {
-    let mut node = call_node();
-    let mut uas = callee(&node, CALLEE, "call_uas_prack.xml");
-    caller("call_uac_prack.xml", CALLEE).expect_pass(&node);
-    uas.expect_pass(&node);
-    assert_cdr(&node, "answered", "caller");
-    node.stop();
+    answered_call("call_uas_prack.xml", "call_uac_prack.xml", "caller");
 }
 
 #[test]

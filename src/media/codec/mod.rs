@@ -212,13 +212,7 @@ pub fn encoder(
 ) -> Result<Box<dyn Encoder>, CodecError> {
     match kind {
         CodecKind::Pcmu | CodecKind::Pcma => {
-            check_native(kind, pcm_rate)?;
-            let law = if kind == CodecKind::Pcmu {
-                g711::Law::Ulaw
-            } else {
-                g711::Law::Alaw
-            };
-            Ok(Box::new(G711Encoder(law, kind)))
+            Ok(Box::new(G711Encoder(g711_law(kind, pcm_rate)?, kind)))
         }
         CodecKind::G722 => {
             check_native(kind, pcm_rate)?;
@@ -232,13 +226,7 @@ pub fn encoder(
 pub fn decoder(kind: CodecKind, pcm_rate: u32) -> Result<Box<dyn Decoder>, CodecError> {
     match kind {
         CodecKind::Pcmu | CodecKind::Pcma => {
-            check_native(kind, pcm_rate)?;
-            let law = if kind == CodecKind::Pcmu {
-                g711::Law::Ulaw
-            } else {
-                g711::Law::Alaw
-            };
-            Ok(Box::new(G711Decoder(law, kind)))
+            Ok(Box::new(G711Decoder(g711_law(kind, pcm_rate)?, kind)))
         }
         CodecKind::G722 => {
             check_native(kind, pcm_rate)?;
@@ -291,6 +279,16 @@ impl Decoder for g722::G722Decoder {
     fn conceal(&mut self, _out: &mut [i16]) -> Result<Option<usize>, CodecError> {
         Ok(None)
     }
+}
+
+/// The law of a G.711 codec, which codes only at 8 kHz.
+fn g711_law(kind: CodecKind, pcm_rate: u32) -> Result<g711::Law, CodecError> {
+    check_native(kind, pcm_rate)?;
+    Ok(if kind == CodecKind::Pcmu {
+        g711::Law::Ulaw
+    } else {
+        g711::Law::Alaw
+    })
 }
 
 fn check_native(kind: CodecKind, pcm_rate: u32) -> Result<(), CodecError> {
