@@ -15,6 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::info;
 
+use crate::media::dtmf::{format_info, Digit, InfoDigit, InfoFormat};
 use crate::media::transcode::LegFormat;
 use crate::media::{Leg, Remote};
 use crate::sip::dialog::{
@@ -190,6 +191,10 @@ pub enum Command {
     /// The legs share no codec: transcode between these formats (leg A's, leg B's);
     /// `None` = they share one again, relay packets untouched.
     Transcode(Option<[LegFormat; 2]>),
+    /// `leg` sends RFC 4733 events (payload type `pt`, clock `clock`) that the other leg
+    /// did not negotiate: the relay turns them into digits ([`Call::on_dtmf`]) instead of
+    /// forwarding them, and they go on as SIP INFO.
+    DtmfAsInfo { leg: Leg, pt: u8, clock: u32 },
     /// The call is over: write the CDR. Sent once.
     Ended {
         disposition: Disposition,
@@ -544,6 +549,42 @@ impl Call {
         out
     }
 
+    /// A key press the relay took out of `from`'s RTP (RFC 4733) goes to the other leg as
+    /// SIP INFO (`application/dtmf-relay`, RFC 6086 with the de facto body), the way a
+    /// phone that negotiated no telephone-event still takes DTMF.
+    pub fn on_dtmf(
+        &mut self,
+        from: Leg,
+        digit: Digit,
+        duration_ms: u32,
+        now: Instant,
+    ) -> Vec<Command> {
+        let mut out = Vec::new();
+        let to = 1 - from.index();
+        let Some(target) = self
+            .leg_dialog(to)
+            .filter(|_| self.phase == Phase::Answered)
+        else {
+            return out;
+        };
+        let info = InfoDigit {
+            digit,
+            duration_ms: Some(duration_ms),
+        };
+        let body = format_info(InfoFormat::DtmfRelay, &info);
+        let opts = MsgOpts::body(Body::new(
+            InfoFormat::DtmfRelay.content_type(),
+            body.into_bytes(),
+        ));
+        info!(from = leg_name(from.index()), %digit, duration_ms, "DTMF as INFO");
+        let evs = self
+            .dialogs
+            .request(&target, Method::Info, opts, now)
+            .unwrap_or_default();
+        self.absorb(evs, now, &mut out);
+        out
+    }
+
     /// The relay saw no RTP for too long: hang up both legs.
     pub fn on_media_timeout(&mut self, now: Instant) -> Vec<Command> {
         let mut out = Vec::new();
@@ -810,6 +851,25 @@ impl Call {
         self.answer_for(0, answer, out).map(|s| sdp_body(&s))
     }
 
+    /// The caller's telephone-events reach a callee that did not answer with any as INFO.
+    fn dtmf_conversion(&self, answer: &SessionDescription, out: &mut Vec<Command>) {
+        let Some(index) = self.relayed.iter().position(|r| *r) else {
+            return;
+        };
+        let caller = self.offers[0]
+            .as_ref()
+            .and_then(|o| o.media.get(index))
+            .and_then(|m| m.telephone_event());
+        let callee = answer.media.get(index).and_then(|m| m.telephone_event());
+        if let (Some(te), None) = (caller, callee) {
+            out.push(Command::DtmfAsInfo {
+                leg: Leg::A,
+                pt: te.payload_type,
+                clock: te.clock_rate,
+            });
+        }
+    }
+
     /// An answer going back to leg `leg`, which made the offer: rewritten to the relay,
     /// and with the leg's own codec in it when the answerer chose one the leg did not
     /// offer (then the relay transcodes). None when no codec works for both.
@@ -941,6 +1001,7 @@ impl Call {
             return evs;
         };
         self.relay_remote(1, &answer, out);
+        self.dtmf_conversion(&answer, out);
         let mut evs = self.cancel_forks(out);
         let opts = MsgOpts {
             body: Some(body),
@@ -1498,6 +1559,7 @@ mod tests {
         responses: Vec<(TxKey, Response)>,
         holds: Vec<bool>,
         transcodes: Vec<Option<[LegFormat; 2]>>,
+        dtmf_as_info: Vec<(Leg, u8, u32)>,
     }
 
     fn start(forks: usize) -> T {
@@ -1555,6 +1617,7 @@ mod tests {
             responses: Vec::new(),
             holds: Vec::new(),
             transcodes: Vec::new(),
+            dtmf_as_info: Vec::new(),
         };
         t.take(cmds);
         assert_eq!(t.b_invites.len(), forks);
@@ -1598,6 +1661,9 @@ mod tests {
                     }
                     Command::Hold(on) => self.holds.push(on),
                     Command::Transcode(f) => self.transcodes.push(f),
+                    Command::DtmfAsInfo { leg, pt, clock } => {
+                        self.dtmf_as_info.push((leg, pt, clock))
+                    }
                     Command::Ringing | Command::Answered => {}
                 }
             }
@@ -1904,6 +1970,29 @@ mod tests {
         assert_eq!(t.last_to_a(), 488);
         assert_eq!(t.byes_to("call-b"), 1);
         assert_eq!(t.ended, Some((Disposition::Failed, HangupLeg::System)));
+    }
+
+    #[test]
+    fn key_presses_reach_a_callee_without_telephone_event_as_info() {
+        // The caller offered telephone-event 101; the callee's answer has none.
+        let mut t = answered_call();
+        assert_eq!(t.dtmf_as_info, vec![(Leg::A, 101, 8000)]);
+        let cmds = t.call.on_dtmf(Leg::A, Digit::D5, 160, t.now);
+        t.take(cmds);
+        let info = t
+            .requests
+            .iter()
+            .find(|r| r.method == Method::Info)
+            .expect("INFO to the callee");
+        assert_eq!(info.headers.get(&HeaderName::CallId), Some("call-b"));
+        assert_eq!(
+            info.headers.get(&HeaderName::ContentType),
+            Some("application/dtmf-relay")
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&info.body),
+            "Signal=5\r\nDuration=160\r\n"
+        );
     }
 
     #[test]

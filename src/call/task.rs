@@ -158,6 +158,9 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
                     debug!(?leg, ?flow, %addr, "media latched");
                     Vec::new()
                 }
+                Some(RelayEvent::Dtmf { leg, digit, duration_ms }) => {
+                    call.on_dtmf(leg, digit, duration_ms, Instant::now().into_std())
+                }
                 None => {
                     relay_alive = false;
                     Vec::new()
@@ -200,6 +203,7 @@ async fn execute(
                     warn!(error = %e, "cannot transcode");
                 }
             }
+            Command::DtmfAsInfo { leg, pt, clock } => relay.dtmf_as_signal(leg, Some((pt, clock))),
             Command::Ringing => {}
             Command::Answered => {
                 let at = now_unix();

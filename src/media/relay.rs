@@ -38,10 +38,11 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, info};
 
+use super::dtmf::{Digit, EventReceiver, ReceivedEvent, ReceiverConfig};
 use super::latch::{Latch, LatchConfig, Probe, Verdict};
 use super::ports::LegSockets;
 use super::timeout::MediaTimeout;
-use super::transcode::{LegFormat, TranscodeError, Transcoder, TICK_MS};
+use super::transcode::{LegFormat, RtpView, TranscodeError, Transcoder, TICK_MS};
 
 /// Receive buffer size. A datagram that fills it may have been truncated and is dropped.
 const BUF: usize = 2048;
@@ -192,6 +193,12 @@ pub enum RelayEvent {
         flow: Flow,
         addr: SocketAddr,
     },
+    /// A key press taken out of `leg`'s RTP ([`RelayHandle::dtmf_as_signal`]).
+    Dtmf {
+        leg: Leg,
+        digit: Digit,
+        duration_ms: u32,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -273,6 +280,8 @@ enum Command {
     Hold(bool),
     /// Transcoders for RTP from leg A and from leg B; `None` = back to the fast path.
     Transcode(Option<Box<[Transcoder; 2]>>),
+    /// Take telephone-events (payload type, clock) out of a leg's RTP as digits.
+    DtmfAsSignal(Leg, Option<(u8, u32)>),
 }
 
 impl std::fmt::Debug for Command {
@@ -281,6 +290,7 @@ impl std::fmt::Debug for Command {
             Command::Remote(l, r) => write!(f, "Remote({l:?}, {r:?})"),
             Command::Hold(h) => write!(f, "Hold({h})"),
             Command::Transcode(t) => write!(f, "Transcode({})", t.is_some()),
+            Command::DtmfAsSignal(l, d) => write!(f, "DtmfAsSignal({l:?}, {d:?})"),
         }
     }
 }
@@ -306,6 +316,7 @@ impl Relay {
             rtp: Latch::new(config.latch, r.rtp_expected()),
             rtcp: Latch::new(config.latch, r.rtcp_expected()),
             rtcp_mux: r.rtcp_mux,
+            dtmf: None,
         };
         let core = Core {
             legs: [leg_state(&remotes[0]), leg_state(&remotes[1])],
@@ -314,6 +325,7 @@ impl Relay {
             events: ev_tx,
             pending_timeout: None,
             transcoders: None,
+            dtmf_events: Vec::with_capacity(4),
         };
         let task = tokio::spawn(run([a, b], core, ctrl_rx, config.check_every));
         RelayHandle {
@@ -371,6 +383,13 @@ impl RelayHandle {
         Ok(())
     }
 
+    /// RFC 4733 events (payload type `pt` on clock `clock`) in `leg`'s RTP are not
+    /// forwarded but reported once per key press as [`RelayEvent::Dtmf`] (the other
+    /// phone did not negotiate them); `None` forwards them again.
+    pub fn dtmf_as_signal(&self, leg: Leg, events: Option<(u8, u32)>) {
+        let _ = self.ctrl.send(Command::DtmfAsSignal(leg, events));
+    }
+
     /// The counters now (lock-free reads of the task's atomics).
     pub fn stats(&self) -> RelayStats {
         self.shared.snapshot()
@@ -403,6 +422,8 @@ struct LegState {
     rtp: Latch,
     rtcp: Latch,
     rtcp_mux: bool,
+    /// Telephone-events taken out of this leg's RTP: payload type, clock, receiver.
+    dtmf: Option<(u8, u32, EventReceiver)>,
 }
 
 /// The task's state, apart from the sockets (so the sockets can be borrowed while the
@@ -415,6 +436,8 @@ struct Core {
     pending_timeout: Option<Duration>,
     /// Set when the legs share no codec: index = the leg the RTP comes from.
     transcoders: Option<Box<[Transcoder; 2]>>,
+    /// What the DTMF receivers report (reused: no allocation per packet).
+    dtmf_events: Vec<ReceivedEvent>,
 }
 
 async fn run(
@@ -532,6 +555,16 @@ impl Core {
                 info!(transcoding = t.is_some(), "relay mode");
                 self.transcoders = t;
             }
+            Command::DtmfAsSignal(leg, events) => {
+                // The check runs once a second: one tick without packets ends an event
+                // whose end packets were all lost.
+                let config = ReceiverConfig {
+                    timeout_ticks: 1,
+                    ..ReceiverConfig::default()
+                };
+                self.legs[leg.index()].dtmf =
+                    events.map(|(pt, clock)| (pt, clock.max(1), EventReceiver::new(config)));
+            }
         }
     }
 
@@ -544,7 +577,45 @@ impl Core {
         s[leg] = [rtp, rtcp];
     }
 
+    /// A telephone-event packet of a leg whose events are taken out: reported once per
+    /// key press, at its end.
+    fn on_dtmf_packet(&mut self, leg: usize, pkt: &[u8]) {
+        let Some((_, clock, receiver)) = self.legs[leg].dtmf.as_mut() else {
+            return;
+        };
+        let Some(rtp) = RtpView::parse(pkt) else {
+            return;
+        };
+        let _ = receiver.on_packet(rtp.ts, rtp.marker, rtp.payload, &mut self.dtmf_events);
+        let clock = *clock;
+        self.report_dtmf(leg, clock);
+    }
+
+    fn report_dtmf(&mut self, leg: usize, clock: u32) {
+        for ev in self.dtmf_events.drain(..) {
+            if let ReceivedEvent::End {
+                digit, duration, ..
+            } = ev
+            {
+                let duration_ms = (u64::from(duration) * 1000 / u64::from(clock)) as u32;
+                debug!(leg, %digit, duration_ms, "DTMF taken out of RTP");
+                let _ = self.events.try_send(RelayEvent::Dtmf {
+                    leg: Leg::from_index(leg),
+                    digit,
+                    duration_ms,
+                });
+            }
+        }
+    }
+
     fn check_timeout(&mut self, now: Instant) {
+        for leg in 0..2 {
+            if let Some((_, clock, receiver)) = self.legs[leg].dtmf.as_mut() {
+                receiver.on_tick(&mut self.dtmf_events);
+                let clock = *clock;
+                self.report_dtmf(leg, clock);
+            }
+        }
         if let Some(idle) = self.timeout.poll(now) {
             info!(idle_ms = idle.as_millis() as u64, "media timeout");
             self.pending_timeout = Some(idle);
@@ -616,6 +687,12 @@ impl Core {
         }
         if !rtcp {
             self.timeout.on_rtp(now);
+            if let Some((pt, _, _)) = &self.legs[leg].dtmf {
+                if pkt[1] & 0x7f == *pt {
+                    self.on_dtmf_packet(leg, pkt);
+                    return;
+                }
+            }
         }
         let other = 1 - leg;
         if let Some(t) = self.transcoders.as_mut() {

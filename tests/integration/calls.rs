@@ -383,6 +383,13 @@ fn info_is_relayed_from_caller_to_callee() {
     answered_call("call_uas_info.xml", "call_uac_info.xml", "caller");
 }
 
+/// The caller presses 5 as RFC 4733 events; the callee negotiated no telephone-event, so
+/// the node takes the events out of the RTP and sends the key press as INFO.
+#[test]
+fn rfc4733_key_press_reaches_a_callee_without_telephone_event_as_info() {
+    answered_call("call_uas_dtmf_info.xml", "call_uac_dtmf.xml", "caller");
+}
+
 #[test]
 fn reliable_183_is_pracked_on_both_legs() {
     answered_call("call_uas_prack.xml", "call_uac_prack.xml", "caller");
