@@ -157,6 +157,10 @@ pub async fn start(cfg: &Config, store: Store) -> Result<RunningNode, NodeError>
                     support_100rel: false,
                     ..DialogConfig::default()
                 },
+                codec: crate::media::codec::CodecParams {
+                    complexity: cfg.media.opus_complexity,
+                    ..Default::default()
+                },
             },
             ports,
             media_address: cfg.media.address,

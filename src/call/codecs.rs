@@ -79,9 +79,10 @@ pub enum Fit {
     NoCodec,
 }
 
-/// Reads `a=fmtp` Opus parameters (RFC 7587 6.1) the encoder towards this leg honours.
-fn opus_params(m: &MediaDescription, pt: u8) -> CodecParams {
-    let mut p = CodecParams::default();
+/// Reads `a=fmtp` Opus parameters (RFC 7587 6.1) the encoder towards this leg honours,
+/// over the configured `defaults`.
+fn opus_params(m: &MediaDescription, pt: u8, defaults: CodecParams) -> CodecParams {
+    let mut p = defaults;
     for kv in m.fmtp(pt).unwrap_or("").split(';') {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         match (k.trim().to_ascii_lowercase().as_str(), v.trim()) {
@@ -95,7 +96,7 @@ fn opus_params(m: &MediaDescription, pt: u8) -> CodecParams {
 }
 
 /// The format of payload type `pt` on a leg whose media description is `m`.
-fn leg_format(m: &MediaDescription, kind: CodecKind, pt: u8) -> LegFormat {
+fn leg_format(m: &MediaDescription, kind: CodecKind, pt: u8, defaults: CodecParams) -> LegFormat {
     LegFormat {
         codec: kind,
         pt,
@@ -105,16 +106,21 @@ fn leg_format(m: &MediaDescription, kind: CodecKind, pt: u8) -> LegFormat {
             .filter(|p| (10..=60).contains(p) && p % 10 == 0)
             .unwrap_or(20),
         params: if kind == CodecKind::Opus {
-            opus_params(m, pt)
+            opus_params(m, pt, defaults)
         } else {
-            CodecParams::default()
+            defaults
         },
     }
 }
 
 /// Decides how the `answer` (to an offer we built from `offer`, the offerer's own) fits
-/// the offerer, for m-line `index`.
-pub fn fit_answer(offer: &SessionDescription, answer: &SessionDescription, index: usize) -> Fit {
+/// the offerer, for m-line `index`; `defaults` are the configured encoder settings.
+pub fn fit_answer(
+    offer: &SessionDescription,
+    answer: &SessionDescription,
+    index: usize,
+    defaults: CodecParams,
+) -> Fit {
     let (Some(om), Some(am)) = (offer.media.get(index), answer.media.get(index)) else {
         return Fit::NoCodec;
     };
@@ -168,8 +174,8 @@ pub fn fit_answer(offer: &SessionDescription, answer: &SessionDescription, index
         m.attributes.push(Attribute::value("ptime", p.to_string()));
     }
     Fit::Transcode {
-        offerer: leg_format(om, o_kind, o_pt),
-        answerer: leg_format(am, a_kind, a_pt),
+        offerer: leg_format(om, o_kind, o_pt, defaults),
+        answerer: leg_format(am, a_kind, a_pt, defaults),
         answer: Box::new(fitted),
     }
 }
@@ -220,7 +226,10 @@ mod tests {
     fn an_answer_with_an_offered_codec_is_relayed() {
         let offer = sdp(OPUS_ONLY);
         let answer = sdp("m=audio 6000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n");
-        assert_eq!(fit_answer(&offer, &answer, 0), Fit::Relay);
+        assert_eq!(
+            fit_answer(&offer, &answer, 0, CodecParams::default()),
+            Fit::Relay
+        );
     }
 
     #[test]
@@ -234,7 +243,7 @@ mod tests {
             answer,
             offerer,
             answerer,
-        } = fit_answer(&offer, &answer, 0)
+        } = fit_answer(&offer, &answer, 0, CodecParams::default())
         else {
             panic!("transcode expected");
         };
@@ -261,14 +270,45 @@ mod tests {
     }
 
     #[test]
+    fn the_configured_encoder_settings_reach_both_legs() {
+        let offer = sdp(OPUS_ONLY);
+        let answer = sdp("m=audio 6000 RTP/AVP 0\r\n");
+        let defaults = CodecParams {
+            complexity: 2,
+            ..CodecParams::default()
+        };
+        let Fit::Transcode {
+            offerer, answerer, ..
+        } = fit_answer(&offer, &answer, 0, defaults)
+        else {
+            panic!("transcode expected");
+        };
+        assert_eq!(offerer.params.complexity, 2);
+        assert!(
+            offerer.params.dtx,
+            "the SDP's usedtx=1 on top of the defaults"
+        );
+        assert_eq!(answerer.params, defaults);
+    }
+
+    #[test]
     fn no_engine_codec_on_either_side_is_no_codec() {
         let offer = sdp("m=audio 5000 RTP/AVP 3\r\n");
         let answer = sdp("m=audio 6000 RTP/AVP 0\r\n");
-        assert_eq!(fit_answer(&offer, &answer, 0), Fit::NoCodec);
+        assert_eq!(
+            fit_answer(&offer, &answer, 0, CodecParams::default()),
+            Fit::NoCodec
+        );
         let offer = sdp(OPUS_ONLY);
         let answer = sdp("m=audio 6000 RTP/AVP 3\r\n");
-        assert_eq!(fit_answer(&offer, &answer, 0), Fit::NoCodec);
+        assert_eq!(
+            fit_answer(&offer, &answer, 0, CodecParams::default()),
+            Fit::NoCodec
+        );
         let answer = sdp("m=audio 6000 RTP/AVP 101\r\na=rtpmap:101 telephone-event/48000\r\n");
-        assert_eq!(fit_answer(&offer, &answer, 0), Fit::NoCodec);
+        assert_eq!(
+            fit_answer(&offer, &answer, 0, CodecParams::default()),
+            Fit::NoCodec
+        );
     }
 }

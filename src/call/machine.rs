@@ -15,6 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::info;
 
+use crate::media::codec::CodecParams;
 use crate::media::dtmf::{format_info, Digit, InfoDigit, InfoFormat};
 use crate::media::transcode::LegFormat;
 use crate::media::{Leg, Remote};
@@ -110,6 +111,9 @@ pub struct Target {
 pub struct CallSettings {
     pub no_answer_timeout: Duration,
     pub dialog: DialogConfig,
+    /// Encoder settings for transcoded legs (`[media] opus_complexity`), before what the
+    /// leg's SDP asks for.
+    pub codec: CodecParams,
 }
 
 /// The Max-Forwards of the callee leg: one less than the caller's (70 when absent), so a
@@ -282,6 +286,8 @@ pub struct Call {
     offers: [Option<SessionDescription>; 2],
     /// The relay transcodes (the legs' codecs differ).
     transcoding: bool,
+    /// Encoder settings for transcoded legs.
+    codec: CodecParams,
     media_ip: IpAddr,
     relay_ports: [u16; 2],
     /// Per m-line of the caller's offer: relayed or disabled.
@@ -429,6 +435,7 @@ impl Call {
         let mut call = Call {
             no_answer_at: now + settings.no_answer_timeout,
             linger: settings.dialog.timers.t1 * 64,
+            codec: settings.codec,
             dialogs,
             phase: Phase::Ringing,
             a_dialog,
@@ -885,7 +892,7 @@ impl Call {
         ) else {
             return self.rewrite_for(leg, answer);
         };
-        let fitted = match codecs::fit_answer(offer, answer, index) {
+        let fitted = match codecs::fit_answer(offer, answer, index, self.codec) {
             codecs::Fit::Relay => {
                 if self.transcoding {
                     self.transcoding = false;
@@ -1601,6 +1608,7 @@ mod tests {
                 support_100rel: false,
                 ..DialogConfig::default()
             },
+            codec: CodecParams::default(),
         };
         let (call, cmds) = Call::new(p, settings, now).expect("call");
         let mut t = T {

@@ -273,6 +273,9 @@ pub struct MediaConfig {
         serialize_with = "values::serialize_optional_ip"
     )]
     pub address: Option<std::net::IpAddr>,
+    /// Opus encoder complexity for transcoded legs, 0 (cheapest) to 10 (0..=10).
+    #[serde(deserialize_with = "values::ranged::<_, u8, 0, 10>")]
+    pub opus_complexity: u8,
 }
 
 /// `[calls]`
@@ -299,6 +302,7 @@ impl Default for MediaConfig {
             rtp_port_max: 20_000,
             media_timeout_secs: 60,
             address: None,
+            opus_complexity: 5,
         }
     }
 }

@@ -117,7 +117,7 @@ fn unknown_key_names_the_section_and_the_choices() {
     assert_eq!(
         err("[media]\nrtp_port = 4\n"),
         "ringfort.toml:2: unknown key \"rtp_port\" in [media], expected one of rtp_port_min, \
-         rtp_port_max, media_timeout_secs, address"
+         rtp_port_max, media_timeout_secs, address, opus_complexity"
     );
 }
 
@@ -314,7 +314,7 @@ fn env_names_are_derived_and_unambiguous() {
         .flat_map(|s| s.keys.iter().map(|(k, _)| env_var_name(&s.name, k)))
         .collect();
     let count = names.len();
-    assert_eq!(count, 33);
+    assert_eq!(count, 34);
     names.sort();
     names.dedup();
     assert_eq!(names.len(), count, "two keys map to one variable");
