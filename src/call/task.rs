@@ -6,7 +6,7 @@
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::media::{RelayEvent, RelayHandle};
 use crate::registrar::now_unix;
@@ -174,13 +174,26 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
         write_cdr(&log, &mut rec, Disposition::Failed, HangupLeg::System);
     }
     let stats = relay.close().await;
-    debug!(
-        a_rx = stats.legs[0].rx_packets,
-        b_rx = stats.legs[1].rx_packets,
-        a_tx = stats.legs[0].tx_packets,
-        b_tx = stats.legs[1].tx_packets,
-        "relay closed"
-    );
+    let dropped = [stats.legs[0].dropped, stats.legs[1].dropped];
+    if dropped.iter().any(|d| *d > 0) {
+        // Packets from unknown sources, before the other leg's address was known, or
+        // sends that failed: worth seeing without debug logs when audio went missing.
+        info!(
+            a_rx = stats.legs[0].rx_packets,
+            b_rx = stats.legs[1].rx_packets,
+            a_dropped = dropped[0],
+            b_dropped = dropped[1],
+            "relay closed with dropped packets"
+        );
+    } else {
+        debug!(
+            a_rx = stats.legs[0].rx_packets,
+            b_rx = stats.legs[1].rx_packets,
+            a_tx = stats.legs[0].tx_packets,
+            b_tx = stats.legs[1].tx_packets,
+            "relay closed"
+        );
+    }
     let _ = core.send(CoreCommand::Done { call: call_ref }).await;
 }
 
