@@ -454,6 +454,10 @@ async fn run(
     debug!(a = %io[0].rtp_addr(), b = %io[1].rtp_addr(), "relay started");
     loop {
         let (leg, rtcp) = tokio::select! {
+            // Commands first: a leg's remote address (the callee's answer) is sent before
+            // the caller hears the 200, so it must be applied before the caller's first
+            // packets are read, or they find no destination and are dropped.
+            biased;
             cmd = ctrl.recv() => {
                 match cmd {
                     Some(cmd) => core.command(cmd),
