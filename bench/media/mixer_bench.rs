@@ -14,40 +14,16 @@
 //! allocations per tick after warm-up (a counting global allocator: must be 0) and the
 //! encoder calls per tick (about K + 1: the talkers' own mixes and one shared one).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::f64::consts::TAU;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use ringfort::media::codec::{self, CodecKind, CodecParams};
 use ringfort::media::mixer::{frame_len, Mixer, MixerConfig, Participant, SharedEncoders};
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "../alloc_count.rs"]
+mod alloc_count;
+use alloc_count::allocations;
 
 /// Distinct talker recordings; talkers share them at different offsets.
 const VOICES: usize = 8;
@@ -170,7 +146,7 @@ fn run(kind: CodecKind, n: usize, seconds: usize) -> Result<Report, Box<dyn std:
             (decode, mix, encode) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
             cpu0 = thread_cpu();
             wall0 = Instant::now();
-            allocs0 = ALLOCS.load(Relaxed);
+            allocs0 = allocations();
         }
         let t0 = Instant::now();
         for (i, p) in ps.iter_mut().enumerate() {
@@ -194,7 +170,7 @@ fn run(kind: CodecKind, n: usize, seconds: usize) -> Result<Report, Box<dyn std:
     }
     let wall = wall0.elapsed();
     // Read before thread_cpu(), which allocates.
-    let allocs = ALLOCS.load(Relaxed) - allocs0;
+    let allocs = allocations() - allocs0;
     let cpu = match (cpu0, thread_cpu()) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,

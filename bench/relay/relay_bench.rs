@@ -10,40 +10,16 @@
 //! the report and exits. A counting global allocator gives the allocations per relayed
 //! packet inside the window (the hot path must allocate nothing).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use ringfort::media::{Leg, PortAllocator, Relay, RelayConfig, RelayHandle, Remote};
 use tokio::signal::unix::{signal, SignalKind};
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "../alloc_count.rs"]
+mod alloc_count;
+use alloc_count::allocations;
 
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -129,10 +105,10 @@ async fn serve(
         tokio::select! {
             _ = usr1.recv() => {
                 let (tx, _) = totals(&handles);
-                start = Some((Instant::now(), tx, ALLOCS.load(Relaxed)));
+                start = Some((Instant::now(), tx, allocations()));
             }
             _ = usr2.recv() => {
-                let allocs = ALLOCS.load(Relaxed);
+                let allocs = allocations();
                 let (tx, _) = totals(&handles);
                 end = Some((Instant::now(), tx, allocs, rss_kb()));
             }
