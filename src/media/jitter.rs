@@ -886,6 +886,7 @@ fn conceal(
 mod tests {
     use super::*;
     use crate::media::codec::{self, CodecKind, CodecParams};
+    use crate::media::test_signal::{rms, tone};
 
     const MS: u64 = 1000;
 
@@ -1221,19 +1222,6 @@ mod tests {
         assert_eq!(b.push(Instant::now(), rtp), Pushed::TooLarge);
     }
 
-    fn tone(rate: u32, hz: f64, samples: usize) -> Vec<i16> {
-        (0..samples)
-            .map(|i| {
-                (8000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / f64::from(rate)).sin())
-                    as i16
-            })
-            .collect()
-    }
-
-    fn rms(pcm: &[i16]) -> f64 {
-        (pcm.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt()
-    }
-
     /// Encodes `pcm` in 20 ms payloads.
     fn encode(kind: CodecKind, rate: u32, params: CodecParams, pcm: &[i16]) -> Vec<Vec<u8>> {
         let mut enc = codec::encoder(kind, rate, params).expect("encoder");
@@ -1283,7 +1271,12 @@ mod tests {
             bitrate: 32000,
             ..CodecParams::default()
         };
-        let payloads = encode(CodecKind::Opus, rate, params, &tone(rate, 300.0, 16000));
+        let payloads = encode(
+            CodecKind::Opus,
+            rate,
+            params,
+            &tone(rate, 300.0, 16000, 8000.0),
+        );
         // What the lost packet would have sounded like.
         let mut reference = codec::decoder(CodecKind::Opus, rate).expect("decoder");
         let mut real = vec![0i16; 320];
@@ -1318,7 +1311,7 @@ mod tests {
             CodecKind::Pcmu,
             8000,
             CodecParams::default(),
-            &tone(8000, 400.0, 8000),
+            &tone(8000, 400.0, 8000, 8000.0),
         );
         let dec = codec::decoder(CodecKind::Pcmu, 8000).expect("decoder");
         let mut d = JitterDecoder::new(dec, config(40)).expect("jd");
@@ -1338,7 +1331,7 @@ mod tests {
     fn packets_longer_than_a_tick_are_spread_over_ticks() {
         // 60 ms Opus packets on 20 ms ticks: three ticks of audio each, no gaps.
         let rate = 8000;
-        let pcm = tone(rate, 300.0, 8000);
+        let pcm = tone(rate, 300.0, 8000, 8000.0);
         let mut enc = codec::encoder(CodecKind::Opus, rate, CodecParams::default()).expect("e");
         let dec = codec::decoder(CodecKind::Opus, rate).expect("decoder");
         let mut d = JitterDecoder::new(dec, config(20).with_clock(48000)).expect("jd");
@@ -1373,7 +1366,7 @@ mod tests {
             CodecKind::Pcmu,
             8000,
             CodecParams::default(),
-            &tone(8000, 400.0, 8000 * 4),
+            &tone(8000, 400.0, 8000 * 4, 8000.0),
         );
         let dec = codec::decoder(CodecKind::Pcmu, 8000).expect("decoder");
         let mut d = JitterDecoder::new(dec, config(20)).expect("jd");

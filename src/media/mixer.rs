@@ -868,6 +868,7 @@ impl SharedEncoders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::test_signal::power_at;
 
     /// A sine frame source whose phase runs on across frames.
     struct Tone {
@@ -898,19 +899,6 @@ mod tests {
             self.n += len;
             v
         }
-    }
-
-    /// Goertzel power at `hz`, per sample squared (comparable across frequencies).
-    fn power(pcm: &[i16], rate: u32, hz: f64) -> f64 {
-        let w = TAU * hz / f64::from(rate);
-        let c = 2.0 * w.cos();
-        let (mut s1, mut s2) = (0.0, 0.0);
-        for x in pcm {
-            let s0 = f64::from(*x) + c * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        (s1 * s1 + s2 * s2 - c * s1 * s2) / (pcm.len() as f64).powi(2)
     }
 
     /// The far end of a leg: the phone's own encoder and decoder, and what it says.
@@ -969,9 +957,9 @@ mod tests {
         assert_eq!(m.talkers().count(), 3);
         for (i, p) in ps.iter().enumerate() {
             let tail = &heard[i][heard[i].len() / 2..];
-            let own = power(tail, p.rate(), freqs[i]);
+            let own = power_at(tail, p.rate(), freqs[i]);
             for (j, hz) in freqs.iter().enumerate().filter(|&(j, _)| j != i) {
-                let other = power(tail, p.rate(), *hz);
+                let other = power_at(tail, p.rate(), *hz);
                 assert!(
                     other > 1000.0 * own.max(1e-3),
                     "{:?} hears {hz} Hz at {other:.1}, its own {} Hz at {own:.1} (from {:?})",
@@ -1055,7 +1043,10 @@ mod tests {
         }
         // Loudest first: -10, -14, -18 dB.
         assert_eq!(ids(&m), vec![talkers[1], talkers[3], talkers[4]]);
-        let p: Vec<f64> = freqs.iter().map(|&hz| power(&heard, 16000, hz)).collect();
+        let p: Vec<f64> = freqs
+            .iter()
+            .map(|&hz| power_at(&heard, 16000, hz))
+            .collect();
         for i in [1, 3, 4] {
             assert!(p[i] > 1000.0 * p[0].max(p[2]).max(1e-3), "{p:?}");
         }
@@ -1165,10 +1156,10 @@ mod tests {
         assert!(!ids(&m).contains(&muted));
         assert!(!m.is_active(muted).expect("active"));
         let heard = &heard[heard.len() / 2..];
-        let talker_p = power(heard, 8000, 500.0);
-        assert!(talker_p > 1000.0 * power(heard, 8000, 1300.0).max(1e-3));
+        let talker_p = power_at(heard, 8000, 500.0);
+        assert!(talker_p > 1000.0 * power_at(heard, 8000, 1300.0).max(1e-3));
         // The deaf participant still talks.
-        assert!(power(heard, 8000, 2100.0) > talker_p / 4.0);
+        assert!(power_at(heard, 8000, 2100.0) > talker_p / 4.0);
         assert!(deaf_heard.iter().all(|&s| s == 0));
         // Unmuted, it is heard again.
         m.set_muted(muted, false).expect("unmute");
@@ -1199,9 +1190,9 @@ mod tests {
         let first: Vec<i16> = heard[1..4].concat();
         let second: Vec<i16> = heard[6..9].concat();
         let (lo, hi) = (523.25, 783.99);
-        assert!(power(&first, 8000, lo) > 100.0 * power(&first, 8000, hi));
-        assert!(power(&second, 8000, hi) > 100.0 * power(&second, 8000, lo));
-        assert!(power(&first, 8000, lo) > 1000.0, "loud enough to hear");
+        assert!(power_at(&first, 8000, lo) > 100.0 * power_at(&first, 8000, hi));
+        assert!(power_at(&second, 8000, hi) > 100.0 * power_at(&second, 8000, lo));
+        assert!(power_at(&first, 8000, lo) > 1000.0, "loud enough to hear");
         assert!(heard[12..].iter().flatten().all(|&s| s.abs() < 50));
         // Leaving: falling notes.
         m.leave(b).expect("leave");
@@ -1209,7 +1200,7 @@ mod tests {
         m.tick().expect("tick");
         m.tick().expect("tick");
         let out = m.output(a).expect("out").pcm();
-        assert!(power(out, 8000, hi) > 100.0 * power(out, 8000, lo));
+        assert!(power_at(out, 8000, hi) > 100.0 * power_at(out, 8000, lo));
         assert_eq!(m.len(), 1);
     }
 

@@ -38,6 +38,8 @@ pub mod ports;
 pub mod recorder;
 pub mod relay;
 pub mod resample;
+#[cfg(test)]
+pub(crate) mod test_signal;
 pub mod timeout;
 pub mod transcode;
 

@@ -111,18 +111,7 @@ impl FrameResampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tone(rate: u32, hz: f64, samples: usize, amp: f64) -> Vec<i16> {
-        (0..samples)
-            .map(|i| {
-                (amp * (2.0 * std::f64::consts::PI * hz * i as f64 / f64::from(rate)).sin()) as i16
-            })
-            .collect()
-    }
-
-    fn rms(x: &[i16]) -> f64 {
-        (x.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
-    }
+    use crate::media::test_signal::{rms, tone};
 
     /// Gain in dB of a tone at `hz` through `from` -> `to`, after the start-up transient.
     fn gain_db(from: u32, to: u32, hz: f64) -> f64 {

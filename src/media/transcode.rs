@@ -330,16 +330,8 @@ impl Transcoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::test_signal::{goertzel, tone};
     use std::time::Duration;
-
-    fn tone(rate: u32, hz: f64, samples: usize) -> Vec<i16> {
-        (0..samples)
-            .map(|i| {
-                (8000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / f64::from(rate)).sin())
-                    as i16
-            })
-            .collect()
-    }
 
     /// RTP packets of `pcm` in `fmt`, `ptime` each, starting at seq 100, ts 1000.
     fn packets(fmt: LegFormat, rate: u32, pcm: &[i16]) -> Vec<Vec<u8>> {
@@ -408,18 +400,7 @@ mod tests {
 
     /// Power at `hz` over power at `other` (Goertzel).
     fn tone_ratio(pcm: &[i16], rate: u32, hz: f64, other: f64) -> f64 {
-        let power = |f: f64| {
-            let w = 2.0 * std::f64::consts::PI * f / f64::from(rate);
-            let c = 2.0 * w.cos();
-            let (mut s1, mut s2) = (0.0, 0.0);
-            for x in pcm {
-                let s0 = f64::from(*x) + c * s1 - s2;
-                s2 = s1;
-                s1 = s0;
-            }
-            s1 * s1 + s2 * s2 - c * s1 * s2
-        };
-        power(hz) / power(other).max(1.0)
+        goertzel(pcm, rate, hz) / goertzel(pcm, rate, other).max(1.0)
     }
 
     fn pcmu() -> LegFormat {
@@ -438,7 +419,7 @@ mod tests {
 
     #[test]
     fn pcmu_to_opus_and_back_keeps_the_tone_and_the_timing() {
-        let pcm = tone(8000, 700.0, 8000);
+        let pcm = tone(8000, 700.0, 8000, 8000.0);
         let mut up = Transcoder::new(pcmu(), opus()).expect("up");
         let out = run(&mut up, &packets(pcmu(), 8000, &pcm));
         assert_eq!(out.len(), 50, "one Opus packet per 20 ms PCMU packet");
@@ -469,7 +450,7 @@ mod tests {
         let mut from = pcmu();
         from.ptime_ms = 30;
         let to = LegFormat::new(CodecKind::Pcma, 8);
-        let pcm = tone(8000, 1000.0, 2400 * 4);
+        let pcm = tone(8000, 1000.0, 2400 * 4, 8000.0);
         let mut t = Transcoder::new(from, to).expect("t");
         assert!(t.resampler.is_none());
         let out = run(&mut t, &packets(from, 8000, &pcm));
@@ -481,7 +462,7 @@ mod tests {
 
     #[test]
     fn a_lost_opus_packet_is_rebuilt_and_the_timing_holds() {
-        let pcm = tone(8000, 500.0, 8000);
+        let pcm = tone(8000, 500.0, 8000, 8000.0);
         let params = CodecParams {
             expected_loss_percent: 20,
             bitrate: 24000,
@@ -501,7 +482,7 @@ mod tests {
 
     #[test]
     fn reordered_packets_are_put_back_in_order_by_the_jitter_buffer() {
-        let pcm = tone(8000, 600.0, 8000);
+        let pcm = tone(8000, 600.0, 8000, 8000.0);
         let mut input = packets(pcmu(), 8000, &pcm);
         input.swap(10, 11);
         input.swap(30, 32);
@@ -524,7 +505,7 @@ mod tests {
 
     #[test]
     fn silence_suppression_gaps_keep_their_length_and_mark_the_talkspurt() {
-        let pcm = tone(8000, 500.0, 1600);
+        let pcm = tone(8000, 500.0, 1600, 8000.0);
         let mut input = packets(pcmu(), 8000, &pcm);
         // The sender stops for 200 ms (no packets), then goes on with seq + 1.
         let mut later = packets(pcmu(), 8000, &pcm);
@@ -546,7 +527,7 @@ mod tests {
     #[test]
     fn telephone_events_pass_with_their_clock_mapped() {
         let mut t = Transcoder::new(pcmu(), opus()).expect("t");
-        let audio = packets(pcmu(), 8000, &tone(8000, 500.0, 320));
+        let audio = packets(pcmu(), 8000, &tone(8000, 500.0, 320, 8000.0));
         let mut out = run(&mut t, &audio);
         // Event "5", start at ts 1320, durations 160 then 320 (8 kHz), then end.
         for (seq, dur, end) in [(102u16, 160u16, false), (103, 320, false), (104, 480, true)] {
@@ -577,7 +558,7 @@ mod tests {
     #[test]
     fn g722_wideband_meets_narrowband_through_the_resampler() {
         let g722 = LegFormat::new(CodecKind::G722, 9);
-        let pcm = tone(16000, 1000.0, 16000);
+        let pcm = tone(16000, 1000.0, 16000, 8000.0);
         let mut down = Transcoder::new(g722, pcmu()).expect("down");
         assert!(down.resampler.is_some());
         let out = run(&mut down, &packets(g722, 16000, &pcm));

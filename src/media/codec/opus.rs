@@ -109,14 +109,7 @@ impl Decoder for OpusDecoder {
 mod tests {
     use super::*;
     use crate::media::codec::{best_lag, snr_db};
-
-    fn tone(rate: u32, hz: f64, secs: f64, amp: f64) -> Vec<i16> {
-        (0..(f64::from(rate) * secs) as usize)
-            .map(|i| {
-                (amp * (2.0 * std::f64::consts::PI * hz * i as f64 / f64::from(rate)).sin()) as i16
-            })
-            .collect()
-    }
+    use crate::media::test_signal::tone;
 
     /// Encodes and decodes `pcm` in 20 ms frames; returns the decoded audio and the total
     /// payload bytes.
@@ -142,7 +135,7 @@ mod tests {
         // A perceptual codec is not waveform-exact; a steady tone still comes back
         // within a stated floor once the codec delay is aligned.
         for rate in [8000, 16000, 48000] {
-            let pcm = tone(rate, 440.0, 1.0, 8000.0);
+            let pcm = tone(rate, 440.0, rate as usize, 8000.0);
             let (out, bytes) = round_trip(rate, &pcm, CodecParams::default());
             let lag = best_lag(&pcm[..2000], &out, rate as usize / 50);
             let snr = snr_db(&pcm[rate as usize / 5..], &out[rate as usize / 5 + lag..]);
@@ -170,7 +163,7 @@ mod tests {
     fn a_lost_packet_is_recovered_from_fec_or_concealed() {
         let rate = 16000;
         let frame = 320;
-        let pcm = tone(rate, 300.0, 1.0, 8000.0);
+        let pcm = tone(rate, 300.0, rate as usize, 8000.0);
         let mut enc = OpusEncoder::new(
             rate,
             CodecParams {
