@@ -1763,49 +1763,11 @@ mod tests {
         }
 
         fn caller_byes(&mut self) {
-            let tag = self.a_tag();
-            let bye = parse_req(
-                &format!(
-                    "BYE sip:ringfort@203.0.113.1:5060 SIP/2.0\n\
-                     Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKbye1\n\
-                     From: \"Alice\" <sip:100@203.0.113.1>;tag=ca\n\
-                     To: <sip:200@203.0.113.1>;tag={tag}\n\
-                     Call-ID: call-a\n\
-                     CSeq: 3 BYE\n\
-                     Max-Forwards: 70"
-                ),
-                "",
-            );
-            let key = TxKey::server(&bye).expect("key");
-            self.sip(SipIn::Request {
-                key,
-                req: bye,
-                from: peer("192.0.2.10:5060"),
-            });
+            self.caller_sends("BYE", 3, "", "");
         }
 
         fn callee_byes(&mut self, i: usize) {
-            let (inv, p) = self.b_invites[i].clone();
-            let from = inv.headers.get(&HeaderName::From).unwrap_or("").to_owned();
-            let bye = parse_req(
-                &format!(
-                    "BYE sip:ringfort@203.0.113.1:5060 SIP/2.0\n\
-                     Via: SIP/2.0/UDP {}:5060;branch=z9hG4bKbyeb\n\
-                     From: <sip:200@203.0.113.1>;tag=b{i}\n\
-                     To: {from}\n\
-                     Call-ID: call-b\n\
-                     CSeq: 1 BYE\n\
-                     Max-Forwards: 70",
-                    p.remote.ip()
-                ),
-                "",
-            );
-            let key = TxKey::server(&bye).expect("key");
-            self.sip(SipIn::Request {
-                key,
-                req: bye,
-                from: p,
-            });
+            self.callee_sends(i, "BYE", 1, "");
         }
 
         fn byes_to(&self, call_id: &str) -> usize {
