@@ -2914,8 +2914,9 @@ mod tests {
         assert_eq!(&acked.body[..], b"answer");
     }
 
-    #[test]
-    fn glare_both_sides_491_and_retry_windows() {
+    /// An established dialog where both sides send a re-INVITE at once and they cross in
+    /// the network; both have got the other's. Returns the harness and A's dialog.
+    fn crossing_reinvites() -> (Harness, DialogId) {
         let mut h = Harness::established(1);
         let (a_id, b_id) = (h.a_id(0), h.b_id(0));
         let ea =
@@ -2924,10 +2925,15 @@ mod tests {
         let eb = h.bs[0]
             .request(&b_id, Method::Invite, sdp("b hold"), h.now)
             .expect("b");
-        // Both re-INVITEs cross in the network.
         h.queue.extend(ea.into_iter().map(|e| (Side::A, e)));
         h.queue.extend(eb.into_iter().map(|e| (Side::B(0), e)));
         h.pump();
+        (h, a_id)
+    }
+
+    #[test]
+    fn glare_both_sides_491_and_retry_windows() {
+        let (mut h, a_id) = crossing_reinvites();
         assert_eq!(
             h.sent(Side::A, |m| is_resp(m, 491, Method::Invite)).len(),
             1
@@ -2990,17 +2996,7 @@ mod tests {
 
     #[test]
     fn a_glare_retry_can_be_forgone() {
-        let mut h = Harness::established(1);
-        let (a_id, b_id) = (h.a_id(0), h.b_id(0));
-        let ea =
-            h.a.request(&a_id, Method::Invite, sdp("a hold"), h.now)
-                .expect("a");
-        let eb = h.bs[0]
-            .request(&b_id, Method::Invite, sdp("b hold"), h.now)
-            .expect("b");
-        h.queue.extend(ea.into_iter().map(|e| (Side::A, e)));
-        h.queue.extend(eb.into_iter().map(|e| (Side::B(0), e)));
-        h.pump();
+        let (mut h, a_id) = crossing_reinvites();
         assert!(h.a(0).glare_retry_at().is_some());
         assert!(h.a.forgo_glare_retry(&a_id));
         assert!(!h.a.forgo_glare_retry(&a_id), "only once");
