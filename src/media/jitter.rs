@@ -1370,16 +1370,20 @@ mod tests {
         );
         let dec = codec::decoder(CodecKind::Pcmu, 8000).expect("decoder");
         let mut d = JitterDecoder::new(dec, config(20)).expect("jd");
-        let before = (
-            d.buffer.pool.as_ptr(),
-            d.buffer.pool.capacity(),
-            d.buffer.slots.as_ptr(),
-            d.buffer.slots.capacity(),
-            d.fifo.as_ptr(),
-            d.fifo.capacity(),
-            d.scratch.as_ptr(),
-            d.out.as_ptr(),
-        );
+        // Where every buffer lives and how big it is: unchanged = nothing reallocated.
+        let buffers = |d: &JitterDecoder| {
+            (
+                d.buffer.pool.as_ptr(),
+                d.buffer.pool.capacity(),
+                d.buffer.slots.as_ptr(),
+                d.buffer.slots.capacity(),
+                d.fifo.as_ptr(),
+                d.fifo.capacity(),
+                d.scratch.as_ptr(),
+                d.out.as_ptr(),
+            )
+        };
+        let before = buffers(&d);
         let t0 = Instant::now();
         let step = 160u32;
         for k in 0..payloads.len() {
@@ -1402,16 +1406,7 @@ mod tests {
             }
             d.tick(now);
         }
-        let after = (
-            d.buffer.pool.as_ptr(),
-            d.buffer.pool.capacity(),
-            d.buffer.slots.as_ptr(),
-            d.buffer.slots.capacity(),
-            d.fifo.as_ptr(),
-            d.fifo.capacity(),
-            d.scratch.as_ptr(),
-            d.out.as_ptr(),
-        );
+        let after = buffers(&d);
         assert_eq!(before, after);
         let s = d.stats();
         assert!(s.played > 150 && s.lost > 0 && s.duplicates > 0, "{s:?}");
