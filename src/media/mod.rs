@@ -30,6 +30,7 @@
 
 pub mod codec;
 pub mod dtmf;
+pub mod endpoint;
 pub mod jitter;
 pub mod latch;
 pub mod mixer;

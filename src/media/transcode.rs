@@ -111,7 +111,7 @@ impl<'a> RtpView<'a> {
 }
 
 /// Writes a 12-byte RTP header into `out`.
-fn write_header(out: &mut [u8], marker: bool, pt: u8, seq: u16, ts: u32, ssrc: u32) {
+pub(crate) fn write_header(out: &mut [u8], marker: bool, pt: u8, seq: u16, ts: u32, ssrc: u32) {
     out[0] = 0x80;
     out[1] = (u8::from(marker) << 7) | (pt & 0x7f);
     out[2..4].copy_from_slice(&seq.to_be_bytes());
