@@ -180,6 +180,57 @@ pub fn fit_answer(
     }
 }
 
+/// What the PBX answers when it is the far end of a leg itself (an app: IVR, voicemail):
+/// for m-line `index` of `offer`, the offerer's most preferred codec the engine has and
+/// telephone-event when offered (at the codec's clock when there is a choice), 20 ms
+/// packets. The stream's port and direction are the caller's to set. `None` when the
+/// engine has none of the offered codecs (the caller answers 488).
+pub fn endpoint_answer(
+    offer: &SessionDescription,
+    index: usize,
+    defaults: CodecParams,
+) -> Option<(MediaDescription, LegFormat)> {
+    let om = offer.media.get(index)?;
+    let (pt, (kind, _)) = payload_types(om).find_map(|pt| engine_codec(om, pt).map(|c| (pt, c)))?;
+    let events: Vec<RtpMap> = om
+        .codecs()
+        .into_iter()
+        .filter(RtpMap::is_telephone_event)
+        .collect();
+    let dtmf = events
+        .iter()
+        .find(|t| t.clock_rate == kind.clock_rate())
+        .or(events.first())
+        .map(|t| t.payload_type);
+    let mut m = MediaDescription::new(
+        om.media.clone(),
+        0,
+        om.proto.clone(),
+        std::iter::once(pt)
+            .chain(dtmf)
+            .map(|p| p.to_string())
+            .collect(),
+    );
+    for p in std::iter::once(pt).chain(dtmf) {
+        for a in &om.attributes {
+            let for_pt = a.value.as_deref().and_then(|v| {
+                v.split_whitespace()
+                    .next()
+                    .and_then(|x| x.parse::<u8>().ok())
+            });
+            let name = a.name.to_ascii_lowercase();
+            if (name == "rtpmap" || name == "fmtp") && for_pt == Some(p) {
+                m.attributes.push(a.clone());
+            }
+        }
+    }
+    m.attributes.push(Attribute::value("ptime", "20"));
+    let mut format = leg_format(om, kind, pt, defaults);
+    format.dtmf_pt = dtmf;
+    format.ptime_ms = 20;
+    Some((m, format))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +361,31 @@ mod tests {
             fit_answer(&offer, &answer, 0, CodecParams::default()),
             Fit::NoCodec
         );
+    }
+
+    #[test]
+    fn an_endpoint_answers_with_the_offerers_first_engine_codec_and_its_events() {
+        let offer = sdp(
+            "m=audio 4000 RTP/AVP 18 8 0 101 102\r\na=rtpmap:18 G729/8000\r\n\
+             a=rtpmap:101 telephone-event/48000\r\na=rtpmap:102 telephone-event/8000\r\n\
+             a=fmtp:102 0-15\r\n",
+        );
+        let (m, f) = endpoint_answer(&offer, 0, CodecParams::default()).expect("answer");
+        assert_eq!(m.formats, vec!["8", "102"]);
+        assert_eq!((f.codec, f.pt, f.dtmf_pt), (CodecKind::Pcma, 8, Some(102)));
+        assert!(m
+            .attributes
+            .iter()
+            .any(|a| a.value.as_deref() == Some("102 0-15")));
+        let opus = sdp(OPUS_ONLY);
+        let (m, f) = endpoint_answer(&opus, 0, CodecParams::default()).expect("answer");
+        assert_eq!(m.formats, vec!["111", "101"]);
+        assert_eq!(
+            (f.codec, f.dtmf_pt, f.ptime_ms),
+            (CodecKind::Opus, Some(101), 20)
+        );
+        assert!(f.params.dtx, "the offer's fmtp is honoured");
+        let g729 = sdp("m=audio 4000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n");
+        assert!(endpoint_answer(&g729, 0, CodecParams::default()).is_none());
     }
 }

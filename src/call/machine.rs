@@ -364,7 +364,7 @@ fn sdp_body(sdp: &SessionDescription) -> Body {
     Body::new(SDP, sdp.to_string().into_bytes())
 }
 
-fn body_sdp(body: &[u8], ct: Option<&str>) -> Option<SessionDescription> {
+pub(super) fn body_sdp(body: &[u8], ct: Option<&str>) -> Option<SessionDescription> {
     if body.is_empty() {
         return None;
     }

@@ -14,6 +14,7 @@
 //! unit-tested with a fake clock. [`task`] is the thin tokio task per call around it: it
 //! forwards SIP commands to the core, drives the relay, and writes the store.
 
+pub mod app_leg;
 pub mod codecs;
 pub mod machine;
 pub mod records;
@@ -35,6 +36,8 @@ pub enum CallError {
     BadOffer(String),
     #[error("no audio stream in the offer")]
     NoAudio,
+    #[error("none of the offered codecs is one the media engine has")]
+    NoCodec,
     #[error("dialog: {0}")]
     Dialog(#[from] crate::sip::dialog::DialogError),
     #[error("media: {0}")]
@@ -47,7 +50,7 @@ impl CallError {
     /// The final response the caller gets when its call cannot start for this reason.
     pub fn status(&self) -> u16 {
         match self {
-            CallError::NoOffer | CallError::NoAudio => 488,
+            CallError::NoOffer | CallError::NoAudio | CallError::NoCodec => 488,
             CallError::BadOffer(_) => 400,
             CallError::Dialog(e) => e.status(),
             CallError::Media(_) | CallError::Store(_) => 503,

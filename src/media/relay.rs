@@ -122,7 +122,7 @@ impl Remote {
         self
     }
 
-    fn rtp_expected(&self) -> Option<SocketAddr> {
+    pub(crate) fn rtp_expected(&self) -> Option<SocketAddr> {
         self.rtp.filter(usable)
     }
 
