@@ -14,12 +14,15 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn};
 
+use crate::call::app_leg::AppLegParams;
 use crate::call::machine::parse_offer;
 use crate::call::{
-    spawn_call, spawn_writer, CallHandle, CallLog, CallParams, CallRef, CallSettings, Command,
-    CoreCommand, SipIn, Target, TaskParams,
+    spawn_app_call, spawn_call, spawn_writer, AppFn, AppTaskParams, Apps, CallHandle, CallLog,
+    CallParams, CallRef, CallSettings, Command, CoreCommand, SipIn, SoundLibrary, Target,
+    TaskParams,
 };
 use crate::config::Config;
+use crate::media::endpoint_task::EndpointConfig;
 use crate::media::{PortAllocator, Relay, RelayConfig, Remote};
 use crate::registrar::{
     AuthOutcome, Outcome, PendingWrite, Policy, Registrar, RegistrarConfig, SUPPORTED,
@@ -93,7 +96,21 @@ pub fn registrar_config(cfg: &Config) -> RegistrarConfig {
 }
 
 /// Binds the listeners and starts the node's tasks.
+/// Decoded prompts kept in memory for apps: the sample set many times over, and small
+/// beside a node's memory.
+const PROMPT_CACHE_BYTES: usize = 32 << 20;
+
 pub async fn start(cfg: &Config, store: Store) -> Result<RunningNode, NodeError> {
+    start_with_apps(cfg, store, Apps::new()).await
+}
+
+/// Starts a node whose numbers in `apps` are answered by those apps (before extensions
+/// of the same number).
+pub async fn start_with_apps(
+    cfg: &Config,
+    store: Store,
+    apps: Apps,
+) -> Result<RunningNode, NodeError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(4096);
     let (transport, bound) = transport::start(
@@ -166,6 +183,11 @@ pub async fn start(cfg: &Config, store: Store) -> Result<RunningNode, NodeError>
             media_address: cfg.media.address,
             public_address: cfg.sip.public_address.as_ref().map(|h| h.to_string()),
             relay: RelayConfig::with_timeout_secs(cfg.media.media_timeout_secs),
+            apps,
+            sounds: Arc::new(SoundLibrary::new(
+                cfg.paths.sounds.clone(),
+                PROMPT_CACHE_BYTES,
+            )),
             node_id: cfg.node.id.to_string(),
             commands: call_tx,
             log: call_log,
@@ -328,6 +350,9 @@ struct Calls {
     media_address: Option<IpAddr>,
     public_address: Option<String>,
     relay: RelayConfig,
+    /// Numbers answered by apps.
+    apps: Apps,
+    sounds: Arc<SoundLibrary>,
     node_id: String,
     /// Where call tasks send their commands (the core's receiver).
     commands: mpsc::Sender<CoreCommand>,
@@ -690,6 +715,9 @@ impl Core {
                 return self.reply(&key, r);
             }
         };
+        if let Some(app) = self.calls.apps.get(&callee).cloned() {
+            return self.start_app(key, req, from, user, callee, app);
+        }
         match self.registrar.cached_extension(&callee) {
             None => return self.load_then_retry(callee, key, req, from),
             Some(None) => {
@@ -740,12 +768,7 @@ impl Core {
             }
         };
         let relay_ports = [sock_a.rtp_addr().port(), sock_b.rtp_addr().port()];
-        let media_ip = self
-            .calls
-            .media_address
-            .or_else(|| Some(self.calls.ports.ip()).filter(|ip| !ip.is_unspecified()))
-            .or_else(|| local_ip_towards(from.remote))
-            .unwrap_or(from.local.ip());
+        let media_ip = self.media_ip_towards(&from);
         let relay = Relay::spawn(sock_a, sock_b, [Remote::default(); 2], self.calls.relay);
         let public = self.calls.public_address.clone();
         let caller_name = from_h.display.clone().unwrap_or_default();
@@ -800,6 +823,89 @@ impl Core {
         self.calls
             .handles
             .insert(call, (handle, [caller_call_id, callee_call_id]));
+    }
+
+    /// A call to a number an app answers: one leg, ended on our media endpoint.
+    fn start_app(
+        &mut self,
+        key: TxKey,
+        req: Request,
+        from: Peer,
+        caller: String,
+        dialled: String,
+        app: AppFn,
+    ) {
+        let offer = match parse_offer(&req) {
+            Ok(o) => o,
+            Err(e) => {
+                info!(error = %e, "app call refused");
+                let status = e.status();
+                let mut r = Response::for_request(
+                    &req,
+                    status,
+                    &format!("{} ({e})", reason_phrase(status)),
+                );
+                r.ensure_to_tag(&format!("{:08x}", rand::random::<u32>()));
+                return self.reply(&key, r);
+            }
+        };
+        let sockets = match self.calls.ports.allocate() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "no media ports: 503");
+                let mut r = self.simple(&req, 503);
+                r.headers.push(HeaderName::Other("Retry-After".into()), "5");
+                return self.reply(&key, r);
+            }
+        };
+        let media_ip = self.media_ip_towards(&from);
+        let public = self.calls.public_address.clone();
+        let caller_call_id = call_id_of(&req.headers).unwrap_or_default().to_owned();
+        let call = self.calls.next_ref;
+        self.calls.next_ref += 1;
+        let id = format!("{:032x}", rand::random::<u128>());
+        info!(call = %id, caller = %caller, app = %dialled, "app call");
+        let handle = spawn_app_call(AppTaskParams {
+            call,
+            id,
+            caller,
+            dialled,
+            leg: AppLegParams {
+                key,
+                invite: req,
+                from,
+                offer,
+                local_contact: contact_for(&host_for(public.as_deref(), &from), &from),
+                media_ip,
+                media_port: sockets.rtp_addr().port(),
+                seed: rand::random(),
+            },
+            settings: self.calls.settings.clone(),
+            sockets,
+            endpoint: EndpointConfig {
+                media_timeout: self.calls.relay.media_timeout,
+                latch: self.calls.relay.latch,
+            },
+            app,
+            sounds: self.calls.sounds.clone(),
+            log: self.calls.log.clone(),
+            node_id: self.calls.node_id.clone(),
+            core: self.calls.commands.clone(),
+        });
+        self.calls.by_call_id.insert(caller_call_id.clone(), call);
+        self.calls
+            .handles
+            .insert(call, (handle, [caller_call_id.clone(), caller_call_id]));
+    }
+
+    /// The address our SDP names towards a phone: `[media] address`, else the address
+    /// the media sockets are bound to, else the local address that routes to the phone.
+    fn media_ip_towards(&self, from: &Peer) -> IpAddr {
+        self.calls
+            .media_address
+            .or_else(|| Some(self.calls.ports.ip()).filter(|ip| !ip.is_unspecified()))
+            .or_else(|| local_ip_towards(from.remote))
+            .unwrap_or(from.local.ip())
     }
 
     /// Loads an extension from the store, then handles the request again.

@@ -13,8 +13,14 @@
 //! [`crate::sip::dialog::DialogSet`]), fed events with `now` and returning [`Command`]s;
 //! unit-tested with a fake clock. [`task`] is the thin tokio task per call around it: it
 //! forwards SIP commands to the core, drives the relay, and writes the store.
+//!
+//! Calls to a number an app answers (IVR, voicemail...) have one leg: [`app_leg::AppLeg`]
+//! (sans-IO UAS) in [`app_task`], with a media endpoint instead of the relay; the app
+//! drives it through the [`channel::Channel`] API.
 
 pub mod app_leg;
+pub mod app_task;
+pub mod channel;
 pub mod codecs;
 pub mod machine;
 pub mod records;
@@ -22,9 +28,11 @@ pub mod task;
 
 use thiserror::Error;
 
+pub use app_task::{app, spawn_app_call, AppFn, AppTaskParams, Apps, SipChannel, SoundLibrary};
+pub use channel::Channel;
 pub use machine::{Call, CallParams, CallSettings, Command, Disposition, HangupLeg, SipIn, Target};
 pub use records::{spawn_writer, CallLog};
-pub use task::{spawn_call, CallHandle, CallRef, CoreCommand, TaskParams};
+pub use task::{spawn_call, CallHandle, CallRef, CoreCommand, TaskParams, CALL_QUEUE};
 
 /// Why a call could not start or could not be recorded. Mapped to SIP statuses in
 /// [`CallError::status`], the one place.

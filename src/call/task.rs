@@ -63,16 +63,44 @@ pub fn spawn_call(p: TaskParams) -> CallHandle {
     tx
 }
 
-struct Record {
-    id: String,
-    caller: String,
-    callee: String,
-    caller_call_id: String,
-    callee_call_id: String,
-    node_id: String,
-    started_at: i64,
-    answered_at: Option<i64>,
-    written: bool,
+/// What a call task knows for the call's rows in the store (`active_calls`, the CDR).
+pub(super) struct Record {
+    pub(super) id: String,
+    pub(super) caller: String,
+    pub(super) callee: String,
+    pub(super) caller_call_id: String,
+    pub(super) callee_call_id: String,
+    pub(super) node_id: String,
+    pub(super) started_at: i64,
+    pub(super) answered_at: Option<i64>,
+    pub(super) written: bool,
+}
+
+impl Record {
+    /// The call's row in `active_calls`, ringing.
+    pub(super) fn started(&self, log: &CallLog) {
+        log.record(CallRecord::Started(ActiveCall {
+            id: self.id.clone(),
+            caller: self.caller.clone(),
+            callee: self.callee.clone(),
+            state: "ringing".into(),
+            started_at: self.started_at,
+            answered_at: None,
+            caller_call_id: self.caller_call_id.clone(),
+            callee_call_id: self.callee_call_id.clone(),
+            node_id: self.node_id.clone(),
+        }));
+    }
+
+    pub(super) fn answered(&mut self, log: &CallLog) {
+        let at = now_unix();
+        self.answered_at = Some(at);
+        log.record(CallRecord::Answered {
+            id: self.id.clone(),
+            at,
+            callee_call_id: self.callee_call_id.clone(),
+        });
+    }
 }
 
 async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
@@ -124,18 +152,7 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
             return;
         }
     };
-    let active = ActiveCall {
-        id: rec.id.clone(),
-        caller: rec.caller.clone(),
-        callee: rec.callee.clone(),
-        state: "ringing".into(),
-        started_at: rec.started_at,
-        answered_at: None,
-        caller_call_id: rec.caller_call_id.clone(),
-        callee_call_id: rec.callee_call_id.clone(),
-        node_id: rec.node_id.clone(),
-    };
-    log.record(CallRecord::Started(active));
+    rec.started(&log);
     execute(cmds, call_ref, &core, &relay, &log, &mut rec).await;
     let mut relay_alive = true;
     loop {
@@ -218,15 +235,7 @@ async fn execute(
             }
             Command::DtmfAsInfo { leg, pt, clock } => relay.dtmf_as_signal(leg, Some((pt, clock))),
             Command::Ringing => {}
-            Command::Answered => {
-                let at = now_unix();
-                rec.answered_at = Some(at);
-                log.record(CallRecord::Answered {
-                    id: rec.id.clone(),
-                    at,
-                    callee_call_id: rec.callee_call_id.clone(),
-                });
-            }
+            Command::Answered => rec.answered(log),
             Command::Ended {
                 disposition,
                 hangup,
@@ -244,7 +253,12 @@ async fn execute(
     }
 }
 
-fn write_cdr(log: &CallLog, rec: &mut Record, disposition: Disposition, hangup: HangupLeg) {
+pub(super) fn write_cdr(
+    log: &CallLog,
+    rec: &mut Record,
+    disposition: Disposition,
+    hangup: HangupLeg,
+) {
     if rec.written {
         return;
     }
@@ -270,7 +284,7 @@ fn write_cdr(log: &CallLog, rec: &mut Record, disposition: Disposition, hangup: 
     log.record(CallRecord::Finished(cdr));
 }
 
-async fn sleep_until(deadline: Option<std::time::Instant>) {
+pub(super) async fn sleep_until(deadline: Option<std::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
         None => std::future::pending().await,

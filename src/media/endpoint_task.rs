@@ -41,7 +41,9 @@ pub struct EndpointConfig {
 pub enum EndpointTaskEvent {
     Media(EndpointEvent),
     /// No RTP from the phone for `idle`.
-    MediaTimeout { idle: Duration },
+    MediaTimeout {
+        idle: Duration,
+    },
 }
 
 enum Command {
@@ -219,8 +221,9 @@ impl State {
                 Err(_) => continue,
             };
             let pkt = &buf[..n];
-            if n >= BUF || n < 12 || pkt[0] >> 6 != 2 || (192..=223).contains(&(pkt[1] & 0x7f))
-            {
+            // RTCP muxed on the RTP port has packet types 192-223 in its second byte
+            // (RFC 5761 4), where RTP has the marker bit and payload type.
+            if !(12..BUF).contains(&n) || pkt[0] >> 6 != 2 || (192..=223).contains(&pkt[1]) {
                 continue; // truncated, not RTP, or RTCP muxed on the RTP port
             }
             let probe = Probe::Rtp {

@@ -9,8 +9,10 @@
 //! ([`dtmf`]: RFC 4733 events, SIP INFO bodies, in-band detection and generation), sound
 //! files played into a leg ([`player`]: decoding, prompt cache, playlists, music on
 //! hold), call recordings ([`recorder`]: WAV files a crash leaves playable, repaired at
-//! start) and the conference mixer ([`mixer`]: N-1 mixes of the loudest talkers on 20 ms
-//! ticks, the shared mix encoded once per codec).
+//! start), the conference mixer ([`mixer`]: N-1 mixes of the loudest talkers on 20 ms
+//! ticks, the shared mix encoded once per codec), and the media endpoint of a leg the PBX
+//! answers itself ([`endpoint`], sans-IO: decode, key presses, playback, recording; its
+//! task in [`endpoint_task`]).
 //! Must not: know SIP, dialogs or SDP text; the call layer reads the SDP and passes plain
 //! socket addresses and codec choices in ([`Remote`], [`transcode::LegFormat`]), and gets
 //! plain events back ([`RelayEvent`]); INFO bodies come as plain text, not SIP messages.
@@ -31,6 +33,7 @@
 pub mod codec;
 pub mod dtmf;
 pub mod endpoint;
+pub mod endpoint_task;
 pub mod jitter;
 pub mod latch;
 pub mod mixer;

@@ -206,7 +206,7 @@ pub struct Heard {
 }
 
 impl Heard {
-    fn of(wav: &Path) -> Heard {
+    pub fn of(wav: &Path) -> Heard {
         // Whatever the codec's rate and channels, judge 8 kHz mono.
         let mono = wav.with_extension("8k.wav");
         let made = Command::new("sox")

@@ -1,0 +1,558 @@
+//! Calls answered by apps: the tokio task around one [`AppLeg`] and its media endpoint,
+//! and [`SipChannel`], the [`Channel`] an app drives it through.
+//!
+//! Owns: routing SIP events to the leg, the leg's decisions to the core and the endpoint,
+//! the endpoint's events (key presses, ends of playback and recording) to the app, the
+//! call's rows in the store. Must not: decide what the app does; the app runs in a task
+//! of its own and only talks to this one through the channel.
+//!
+//! ```text
+//!  core --SipIn--> [app call task: AppLeg + EndpointHandle] <--requests-- SipChannel (app)
+//!                                    \---------events (digits, ends, hang-up)-------^
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::media::dtmf::Digit;
+use crate::media::endpoint::{EndpointEvent, PlayEnd, RecordLimits};
+use crate::media::endpoint_task::{EndpointConfig, EndpointHandle, EndpointTaskEvent};
+use crate::media::player::{Item, PromptCache};
+use crate::media::recorder::{Layout, Recorder};
+use crate::media::LegSockets;
+use crate::registrar::now_unix;
+
+use super::app_leg::{AppLeg, AppLegParams, AppOut};
+use super::channel::{
+    collect_from, take_digit, CallInfo, Channel, ChannelError, CollectEnd, CollectOptions,
+    Collected, PlayOptions, Recorded, Sound,
+};
+use super::machine::{CallSettings, Command, Disposition, HangupLeg};
+use super::records::CallLog;
+use super::task::{sleep_until, write_cdr, Record};
+use super::{CallHandle, CallRef, CoreCommand, CALL_QUEUE};
+
+/// An app: started with the channel of each call routed to it.
+pub type AppFn = Arc<dyn Fn(SipChannel) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Apps by the number that reaches them.
+pub type Apps = HashMap<String, AppFn>;
+
+/// Wraps an async function as an [`AppFn`].
+pub fn app<F, Fut>(f: F) -> AppFn
+where
+    F: Fn(SipChannel) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move |ch| Box::pin(f(ch)))
+}
+
+/// The sound files apps play: where they are and the decoded ones kept in memory.
+pub struct SoundLibrary {
+    dir: PathBuf,
+    cache: Mutex<PromptCache>,
+}
+
+impl SoundLibrary {
+    /// Sounds under `dir`, up to `cache_bytes` of decoded audio kept.
+    pub fn new(dir: impl Into<PathBuf>, cache_bytes: usize) -> SoundLibrary {
+        SoundLibrary {
+            dir: dir.into(),
+            cache: Mutex::new(PromptCache::new(cache_bytes)),
+        }
+    }
+
+    /// Decodes (or finds in the cache) every file of `sounds` at `rate`. Blocking: call
+    /// it off the async threads.
+    fn items(&self, sounds: &[Sound], rate: u32) -> Result<Vec<Item>, ChannelError> {
+        sounds
+            .iter()
+            .map(|s| match s {
+                Sound::Silence(ms) => Ok(Item::Silence { ms: *ms }),
+                Sound::File(p) => {
+                    let path = if p.is_absolute() {
+                        p.clone()
+                    } else {
+                        self.dir.join(p)
+                    };
+                    let mut cache = self.cache.lock().map_err(|_| ChannelError::MediaGone)?;
+                    cache
+                        .get(&path, rate)
+                        .map(Item::Sound)
+                        .map_err(|e| ChannelError::Sound {
+                            path,
+                            reason: e.to_string(),
+                        })
+                }
+            })
+            .collect()
+    }
+}
+
+/// What the app asks of its call task.
+enum Request {
+    Ring,
+    Answer(oneshot::Sender<Result<(), ChannelError>>),
+    Hangup,
+    Play {
+        id: u64,
+        items: Vec<Item>,
+        opts: PlayOptions,
+    },
+    StopPlay,
+    Record {
+        id: u64,
+        recorder: Recorder,
+        limits: RecordLimits,
+    },
+    StopRecord,
+}
+
+/// What the call task tells the app.
+enum Event {
+    Media(EndpointEvent),
+    HungUp,
+}
+
+/// The [`Channel`] of a call answered by an app, over SIP and a media endpoint.
+pub struct SipChannel {
+    info: CallInfo,
+    requests: mpsc::UnboundedSender<Request>,
+    events: mpsc::UnboundedReceiver<Event>,
+    digits: VecDeque<Digit>,
+    sounds: Arc<SoundLibrary>,
+    rate: u32,
+    next_id: u64,
+    hung_up: bool,
+}
+
+/// Stops an operation's media when its future is dropped before it ended.
+struct StopOnDrop {
+    requests: mpsc::UnboundedSender<Request>,
+    stop: Option<Request>,
+}
+
+impl StopOnDrop {
+    fn done(mut self) {
+        self.stop = None;
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = self.requests.send(stop);
+        }
+    }
+}
+
+impl SipChannel {
+    fn send(&self, r: Request) -> Result<(), ChannelError> {
+        if self.hung_up {
+            return Err(ChannelError::HungUp);
+        }
+        self.requests.send(r).map_err(|_| ChannelError::HungUp)
+    }
+
+    /// The next event; digits go to the buffer and are returned too.
+    async fn next(&mut self) -> Result<EndpointEvent, ChannelError> {
+        if self.hung_up {
+            return Err(ChannelError::HungUp);
+        }
+        match self.events.recv().await {
+            Some(Event::Media(ev)) => {
+                if let EndpointEvent::Digit { digit, .. } = ev {
+                    self.digits.push_back(digit);
+                }
+                Ok(ev)
+            }
+            Some(Event::HungUp) | None => {
+                self.hung_up = true;
+                Err(ChannelError::HungUp)
+            }
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+impl Channel for SipChannel {
+    fn info(&self) -> &CallInfo {
+        &self.info
+    }
+
+    async fn ring(&mut self) -> Result<(), ChannelError> {
+        self.send(Request::Ring)
+    }
+
+    async fn answer(&mut self) -> Result<(), ChannelError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Request::Answer(tx))?;
+        rx.await.map_err(|_| ChannelError::HungUp)?
+    }
+
+    async fn play(&mut self, sounds: &[Sound], opts: PlayOptions) -> Result<PlayEnd, ChannelError> {
+        if self.hung_up {
+            return Err(ChannelError::HungUp);
+        }
+        let library = self.sounds.clone();
+        let list = sounds.to_vec();
+        let rate = self.rate;
+        let items = tokio::task::spawn_blocking(move || library.items(&list, rate))
+            .await
+            .map_err(|_| ChannelError::MediaGone)??;
+        let id = self.id();
+        self.send(Request::Play { id, items, opts })?;
+        let guard = StopOnDrop {
+            requests: self.requests.clone(),
+            stop: Some(Request::StopPlay),
+        };
+        loop {
+            let ev = self.next().await;
+            match ev {
+                Ok(EndpointEvent::PlayDone { id: done, end }) if done == id => {
+                    guard.done();
+                    return Ok(end);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    guard.done();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn record(
+        &mut self,
+        path: PathBuf,
+        limits: RecordLimits,
+    ) -> Result<Recorded, ChannelError> {
+        if self.hung_up {
+            return Err(ChannelError::HungUp);
+        }
+        let rate = self.rate;
+        let p = path.clone();
+        let recorder = tokio::task::spawn_blocking(move || create_recording(&p, rate))
+            .await
+            .map_err(|_| ChannelError::MediaGone)??;
+        let id = self.id();
+        self.send(Request::Record {
+            id,
+            recorder,
+            limits,
+        })?;
+        let guard = StopOnDrop {
+            requests: self.requests.clone(),
+            stop: Some(Request::StopRecord),
+        };
+        loop {
+            match self.next().await {
+                Ok(EndpointEvent::RecordDone {
+                    id: done,
+                    end,
+                    duration,
+                }) if done == id => {
+                    guard.done();
+                    return Ok(Recorded {
+                        path,
+                        duration,
+                        end,
+                    });
+                }
+                Ok(_) => {}
+                // The endpoint closes the file when the call ends: what was said is kept.
+                Err(e) => {
+                    guard.done();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn collect_digits(&mut self, opts: CollectOptions) -> Result<Collected, ChannelError> {
+        let mut got = String::new();
+        if let Some(done) = collect_from(&mut self.digits, &mut got, &opts) {
+            return Ok(done);
+        }
+        if self.hung_up {
+            return Err(ChannelError::HungUp);
+        }
+        loop {
+            let wait = if got.is_empty() {
+                opts.first_timeout
+            } else {
+                opts.inter_digit_timeout
+            };
+            let deadline = Instant::now() + wait;
+            loop {
+                match tokio::time::timeout_at(deadline, self.next()).await {
+                    Err(_) => {
+                        return Ok(Collected {
+                            digits: got,
+                            end: CollectEnd::Timeout,
+                        })
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Ok(Ok(EndpointEvent::Digit { .. })) => break,
+                    Ok(Ok(_)) => {}
+                }
+            }
+            // `next` put the digit in the buffer.
+            while let Some(d) = self.digits.pop_front() {
+                if let Some(end) = take_digit(d, &mut got, &opts) {
+                    return Ok(Collected { digits: got, end });
+                }
+            }
+        }
+    }
+
+    fn flush_digits(&mut self) {
+        while let Ok(Event::Media(_)) = self.events.try_recv() {}
+        self.digits.clear();
+    }
+
+    async fn hangup(&mut self) -> Result<(), ChannelError> {
+        let r = self.send(Request::Hangup);
+        self.hung_up = true;
+        r
+    }
+}
+
+fn create_recording(path: &Path, rate: u32) -> Result<Recorder, ChannelError> {
+    let err = |reason: String| ChannelError::Recording {
+        path: path.to_owned(),
+        reason,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    }
+    Recorder::create(path, Layout::Mixed, rate).map_err(|e| err(e.to_string()))
+}
+
+/// Everything an app call task needs.
+pub struct AppTaskParams {
+    pub call: CallRef,
+    /// The call's id in the store and the CDR.
+    pub id: String,
+    pub caller: String,
+    pub dialled: String,
+    pub leg: AppLegParams,
+    pub settings: CallSettings,
+    pub sockets: LegSockets,
+    pub endpoint: EndpointConfig,
+    pub app: AppFn,
+    pub sounds: Arc<SoundLibrary>,
+    pub log: CallLog,
+    pub node_id: String,
+    pub core: mpsc::Sender<CoreCommand>,
+}
+
+/// Starts the task of a call answered by an app; returns where the core sends its SIP
+/// events.
+pub fn spawn_app_call(p: AppTaskParams) -> CallHandle {
+    let (tx, rx) = mpsc::channel(CALL_QUEUE);
+    let span = info_span!(
+        "call",
+        id = %p.id,
+        caller_call_id = %p.leg.invite.headers.get(&crate::sip::message::HeaderName::CallId).unwrap_or_default(),
+        caller = %p.caller,
+        app = %p.dialled,
+    );
+    tokio::spawn(run(p, rx).instrument(span));
+    tx
+}
+
+async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
+    let call_ref = p.call;
+    let core = p.core;
+    let key = p.leg.key.clone();
+    let invite = p.leg.invite.clone();
+    let caller_call_id = invite
+        .headers
+        .get(&crate::sip::message::HeaderName::CallId)
+        .unwrap_or_default()
+        .to_owned();
+    let mut rec = Record {
+        id: p.id.clone(),
+        caller: p.caller.clone(),
+        callee: p.dialled.clone(),
+        caller_call_id: caller_call_id.clone(),
+        // One leg only: both ids name it.
+        callee_call_id: caller_call_id,
+        node_id: p.node_id,
+        started_at: now_unix(),
+        answered_at: None,
+        written: false,
+    };
+    let log = p.log;
+    let refuse = |status: u16| {
+        let mut resp = crate::sip::message::Response::for_request(
+            &invite,
+            status,
+            crate::sip::message::reason_phrase(status),
+        );
+        resp.ensure_to_tag(&format!("{:08x}", rand::random::<u32>()));
+        CoreCommand::Sip {
+            call: call_ref,
+            cmd: Command::Respond {
+                key: key.clone(),
+                resp,
+            },
+        }
+    };
+    let started =
+        AppLeg::new(p.leg, &p.settings, Instant::now().into_std()).and_then(|(leg, out)| {
+            let ep = EndpointHandle::spawn(p.sockets, leg.format(), Default::default(), p.endpoint)
+                .map_err(|e| super::CallError::BadOffer(e.to_string()))?;
+            Ok((leg, out, ep))
+        });
+    let (mut leg, outs, mut endpoint) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "app call refused");
+            let status = match e {
+                super::CallError::BadOffer(_) => 503,
+                e => e.status(),
+            };
+            let _ = core.send(refuse(status)).await;
+            let _ = core.send(CoreCommand::Done { call: call_ref }).await;
+            return;
+        }
+    };
+    rec.started(&log);
+    let (req_tx, mut requests) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let channel = SipChannel {
+        info: CallInfo {
+            id: rec.id.clone(),
+            caller: rec.caller.clone(),
+            dialled: rec.callee.clone(),
+        },
+        requests: req_tx,
+        events: ev_rx,
+        digits: VecDeque::new(),
+        sounds: p.sounds,
+        rate: endpoint.rate(),
+        next_id: 0,
+        hung_up: false,
+    };
+    let app_task = tokio::spawn((p.app)(channel).in_current_span());
+    let mut answer_waiting: Option<oneshot::Sender<Result<(), ChannelError>>> = None;
+    let mut app_alive = true;
+    let mut told_hangup = false;
+    let mut media_alive = true;
+    apply(outs, call_ref, &core, &endpoint, &log, &mut rec).await;
+    loop {
+        let now = Instant::now().into_std();
+        if leg.is_ended() && !told_hangup {
+            told_hangup = true;
+            let _ = ev_tx.send(Event::HungUp);
+            if let Some(w) = answer_waiting.take() {
+                let _ = w.send(Err(ChannelError::HungUp));
+            }
+        }
+        if leg.is_finished(now) {
+            break;
+        }
+        let deadline = leg.next_deadline();
+        let outs = tokio::select! {
+            m = inputs.recv() => match m {
+                Some(input) => leg.on_sip(input, Instant::now().into_std()),
+                None => break,
+            },
+            _ = sleep_until(deadline) => leg.on_timer(Instant::now().into_std()),
+            r = requests.recv(), if app_alive => match r {
+                Some(Request::Ring) => leg.ring(Instant::now().into_std()),
+                Some(Request::Answer(done)) => {
+                    let out = leg.answer(Instant::now().into_std());
+                    if leg.is_answered() {
+                        let _ = done.send(Ok(()));
+                    } else {
+                        answer_waiting = Some(done);
+                    }
+                    out
+                }
+                Some(Request::Hangup) => leg.hangup(480, Instant::now().into_std()),
+                Some(Request::Play { id, items, opts }) => {
+                    endpoint.play(id, items, opts.looping, opts.barge_in);
+                    Vec::new()
+                }
+                Some(Request::StopPlay) => { endpoint.stop_play(); Vec::new() }
+                Some(Request::Record { id, recorder, limits }) => {
+                    endpoint.record(id, recorder, limits);
+                    Vec::new()
+                }
+                Some(Request::StopRecord) => { endpoint.stop_record(); Vec::new() }
+                None => {
+                    // The app is done without hanging up: the call ends with it.
+                    app_alive = false;
+                    debug!("app finished");
+                    leg.hangup(480, Instant::now().into_std())
+                }
+            },
+            ev = endpoint.next_event(), if media_alive => match ev {
+                Some(EndpointTaskEvent::Media(ev)) => {
+                    let _ = ev_tx.send(Event::Media(ev));
+                    Vec::new()
+                }
+                Some(EndpointTaskEvent::MediaTimeout { idle }) => {
+                    debug!(?idle, "media timeout");
+                    leg.on_media_timeout(Instant::now().into_std())
+                }
+                None => { media_alive = false; Vec::new() }
+            },
+        };
+        apply(outs, call_ref, &core, &endpoint, &log, &mut rec).await;
+    }
+    if !rec.written {
+        write_cdr(&log, &mut rec, Disposition::Failed, HangupLeg::System);
+    }
+    drop(ev_tx);
+    endpoint.close().await;
+    // The app saw the hang-up; it gets a moment to finish its own work (saving a
+    // message), then it is stopped.
+    if tokio::time::timeout(std::time::Duration::from_secs(10), app_task)
+        .await
+        .is_err()
+    {
+        warn!("app did not end after the call: stopped");
+    }
+    let _ = core.send(CoreCommand::Done { call: call_ref }).await;
+}
+
+/// Carries out what the leg decided.
+async fn apply(
+    outs: Vec<AppOut>,
+    call: CallRef,
+    core: &mpsc::Sender<CoreCommand>,
+    endpoint: &EndpointHandle,
+    log: &CallLog,
+    rec: &mut Record,
+) {
+    for out in outs {
+        match out {
+            AppOut::Sip(cmd) => {
+                let _ = core.send(CoreCommand::Sip { call, cmd }).await;
+            }
+            AppOut::Remote(r) => endpoint.set_remote(r),
+            AppOut::Hold(on) => endpoint.set_sending(!on),
+            AppOut::Digit(d) => endpoint.digit(d),
+            AppOut::Answered => rec.answered(log),
+            AppOut::Ended {
+                disposition,
+                hangup,
+            } => write_cdr(log, rec, disposition, hangup),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Apps on real calls: the node runs in this process with test apps on numbers of their
+//! own, written against the app API (`ringfort::call::Channel`), and real SIPp and
+//! baresip phones call them. Shows key presses reaching an app by every method a phone
+//! uses, and an app playing a prompt to a phone and recording what the phone says.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ringfort::call::channel::{
+    CollectEnd, CollectOptions, Collected, PlayEnd, PlayOptions, RecordEnd, RecordLimits, Recorded,
+    Sound,
+};
+use ringfort::call::{app, Apps, Channel, SipChannel};
+use ringfort::config::Config;
+use ringfort::media::dtmf::Digit;
+use ringfort::node::RunningNode;
+use ringfort::store::Store;
+
+use crate::baresip::{Baresip, Heard, PhoneSetup};
+use crate::support::{free_port, wait_for, Node, NodeOptions, Sipp, SippTransport};
+
+const PASSWORD: &str = "app-test-pass";
+
+/// A node running in this process (so the test's apps answer), on the config and data dir
+/// of a [`Node`] that is not started as a process.
+struct InProcess {
+    node: Option<RunningNode>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl InProcess {
+    fn start(node: &Node, apps: Apps) -> InProcess {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let running = rt.block_on(async {
+            let cfg = Config::load(&node.config).expect("config");
+            let store = Store::connect(&cfg.database_url(), cfg.database.max_connections)
+                .await
+                .expect("store");
+            store.migrate().await.expect("migrate");
+            ringfort::node::start_with_apps(&cfg, store, apps)
+                .await
+                .expect("node")
+        });
+        InProcess {
+            node: Some(running),
+            rt,
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(n) = self.node.take() {
+            self.rt.block_on(n.shutdown());
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn app_node(ports: u16) -> Node {
+    let sounds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sounds");
+    let node = Node::new(NodeOptions {
+        extra: format!(
+            "[media]\nrtp_port_min = {ports}\nrtp_port_max = {}\n\n[paths]\nsounds = \"{}\"\n",
+            ports + 998,
+            sounds.display()
+        ),
+        ..NodeOptions::default()
+    });
+    node.add_extension("100", PASSWORD);
+    node
+}
+
+/// The last CDR's fields (`ringfort cdr` columns).
+fn last_cdr(node: &Node) -> Vec<String> {
+    let line = wait_for("the CDR", Duration::from_secs(10), || {
+        node.cli_ok(&["cdr", "--limit", "1"])
+            .lines()
+            .next()
+            .map(str::to_owned)
+    });
+    line.split('\t').map(str::to_owned).collect()
+}
+
+/// An app that collects digits up to `#`, reports them, plays a beep and hangs up.
+async fn digits_app(mut ch: SipChannel, seen: Arc<Mutex<Option<Collected>>>) {
+    let run = async {
+        ch.answer().await?;
+        let got = ch
+            .collect_digits(CollectOptions {
+                max_digits: 10,
+                first_timeout: Duration::from_secs(10),
+                inter_digit_timeout: Duration::from_secs(5),
+                terminators: vec![Digit::Hash],
+            })
+            .await?;
+        *seen.lock().expect("lock") = Some(got);
+        ch.play(&[Sound::file("beep.wav")], PlayOptions::default())
+            .await?;
+        ch.hangup().await
+    };
+    if let Err(e) = run.await {
+        panic!("the app failed: {e}");
+    }
+}
+
+#[test]
+fn key_presses_by_rfc4733_and_both_info_bodies_reach_an_app() {
+    let node = app_node(42000);
+    let seen = Arc::new(Mutex::new(None));
+    let mut apps = Apps::new();
+    let s = seen.clone();
+    apps.insert("800".into(), app(move |ch| digits_app(ch, s.clone())));
+    let mut pbx = InProcess::start(&node, apps);
+    Sipp::new("app_dtmf.xml", SippTransport::Udp)
+        .service("800")
+        .auth("100", PASSWORD)
+        .var("caller", "100")
+        .expect_pass(&node);
+    let got = seen.lock().expect("lock").clone();
+    assert_eq!(
+        got,
+        Some(Collected {
+            digits: "57".into(),
+            end: CollectEnd::Terminator(Digit::Hash)
+        }),
+        "5 by RFC 4733, 7 by dtmf-relay INFO, # by dtmf INFO"
+    );
+    pbx.stop();
+    let cdr = last_cdr(&node);
+    assert_eq!(&cdr[1..4], ["100", "800", "answered"], "{cdr:?}");
+    assert!(
+        cdr.iter().any(|f| f == "hangup=callee"),
+        "the app hung up: {cdr:?}"
+    );
+}
+
+#[test]
+fn an_app_plays_a_prompt_to_baresip_and_records_what_it_says() {
+    let node = app_node(43000);
+    let recording = node.dir.path().join("data").join("said.wav");
+    let result: Arc<Mutex<Option<(PlayEnd, Recorded)>>> = Arc::new(Mutex::new(None));
+    let mut apps = Apps::new();
+    let (path, out) = (recording.clone(), result.clone());
+    apps.insert(
+        "801".into(),
+        app(move |mut ch| {
+            let (path, out) = (path.clone(), out.clone());
+            async move {
+                let run = async {
+                    ch.answer().await?;
+                    let played = ch
+                        .play(&[Sound::file("beep.wav")], PlayOptions::default())
+                        .await?;
+                    let limits = RecordLimits {
+                        max: Duration::from_secs(2),
+                        silence: None,
+                        ..RecordLimits::default()
+                    };
+                    let recorded = ch.record(path, limits).await?;
+                    *out.lock().expect("lock") = Some((played, recorded));
+                    ch.hangup().await
+                };
+                if let Err(e) = run.await {
+                    panic!("the app failed: {e}");
+                }
+            }
+        }),
+    );
+    let mut pbx = InProcess::start(&node, apps);
+    let mut phone = Baresip::new(
+        node.dir.path(),
+        &PhoneSetup {
+            number: "100",
+            password: PASSWORD,
+            registrar: node.addr(),
+            ip: "127.0.0.1",
+            sip_port: free_port(),
+            tone_hz: 1000,
+            netns: None,
+            codecs: "PCMU",
+        },
+    );
+    phone.start(&["/dial 801".to_owned()], Duration::from_secs(20));
+    phone.wait_call_ended(Duration::from_secs(15));
+    let (played, recorded) = result
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("the app finished");
+    assert_eq!(played, PlayEnd::Finished);
+    assert_eq!(recorded.end, RecordEnd::MaxDuration);
+    assert_eq!(recorded.duration, Duration::from_secs(2));
+    // The phone heard the beep (440 Hz), the app recorded the phone's 1000 Hz tone.
+    let heard = phone.received();
+    assert!(
+        heard.power_at(440.0) > 100.0 * heard.power_at(1000.0) && heard.rms > 0.05,
+        "the phone heard the prompt: {heard:?}"
+    );
+    let said = Heard::of(&recording);
+    assert!(
+        (1.9..=2.1).contains(&said.seconds),
+        "2 s recorded: {said:?}"
+    );
+    assert!(
+        said.power_at(1000.0) > 100.0 * said.power_at(440.0) && said.rms > 0.2,
+        "the recording holds the phone's tone: {said:?}"
+    );
+    phone.stop();
+    pbx.stop();
+    let cdr = last_cdr(&node);
+    assert_eq!(&cdr[1..4], ["100", "801", "answered"], "{cdr:?}");
+}
