@@ -1,0 +1,290 @@
+//! A [`Channel`] in memory for unit tests of apps: the caller's behaviour is a script,
+//! what the app did is a log. Deterministic and instant (no clock, no sockets).
+//!
+//! Each operation that waits on the caller (play, record, collect_digits) takes the next
+//! step of the script: keys pressed during it, the caller hanging up, or silence (the
+//! operation runs to its natural end: the prompt finishes, the recording reaches its
+//! limit, the collection times out). Keys land in the same type-ahead buffer a real
+//! channel has, so the contract of [`crate::call::channel`] holds here too.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::call::channel::{
+    collect_from, CallInfo, Channel, ChannelError, CollectEnd, CollectOptions, Collected, PlayEnd,
+    PlayOptions, RecordEnd, RecordLimits, Recorded, Sound,
+};
+use crate::media::dtmf::Digit;
+
+/// What the caller does during one operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Presses these keys (`0-9*#A-D`).
+    Presses(String),
+    /// Stays silent: the operation ends by itself.
+    Silent,
+    /// Hangs up.
+    HangsUp,
+}
+
+impl Caller {
+    pub fn presses(keys: &str) -> Caller {
+        Caller::Presses(keys.to_owned())
+    }
+}
+
+/// What the app did, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Rang,
+    Answered,
+    Played(Vec<Sound>, PlayEnd),
+    Recorded(PathBuf, RecordEnd),
+    Collected(Collected),
+    HungUp,
+}
+
+/// The fake channel. See the module comment.
+pub struct FakeChannel {
+    info: CallInfo,
+    script: VecDeque<Caller>,
+    digits: VecDeque<Digit>,
+    /// What the app did.
+    pub log: Vec<Op>,
+    answered: bool,
+    hung_up: bool,
+}
+
+impl FakeChannel {
+    /// A call from `caller` to `dialled` whose caller behaves as `script` says (and is
+    /// silent once it runs out).
+    pub fn new(caller: &str, dialled: &str, script: impl IntoIterator<Item = Caller>) -> Self {
+        FakeChannel {
+            info: CallInfo {
+                id: "fake".into(),
+                caller: caller.into(),
+                dialled: dialled.into(),
+            },
+            script: script.into_iter().collect(),
+            digits: VecDeque::new(),
+            log: Vec::new(),
+            answered: false,
+            hung_up: false,
+        }
+    }
+
+    pub fn is_answered(&self) -> bool {
+        self.answered
+    }
+
+    /// The next step; its keys go into the buffer. Returns the keys, or Err for a hang-up.
+    fn step(&mut self) -> Result<Vec<Digit>, ChannelError> {
+        if self.hung_up {
+            return Err(ChannelError::HungUp);
+        }
+        match self.script.pop_front().unwrap_or(Caller::Silent) {
+            Caller::Silent => Ok(Vec::new()),
+            Caller::HangsUp => {
+                self.hung_up = true;
+                self.log.push(Op::HungUp);
+                Err(ChannelError::HungUp)
+            }
+            Caller::Presses(keys) => {
+                let keys: Vec<Digit> = keys.chars().filter_map(Digit::from_char).collect();
+                self.digits.extend(keys.iter().copied());
+                Ok(keys)
+            }
+        }
+    }
+
+    fn live(&self) -> Result<(), ChannelError> {
+        if self.hung_up {
+            Err(ChannelError::HungUp)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Channel for FakeChannel {
+    fn info(&self) -> &CallInfo {
+        &self.info
+    }
+
+    async fn ring(&mut self) -> Result<(), ChannelError> {
+        self.live()?;
+        self.log.push(Op::Rang);
+        Ok(())
+    }
+
+    async fn answer(&mut self) -> Result<(), ChannelError> {
+        self.live()?;
+        self.answered = true;
+        self.log.push(Op::Answered);
+        Ok(())
+    }
+
+    async fn play(&mut self, sounds: &[Sound], opts: PlayOptions) -> Result<PlayEnd, ChannelError> {
+        let keys = self.step()?;
+        let end = match keys.first() {
+            Some(d) if opts.barge_in => PlayEnd::BargeIn(*d),
+            _ => PlayEnd::Finished,
+        };
+        self.log.push(Op::Played(sounds.to_vec(), end));
+        Ok(end)
+    }
+
+    async fn record(
+        &mut self,
+        path: PathBuf,
+        limits: RecordLimits,
+    ) -> Result<Recorded, ChannelError> {
+        let keys = self.step()?;
+        // A terminator ends the recording and is consumed, as on a real channel.
+        let end = match keys.iter().position(|d| limits.terminators.contains(d)) {
+            Some(i) => {
+                let term = keys[i];
+                let pos = self.digits.len() - keys.len() + i;
+                self.digits.remove(pos);
+                RecordEnd::Digit(term)
+            }
+            None => match limits.silence {
+                Some(_) => RecordEnd::Silence,
+                None => RecordEnd::MaxDuration,
+            },
+        };
+        self.log.push(Op::Recorded(path.clone(), end.clone()));
+        let duration = match end {
+            RecordEnd::MaxDuration => limits.max,
+            _ => limits.max.min(Duration::from_secs(3)),
+        };
+        Ok(Recorded {
+            path,
+            duration,
+            end,
+        })
+    }
+
+    async fn collect_digits(&mut self, opts: CollectOptions) -> Result<Collected, ChannelError> {
+        let mut got = String::new();
+        loop {
+            if let Some(done) = collect_from(&mut self.digits, &mut got, &opts) {
+                self.log.push(Op::Collected(done.clone()));
+                return Ok(done);
+            }
+            if self.step()?.is_empty() {
+                let done = Collected {
+                    digits: got,
+                    end: CollectEnd::Timeout,
+                };
+                self.log.push(Op::Collected(done.clone()));
+                return Ok(done);
+            }
+        }
+    }
+
+    fn flush_digits(&mut self) {
+        self.digits.clear();
+    }
+
+    async fn hangup(&mut self) -> Result<(), ChannelError> {
+        self.live()?;
+        self.hung_up = true;
+        self.log.push(Op::HungUp);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A two-choice menu as apps will write them: the prompt may be barged in on, a wrong
+    /// key gets one retry, no key means goodbye.
+    async fn menu(ch: &mut impl Channel) -> Result<Option<char>, ChannelError> {
+        ch.answer().await?;
+        for _ in 0..2 {
+            let prompt = [Sound::file("menu.wav")];
+            ch.play(
+                &prompt,
+                PlayOptions {
+                    barge_in: true,
+                    looping: false,
+                },
+            )
+            .await?;
+            let got = ch.collect_digits(CollectOptions::default()).await?;
+            match got.digits.as_str() {
+                "1" => return Ok(Some('1')),
+                "2" => return Ok(Some('2')),
+                "" => break,
+                _ => {
+                    ch.play(&[Sound::file("invalid.wav")], PlayOptions::default())
+                        .await?;
+                }
+            }
+        }
+        ch.hangup().await?;
+        Ok(None)
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_key_during_the_prompt_is_the_menu_choice() {
+        let mut ch = FakeChannel::new("100", "0", [Caller::presses("2")]);
+        assert_eq!(block_on(menu(&mut ch)), Ok(Some('2')));
+        assert_eq!(
+            ch.log,
+            vec![
+                Op::Answered,
+                Op::Played(vec![Sound::file("menu.wav")], PlayEnd::BargeIn(Digit::D2)),
+                Op::Collected(Collected {
+                    digits: "2".into(),
+                    end: CollectEnd::MaxDigits
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_wrong_key_retries_and_silence_hangs_up() {
+        let script = [Caller::Silent, Caller::presses("9"), Caller::Silent];
+        let mut ch = FakeChannel::new("100", "0", script);
+        assert_eq!(block_on(menu(&mut ch)), Ok(None));
+        assert_eq!(ch.log.last(), Some(&Op::HungUp));
+        assert!(ch.log.contains(&Op::Played(
+            vec![Sound::file("invalid.wav")],
+            PlayEnd::Finished
+        )));
+    }
+
+    #[test]
+    fn after_the_caller_hangs_up_every_operation_fails() {
+        let mut ch = FakeChannel::new("100", "0", [Caller::HangsUp]);
+        assert_eq!(block_on(menu(&mut ch)), Err(ChannelError::HungUp));
+        assert_eq!(
+            block_on(ch.collect_digits(CollectOptions::default())),
+            Err(ChannelError::HungUp)
+        );
+    }
+
+    #[test]
+    fn a_terminator_ends_a_recording_and_is_consumed() {
+        let mut ch = FakeChannel::new("100", "*97", [Caller::presses("5#")]);
+        let r = block_on(ch.record("m.wav".into(), RecordLimits::default())).expect("record");
+        assert_eq!(r.end, RecordEnd::Digit(Digit::Hash));
+        let left = block_on(ch.collect_digits(CollectOptions {
+            max_digits: 5,
+            ..CollectOptions::default()
+        }))
+        .expect("collect");
+        assert_eq!(left.digits, "5");
+    }
+}
