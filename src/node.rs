@@ -22,7 +22,9 @@ use crate::call::{
     TaskParams,
 };
 use crate::config::Config;
+use crate::media::conference::Rooms;
 use crate::media::endpoint_task::EndpointConfig;
+use crate::media::mixer::MixerConfig;
 use crate::media::{PortAllocator, Relay, RelayConfig, Remote};
 use crate::registrar::{
     AuthOutcome, Outcome, PendingWrite, Policy, Registrar, RegistrarConfig, SUPPORTED,
@@ -188,6 +190,7 @@ pub async fn start_with_apps(
                 cfg.paths.sounds.clone(),
                 PROMPT_CACHE_BYTES,
             )),
+            rooms: Arc::new(Rooms::new(MixerConfig::default())),
             node_id: cfg.node.id.to_string(),
             commands: call_tx,
             log: call_log,
@@ -353,6 +356,7 @@ struct Calls {
     /// Numbers answered by apps.
     apps: Apps,
     sounds: Arc<SoundLibrary>,
+    rooms: Arc<Rooms>,
     node_id: String,
     /// Where call tasks send their commands (the core's receiver).
     commands: mpsc::Sender<CoreCommand>,
@@ -888,6 +892,7 @@ impl Core {
             },
             app,
             sounds: self.calls.sounds.clone(),
+            rooms: self.calls.rooms.clone(),
             log: self.calls.log.clone(),
             node_id: self.calls.node_id.clone(),
             core: self.calls.commands.clone(),

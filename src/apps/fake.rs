@@ -12,8 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::call::channel::{
-    collect_from, CallInfo, Channel, ChannelError, CollectEnd, CollectOptions, Collected, PlayEnd,
-    PlayOptions, RecordEnd, RecordLimits, Recorded, Sound,
+    collect_from, CallInfo, Channel, ChannelError, CollectEnd, CollectOptions, Collected,
+    ConferenceEnd, ConferenceOptions, PlayEnd, PlayOptions, RecordEnd, RecordLimits, Recorded,
+    Sound,
 };
 use crate::media::dtmf::Digit;
 
@@ -42,6 +43,8 @@ pub enum Op {
     Played(Vec<Sound>, PlayEnd),
     Recorded(PathBuf, RecordEnd),
     Collected(Collected),
+    /// Left room (the name) by a key.
+    Conference(String, ConferenceEnd),
     HungUp,
 }
 
@@ -180,6 +183,29 @@ impl Channel for FakeChannel {
                 };
                 self.log.push(Op::Collected(done.clone()));
                 return Ok(done);
+            }
+        }
+    }
+
+    async fn join_conference(
+        &mut self,
+        room: &str,
+        opts: ConferenceOptions,
+    ) -> Result<ConferenceEnd, ChannelError> {
+        loop {
+            let keys = self.step()?;
+            if let Some(d) = keys.iter().find(|d| opts.leave_keys.contains(d)) {
+                self.digits.retain(|k| k != d);
+                self.log
+                    .push(Op::Conference(room.to_owned(), ConferenceEnd::Key(*d)));
+                return Ok(ConferenceEnd::Key(*d));
+            }
+            if keys.is_empty() && self.script.is_empty() {
+                // A silent caller who never leaves: the fake ends it as a hang-up, so
+                // a test cannot hang.
+                self.hung_up = true;
+                self.log.push(Op::HungUp);
+                return Err(ChannelError::HungUp);
             }
         }
     }

@@ -21,8 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info_span, warn, Instrument};
 
+use crate::media::conference::{MemberOptions, Rooms};
 use crate::media::dtmf::Digit;
-use crate::media::endpoint::{EndpointEvent, PlayEnd, RecordLimits};
+use crate::media::endpoint::{EndpointEvent, MediaLink, PlayEnd, RecordLimits};
 use crate::media::endpoint_task::{EndpointConfig, EndpointHandle, EndpointTaskEvent};
 use crate::media::player::{Item, PromptCache};
 use crate::media::recorder::{Layout, Recorder};
@@ -32,7 +33,7 @@ use crate::registrar::now_unix;
 use super::app_leg::{AppLeg, AppLegParams, AppOut};
 use super::channel::{
     collect_from, take_digit, CallInfo, Channel, ChannelError, CollectEnd, CollectOptions,
-    Collected, PlayOptions, Recorded, Sound,
+    Collected, ConferenceEnd, ConferenceOptions, PlayOptions, Recorded, Sound,
 };
 use super::machine::{CallSettings, Command, Disposition, HangupLeg};
 use super::records::CallLog;
@@ -113,6 +114,7 @@ enum Request {
         limits: RecordLimits,
     },
     StopRecord,
+    Link(Option<Box<dyn MediaLink>>),
 }
 
 /// What the call task tells the app.
@@ -128,6 +130,7 @@ pub struct SipChannel {
     events: mpsc::UnboundedReceiver<Event>,
     digits: VecDeque<Digit>,
     sounds: Arc<SoundLibrary>,
+    rooms: Arc<Rooms>,
     rate: u32,
     next_id: u64,
     hung_up: bool,
@@ -317,6 +320,48 @@ impl Channel for SipChannel {
         }
     }
 
+    async fn join_conference(
+        &mut self,
+        room: &str,
+        opts: ConferenceOptions,
+    ) -> Result<ConferenceEnd, ChannelError> {
+        if self.hung_up {
+            return Err(ChannelError::HungUp);
+        }
+        let member = MemberOptions {
+            muted: opts.muted,
+            deaf: opts.deaf,
+        };
+        let link = self
+            .rooms
+            .join(room, self.rate, member)
+            .await
+            .map_err(|e| ChannelError::Conference {
+                room: room.to_owned(),
+                reason: e.to_string(),
+            })?;
+        self.send(Request::Link(Some(Box::new(link))))?;
+        let guard = StopOnDrop {
+            requests: self.requests.clone(),
+            stop: Some(Request::Link(None)),
+        };
+        loop {
+            match self.next().await {
+                Ok(EndpointEvent::Digit { digit, .. }) if opts.leave_keys.contains(&digit) => {
+                    // Consumed: `next` buffered it last.
+                    self.digits.pop_back();
+                    drop(guard);
+                    return Ok(ConferenceEnd::Key(digit));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    guard.done();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     fn flush_digits(&mut self) {
         while let Ok(Event::Media(_)) = self.events.try_recv() {}
         self.digits.clear();
@@ -353,6 +398,7 @@ pub struct AppTaskParams {
     pub endpoint: EndpointConfig,
     pub app: AppFn,
     pub sounds: Arc<SoundLibrary>,
+    pub rooms: Arc<Rooms>,
     pub log: CallLog,
     pub node_id: String,
     pub core: mpsc::Sender<CoreCommand>,
@@ -443,6 +489,7 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
         events: ev_rx,
         digits: VecDeque::new(),
         sounds: p.sounds,
+        rooms: p.rooms,
         rate: endpoint.rate(),
         next_id: 0,
         hung_up: false,
@@ -494,6 +541,7 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
                     Vec::new()
                 }
                 Some(Request::StopRecord) => { endpoint.stop_record(); Vec::new() }
+                Some(Request::Link(link)) => { endpoint.link(link); Vec::new() }
                 None => {
                     // The app is done without hanging up: the call ends with it.
                     app_alive = false;

@@ -35,8 +35,8 @@ pub enum ChannelError {
     Recording { path: PathBuf, reason: String },
     #[error("the call's media is gone")]
     MediaGone,
-    #[error("{0} is not available on this channel yet")]
-    Unsupported(&'static str),
+    #[error("conference {room}: {reason}")]
+    Conference { room: String, reason: String },
 }
 
 /// One entry of a playlist.
@@ -112,6 +112,24 @@ pub struct Recorded {
     pub end: RecordEnd,
 }
 
+/// How to be in a conference.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConferenceOptions {
+    /// Heard by nobody (a listener).
+    pub muted: bool,
+    /// Hears nothing.
+    pub deaf: bool,
+    /// Keys that take the caller out of the room (consumed).
+    pub leave_keys: Vec<Digit>,
+}
+
+/// Why [`Channel::join_conference`] returned (while the caller is still on the line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConferenceEnd {
+    /// One of the leave keys was pressed.
+    Key(Digit),
+}
+
 /// Who is calling whom.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CallInfo {
@@ -153,6 +171,14 @@ pub trait Channel: Send {
         &mut self,
         opts: CollectOptions,
     ) -> impl Future<Output = Result<Collected, ChannelError>> + Send;
+
+    /// Puts the caller in conference room `room` (started on first join) until a leave key
+    /// or a hang-up; the room hears the caller and the caller hears the room, less itself.
+    fn join_conference(
+        &mut self,
+        room: &str,
+        opts: ConferenceOptions,
+    ) -> impl Future<Output = Result<ConferenceEnd, ChannelError>> + Send;
 
     /// Forgets the key presses buffered so far.
     fn flush_digits(&mut self);

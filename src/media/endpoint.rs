@@ -106,6 +106,14 @@ impl Default for RecordLimits {
     }
 }
 
+/// Where a leg's audio goes and comes from besides the player: a conference room (or
+/// another leg). `put` gets every frame the phone sends (silence included, so the other
+/// side keeps its timing), `take` gives the frame to send, false when there is none.
+pub trait MediaLink: Send {
+    fn put(&mut self, pcm: &[i16]);
+    fn take(&mut self, out: &mut [i16]) -> bool;
+}
+
 /// What the endpoint reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndpointEvent {
@@ -149,6 +157,7 @@ pub struct Endpoint {
     narrow: Vec<i16>,
     playback: Option<Playback>,
     recording: Option<Recording>,
+    link: Option<Box<dyn MediaLink>>,
     frame: Vec<i16>,
     out: [u8; OUT_MAX],
     ssrc: u32,
@@ -195,6 +204,7 @@ impl Endpoint {
             narrow: vec![0; (DETECTOR_RATE * TICK_MS / 1000) as usize * 2],
             playback: None,
             recording: None,
+            link: None,
             frame: vec![0; (rate * TICK_MS / 1000) as usize],
             out: [0; OUT_MAX],
             ssrc,
@@ -222,6 +232,12 @@ impl Endpoint {
 
     pub fn format(&self) -> LegFormat {
         self.format
+    }
+
+    /// Connects the leg to a room (or lets go of it: `None`, which drops the old link).
+    /// A playback in progress is heard over the link's audio until it ends.
+    pub fn set_link(&mut self, link: Option<Box<dyn MediaLink>>) {
+        self.link = link;
     }
 
     /// Send our stream or not (hold: the phone said `sendonly`/`inactive`).
@@ -333,6 +349,9 @@ impl Endpoint {
         let tick = self.decoder.tick(now);
         let heard = tick.source != Source::Silence;
         self.frame.copy_from_slice(tick.pcm);
+        if let Some(link) = &mut self.link {
+            link.put(&self.frame);
+        }
         if let Some((detector, resampler)) = &mut self.detector {
             self.detected.clear();
             let narrow = match resampler {
@@ -373,6 +392,13 @@ impl Endpoint {
 
     fn outbound_tick(&mut self, emit: &mut dyn FnMut(&[u8]), events: &mut Vec<EndpointEvent>) {
         let mut pcm = std::mem::take(&mut self.frame);
+        if self.playback.is_some() {
+            // The room's frame of this tick is dropped, not queued: a prompt to one
+            // member must not delay the room's audio after it.
+            if let Some(link) = &mut self.link {
+                link.take(&mut pcm);
+            }
+        }
         match &mut self.playback {
             Some(p) => match p.player.next_frame(&mut pcm) {
                 FrameOutcome::Playing => {}
@@ -385,7 +411,12 @@ impl Endpoint {
                     });
                 }
             },
-            None => pcm.fill(0),
+            None => {
+                let linked = self.link.as_mut().is_some_and(|l| l.take(&mut pcm));
+                if !linked {
+                    pcm.fill(0);
+                }
+            }
         }
         if self.sending {
             if let Ok(n) = self.encoder.encode(&pcm, &mut self.out[12..]) {

@@ -15,7 +15,7 @@ use tokio::time::MissedTickBehavior;
 use tracing::debug;
 
 use super::dtmf::Digit;
-use super::endpoint::{Endpoint, EndpointError, EndpointEvent, RecordLimits};
+use super::endpoint::{Endpoint, EndpointError, EndpointEvent, MediaLink, RecordLimits};
 use super::latch::{Latch, LatchConfig, Probe, Verdict};
 use super::player::Item;
 use super::ports::LegSockets;
@@ -63,6 +63,7 @@ enum Command {
     StopRecord,
     Digit(Digit),
     Sending(bool),
+    Link(Option<Box<dyn MediaLink>>),
 }
 
 /// Controls one endpoint task. Dropping it (or [`EndpointHandle::close`]) ends the task,
@@ -143,6 +144,11 @@ impl EndpointHandle {
         let _ = self.ctrl.send(Command::Digit(digit));
     }
 
+    /// Connects the leg to a conference room (or another leg), or lets go of it.
+    pub fn link(&self, link: Option<Box<dyn MediaLink>>) {
+        let _ = self.ctrl.send(Command::Link(link));
+    }
+
     /// Send our stream or pause it (the phone put us on hold).
     pub fn set_sending(&self, on: bool) {
         let _ = self.ctrl.send(Command::Sending(on));
@@ -208,6 +214,7 @@ impl State {
             Command::StopRecord => self.endpoint.stop_record(ev),
             Command::Digit(d) => self.endpoint.on_signal_digit(d, ev),
             Command::Sending(on) => self.endpoint.set_sending(on),
+            Command::Link(link) => self.endpoint.set_link(link),
         }
         self.flush();
     }

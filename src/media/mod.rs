@@ -31,6 +31,7 @@
 //! addresses from the SDP it receives ([`RelayHandle::update_remote`]).
 
 pub mod codec;
+pub mod conference;
 pub mod dtmf;
 pub mod endpoint;
 pub mod endpoint_task;

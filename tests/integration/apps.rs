@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ringfort::call::channel::{
-    CollectEnd, CollectOptions, Collected, PlayEnd, PlayOptions, RecordEnd, RecordLimits, Recorded,
-    Sound,
+    ChannelError, CollectEnd, CollectOptions, Collected, ConferenceOptions, PlayEnd, PlayOptions,
+    RecordEnd, RecordLimits, Recorded, Sound,
 };
 use ringfort::call::{app, Apps, Channel, SipChannel};
 use ringfort::config::Config;
@@ -218,4 +218,59 @@ fn an_app_plays_a_prompt_to_baresip_and_records_what_it_says() {
     pbx.stop();
     let cdr = last_cdr(&node);
     assert_eq!(&cdr[1..4], ["100", "801", "answered"], "{cdr:?}");
+}
+
+#[test]
+fn two_baresip_phones_in_a_conference_hear_each_other_but_not_themselves() {
+    let node = app_node(44000);
+    node.add_extension("200", PASSWORD);
+    let mut apps = Apps::new();
+    apps.insert(
+        "802".into(),
+        app(|mut ch| async move {
+            let run = async {
+                ch.answer().await?;
+                ch.join_conference("1", ConferenceOptions::default())
+                    .await?;
+                ch.hangup().await
+            };
+            // The phones hang up when their tone ends: that is how this app ends.
+            if let Err(e) = run.await {
+                assert_eq!(e, ChannelError::HungUp, "the app failed");
+            }
+        }),
+    );
+    let mut pbx = InProcess::start(&node, apps);
+    let phone = |number, tone_hz| {
+        Baresip::new(
+            node.dir.path(),
+            &PhoneSetup {
+                number,
+                password: PASSWORD,
+                registrar: node.addr(),
+                ip: "127.0.0.1",
+                sip_port: free_port(),
+                tone_hz,
+                netns: None,
+                codecs: "PCMU",
+            },
+        )
+    };
+    let mut a = phone("100", 440);
+    let mut b = phone("200", 1000);
+    a.start(&["/dial 802".to_owned()], Duration::from_secs(20));
+    b.start(&["/dial 802".to_owned()], Duration::from_secs(20));
+    a.wait_call_ended(Duration::from_secs(15));
+    b.wait_call_ended(Duration::from_secs(15));
+    for (who, phone, hears, own) in [("100", &a, 1000.0, 440.0), ("200", &b, 440.0, 1000.0)] {
+        let heard = phone.received();
+        assert!(
+            heard.power_at(hears) > 100.0 * heard.power_at(own),
+            "{who} hears the other's {hears} Hz, 20 dB over its own {own} Hz: {heard:?}"
+        );
+        assert!(heard.rms > 0.1, "{who} heard the room: {heard:?}");
+    }
+    a.stop();
+    b.stop();
+    pbx.stop();
 }
