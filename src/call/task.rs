@@ -265,6 +265,7 @@ fn write_cdr(log: &CallLog, rec: &mut Record, disposition: Disposition, hangup: 
         caller_call_id: rec.caller_call_id.clone(),
         callee_call_id: rec.callee_call_id.clone(),
         node_id: rec.node_id.clone(),
+        recording: None,
     };
     // The writer retries a failing store: the CDR is the record someone bills from.
     log.record(CallRecord::Finished(cdr));
