@@ -21,7 +21,9 @@ pub mod task;
 
 use thiserror::Error;
 
-pub use machine::{Call, CallParams, CallSettings, Command, Disposition, HangupLeg, SipIn, Target};
+pub use machine::{
+    Call, CallParams, CallSettings, Command, Disposition, HangupLeg, RecordSettings, SipIn, Target,
+};
 pub use records::{spawn_writer, CallLog};
 pub use task::{spawn_call, CallHandle, CallRef, CoreCommand, TaskParams};
 
