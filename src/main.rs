@@ -40,7 +40,8 @@ enum Command {
     Extension(ExtensionCommand),
     /// List calls in progress, one a line: id, caller, callee, state, started, answered.
     Calls,
-    /// List call detail records, newest first, one a line.
+    /// List call detail records, newest first, one a line (a recorded call's file last,
+    /// as recording=PATH).
     Cdr {
         /// How many records.
         #[arg(long, default_value_t = 20)]
@@ -208,8 +209,13 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Cdr { limit } => {
             let store = open_store(&cfg).await?;
             for c in store.list_cdrs(limit).await? {
+                // The recording comes last, and only when there is one.
+                let recording = c
+                    .recording
+                    .as_deref()
+                    .map_or(String::new(), |r| format!("\trecording={r}"));
                 println!(
-                    "{}\t{}\t{}\t{}\tduration={}\thangup={}\tstarted={}\tanswered={}\tended={}\tnode={}\tcaller_call_id={}\tcallee_call_id={}",
+                    "{}\t{}\t{}\t{}\tduration={}\thangup={}\tstarted={}\tanswered={}\tended={}\tnode={}\tcaller_call_id={}\tcallee_call_id={}{recording}",
                     c.id,
                     c.caller,
                     c.callee,

@@ -18,13 +18,14 @@ use crate::call::app_leg::AppLegParams;
 use crate::call::machine::parse_offer;
 use crate::call::{
     spawn_app_call, spawn_call, spawn_writer, AppFn, AppTaskParams, Apps, CallHandle, CallLog,
-    CallParams, CallRef, CallSettings, Command, CoreCommand, SipIn, SoundLibrary, Target,
-    TaskParams,
+    CallParams, CallRef, CallSettings, Command, CoreCommand, RecordSettings, SipIn, SoundLibrary,
+    Target, TaskParams,
 };
-use crate::config::Config;
+use crate::config::{Config, RecordMode};
 use crate::media::conference::Rooms;
 use crate::media::endpoint_task::EndpointConfig;
 use crate::media::mixer::MixerConfig;
+use crate::media::recorder::{repair_dir, Layout, Repair};
 use crate::media::{PortAllocator, Relay, RelayConfig, Remote};
 use crate::registrar::{
     AuthOutcome, Outcome, PendingWrite, Policy, Registrar, RegistrarConfig, SUPPORTED,
@@ -50,6 +51,11 @@ pub enum NodeError {
     Media(#[from] crate::media::MediaError),
     #[error("cannot recover the calls of a previous run: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("recordings folder {}: {source}", .path.display())]
+    Recordings {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Methods this node answers today; others known to SIP get 405, unknown ones 501.
@@ -137,6 +143,7 @@ pub async fn start_with_apps(
             "calls cut by a previous crash recorded as failed"
         );
     }
+    let record = recordings(cfg)?;
     // The relay binds on [media] address, else on the SIP address when it is a specific
     // one, else on every address (the SDP then names the address towards each phone).
     let bind_ip = cfg.media.address.unwrap_or_else(|| {
@@ -180,6 +187,7 @@ pub async fn start_with_apps(
                     complexity: cfg.media.opus_complexity,
                     ..Default::default()
                 },
+                record,
             },
             ports,
             media_address: cfg.media.address,
@@ -234,6 +242,46 @@ pub async fn start_with_apps(
         shutdown: shutdown_tx,
         tasks,
     })
+}
+
+/// Makes the recordings folder and the recordings a crash cut playable (before any new
+/// recording starts); returns how calls are recorded. A folder that cannot be made is an
+/// error only when calls are to be recorded.
+fn recordings(cfg: &Config) -> Result<Option<RecordSettings>, NodeError> {
+    let dir = cfg.recordings_dir();
+    let layout = match cfg.calls.record {
+        RecordMode::Off => None,
+        RecordMode::Mixed => Some(Layout::Mixed),
+        RecordMode::Stereo => Some(Layout::Stereo),
+    };
+    if let Err(source) = std::fs::create_dir_all(&dir) {
+        if layout.is_none() {
+            debug!(dir = %dir.display(), error = %source, "no recordings folder");
+            return Ok(None);
+        }
+        return Err(NodeError::Recordings { path: dir, source });
+    }
+    match repair_dir(&dir) {
+        Ok(report) => {
+            for (path, outcome) in report {
+                match outcome {
+                    Ok(Repair::Intact) => {}
+                    Ok(Repair::Repaired {
+                        data_bytes,
+                        dropped,
+                    }) => warn!(
+                        file = %path.display(),
+                        data_bytes,
+                        dropped,
+                        "recording cut by a crash repaired"
+                    ),
+                    Err(e) => warn!(error = %e, "recording cannot be repaired"),
+                }
+            }
+        }
+        Err(e) => warn!(error = %e, "recordings not checked"),
+    }
+    Ok(layout.map(|layout| RecordSettings { dir, layout }))
 }
 
 /// Keeps NAT mappings of UDP phones open: a CRLF pair from the socket each registered to,

@@ -544,6 +544,7 @@ mod tests {
                 ..DialogConfig::default()
             },
             codec: CodecParams::default(),
+            record: None,
         }
     }
 

@@ -440,6 +440,7 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
         started_at: now_unix(),
         answered_at: None,
         written: false,
+        recording: None,
     };
     let log = p.log;
     let refuse = |status: u16| {

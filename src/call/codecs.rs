@@ -2,7 +2,8 @@
 //! pick a codec the media engine can transcode to, and what an answer becomes when the
 //! answerer picked a codec the offerer did not offer (then the call transcodes).
 //!
-//! Owns: those two SDP edits and the [`LegFormat`]s they imply. Must not: touch the
+//! Owns: those two SDP edits and the [`LegFormat`]s they imply, for a transcoded call and
+//! for a relayed one ([`relay_formats`], what a recording decodes). Must not: touch the
 //! relay or addresses (the caller rewrites addresses afterwards and tells the relay).
 //! Pure functions of the SDP, unit-tested here.
 //!
@@ -113,6 +114,35 @@ fn leg_format(m: &MediaDescription, kind: CodecKind, pt: u8, defaults: CodecPara
     }
 }
 
+/// The answerer's codec: the first media format of its answer.
+fn answerer_codec(am: &MediaDescription) -> Option<(u8, RtpMap)> {
+    payload_types(am)
+        .filter_map(|pt| am.rtpmap(pt).map(|m| (pt, m)))
+        .find(|(_, m)| !m.is_telephone_event() && !m.is_auxiliary())
+}
+
+/// The formats of the offerer and the answerer (in that order) of m-line `index` when
+/// the answer fits the offer as it is ([`Fit::Relay`]): the answerer's codec, with each
+/// side's own payload type and telephone-event for it. `None` when that codec is not one
+/// the engine decodes (the call is relayed all the same, but cannot be recorded).
+pub fn relay_formats(
+    offer: &SessionDescription,
+    answer: &SessionDescription,
+    index: usize,
+    defaults: CodecParams,
+) -> Option<[LegFormat; 2]> {
+    let (om, am) = (offer.media.get(index)?, answer.media.get(index)?);
+    let (a_pt, a_map) = answerer_codec(am)?;
+    let kind = CodecKind::from_rtpmap(&a_map.encoding, a_map.clock_rate)?;
+    let o_pt = payload_types(om)
+        .find(|pt| om.rtpmap(*pt).is_some_and(|m| m.same_codec(&a_map)))
+        .unwrap_or(a_pt);
+    Some([
+        leg_format(om, kind, o_pt, defaults),
+        leg_format(am, kind, a_pt, defaults),
+    ])
+}
+
 /// Decides how the `answer` (to an offer we built from `offer`, the offerer's own) fits
 /// the offerer, for m-line `index`; `defaults` are the configured encoder settings.
 pub fn fit_answer(
@@ -124,11 +154,7 @@ pub fn fit_answer(
     let (Some(om), Some(am)) = (offer.media.get(index), answer.media.get(index)) else {
         return Fit::NoCodec;
     };
-    // The answerer's codec: the first media format of its answer.
-    let Some((a_pt, a_map)) = payload_types(am)
-        .filter_map(|pt| am.rtpmap(pt).map(|m| (pt, m)))
-        .find(|(_, m)| !m.is_telephone_event() && !m.is_auxiliary())
-    else {
+    let Some((a_pt, a_map)) = answerer_codec(am) else {
         return Fit::NoCodec;
     };
     let offered = om.codecs();
@@ -281,6 +307,37 @@ mod tests {
             fit_answer(&offer, &answer, 0, CodecParams::default()),
             Fit::Relay
         );
+    }
+
+    #[test]
+    fn a_relayed_answer_gives_both_legs_the_answerer_s_codec_with_their_own_numbers() {
+        let offer = sdp(OPUS_ONLY);
+        let answer = sdp(
+            "m=audio 6000 RTP/AVP 96 100\r\na=rtpmap:96 opus/48000/2\r\n\
+             a=rtpmap:100 telephone-event/48000\r\n",
+        );
+        let [o, a] = relay_formats(&offer, &answer, 0, CodecParams::default()).expect("formats");
+        assert_eq!(
+            (o.codec, o.pt, o.dtmf_pt),
+            (CodecKind::Opus, 111, Some(101))
+        );
+        assert_eq!((a.codec, a.pt, a.dtmf_pt), (CodecKind::Opus, 96, Some(100)));
+        let offer = sdp(PCMU_ONLY);
+        let [o, a] = relay_formats(
+            &offer,
+            &sdp("m=audio 6000 RTP/AVP 0\r\n"),
+            0,
+            CodecParams::default(),
+        )
+        .expect("formats");
+        assert_eq!(
+            (o.codec, o.pt, o.ptime_ms, a.pt),
+            (CodecKind::Pcmu, 0, 30, 0)
+        );
+        // A codec the engine cannot decode is relayed, not recorded.
+        let gsm = sdp("m=audio 5000 RTP/AVP 3\r\n");
+        assert_eq!(relay_formats(&gsm, &gsm, 0, CodecParams::default()), None);
+        assert_eq!(relay_formats(&gsm, &gsm, 1, CodecParams::default()), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tracing::info;
 
 use crate::media::codec::CodecParams;
 use crate::media::dtmf::{format_info, Digit, InfoDigit, InfoFormat};
+use crate::media::recorder::Layout;
 use crate::media::transcode::LegFormat;
 use crate::media::{Leg, Remote};
 use crate::sip::dialog::{
@@ -114,6 +115,17 @@ pub struct CallSettings {
     /// Encoder settings for transcoded legs (`[media] opus_complexity`), before what the
     /// leg's SDP asks for.
     pub codec: CodecParams,
+    /// Record answered calls (`[calls] record`); the call task does, the machine only
+    /// tells it the legs' formats ([`Command::Formats`]).
+    pub record: Option<RecordSettings>,
+}
+
+/// Where and how calls are recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSettings {
+    /// The folder of the recordings: a call's file is `<dir>/<call id>.wav`.
+    pub dir: std::path::PathBuf,
+    pub layout: Layout,
 }
 
 /// The Max-Forwards of the callee leg: one less than the caller's (70 when absent), so a
@@ -195,6 +207,10 @@ pub enum Command {
     /// The legs share no codec: transcode between these formats (leg A's, leg B's);
     /// `None` = they share one again, relay packets untouched.
     Transcode(Option<[LegFormat; 2]>),
+    /// What each leg negotiated (leg A's, leg B's; `None`: a codec the engine cannot
+    /// decode), once an offer/answer completes and whenever it changes (a recording
+    /// decodes the legs with them). Sent before [`Command::Answered`].
+    Formats([Option<LegFormat>; 2]),
     /// `leg` sends RFC 4733 events (payload type `pt`, clock `clock`) that the other leg
     /// did not negotiate: the relay turns them into digits ([`Call::on_dtmf`]) instead of
     /// forwarding them, and they go on as SIP INFO.
@@ -286,6 +302,8 @@ pub struct Call {
     offers: [Option<SessionDescription>; 2],
     /// The relay transcodes (the legs' codecs differ).
     transcoding: bool,
+    /// The legs' formats as last told ([`Command::Formats`]).
+    formats: Option<[Option<LegFormat>; 2]>,
     /// Encoder settings for transcoded legs.
     codec: CodecParams,
     media_ip: IpAddr,
@@ -447,6 +465,7 @@ impl Call {
             b_offer,
             offers: [Some(p.offer.clone()), None],
             transcoding: false,
+            formats: None,
             media_ip: p.media_ip,
             relay_ports: p.relay_ports,
             relayed,
@@ -898,6 +917,12 @@ impl Call {
                     self.transcoding = false;
                     out.push(Command::Transcode(None));
                 }
+                let formats = codecs::relay_formats(offer, answer, index, self.codec)
+                    .map(|[o, a]| if leg == 0 { [o, a] } else { [a, o] });
+                self.tell_formats(
+                    formats.map_or([None, None], |[a, b]| [Some(a), Some(b)]),
+                    out,
+                );
                 answer.clone()
             }
             codecs::Fit::Transcode {
@@ -913,11 +938,20 @@ impl Call {
                 info!(a = ?formats[0].codec, b = ?formats[1].codec, "transcoding");
                 self.transcoding = true;
                 out.push(Command::Transcode(Some(formats)));
+                self.tell_formats(formats.map(Some), out);
                 *answer
             }
             codecs::Fit::NoCodec => return None,
         };
         self.rewrite_for(leg, &fitted)
+    }
+
+    /// [`Command::Formats`] when they differ from what was told last.
+    fn tell_formats(&mut self, formats: [Option<LegFormat>; 2], out: &mut Vec<Command>) {
+        if self.formats != Some(formats) {
+            self.formats = Some(formats);
+            out.push(Command::Formats(formats));
+        }
     }
 
     /// An SDP received on one leg rewritten for leg `leg` (0 = A, 1 = B): the relay's
@@ -1566,6 +1600,7 @@ mod tests {
         responses: Vec<(TxKey, Response)>,
         holds: Vec<bool>,
         transcodes: Vec<Option<[LegFormat; 2]>>,
+        formats: Vec<[Option<LegFormat>; 2]>,
         dtmf_as_info: Vec<(Leg, u8, u32)>,
     }
 
@@ -1609,6 +1644,7 @@ mod tests {
                 ..DialogConfig::default()
             },
             codec: CodecParams::default(),
+            record: None,
         };
         let (call, cmds) = Call::new(p, settings, now).expect("call");
         let mut t = T {
@@ -1625,6 +1661,7 @@ mod tests {
             responses: Vec::new(),
             holds: Vec::new(),
             transcodes: Vec::new(),
+            formats: Vec::new(),
             dtmf_as_info: Vec::new(),
         };
         t.take(cmds);
@@ -1669,6 +1706,7 @@ mod tests {
                     }
                     Command::Hold(on) => self.holds.push(on),
                     Command::Transcode(f) => self.transcodes.push(f),
+                    Command::Formats(f) => self.formats.push(f),
                     Command::DtmfAsInfo { leg, pt, clock } => {
                         self.dtmf_as_info.push((leg, pt, clock))
                     }
@@ -1789,6 +1827,17 @@ mod tests {
         t.caller_acks();
         assert!(t.call.is_answered());
         t
+    }
+
+    #[test]
+    fn an_answered_call_tells_the_legs_formats() {
+        let t = answered_call();
+        let [[Some(a), Some(b)]] = t.formats[..] else {
+            panic!("{:?}", t.formats);
+        };
+        assert_eq!((a.codec, a.pt, a.dtmf_pt), (CodecKind::Pcmu, 0, Some(101)));
+        assert_eq!((b.codec, b.pt, b.dtmf_pt), (CodecKind::Pcmu, 0, None));
+        assert!(t.transcodes.is_empty());
     }
 
     #[test]
@@ -1985,6 +2034,11 @@ mod tests {
         let [a, b] = t.transcodes.last().copied().flatten().expect("transcoding");
         assert_eq!((a.codec, a.pt, a.dtmf_pt), (CodecKind::Pcmu, 0, Some(101)));
         assert_eq!((b.codec, b.pt, b.dtmf_pt), (CodecKind::Pcma, 8, None));
+        assert_eq!(
+            t.formats,
+            [[Some(a), Some(b)]],
+            "a recording hears the same"
+        );
     }
 
     #[test]
@@ -2053,6 +2107,7 @@ mod tests {
         assert!(body.contains("m=audio 30000 "), "{body}");
         assert!(body.contains("a=recvonly"), "{body}");
         assert!(t.ended.is_none());
+        assert_eq!(t.formats.len(), 1, "the same codecs are not told again");
     }
 
     #[test]

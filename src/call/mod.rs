@@ -30,7 +30,9 @@ use thiserror::Error;
 
 pub use app_task::{app, spawn_app_call, AppFn, AppTaskParams, Apps, SipChannel, SoundLibrary};
 pub use channel::Channel;
-pub use machine::{Call, CallParams, CallSettings, Command, Disposition, HangupLeg, SipIn, Target};
+pub use machine::{
+    Call, CallParams, CallSettings, Command, Disposition, HangupLeg, RecordSettings, SipIn, Target,
+};
 pub use records::{spawn_writer, CallLog};
 pub use task::{spawn_call, CallHandle, CallRef, CoreCommand, TaskParams, CALL_QUEUE};
 

@@ -127,6 +127,7 @@ mod tests {
             caller_call_id: format!("a-{id}"),
             callee_call_id: format!("b-{id}"),
             node_id: "n1".into(),
+            recording: None,
         }
     }
 

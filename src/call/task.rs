@@ -2,19 +2,25 @@
 //! events from the core, fires its timers, listens to its relay, hands SIP commands back
 //! to the core (the only owner of the transaction layer), updates the relay, and writes
 //! the call's records (`active_calls` at start and answer, the CDR at the end) through the
-//! records writer, without waiting for the disk.
+//! records writer, without waiting for the disk. When calls are recorded it starts the
+//! recording at answer ([`crate::media::recording`]: its own task taps the relay), keeps
+//! it told of the legs' formats, and finishes the file before the CDR that names it.
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::media::recording::RecordingHandle;
+use crate::media::transcode::LegFormat;
 use crate::media::{RelayEvent, RelayHandle};
 use crate::registrar::now_unix;
 use crate::store::{ActiveCall, CallRecord, Cdr};
 
 use super::records::CallLog;
 
-use super::machine::{Call, CallParams, CallSettings, Command, Disposition, HangupLeg, SipIn};
+use super::machine::{
+    Call, CallParams, CallSettings, Command, Disposition, HangupLeg, RecordSettings, SipIn,
+};
 
 /// Identifies a call inside the node (routing tables of the core).
 pub type CallRef = u64;
@@ -74,6 +80,8 @@ pub(super) struct Record {
     pub(super) started_at: i64,
     pub(super) answered_at: Option<i64>,
     pub(super) written: bool,
+    /// The file of the call's recording, for the CDR.
+    pub(super) recording: Option<String>,
 }
 
 impl Record {
@@ -100,6 +108,54 @@ impl Record {
             at,
             callee_call_id: self.callee_call_id.clone(),
         });
+    }
+}
+
+/// The call's recording: what it needs to start, and the running one.
+struct Recording {
+    settings: Option<RecordSettings>,
+    /// The legs' formats as the machine last told them.
+    formats: [Option<LegFormat>; 2],
+    running: Option<RecordingHandle>,
+}
+
+impl Recording {
+    /// At answer: records the call into `<dir>/<id>.wav` when calls are recorded. A file
+    /// that cannot be made (a full disk, a clash) leaves the call unrecorded, not failed.
+    fn start(&mut self, relay: &RelayHandle, rec: &mut Record) {
+        let Some(s) = self.settings.as_ref().filter(|_| self.running.is_none()) else {
+            return;
+        };
+        let path = s.dir.join(format!("{}.wav", rec.id));
+        match RecordingHandle::start(relay, &path, s.layout, self.formats) {
+            Ok(h) => {
+                rec.recording = Some(path.display().to_string());
+                self.running = Some(h);
+            }
+            Err(e) => warn!(error = %e, "call not recorded"),
+        }
+    }
+
+    fn set_formats(&mut self, formats: [Option<LegFormat>; 2]) {
+        self.formats = formats;
+        if let Some(h) = &self.running {
+            h.set_formats(formats);
+        }
+    }
+
+    /// Ends the recording and waits for its file to be complete.
+    async fn finish(&mut self) {
+        if let Some(h) = self.running.take() {
+            match h.finish().await {
+                Some(s) => info!(
+                    path = %s.path.display(),
+                    secs = s.duration.as_secs_f64(),
+                    dropped = s.dropped,
+                    "recording finished"
+                ),
+                None => warn!("recording ended early (see above)"),
+            }
+        }
     }
 }
 
@@ -130,6 +186,12 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
         started_at: now_unix(),
         answered_at: None,
         written: false,
+        recording: None,
+    };
+    let mut recording = Recording {
+        settings: settings.record.clone(),
+        formats: [None, None],
+        running: None,
     };
     let (mut call, cmds) = match Call::new(params, settings, Instant::now().into_std()) {
         Ok(c) => c,
@@ -153,7 +215,16 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
         }
     };
     rec.started(&log);
-    execute(cmds, call_ref, &core, &relay, &log, &mut rec).await;
+    execute(
+        cmds,
+        call_ref,
+        &core,
+        &relay,
+        &log,
+        &mut rec,
+        &mut recording,
+    )
+    .await;
     let mut relay_alive = true;
     loop {
         if call.is_finished(Instant::now().into_std()) {
@@ -184,8 +255,18 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
                 }
             },
         };
-        execute(cmds, call_ref, &core, &relay, &log, &mut rec).await;
+        execute(
+            cmds,
+            call_ref,
+            &core,
+            &relay,
+            &log,
+            &mut rec,
+            &mut recording,
+        )
+        .await;
     }
+    recording.finish().await;
     if !rec.written {
         // The node is shutting down under the call: record it as failed.
         write_cdr(&log, &mut rec, Disposition::Failed, HangupLeg::System);
@@ -221,6 +302,7 @@ async fn execute(
     relay: &RelayHandle,
     log: &CallLog,
     rec: &mut Record,
+    recording: &mut Recording,
 ) {
     for cmd in cmds {
         match cmd {
@@ -234,12 +316,20 @@ async fn execute(
                 }
             }
             Command::DtmfAsInfo { leg, pt, clock } => relay.dtmf_as_signal(leg, Some((pt, clock))),
+            Command::Formats(formats) => recording.set_formats(formats),
             Command::Ringing => {}
-            Command::Answered => rec.answered(log),
+            Command::Answered => {
+                recording.start(relay, rec);
+                rec.answered(log);
+            }
             Command::Ended {
                 disposition,
                 hangup,
-            } => write_cdr(log, rec, disposition, hangup),
+            } => {
+                // The file is whole before the CDR points at it.
+                recording.finish().await;
+                write_cdr(log, rec, disposition, hangup);
+            }
             sip => {
                 if core
                     .send(CoreCommand::Sip { call, cmd: sip })
@@ -279,6 +369,7 @@ pub(super) fn write_cdr(
         caller_call_id: rec.caller_call_id.clone(),
         callee_call_id: rec.callee_call_id.clone(),
         node_id: rec.node_id.clone(),
+        recording: rec.recording.clone(),
     };
     // The writer retries a failing store: the CDR is the record someone bills from.
     log.record(CallRecord::Finished(cdr));

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
 pub use source::{env_var_name, ENV_ALLOWLIST, ENV_PREFIX};
-pub use values::{DigestAlgorithm, Host, InvalidNodeId, LogFormat, NodeId};
+pub use values::{DigestAlgorithm, Host, InvalidNodeId, LogFormat, NodeId, RecordMode};
 
 use source::{line_of, Doc, Node, Schema};
 
@@ -56,7 +56,8 @@ pub struct Config {
 pub struct NodeConfig {
     /// Identifies this node in bindings and in the cluster.
     pub id: NodeId,
-    /// SQLite file, voicemail, recordings. Resolved against the config file's folder.
+    /// SQLite file, voicemail, recordings ([`Config::recordings_dir`]). Resolved against
+    /// the config file's folder.
     #[serde(deserialize_with = "values::nonempty_path")]
     pub data_dir: PathBuf,
 }
@@ -285,12 +286,16 @@ pub struct CallsConfig {
     /// Give up ringing a callee after this many seconds: 480 to the caller (1..=3600).
     #[serde(deserialize_with = "values::ranged::<_, u64, 1, 3600>")]
     pub no_answer_timeout_secs: u64,
+    /// Record answered calls to `<node.data_dir>/recordings/<call id>.wav`: off, mixed
+    /// (one channel) or stereo (caller left, callee right).
+    pub record: RecordMode,
 }
 
 impl Default for CallsConfig {
     fn default() -> Self {
         CallsConfig {
             no_answer_timeout_secs: 30,
+            record: RecordMode::Off,
         }
     }
 }
@@ -491,6 +496,11 @@ impl Config {
         let file = self.node.data_dir.join("ringfort.db");
         let file = std::path::absolute(&file).unwrap_or(file);
         format!("sqlite://{}?mode=rwc", file.display())
+    }
+
+    /// Where call recordings go: `recordings` in `node.data_dir`.
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.node.data_dir.join("recordings")
     }
 
     fn resolve_paths(&mut self, base: &Path) {

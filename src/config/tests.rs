@@ -314,7 +314,7 @@ fn env_names_are_derived_and_unambiguous() {
         .flat_map(|s| s.keys.iter().map(|(k, _)| env_var_name(&s.name, k)))
         .collect();
     let count = names.len();
-    assert_eq!(count, 34);
+    assert_eq!(count, 35);
     names.sort();
     names.dedup();
     assert_eq!(names.len(), count, "two keys map to one variable");
@@ -567,4 +567,25 @@ fn calls_and_media_address() {
     assert_eq!(c.media.address, Some("10.0.0.5".parse().unwrap()));
     assert!(err("[calls]\nno_answer_timeout_secs = 0\n").contains("must be between 1 and 3600"));
     assert!(err("[media]\naddress = \"pbx.example\"\n").contains("invalid IP address"));
+}
+
+#[test]
+fn call_recording_mode() {
+    assert_eq!(Config::default().calls.record, RecordMode::Off);
+    let c = parse("[calls]\nrecord = \"stereo\"\n").unwrap();
+    assert_eq!(c.calls.record, RecordMode::Stereo);
+    let c = parse_env("", &[("RINGFORT_CALLS_RECORD", "mixed")]).unwrap();
+    assert_eq!(c.calls.record, RecordMode::Mixed);
+    assert_eq!(
+        err("[calls]\n\nrecord = \"yes\"\n"),
+        "ringfort.toml:3: calls.record: unknown variant `yes`, expected one of `off`, `mixed`, \
+         `stereo`"
+    );
+    assert!(env_err("", &[("RINGFORT_CALLS_RECORD", "both")]).contains("RINGFORT_CALLS_RECORD"));
+    assert_eq!(
+        parse_env("[node]\ndata_dir = \"/srv/pbx\"\n", &[])
+            .unwrap()
+            .recordings_dir(),
+        std::path::Path::new("/srv/pbx/recordings")
+    );
 }

@@ -173,6 +173,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether and how calls are recorded (`[calls] record`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordMode {
+    /// No recordings.
+    #[default]
+    Off,
+    /// One channel: both parties summed.
+    Mixed,
+    /// Two channels: the caller left, the callee right.
+    Stereo,
+}
+
 /// Visits a string and parses it with `FromStr`, whose error becomes the reason.
 struct FromStrVisitor<T> {
     expecting: &'static str,

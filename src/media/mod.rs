@@ -9,17 +9,20 @@
 //! ([`dtmf`]: RFC 4733 events, SIP INFO bodies, in-band detection and generation), sound
 //! files played into a leg ([`player`]: decoding, prompt cache, playlists, music on
 //! hold), call recordings ([`recorder`]: WAV files a crash leaves playable, repaired at
-//! start), the conference mixer ([`mixer`]: N-1 mixes of the loudest talkers on 20 ms
-//! ticks, the shared mix encoded once per codec), and the media endpoint of a leg the PBX
-//! answers itself ([`endpoint`], sans-IO: decode, key presses, playback, recording; its
-//! task in [`endpoint_task`]).
+//! start; [`call_recorder`]: a call's two legs decoded into one file; [`recording`]: the
+//! relay's tap and the task per recorded call), the conference mixer ([`mixer`]: N-1
+//! mixes of the loudest talkers on 20 ms ticks, the shared mix encoded once per codec;
+//! [`conference`]: the room task), and the media endpoint of a leg the PBX answers itself
+//! ([`endpoint`], sans-IO: decode, key presses, playback, recording; its task in
+//! [`endpoint_task`]).
 //! Must not: know SIP, dialogs or SDP text; the call layer reads the SDP and passes plain
 //! socket addresses and codec choices in ([`Remote`], [`transcode::LegFormat`]), and gets
 //! plain events back ([`RelayEvent`]); INFO bodies come as plain text, not SIP messages.
 //! The decisions are sans-IO and unit-tested with a fake clock: `latch`, `timeout`,
-//! `jitter`, `dtmf`, `mixer`, `player` and `recorder` import no tokio and read no clock,
-//! `ports::PortPool` is plain data beside the binding code, codecs and the transcoder are
-//! packets in, packets out; `relay` is the thin task around them.
+//! `jitter`, `dtmf`, `mixer`, `player`, `recorder` and `call_recorder` import no tokio
+//! and read no clock, `ports::PortPool` is plain data beside the binding code, codecs and
+//! the transcoder are packets in, packets out; `relay` and `recording` are the thin tasks
+//! around them.
 //!
 //! A call through the relay:
 //! ```text
@@ -30,6 +33,7 @@
 //! SDP sent to that leg, starts the relay ([`Relay::spawn`]) and feeds it the remote
 //! addresses from the SDP it receives ([`RelayHandle::update_remote`]).
 
+pub mod call_recorder;
 pub mod codec;
 pub mod conference;
 pub mod dtmf;
@@ -41,6 +45,7 @@ pub mod mixer;
 pub mod player;
 pub mod ports;
 pub mod recorder;
+pub mod recording;
 pub mod relay;
 pub mod resample;
 #[cfg(test)]
@@ -80,6 +85,8 @@ pub enum MediaError {
     Player(#[from] player::PlayerError),
     #[error("recorder: {0}")]
     Recorder(#[from] recorder::RecorderError),
+    #[error("recording: {0}")]
+    Recording(#[from] call_recorder::CallRecorderError),
     #[error("media socket: {0}")]
     Io(#[from] io::Error),
 }

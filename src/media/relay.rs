@@ -22,6 +22,11 @@
 //! decides what it sends). Sent to the other leg on its RTP port and RTP address when that
 //! leg uses rtcp-mux, else from its RTCP port to its RTCP address. RTCP latches separately.
 //!
+//! Recording: while a call is recorded ([`RelayHandle::record`]) each accepted RTP packet
+//! is also copied, as the phone sent it and before it is forwarded, into the recording's
+//! [`RecordTap`] (a bounded queue that drops rather than waits); without a recording the
+//! fast path pays one check of an `Option`.
+//!
 //! Shape: one task per call rather than a pool of relay threads: the relay shares the
 //! runtime (DESIGN.md allows media its own runtime later if SIP starves it), and the bench
 //! (`bench/relay/`) measures the per-packet cost of this shape.
@@ -41,6 +46,7 @@ use tracing::{debug, info};
 use super::dtmf::{Digit, EventReceiver, ReceivedEvent, ReceiverConfig};
 use super::latch::{Latch, LatchConfig, Probe, Verdict};
 use super::ports::LegSockets;
+use super::recording::{RecordTap, Tap};
 use super::timeout::MediaTimeout;
 use super::transcode::{LegFormat, RtpView, TranscodeError, Transcoder, TICK_MS};
 
@@ -282,6 +288,8 @@ enum Command {
     Transcode(Option<Box<[Transcoder; 2]>>),
     /// Take telephone-events (payload type, clock) out of a leg's RTP as digits.
     DtmfAsSignal(Leg, Option<(u8, u32)>),
+    /// Copy each accepted RTP packet to a recording; `None` stops.
+    Record(Option<RecordTap>),
 }
 
 impl std::fmt::Debug for Command {
@@ -291,6 +299,7 @@ impl std::fmt::Debug for Command {
             Command::Hold(h) => write!(f, "Hold({h})"),
             Command::Transcode(t) => write!(f, "Transcode({})", t.is_some()),
             Command::DtmfAsSignal(l, d) => write!(f, "DtmfAsSignal({l:?}, {d:?})"),
+            Command::Record(t) => write!(f, "Record({})", t.is_some()),
         }
     }
 }
@@ -326,6 +335,7 @@ impl Relay {
             pending_timeout: None,
             transcoders: None,
             dtmf_events: Vec::with_capacity(4),
+            tap: None,
         };
         let task = tokio::spawn(run([a, b], core, ctrl_rx, config.check_every));
         RelayHandle {
@@ -390,6 +400,13 @@ impl RelayHandle {
         let _ = self.ctrl.send(Command::DtmfAsSignal(leg, events));
     }
 
+    /// Copies every accepted RTP packet of both legs, as received and before it is
+    /// forwarded, to `tap` (a recording, [`super::recording::RecordingHandle`]); `None`
+    /// stops copying.
+    pub fn record(&self, tap: Option<RecordTap>) {
+        let _ = self.ctrl.send(Command::Record(tap));
+    }
+
     /// The counters now (lock-free reads of the task's atomics).
     pub fn stats(&self) -> RelayStats {
         self.shared.snapshot()
@@ -438,6 +455,8 @@ struct Core {
     transcoders: Option<Box<[Transcoder; 2]>>,
     /// What the DTMF receivers report (reused: no allocation per packet).
     dtmf_events: Vec<ReceivedEvent>,
+    /// The call's recording, if it is recorded.
+    tap: Option<RecordTap>,
 }
 
 async fn run(
@@ -569,6 +588,10 @@ impl Core {
                 self.legs[leg.index()].dtmf =
                     events.map(|(pt, clock)| (pt, clock.max(1), EventReceiver::new(config)));
             }
+            Command::Record(tap) => {
+                debug!(recording = tap.is_some(), "relay tap");
+                self.tap = tap;
+            }
         }
     }
 
@@ -691,6 +714,11 @@ impl Core {
         }
         if !rtcp {
             self.timeout.on_rtp(now);
+            if let Some(tap) = &self.tap {
+                if tap.offer(Leg::from_index(leg), pkt, now) == Tap::Closed {
+                    self.tap = None;
+                }
+            }
             if let Some((pt, _, _)) = &self.legs[leg].dtmf {
                 if pkt[1] & 0x7f == *pt {
                     self.on_dtmf_packet(leg, pkt);

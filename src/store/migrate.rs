@@ -37,6 +37,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "calls",
         sql: include_str!("../../migrations/sqlite/0002_calls.sql"),
     },
+    Migration {
+        version: 3,
+        name: "recordings",
+        sql: include_str!("../../migrations/sqlite/0003_recordings.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -49,6 +54,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "calls",
         sql: include_str!("../../migrations/postgres/0002_calls.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "recordings",
+        sql: include_str!("../../migrations/postgres/0003_recordings.sql"),
     },
 ];
 

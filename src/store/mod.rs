@@ -332,12 +332,14 @@ pub struct Cdr {
     pub caller_call_id: String,
     pub callee_call_id: String,
     pub node_id: String,
+    /// The call's recording (a WAV file on the node that recorded it), if recorded.
+    pub recording: Option<String>,
 }
 
 const ACTIVE_CALL_COLUMNS: &str = "id, caller, callee, state, started_at, answered_at, \
      caller_call_id, callee_call_id, node_id";
 const CDR_COLUMNS: &str = "id, caller, callee, started_at, answered_at, ended_at, disposition, \
-     duration, hangup_leg, caller_call_id, callee_call_id, node_id";
+     duration, hangup_leg, caller_call_id, callee_call_id, node_id, recording";
 
 macro_rules! active_call_from_row {
     ($row:expr) => {{
@@ -372,6 +374,7 @@ macro_rules! cdr_from_row {
             caller_call_id: row.try_get(9)?,
             callee_call_id: row.try_get(10)?,
             node_id: row.try_get(11)?,
+            recording: row.try_get(12)?,
         })
     }};
 }
@@ -787,7 +790,7 @@ impl Store {
                       callee_call_id = $3 WHERE id = $1";
         let insert_cdr = format!(
             "INSERT INTO cdrs ({CDR_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         );
         let res: Result<(), sqlx::Error> = with_pool!(self, pool => async {
             let mut tx = pool.begin_with(backend.begin_write_sql()).await?;
@@ -833,6 +836,7 @@ impl Store {
                             .bind(cdr.caller_call_id.as_str())
                             .bind(cdr.callee_call_id.as_str())
                             .bind(cdr.node_id.as_str())
+                            .bind(cdr.recording.as_deref())
                             .execute(&mut *tx)
                             .await?;
                         sqlx::query("DELETE FROM active_calls WHERE id = $1")
@@ -866,7 +870,7 @@ impl Store {
             "INSERT INTO cdrs ({CDR_COLUMNS}) \
              SELECT id, caller, callee, started_at, answered_at, $2, 'failed', \
              CASE WHEN answered_at IS NULL OR answered_at > $2 THEN 0 ELSE $2 - answered_at END, \
-             'system', caller_call_id, callee_call_id, node_id \
+             'system', caller_call_id, callee_call_id, node_id, NULL \
              FROM active_calls WHERE node_id = $1"
         );
         let res: Result<u64, sqlx::Error> = with_pool!(self, pool => async {
@@ -1050,7 +1054,7 @@ mod tests {
         let s = Store::connect("sqlite::memory:", 2).await.expect("connect");
         assert_eq!(
             s.migrate().await.expect("migrate"),
-            ["0001_init", "0002_calls"]
+            ["0001_init", "0002_calls", "0003_recordings"]
         );
         let e = Extension {
             number: "100".into(),

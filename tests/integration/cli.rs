@@ -151,6 +151,7 @@ fn migrate_is_idempotent() {
     let first = node.cli_ok(&["migrate"]);
     assert!(first.contains("applied 0001_init"), "{first}");
     assert!(first.contains("applied 0002_calls"), "{first}");
+    assert!(first.contains("applied 0003_recordings"), "{first}");
     let second = node.cli_ok(&["migrate"]);
     assert!(second.contains("up to date"), "{second}");
 }

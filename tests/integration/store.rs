@@ -38,7 +38,11 @@ where
         let applied = store.migrate().await.expect("first migrate");
         assert_eq!(
             applied,
-            vec!["0001_init".to_owned(), "0002_calls".to_owned()]
+            vec![
+                "0001_init".to_owned(),
+                "0002_calls".to_owned(),
+                "0003_recordings".to_owned()
+            ]
         );
         f(Ctx {
             store: store.clone(),
@@ -248,7 +252,7 @@ async fn newer_schema_is_refused(cx: Ctx) {
     match cx.store.migrate().await {
         Err(StoreError::NewerSchema {
             db_version: 9999,
-            binary_version: 2,
+            binary_version: 3,
         }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
@@ -663,6 +667,7 @@ async fn calls_start_answer_finish(cx: Ctx) {
         caller_call_id: "a-c1".into(),
         callee_call_id: "b-c1x".into(),
         node_id: "n1".into(),
+        recording: Some("/var/lib/ringfort/recordings/c1.wav".into()),
     };
     s.finish_call(&cdr).await.expect("finish");
     assert_eq!(s.list_cdrs(10).await.expect("cdrs"), vec![cdr.clone()]);
@@ -716,6 +721,10 @@ async fn calls_left_by_a_crash_become_cdrs(cx: Ctx) {
     assert_eq!(cdrs[0].ended_at, 150);
     assert_eq!(cdrs[1].answered_at, Some(110));
     assert_eq!(cdrs[1].duration, 40);
+    assert_eq!(
+        (cdrs[0].recording.as_deref(), cdrs[1].recording.as_deref()),
+        (None, None)
+    );
     assert_eq!(s.recover_active_calls("n1", 160).await.expect("again"), 0);
     assert_eq!(s.list_cdrs(1).await.expect("limit").len(), 1);
 }
