@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use tracing::info;
 
 use crate::media::codec::CodecParams;
-use crate::media::dtmf::{format_info, Digit, InfoDigit, InfoFormat};
+use crate::media::dtmf::{format_info, parse_info, Digit, InfoDigit, InfoFormat};
 use crate::media::recorder::Layout;
 use crate::media::transcode::LegFormat;
 use crate::media::{Leg, Remote};
@@ -215,6 +215,16 @@ pub enum Command {
     /// did not negotiate: the relay turns them into digits ([`Call::on_dtmf`]) instead of
     /// forwarding them, and they go on as SIP INFO.
     DtmfAsInfo { leg: Leg, pt: u8, clock: u32 },
+    /// Send a key press to `leg`'s phone as RFC 4733 events (payload type `pt`, clock
+    /// `clock`) in the stream it receives: it negotiated telephone-event and the key came
+    /// as INFO or as a tone.
+    SendDtmf {
+        leg: Leg,
+        pt: u8,
+        clock: u32,
+        digit: Digit,
+        duration_ms: Option<u32>,
+    },
     /// The call is over: write the CDR. Sent once.
     Ended {
         disposition: Disposition,
@@ -575,9 +585,9 @@ impl Call {
         out
     }
 
-    /// A key press the relay took out of `from`'s RTP (RFC 4733) goes to the other leg as
-    /// SIP INFO (`application/dtmf-relay`, RFC 6086 with the de facto body), the way a
-    /// phone that negotiated no telephone-event still takes DTMF.
+    /// A key press the relay took out of `from`'s RTP goes to the other leg the way that
+    /// leg takes keys: RFC 4733 events when it negotiated telephone-event, else SIP INFO
+    /// (`application/dtmf-relay`, RFC 6086 with the de facto body).
     pub fn on_dtmf(
         &mut self,
         from: Leg,
@@ -587,10 +597,15 @@ impl Call {
     ) -> Vec<Command> {
         let mut out = Vec::new();
         let to = 1 - from.index();
-        let Some(target) = self
-            .leg_dialog(to)
-            .filter(|_| self.phase == Phase::Answered)
-        else {
+        if self.phase != Phase::Answered {
+            return out;
+        }
+        if let Some(cmd) = self.dtmf_as_events(to, digit, Some(duration_ms)) {
+            info!(from = leg_name(from.index()), %digit, duration_ms, "DTMF as RFC 4733");
+            out.push(cmd);
+            return out;
+        }
+        let Some(target) = self.leg_dialog(to) else {
             return out;
         };
         let info = InfoDigit {
@@ -609,6 +624,20 @@ impl Call {
             .unwrap_or_default();
         self.absorb(evs, now, &mut out);
         out
+    }
+
+    /// [`Command::SendDtmf`] towards leg `to`, when its phone negotiated telephone-event
+    /// (events go in its codec's clock, as RFC 4733 2.1 wants them).
+    fn dtmf_as_events(&self, to: usize, digit: Digit, duration_ms: Option<u32>) -> Option<Command> {
+        let f = self.formats.as_ref()?[to]?;
+        let pt = f.dtmf_pt?;
+        Some(Command::SendDtmf {
+            leg: if to == 0 { Leg::A } else { Leg::B },
+            pt,
+            clock: f.codec.clock_rate(),
+            digit,
+            duration_ms,
+        })
     }
 
     /// The relay saw no RTP for too long: hang up both legs.
@@ -1350,6 +1379,22 @@ impl Call {
     /// An INFO from leg `from` goes to the other leg with its body, Content-Type and
     /// package headers (RFC 6086: DTMF relay and the like are meant for the far phone);
     /// its final response comes back ([`Self::on_relayed_answer`]).
+    /// A DTMF INFO from leg `from` becomes RFC 4733 events when the other leg negotiated
+    /// telephone-event: a phone that did may well ignore INFO. Other INFOs are relayed.
+    fn info_as_events(&self, from: usize, req: &Request) -> Option<Command> {
+        if self.phase != Phase::Answered {
+            return None;
+        }
+        let format = req
+            .headers
+            .get(&HeaderName::ContentType)
+            .and_then(InfoFormat::from_content_type)?;
+        let d = parse_info(format, &req.body).ok()?;
+        let cmd = self.dtmf_as_events(1 - from, d.digit, d.duration_ms)?;
+        info!(from = leg_name(from), digit = %d.digit, "DTMF INFO as RFC 4733");
+        Some(cmd)
+    }
+
     fn relay_request(
         &mut self,
         from: usize,
@@ -1511,7 +1556,16 @@ impl Call {
                 }
             }
             Method::Info => match leg {
-                Some(leg) => self.relay_request(leg, id, key, req, now),
+                Some(leg) => {
+                    if let Some(cmd) = self.info_as_events(leg, req) {
+                        out.push(cmd);
+                        return self
+                            .dialogs
+                            .respond(id, key, 200, MsgOpts::default(), now)
+                            .unwrap_or_default();
+                    }
+                    self.relay_request(leg, id, key, req, now)
+                }
                 None => self.refuse(id, key, 480, now),
             },
             Method::Options => {
@@ -1602,6 +1656,7 @@ mod tests {
         transcodes: Vec<Option<[LegFormat; 2]>>,
         formats: Vec<[Option<LegFormat>; 2]>,
         dtmf_as_info: Vec<(Leg, u8, u32)>,
+        sent_dtmf: Vec<(Leg, u8, Digit, Option<u32>)>,
     }
 
     fn start(forks: usize) -> T {
@@ -1663,6 +1718,7 @@ mod tests {
             transcodes: Vec::new(),
             formats: Vec::new(),
             dtmf_as_info: Vec::new(),
+            sent_dtmf: Vec::new(),
         };
         t.take(cmds);
         assert_eq!(t.b_invites.len(), forks);
@@ -1710,6 +1766,13 @@ mod tests {
                     Command::DtmfAsInfo { leg, pt, clock } => {
                         self.dtmf_as_info.push((leg, pt, clock))
                     }
+                    Command::SendDtmf {
+                        leg,
+                        pt,
+                        digit,
+                        duration_ms,
+                        ..
+                    } => self.sent_dtmf.push((leg, pt, digit, duration_ms)),
                     Command::Ringing | Command::Answered => {}
                 }
             }
@@ -2015,6 +2078,29 @@ mod tests {
     }
 
     #[test]
+    fn key_presses_reach_a_caller_with_telephone_event_as_rfc4733_whatever_way_they_came() {
+        // The caller negotiated telephone-event 101; the callee did not and sends INFO.
+        let mut t = answered_call();
+        let key = t.callee_sends_typed(0, "INFO", 3, "application/dtmf", "7");
+        assert_eq!(t.response_to(&key).map(|r| r.status), Some(200));
+        assert_eq!(t.sent_dtmf, vec![(Leg::A, 101, Digit::D7, None)]);
+        assert!(
+            !t.requests.iter().any(|r| r.method == Method::Info),
+            "not relayed as INFO"
+        );
+        // A key taken out of the callee's RTP (in-band) goes the same way.
+        let cmds = t.call.on_dtmf(Leg::B, Digit::Star, 120, t.now);
+        t.take(cmds);
+        assert_eq!(t.sent_dtmf[1], (Leg::A, 101, Digit::Star, Some(120)));
+        // An INFO that is not DTMF is relayed as before.
+        t.callee_sends_typed(0, "INFO", 4, "application/x-custom", "hello");
+        assert_eq!(
+            t.last_request(Method::Info, "call-a").body,
+            "hello".as_bytes()
+        );
+    }
+
+    #[test]
     fn a_callee_codec_the_caller_lacks_is_transcoded() {
         let mut t = start(1);
         let (inv, _) = t.b_invites[0].clone();
@@ -2166,12 +2252,24 @@ mod tests {
 
         /// A request from callee fork `i` in its dialog; returns its server transaction.
         fn callee_sends(&mut self, i: usize, method: &str, cseq: u32, body: &str) -> TxKey {
+            let ct = if body.is_empty() { "" } else { SDP };
+            self.callee_sends_typed(i, method, cseq, ct, body)
+        }
+
+        fn callee_sends_typed(
+            &mut self,
+            i: usize,
+            method: &str,
+            cseq: u32,
+            ct: &str,
+            body: &str,
+        ) -> TxKey {
             let (inv, p) = self.b_invites[i].clone();
             let from = inv.headers.get(&HeaderName::From).unwrap_or("").to_owned();
-            let ct = if body.is_empty() {
-                ""
+            let ct = if ct.is_empty() {
+                String::new()
             } else {
-                "\nContent-Type: application/sdp"
+                format!("\nContent-Type: {ct}")
             };
             let req = parse_req(
                 &format!(

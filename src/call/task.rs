@@ -316,6 +316,13 @@ async fn execute(
                 }
             }
             Command::DtmfAsInfo { leg, pt, clock } => relay.dtmf_as_signal(leg, Some((pt, clock))),
+            Command::SendDtmf {
+                leg,
+                pt,
+                clock,
+                digit,
+                duration_ms,
+            } => relay.send_dtmf(leg, pt, clock, digit, duration_ms),
             Command::Formats(formats) => recording.set_formats(formats),
             Command::Ringing => {}
             Command::Answered => {

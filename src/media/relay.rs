@@ -44,6 +44,7 @@ use tokio::time::MissedTickBehavior;
 use tracing::{debug, info};
 
 use super::dtmf::{Digit, EventReceiver, ReceivedEvent, ReceiverConfig};
+use super::inject::DtmfInjector;
 use super::latch::{Latch, LatchConfig, Probe, Verdict};
 use super::ports::LegSockets;
 use super::recording::{RecordTap, Tap};
@@ -290,6 +291,14 @@ enum Command {
     DtmfAsSignal(Leg, Option<(u8, u32)>),
     /// Copy each accepted RTP packet to a recording; `None` stops.
     Record(Option<RecordTap>),
+    /// Send a key press to a leg's phone as RFC 4733 events in the stream it receives.
+    SendDtmf {
+        to: Leg,
+        pt: u8,
+        clock: u32,
+        digit: Digit,
+        duration_ms: Option<u32>,
+    },
 }
 
 impl std::fmt::Debug for Command {
@@ -300,6 +309,7 @@ impl std::fmt::Debug for Command {
             Command::Transcode(t) => write!(f, "Transcode({})", t.is_some()),
             Command::DtmfAsSignal(l, d) => write!(f, "DtmfAsSignal({l:?}, {d:?})"),
             Command::Record(t) => write!(f, "Record({})", t.is_some()),
+            Command::SendDtmf { to, digit, .. } => write!(f, "SendDtmf({to:?}, {digit})"),
         }
     }
 }
@@ -334,6 +344,7 @@ impl Relay {
             events: ev_tx,
             pending_timeout: None,
             transcoders: None,
+            injectors: [None, None],
             dtmf_events: Vec::with_capacity(4),
             tap: None,
         };
@@ -400,6 +411,19 @@ impl RelayHandle {
         let _ = self.ctrl.send(Command::DtmfAsSignal(leg, events));
     }
 
+    /// Sends `digit` to leg `to`'s phone as RFC 4733 events (payload type `pt`, clock
+    /// `clock`) inside the stream it receives, which is renumbered around them from then
+    /// on ([`super::inject`]). For a key that came another way (INFO, in-band).
+    pub fn send_dtmf(&self, to: Leg, pt: u8, clock: u32, digit: Digit, duration_ms: Option<u32>) {
+        let _ = self.ctrl.send(Command::SendDtmf {
+            to,
+            pt,
+            clock,
+            digit,
+            duration_ms,
+        });
+    }
+
     /// Copies every accepted RTP packet of both legs, as received and before it is
     /// forwarded, to `tap` (a recording, [`super::recording::RecordingHandle`]); `None`
     /// stops copying.
@@ -457,6 +481,8 @@ struct Core {
     dtmf_events: Vec<ReceivedEvent>,
     /// The call's recording, if it is recorded.
     tap: Option<RecordTap>,
+    /// Key presses put into the stream towards each leg (index = the receiving leg).
+    injectors: [Option<DtmfInjector>; 2],
 }
 
 async fn run(
@@ -482,7 +508,7 @@ async fn run(
                     Some(cmd) => core.command(cmd),
                     None => break,
                 }
-                match (core.transcoders.is_some(), media_clock.is_some()) {
+                match (core.needs_clock(), media_clock.is_some()) {
                     (true, false) => {
                         let period = Duration::from_millis(u64::from(TICK_MS));
                         let mut i = tokio::time::interval(period);
@@ -503,6 +529,9 @@ async fn run(
                 }
             } => {
                 core.media_tick(&io, Instant::now());
+                if !core.needs_clock() {
+                    media_clock = None;
+                }
                 continue;
             }
             _ = tick.tick() => {
@@ -517,6 +546,25 @@ async fn run(
         core.drain(&io, leg, rtcp, &mut buf);
     }
     debug!(a = %io[0].rtp_addr(), b = %io[1].rtp_addr(), "relay stopped");
+}
+
+/// [`sender`] for a stream that key presses are put into: each packet is renumbered
+/// (copied once to do it; only on calls that translate DTMF).
+fn renumbering_sender<'a>(
+    sock: &'a UdpSocket,
+    dst: Option<SocketAddr>,
+    counters: &'a LegCounters,
+    inj: &'a mut DtmfInjector,
+    now: Instant,
+) -> impl FnMut(&[u8]) + 'a {
+    let mut send = sender(sock, dst, counters);
+    let mut copy = [0u8; BUF];
+    move |p: &[u8]| {
+        let n = p.len().min(BUF);
+        copy[..n].copy_from_slice(&p[..n]);
+        inj.on_forward(&mut copy[..n], now);
+        send(&copy[..n]);
+    }
 }
 
 /// Sends what a transcoder gives out to `dst` from `sock`, counted on the receiving leg
@@ -592,6 +640,28 @@ impl Core {
                 debug!(recording = tap.is_some(), "relay tap");
                 self.tap = tap;
             }
+            Command::SendDtmf {
+                to,
+                pt,
+                clock,
+                digit,
+                duration_ms,
+            } => {
+                let slot = &mut self.injectors[to.index()];
+                if slot.as_ref().map(DtmfInjector::format) != Some((pt, clock)) {
+                    // A new format (or the first key) starts a new injector; one whose
+                    // renumbering is under way keeps the stream as the phone knows it.
+                    match slot {
+                        Some(i) if !i.is_busy() => *slot = Some(DtmfInjector::new(pt, clock)),
+                        None => *slot = Some(DtmfInjector::new(pt, clock)),
+                        Some(_) => {}
+                    }
+                }
+                if let Some(i) = slot.as_mut() {
+                    debug!(?to, %digit, "DTMF into RTP");
+                    i.push(digit, duration_ms);
+                }
+            }
         }
     }
 
@@ -664,7 +734,7 @@ impl Core {
         let now = Instant::now();
         for _ in 0..BATCH {
             match sock.try_recv_from(buf) {
-                Ok((n, src)) => self.on_packet(io, leg, rtcp, &buf[..n], src, now),
+                Ok((n, src)) => self.on_packet(io, leg, rtcp, &mut buf[..n], src, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // ICMP errors and the like: nothing was received.
                 Err(_) => continue,
@@ -677,7 +747,7 @@ impl Core {
         io: &[LegSockets; 2],
         leg: usize,
         on_rtcp_port: bool,
-        pkt: &[u8],
+        pkt: &mut [u8],
         src: SocketAddr,
         now: Instant,
     ) {
@@ -734,11 +804,24 @@ impl Core {
                 return;
             }
             let dst = self.legs[other].rtp.destination();
-            let mut send = sender(&io[other].rtp, dst, &self.shared.legs[other]);
-            if !t[leg].on_rtp(pkt, now, &mut send) {
+            let out_counters = &self.shared.legs[other];
+            let forwarded = match self.injectors[other].as_mut() {
+                None => t[leg].on_rtp(pkt, now, &mut sender(&io[other].rtp, dst, out_counters)),
+                Some(inj) => t[leg].on_rtp(
+                    pkt,
+                    now,
+                    &mut renumbering_sender(&io[other].rtp, dst, out_counters, inj, now),
+                ),
+            };
+            if !forwarded {
                 counters.dropped.fetch_add(1, Relaxed);
             }
             return;
+        }
+        if !rtcp {
+            if let Some(inj) = self.injectors[other].as_mut() {
+                inj.on_forward(pkt, now);
+            }
         }
         let out = &self.legs[other];
         let (sock, dst) = match (rtcp, out.rtcp_mux) {
@@ -766,15 +849,31 @@ impl Core {
 
     /// A tick of the media clock while transcoding: each direction's transcoder gives
     /// out the audio of the last 20 ms.
+    /// Whether the media clock must run: transcoding, or key presses to send.
+    fn needs_clock(&self) -> bool {
+        self.transcoders.is_some() || self.injectors.iter().flatten().any(DtmfInjector::is_busy)
+    }
+
     fn media_tick(&mut self, io: &[LegSockets; 2], now: Instant) {
-        let Some(t) = self.transcoders.as_mut() else {
-            return;
-        };
-        for (leg, transcoder) in t.iter_mut().enumerate() {
-            let other = 1 - leg;
-            let dst = self.legs[other].rtp.destination();
-            let mut send = sender(&io[other].rtp, dst, &self.shared.legs[other]);
-            transcoder.on_tick(now, &mut send);
+        if let Some(t) = self.transcoders.as_mut() {
+            for (leg, transcoder) in t.iter_mut().enumerate() {
+                let other = 1 - leg;
+                let dst = self.legs[other].rtp.destination();
+                let counters = &self.shared.legs[other];
+                match self.injectors[other].as_mut() {
+                    None => transcoder.on_tick(now, &mut sender(&io[other].rtp, dst, counters)),
+                    Some(inj) => transcoder.on_tick(
+                        now,
+                        &mut renumbering_sender(&io[other].rtp, dst, counters, inj, now),
+                    ),
+                }
+            }
+        }
+        for (leg, sockets) in io.iter().enumerate() {
+            let dst = self.legs[leg].rtp.destination();
+            if let Some(pkt) = self.injectors[leg].as_mut().and_then(|i| i.tick(now)) {
+                sender(&sockets.rtp, dst, &self.shared.legs[leg])(pkt);
+            }
         }
     }
 

@@ -21,6 +21,7 @@ pub struct Baresip {
     netns: Option<String>,
     child: Option<Child>,
     log: PathBuf,
+    verbose: bool,
 }
 
 /// Where and how a phone runs.
@@ -101,6 +102,7 @@ impl Baresip {
             dir,
             netns: setup.netns.map(str::to_owned),
             child: None,
+            verbose: false,
         }
     }
 
@@ -115,6 +117,9 @@ impl Baresip {
             }
             None => Command::new("baresip"),
         };
+        if self.verbose {
+            cmd.arg("-v");
+        }
         cmd.arg("-f")
             .arg(&self.dir)
             .arg("-t")
@@ -131,6 +136,11 @@ impl Baresip {
             .spawn()
             .unwrap_or_else(|e| panic!("baresip is needed (apt-get install baresip-core): {e}"));
         self.child = Some(child);
+    }
+
+    /// Debug output (`-v`): baresip then logs what it receives, e.g. telephone events.
+    pub fn verbose(&mut self) {
+        self.verbose = true;
     }
 
     pub fn log_text(&self) -> String {

@@ -378,6 +378,8 @@ fn hold_and_resume_by_update() {
     );
 }
 
+/// An INFO key press reaches a callee without telephone-event as INFO (one with it gets
+/// RFC 4733 events: `an_info_key_press_reaches_a_baresip_caller_as_rfc4733`).
 #[test]
 fn info_is_relayed_from_caller_to_callee() {
     answered_call("call_uas_info.xml", "call_uac_info.xml", "caller");
@@ -416,5 +418,38 @@ fn caller_requiring_100rel_is_served_reliably() {
     s.expect_pass(&node);
     uas.expect_pass(&node);
     assert_cdr(&node, "answered", "caller");
+    node.stop();
+}
+
+/// A key the callee sends by INFO reaches a caller that negotiated telephone-event as
+/// RFC 4733 events in its RTP: baresip (the caller) reports the key it received.
+#[test]
+fn an_info_key_press_reaches_a_baresip_caller_as_rfc4733() {
+    let mut node = call_node();
+    let mut uas = callee(&node, CALLEE, "call_uas_info_bye.xml");
+    let mut phone = crate::baresip::Baresip::new(
+        node.dir.path(),
+        &crate::baresip::PhoneSetup {
+            number: CALLER,
+            password: PASSWORD,
+            registrar: node.addr(),
+            ip: "127.0.0.1",
+            sip_port: free_port(),
+            tone_hz: 440,
+            netns: None,
+            codecs: "PCMU",
+        },
+    );
+    phone.verbose();
+    phone.start(&[format!("/dial {CALLEE}")], Duration::from_secs(20));
+    uas.expect_pass(&node);
+    phone.wait_call_ended(Duration::from_secs(10));
+    let log = phone.log_text();
+    assert!(
+        log.contains("received event: '7'"),
+        "baresip got no key press:\n{}\n--- node\n{}",
+        crate::support::tail(&log, 3000),
+        crate::support::tail(&node.log_text(), 6000)
+    );
     node.stop();
 }
