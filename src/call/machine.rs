@@ -215,6 +215,10 @@ pub enum Command {
     /// did not negotiate: the relay turns them into digits ([`Call::on_dtmf`]) instead of
     /// forwarding them, and they go on as SIP INFO.
     DtmfAsInfo { leg: Leg, pt: u8, clock: u32 },
+    /// Listen for key presses in the audio of `leg` (its phone negotiated no
+    /// telephone-event, the other leg's did): they reach the other leg as RFC 4733
+    /// events ([`Call::on_dtmf`]). `None` stops.
+    InBandDtmf { leg: Leg, format: Option<LegFormat> },
     /// Send a key press to `leg`'s phone as RFC 4733 events (payload type `pt`, clock
     /// `clock`) in the stream it receives: it negotiated telephone-event and the key came
     /// as INFO or as a tone.
@@ -312,6 +316,8 @@ pub struct Call {
     offers: [Option<SessionDescription>; 2],
     /// The relay transcodes (the legs' codecs differ).
     transcoding: bool,
+    /// Per leg, the format its audio is listened to for key presses in.
+    inband: [Option<LegFormat>; 2],
     /// The legs' formats as last told ([`Command::Formats`]).
     formats: Option<[Option<LegFormat>; 2]>,
     /// Encoder settings for transcoded legs.
@@ -476,6 +482,7 @@ impl Call {
             offers: [Some(p.offer.clone()), None],
             transcoding: false,
             formats: None,
+            inband: [None, None],
             media_ip: p.media_ip,
             relay_ports: p.relay_ports,
             relayed,
@@ -975,11 +982,27 @@ impl Call {
         self.rewrite_for(leg, &fitted)
     }
 
-    /// [`Command::Formats`] when they differ from what was told last.
+    /// [`Command::Formats`] when they differ from what was told last, and in-band key
+    /// detection on a leg without telephone-event whose peer has it.
     fn tell_formats(&mut self, formats: [Option<LegFormat>; 2], out: &mut Vec<Command>) {
         if self.formats != Some(formats) {
             self.formats = Some(formats);
             out.push(Command::Formats(formats));
+            for leg in 0..2 {
+                let listen = match (formats[leg], formats[1 - leg]) {
+                    (Some(me), Some(peer)) if me.dtmf_pt.is_none() && peer.dtmf_pt.is_some() => {
+                        Some(me)
+                    }
+                    _ => None,
+                };
+                if listen != self.inband[leg] {
+                    self.inband[leg] = listen;
+                    out.push(Command::InBandDtmf {
+                        leg: if leg == 0 { Leg::A } else { Leg::B },
+                        format: listen,
+                    });
+                }
+            }
         }
     }
 
@@ -1657,6 +1680,7 @@ mod tests {
         formats: Vec<[Option<LegFormat>; 2]>,
         dtmf_as_info: Vec<(Leg, u8, u32)>,
         sent_dtmf: Vec<(Leg, u8, Digit, Option<u32>)>,
+        inband: Vec<(Leg, Option<LegFormat>)>,
     }
 
     fn start(forks: usize) -> T {
@@ -1719,6 +1743,7 @@ mod tests {
             formats: Vec::new(),
             dtmf_as_info: Vec::new(),
             sent_dtmf: Vec::new(),
+            inband: Vec::new(),
         };
         t.take(cmds);
         assert_eq!(t.b_invites.len(), forks);
@@ -1773,6 +1798,7 @@ mod tests {
                         duration_ms,
                         ..
                     } => self.sent_dtmf.push((leg, pt, digit, duration_ms)),
+                    Command::InBandDtmf { leg, format } => self.inband.push((leg, format)),
                     Command::Ringing | Command::Answered => {}
                 }
             }
@@ -2088,7 +2114,10 @@ mod tests {
             !t.requests.iter().any(|r| r.method == Method::Info),
             "not relayed as INFO"
         );
-        // A key taken out of the callee's RTP (in-band) goes the same way.
+        // The callee's audio is listened to for key presses; one heard goes the same way.
+        assert_eq!(t.inband.len(), 1);
+        assert_eq!(t.inband[0].0, Leg::B);
+        assert_eq!(t.inband[0].1.map(|f| f.codec), Some(CodecKind::Pcmu));
         let cmds = t.call.on_dtmf(Leg::B, Digit::Star, 120, t.now);
         t.take(cmds);
         assert_eq!(t.sent_dtmf[1], (Leg::A, 101, Digit::Star, Some(120)));

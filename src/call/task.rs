@@ -323,6 +323,7 @@ async fn execute(
                 digit,
                 duration_ms,
             } => relay.send_dtmf(leg, pt, clock, digit, duration_ms),
+            Command::InBandDtmf { leg, format } => relay.inband_dtmf(leg, format),
             Command::Formats(formats) => recording.set_formats(formats),
             Command::Ringing => {}
             Command::Answered => {

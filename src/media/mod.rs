@@ -39,6 +39,7 @@ pub mod conference;
 pub mod dtmf;
 pub mod endpoint;
 pub mod endpoint_task;
+pub mod inband;
 pub mod inject;
 pub mod jitter;
 pub mod latch;

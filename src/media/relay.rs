@@ -44,6 +44,7 @@ use tokio::time::MissedTickBehavior;
 use tracing::{debug, info};
 
 use super::dtmf::{Digit, EventReceiver, ReceivedEvent, ReceiverConfig};
+use super::inband::InBandListener;
 use super::inject::DtmfInjector;
 use super::latch::{Latch, LatchConfig, Probe, Verdict};
 use super::ports::LegSockets;
@@ -291,6 +292,8 @@ enum Command {
     DtmfAsSignal(Leg, Option<(u8, u32)>),
     /// Copy each accepted RTP packet to a recording; `None` stops.
     Record(Option<RecordTap>),
+    /// Listen for key presses in the audio of a leg (in `format`); `None` stops.
+    InBandDtmf(Leg, Option<Box<LegFormat>>),
     /// Send a key press to a leg's phone as RFC 4733 events in the stream it receives.
     SendDtmf {
         to: Leg,
@@ -310,6 +313,7 @@ impl std::fmt::Debug for Command {
             Command::DtmfAsSignal(l, d) => write!(f, "DtmfAsSignal({l:?}, {d:?})"),
             Command::Record(t) => write!(f, "Record({})", t.is_some()),
             Command::SendDtmf { to, digit, .. } => write!(f, "SendDtmf({to:?}, {digit})"),
+            Command::InBandDtmf(l, fmt) => write!(f, "InBandDtmf({l:?}, {})", fmt.is_some()),
         }
     }
 }
@@ -336,6 +340,7 @@ impl Relay {
             rtcp: Latch::new(config.latch, r.rtcp_expected()),
             rtcp_mux: r.rtcp_mux,
             dtmf: None,
+            inband: None,
         };
         let core = Core {
             legs: [leg_state(&remotes[0]), leg_state(&remotes[1])],
@@ -345,6 +350,7 @@ impl Relay {
             pending_timeout: None,
             transcoders: None,
             injectors: [None, None],
+            inband_keys: Vec::with_capacity(2),
             dtmf_events: Vec::with_capacity(4),
             tap: None,
         };
@@ -411,6 +417,15 @@ impl RelayHandle {
         let _ = self.ctrl.send(Command::DtmfAsSignal(leg, events));
     }
 
+    /// Listens for key presses in the audio of `leg` (whose phone negotiated `format` and
+    /// no telephone-event); each is reported as [`RelayEvent::Dtmf`] when it ends. The
+    /// audio is still relayed untouched. `None` stops.
+    pub fn inband_dtmf(&self, leg: Leg, format: Option<LegFormat>) {
+        let _ = self
+            .ctrl
+            .send(Command::InBandDtmf(leg, format.map(Box::new)));
+    }
+
     /// Sends `digit` to leg `to`'s phone as RFC 4733 events (payload type `pt`, clock
     /// `clock`) inside the stream it receives, which is renumbered around them from then
     /// on ([`super::inject`]). For a key that came another way (INFO, in-band).
@@ -465,6 +480,8 @@ struct LegState {
     rtcp_mux: bool,
     /// Telephone-events taken out of this leg's RTP: payload type, clock, receiver.
     dtmf: Option<(u8, u32, EventReceiver)>,
+    /// Key presses listened for in this leg's audio.
+    inband: Option<Box<InBandListener>>,
 }
 
 /// The task's state, apart from the sockets (so the sockets can be borrowed while the
@@ -483,6 +500,8 @@ struct Core {
     tap: Option<RecordTap>,
     /// Key presses put into the stream towards each leg (index = the receiving leg).
     injectors: [Option<DtmfInjector>; 2],
+    /// What in-band listeners heard (reused).
+    inband_keys: Vec<(Digit, u32)>,
 }
 
 async fn run(
@@ -640,6 +659,17 @@ impl Core {
                 debug!(recording = tap.is_some(), "relay tap");
                 self.tap = tap;
             }
+            Command::InBandDtmf(leg, format) => {
+                let listener = format.and_then(|f| match InBandListener::new(&f) {
+                    Ok(l) => Some(Box::new(l)),
+                    Err(e) => {
+                        info!(?leg, error = %e, "no in-band DTMF detection");
+                        None
+                    }
+                });
+                debug!(?leg, on = listener.is_some(), "in-band DTMF detection");
+                self.legs[leg.index()].inband = listener;
+            }
             Command::SendDtmf {
                 to,
                 pt,
@@ -793,6 +823,17 @@ impl Core {
                 if pkt[1] & 0x7f == *pt {
                     self.on_dtmf_packet(leg, pkt);
                     return;
+                }
+            }
+            if let Some(listener) = self.legs[leg].inband.as_mut() {
+                listener.on_rtp(pkt, &mut self.inband_keys);
+                for (digit, duration_ms) in self.inband_keys.drain(..) {
+                    debug!(leg, %digit, duration_ms, "DTMF heard in the audio");
+                    let _ = self.events.try_send(RelayEvent::Dtmf {
+                        leg: Leg::from_index(leg),
+                        digit,
+                        duration_ms,
+                    });
                 }
             }
         }
