@@ -104,6 +104,22 @@ pub fn registrar_config(cfg: &Config) -> RegistrarConfig {
 }
 
 /// Binds the listeners and starts the node's tasks.
+/// `[media] codecs` as the engine's codec list.
+fn codec_list(names: &[crate::config::CodecName]) -> crate::media::codec::CodecList {
+    use crate::config::CodecName;
+    use crate::media::codec::CodecKind;
+    let kinds: Vec<CodecKind> = names
+        .iter()
+        .map(|n| match n {
+            CodecName::Opus => CodecKind::Opus,
+            CodecName::G722 => CodecKind::G722,
+            CodecName::Pcmu => CodecKind::Pcmu,
+            CodecName::Pcma => CodecKind::Pcma,
+        })
+        .collect();
+    crate::media::codec::CodecList::new(&kinds)
+}
+
 /// Decoded prompts kept in memory for apps: the sample set many times over, and small
 /// beside a node's memory.
 const PROMPT_CACHE_BYTES: usize = 32 << 20;
@@ -187,6 +203,7 @@ pub async fn start_with_apps(
                     complexity: cfg.media.opus_complexity,
                     ..Default::default()
                 },
+                codecs: codec_list(&cfg.media.codecs),
                 record,
             },
             ports,

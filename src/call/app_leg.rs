@@ -116,7 +116,8 @@ impl AppLeg {
             .position(|m| m.is_audio() && m.is_enabled())
             .ok_or(CallError::NoAudio)?;
         let (mut ours, format) =
-            codecs::endpoint_answer(&p.offer, index, settings.codec).ok_or(CallError::NoCodec)?;
+            codecs::endpoint_answer(&p.offer, index, settings.codec, &settings.codecs)
+                .ok_or(CallError::NoCodec)?;
         ours.port = p.media_port;
         let mut dialogs = DialogSet::new(settings.dialog.clone(), StdRng::seed_from_u64(p.seed));
         let dialog = dialogs.accept_invite(&p.key, &p.invite, p.from, &p.local_contact)?;
@@ -544,6 +545,7 @@ mod tests {
                 ..DialogConfig::default()
             },
             codec: CodecParams::default(),
+            codecs: crate::media::codec::CodecList::default(),
             record: None,
         }
     }

@@ -10,34 +10,36 @@
 //! The fast path wins whenever it can: the offerer's own codecs stay first in the offer,
 //! so a phone that shares one answers with it and the relay forwards packets untouched.
 
-use crate::media::codec::{CodecKind, CodecParams};
+use crate::media::codec::{CodecKind, CodecList, CodecParams};
 use crate::media::transcode::LegFormat;
 use crate::sip::sdp::{Attribute, MediaDescription, RtpMap, SessionDescription};
 
-/// The codec of an m-line's payload type that the engine can code, if it can.
-fn engine_codec(m: &MediaDescription, pt: u8) -> Option<(CodecKind, RtpMap)> {
+/// The codec of an m-line's payload type that the engine can code and may use, if any.
+fn engine_codec(m: &MediaDescription, pt: u8, codecs: &CodecList) -> Option<(CodecKind, RtpMap)> {
     let map = m.rtpmap(pt)?;
-    CodecKind::from_rtpmap(&map.encoding, map.clock_rate).map(|k| (k, map))
+    CodecKind::from_rtpmap(&map.encoding, map.clock_rate)
+        .filter(|k| codecs.contains(*k))
+        .map(|k| (k, map))
 }
 
 fn payload_types(m: &MediaDescription) -> impl Iterator<Item = u8> + '_ {
     m.formats.iter().filter_map(|f| f.parse::<u8>().ok())
 }
 
-/// Adds to m-line `index` of an offer every codec the engine has and the offer lacks,
-/// after the offer's own, when the offer has at least one codec the engine can decode
-/// (else transcoding is impossible and adding would only mislead the answerer).
-pub fn extend_offer(sdp: &mut SessionDescription, index: usize) {
+/// Adds to m-line `index` of an offer every codec of `codecs` the offer lacks, in that
+/// order, after the offer's own, when the offer has at least one of them (else
+/// transcoding is impossible and adding would only mislead the answerer).
+pub fn extend_offer(sdp: &mut SessionDescription, index: usize, codecs: &CodecList) {
     let Some(m) = sdp.media.get_mut(index) else {
         return;
     };
     let has: Vec<CodecKind> = payload_types(m)
-        .filter_map(|pt| engine_codec(m, pt).map(|(k, _)| k))
+        .filter_map(|pt| engine_codec(m, pt, codecs).map(|(k, _)| k))
         .collect();
     if has.is_empty() {
         return;
     }
-    for kind in CodecKind::ALL {
+    for &kind in codecs.as_slice() {
         if has.contains(&kind) {
             continue;
         }
@@ -150,6 +152,7 @@ pub fn fit_answer(
     answer: &SessionDescription,
     index: usize,
     defaults: CodecParams,
+    codecs: &CodecList,
 ) -> Fit {
     let (Some(om), Some(am)) = (offer.media.get(index), answer.media.get(index)) else {
         return Fit::NoCodec;
@@ -161,12 +164,14 @@ pub fn fit_answer(
     if offered.iter().any(|o| o.same_codec(&a_map)) {
         return Fit::Relay;
     }
-    let Some(a_kind) = CodecKind::from_rtpmap(&a_map.encoding, a_map.clock_rate) else {
+    let Some(a_kind) =
+        CodecKind::from_rtpmap(&a_map.encoding, a_map.clock_rate).filter(|k| codecs.contains(*k))
+    else {
         return Fit::NoCodec;
     };
     // The offerer's codec: its most preferred one the engine has.
     let Some((o_pt, (o_kind, _))) =
-        payload_types(om).find_map(|pt| engine_codec(om, pt).map(|c| (pt, c)))
+        payload_types(om).find_map(|pt| engine_codec(om, pt, codecs).map(|c| (pt, c)))
     else {
         return Fit::NoCodec;
     };
@@ -207,7 +212,7 @@ pub fn fit_answer(
 }
 
 /// What the PBX answers when it is the far end of a leg itself (an app: IVR, voicemail):
-/// for m-line `index` of `offer`, the offerer's most preferred codec the engine has and
+/// for m-line `index` of `offer`, the offerer's most preferred codec of `codecs` and
 /// telephone-event when offered (at the codec's clock when there is a choice), 20 ms
 /// packets. The stream's port and direction are the caller's to set. `None` when the
 /// engine has none of the offered codecs (the caller answers 488).
@@ -215,9 +220,11 @@ pub fn endpoint_answer(
     offer: &SessionDescription,
     index: usize,
     defaults: CodecParams,
+    codecs: &CodecList,
 ) -> Option<(MediaDescription, LegFormat)> {
     let om = offer.media.get(index)?;
-    let (pt, (kind, _)) = payload_types(om).find_map(|pt| engine_codec(om, pt).map(|c| (pt, c)))?;
+    let (pt, (kind, _)) =
+        payload_types(om).find_map(|pt| engine_codec(om, pt, codecs).map(|c| (pt, c)))?;
     let events: Vec<RtpMap> = om
         .codecs()
         .into_iter()
@@ -277,13 +284,13 @@ mod tests {
     #[test]
     fn an_offer_gets_the_engine_codecs_it_lacks_after_its_own() {
         let mut offer = sdp(OPUS_ONLY);
-        extend_offer(&mut offer, 0);
+        extend_offer(&mut offer, 0, &CodecList::default());
         let m = &offer.media[0];
         assert_eq!(m.formats, ["111", "101", "9", "0", "8"]);
         assert_eq!(m.rtpmap(9).map(|r| r.encoding), Some("G722".into()));
 
         let mut offer = sdp(PCMU_ONLY);
-        extend_offer(&mut offer, 0);
+        extend_offer(&mut offer, 0, &CodecList::default());
         let m = &offer.media[0];
         assert_eq!(
             m.formats,
@@ -295,7 +302,7 @@ mod tests {
 
         // Nothing the engine can decode: no promise of transcoding.
         let mut offer = sdp("m=audio 5000 RTP/AVP 3\r\n");
-        extend_offer(&mut offer, 0);
+        extend_offer(&mut offer, 0, &CodecList::default());
         assert_eq!(offer.media[0].formats, ["3"]);
     }
 
@@ -304,7 +311,13 @@ mod tests {
         let offer = sdp(OPUS_ONLY);
         let answer = sdp("m=audio 6000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n");
         assert_eq!(
-            fit_answer(&offer, &answer, 0, CodecParams::default()),
+            fit_answer(
+                &offer,
+                &answer,
+                0,
+                CodecParams::default(),
+                &CodecList::default()
+            ),
             Fit::Relay
         );
     }
@@ -351,7 +364,13 @@ mod tests {
             answer,
             offerer,
             answerer,
-        } = fit_answer(&offer, &answer, 0, CodecParams::default())
+        } = fit_answer(
+            &offer,
+            &answer,
+            0,
+            CodecParams::default(),
+            &CodecList::default(),
+        )
         else {
             panic!("transcode expected");
         };
@@ -387,7 +406,7 @@ mod tests {
         };
         let Fit::Transcode {
             offerer, answerer, ..
-        } = fit_answer(&offer, &answer, 0, defaults)
+        } = fit_answer(&offer, &answer, 0, defaults, &CodecList::default())
         else {
             panic!("transcode expected");
         };
@@ -404,18 +423,36 @@ mod tests {
         let offer = sdp("m=audio 5000 RTP/AVP 3\r\n");
         let answer = sdp("m=audio 6000 RTP/AVP 0\r\n");
         assert_eq!(
-            fit_answer(&offer, &answer, 0, CodecParams::default()),
+            fit_answer(
+                &offer,
+                &answer,
+                0,
+                CodecParams::default(),
+                &CodecList::default()
+            ),
             Fit::NoCodec
         );
         let offer = sdp(OPUS_ONLY);
         let answer = sdp("m=audio 6000 RTP/AVP 3\r\n");
         assert_eq!(
-            fit_answer(&offer, &answer, 0, CodecParams::default()),
+            fit_answer(
+                &offer,
+                &answer,
+                0,
+                CodecParams::default(),
+                &CodecList::default()
+            ),
             Fit::NoCodec
         );
         let answer = sdp("m=audio 6000 RTP/AVP 101\r\na=rtpmap:101 telephone-event/48000\r\n");
         assert_eq!(
-            fit_answer(&offer, &answer, 0, CodecParams::default()),
+            fit_answer(
+                &offer,
+                &answer,
+                0,
+                CodecParams::default(),
+                &CodecList::default()
+            ),
             Fit::NoCodec
         );
     }
@@ -427,7 +464,8 @@ mod tests {
              a=rtpmap:101 telephone-event/48000\r\na=rtpmap:102 telephone-event/8000\r\n\
              a=fmtp:102 0-15\r\n",
         );
-        let (m, f) = endpoint_answer(&offer, 0, CodecParams::default()).expect("answer");
+        let (m, f) = endpoint_answer(&offer, 0, CodecParams::default(), &CodecList::default())
+            .expect("answer");
         assert_eq!(m.formats, vec!["8", "102"]);
         assert_eq!((f.codec, f.pt, f.dtmf_pt), (CodecKind::Pcma, 8, Some(102)));
         assert!(m
@@ -435,7 +473,8 @@ mod tests {
             .iter()
             .any(|a| a.value.as_deref() == Some("102 0-15")));
         let opus = sdp(OPUS_ONLY);
-        let (m, f) = endpoint_answer(&opus, 0, CodecParams::default()).expect("answer");
+        let (m, f) = endpoint_answer(&opus, 0, CodecParams::default(), &CodecList::default())
+            .expect("answer");
         assert_eq!(m.formats, vec!["111", "101"]);
         assert_eq!(
             (f.codec, f.dtmf_pt, f.ptime_ms),
@@ -443,6 +482,27 @@ mod tests {
         );
         assert!(f.params.dtx, "the offer's fmtp is honoured");
         let g729 = sdp("m=audio 4000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n");
-        assert!(endpoint_answer(&g729, 0, CodecParams::default()).is_none());
+        assert!(endpoint_answer(&g729, 0, CodecParams::default(), &CodecList::default()).is_none());
+    }
+
+    #[test]
+    fn the_configured_codec_list_decides_what_is_added_and_what_an_app_answers_with() {
+        let only = CodecList::new(&[CodecKind::Pcma, CodecKind::G722]);
+        // A PCMU-only offer has none of the list: nothing to transcode from, nothing added.
+        let mut offer = sdp("m=audio 4000 RTP/AVP 0\r\n");
+        extend_offer(&mut offer, 0, &only);
+        assert_eq!(offer.media[0].formats, vec!["0"]);
+        // A PCMA offer gets G.722 appended, and no Opus.
+        let mut offer = sdp("m=audio 4000 RTP/AVP 8 0\r\n");
+        extend_offer(&mut offer, 0, &only);
+        assert_eq!(offer.media[0].formats, vec!["8", "0", "9"]);
+        // An app answers with the caller's first codec that is in the list.
+        let offer = sdp("m=audio 4000 RTP/AVP 0 9 8\r\n");
+        let (_, f) = endpoint_answer(&offer, 0, CodecParams::default(), &only).expect("answer");
+        assert_eq!(f.codec, CodecKind::G722);
+        assert_eq!(
+            CodecList::new(&[CodecKind::Pcmu, CodecKind::Pcmu]).as_slice(),
+            &[CodecKind::Pcmu]
+        );
     }
 }

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::info;
 
-use crate::media::codec::CodecParams;
+use crate::media::codec::{CodecList, CodecParams};
 use crate::media::dtmf::{format_info, parse_info, Digit, InfoDigit, InfoFormat};
 use crate::media::recorder::Layout;
 use crate::media::transcode::LegFormat;
@@ -115,6 +115,8 @@ pub struct CallSettings {
     /// Encoder settings for transcoded legs (`[media] opus_complexity`), before what the
     /// leg's SDP asks for.
     pub codec: CodecParams,
+    /// The codecs the engine may use and add to offers (`[media] codecs`).
+    pub codecs: CodecList,
     /// Record answered calls (`[calls] record`); the call task does, the machine only
     /// tells it the legs' formats ([`Command::Formats`]).
     pub record: Option<RecordSettings>,
@@ -322,6 +324,7 @@ pub struct Call {
     formats: Option<[Option<LegFormat>; 2]>,
     /// Encoder settings for transcoded legs.
     codec: CodecParams,
+    codecs: CodecList,
     media_ip: IpAddr,
     relay_ports: [u16; 2],
     /// Per m-line of the caller's offer: relayed or disabled.
@@ -449,7 +452,7 @@ impl Call {
         };
         let mut b_offer = rewrite_for_relay(&p.offer, &leg_b, &mut origin_b)
             .map_err(|e| CallError::BadOffer(e.to_string()))?;
-        codecs::extend_offer(&mut b_offer, first_audio);
+        codecs::extend_offer(&mut b_offer, first_audio, &settings.codecs);
         let has_100rel = |h: &HeaderName| {
             p.invite
                 .headers
@@ -470,6 +473,7 @@ impl Call {
             no_answer_at: now + settings.no_answer_timeout,
             linger: settings.dialog.timers.t1 * 64,
             codec: settings.codec,
+            codecs: settings.codecs,
             dialogs,
             phase: Phase::Ringing,
             a_dialog,
@@ -947,7 +951,7 @@ impl Call {
         ) else {
             return self.rewrite_for(leg, answer);
         };
-        let fitted = match codecs::fit_answer(offer, answer, index, self.codec) {
+        let fitted = match codecs::fit_answer(offer, answer, index, self.codec, &self.codecs) {
             codecs::Fit::Relay => {
                 if self.transcoding {
                     self.transcoding = false;
@@ -1364,7 +1368,7 @@ impl Call {
             return self.refuse(from_id, key, 488, now);
         };
         if let Some(index) = self.relayed.iter().position(|r| *r) {
-            codecs::extend_offer(&mut rewritten, index);
+            codecs::extend_offer(&mut rewritten, index, &self.codecs);
         }
         self.offers[from] = Some(offer.clone());
         match self.dialogs.request(
@@ -1723,6 +1727,7 @@ mod tests {
                 ..DialogConfig::default()
             },
             codec: CodecParams::default(),
+            codecs: CodecList::default(),
             record: None,
         };
         let (call, cmds) = Call::new(p, settings, now).expect("call");

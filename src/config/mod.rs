@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
 pub use source::{env_var_name, ENV_ALLOWLIST, ENV_PREFIX};
-pub use values::{DigestAlgorithm, Host, InvalidNodeId, LogFormat, NodeId, RecordMode};
+pub use values::{CodecName, DigestAlgorithm, Host, InvalidNodeId, LogFormat, NodeId, RecordMode};
 
 use source::{line_of, Doc, Node, Schema};
 
@@ -277,6 +277,10 @@ pub struct MediaConfig {
     /// Opus encoder complexity for transcoded legs, 0 (cheapest) to 10 (0..=10).
     #[serde(deserialize_with = "values::ranged::<_, u8, 0, 10>")]
     pub opus_complexity: u8,
+    /// The codecs the engine may transcode to and answer with, in order of preference
+    /// (non-empty, no repeats); codecs the phones share are relayed regardless.
+    #[serde(deserialize_with = "values::codec_names")]
+    pub codecs: Vec<CodecName>,
 }
 
 /// `[calls]`
@@ -308,6 +312,12 @@ impl Default for MediaConfig {
             media_timeout_secs: 60,
             address: None,
             opus_complexity: 5,
+            codecs: vec![
+                CodecName::Opus,
+                CodecName::G722,
+                CodecName::Pcmu,
+                CodecName::Pcma,
+            ],
         }
     }
 }

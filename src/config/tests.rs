@@ -117,7 +117,7 @@ fn unknown_key_names_the_section_and_the_choices() {
     assert_eq!(
         err("[media]\nrtp_port = 4\n"),
         "ringfort.toml:2: unknown key \"rtp_port\" in [media], expected one of rtp_port_min, \
-         rtp_port_max, media_timeout_secs, address, opus_complexity"
+         rtp_port_max, media_timeout_secs, address, opus_complexity, codecs"
     );
 }
 
@@ -250,6 +250,20 @@ fn bad_strings_and_enums() {
         "ringfort.toml:2: registrar.algorithms: MD5 is listed twice"
     );
     assert_eq!(
+        err("[media]\ncodecs = [\"PCMU\", \"G729\"]\n"),
+        "ringfort.toml:2: media.codecs: unknown codec \"G729\", expected \"opus\", \"G722\", \
+         \"PCMU\" or \"PCMA\""
+    );
+    assert_eq!(
+        err("[media]\ncodecs = [\"pcmu\", \"PCMU\"]\n"),
+        "ringfort.toml:2: media.codecs: PCMU is listed twice"
+    );
+    assert_eq!(
+        err("[media]\ncodecs = []\n"),
+        "ringfort.toml:2: media.codecs: must list at least one of \"opus\", \"G722\", \
+         \"PCMU\", \"PCMA\""
+    );
+    assert_eq!(
         err("[paths]\nsounds = \"\"\n"),
         "ringfort.toml:2: paths.sounds: must not be empty (use \".\" for the config folder)"
     );
@@ -314,7 +328,7 @@ fn env_names_are_derived_and_unambiguous() {
         .flat_map(|s| s.keys.iter().map(|(k, _)| env_var_name(&s.name, k)))
         .collect();
     let count = names.len();
-    assert_eq!(count, 35);
+    assert_eq!(count, 36);
     names.sort();
     names.dedup();
     assert_eq!(names.len(), count, "two keys map to one variable");

@@ -164,6 +164,80 @@ impl<'de> Deserialize<'de> for DigestAlgorithm {
     }
 }
 
+/// A codec of the media engine, as `[media] codecs` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CodecName {
+    Opus,
+    G722,
+    Pcmu,
+    Pcma,
+}
+
+impl CodecName {
+    /// The name as in SDP `a=rtpmap`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodecName::Opus => "opus",
+            CodecName::G722 => "G722",
+            CodecName::Pcmu => "PCMU",
+            CodecName::Pcma => "PCMA",
+        }
+    }
+}
+
+impl FromStr for CodecName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            CodecName::Opus,
+            CodecName::G722,
+            CodecName::Pcmu,
+            CodecName::Pcma,
+        ]
+        .into_iter()
+        .find(|c| c.as_str().eq_ignore_ascii_case(s))
+        .ok_or_else(|| {
+            format!("unknown codec {s:?}, expected \"opus\", \"G722\", \"PCMU\" or \"PCMA\"")
+        })
+    }
+}
+
+impl fmt::Display for CodecName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for CodecName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for CodecName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(FromStrVisitor::<Self>::new(
+            "\"opus\", \"G722\", \"PCMU\" or \"PCMA\"",
+        ))
+    }
+}
+
+/// Non-empty list of distinct codecs, in order of preference.
+pub(crate) fn codec_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<CodecName>, D::Error> {
+    let list = Vec::<CodecName>::deserialize(d)?;
+    if list.is_empty() {
+        return Err(de::Error::custom(
+            "must list at least one of \"opus\", \"G722\", \"PCMU\", \"PCMA\"",
+        ));
+    }
+    for (i, c) in list.iter().enumerate() {
+        if list[..i].contains(c) {
+            return Err(de::Error::custom(format!("{c} is listed twice")));
+        }
+    }
+    Ok(list)
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -100,6 +100,45 @@ impl CodecKind {
     }
 }
 
+/// The codecs the engine may code (transcoding, apps) and adds to offers, in order of
+/// preference (`[media] codecs`). Codecs the phones share are relayed whatever it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodecList {
+    kinds: [CodecKind; 4],
+    len: usize,
+}
+
+impl CodecList {
+    /// `kinds` in order, repeats dropped.
+    pub fn new(kinds: &[CodecKind]) -> CodecList {
+        let mut list = CodecList {
+            kinds: CodecKind::ALL,
+            len: 0,
+        };
+        for k in kinds {
+            if !list.as_slice().contains(k) && list.len < list.kinds.len() {
+                list.kinds[list.len] = *k;
+                list.len += 1;
+            }
+        }
+        list
+    }
+
+    pub fn as_slice(&self) -> &[CodecKind] {
+        &self.kinds[..self.len]
+    }
+
+    pub fn contains(&self, kind: CodecKind) -> bool {
+        self.as_slice().contains(&kind)
+    }
+}
+
+impl Default for CodecList {
+    fn default() -> Self {
+        CodecList::new(&CodecKind::ALL)
+    }
+}
+
 /// Per-leg codec settings negotiated in SDP (`a=fmtp`) or configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CodecParams {
