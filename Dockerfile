@@ -11,8 +11,8 @@ COPY Cargo.toml Cargo.lock ./
 # Cargo.toml names the benchmark examples; their files must exist to load the manifest.
 COPY bench/relay/relay_bench.rs bench/relay/relay_bench.rs
 COPY bench/alloc_count.rs bench/alloc_count.rs
-COPY bench/media/transcode_bench.rs bench/media/mixer_bench.rs bench/media/
-# transcode_bench embeds the speech sample.
+COPY bench/media/transcode_bench.rs bench/media/mixer_bench.rs bench/media/player_bench.rs bench/media/
+# transcode_bench and player_bench embed the speech sample.
 COPY tests/data/speech tests/data/speech
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked --bin ringfort \

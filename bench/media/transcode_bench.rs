@@ -13,6 +13,10 @@
 //! `% of a core per call = cpu seconds / (calls x call seconds) x 100`.
 //! The process's CPU time (user + system) is read from /proc/self/stat, so other work on
 //! the machine does not count, though it may slow caches.
+//!
+//! Environment: `OPUS_COMPLEXITY` (default: `CodecParams`'), `OPUS_FEC=0` (in-band FEC
+//! off), `OPUS_BITRATE` (bit/s, as a negotiated `maxaveragebitrate`; default 0 = libopus'
+//! choice) set the Opus leg's encoder, and the phone's Opus encoder alike.
 
 use std::time::Instant;
 
@@ -79,6 +83,11 @@ fn main() {
                 .ok()
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(CodecParams::default().complexity),
+            // 0: libopus' own choice (about 9.5 kbit/s for 8 kHz speech).
+            bitrate: std::env::var("OPUS_BITRATE")
+                .ok()
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(0),
             ..CodecParams::default()
         },
         ..LegFormat::new(kind, pt)
