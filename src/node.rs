@@ -201,6 +201,7 @@ pub async fn start_with_apps(
                 },
                 codec: crate::media::codec::CodecParams {
                     complexity: cfg.media.opus_complexity,
+                    bitrate: cfg.media.opus_bitrate,
                     ..Default::default()
                 },
                 codecs: codec_list(&cfg.media.codecs),

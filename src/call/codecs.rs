@@ -91,7 +91,16 @@ fn opus_params(m: &MediaDescription, pt: u8, defaults: CodecParams) -> CodecPara
         match (k.trim().to_ascii_lowercase().as_str(), v.trim()) {
             ("useinbandfec", v) => p.fec = v == "1",
             ("usedtx", v) => p.dtx = v == "1",
-            ("maxaveragebitrate", v) => p.bitrate = v.parse().unwrap_or(0),
+            // A maximum: ours stands when lower (0 = ours is libopus' choice).
+            ("maxaveragebitrate", v) => {
+                if let Ok(max) = v.parse::<u32>() {
+                    p.bitrate = if p.bitrate == 0 {
+                        max
+                    } else {
+                        p.bitrate.min(max)
+                    };
+                }
+            }
             _ => {}
         }
     }
@@ -504,5 +513,26 @@ mod tests {
             CodecList::new(&[CodecKind::Pcmu, CodecKind::Pcmu]).as_slice(),
             &[CodecKind::Pcmu]
         );
+    }
+
+    #[test]
+    fn a_phones_maxaveragebitrate_caps_ours_and_never_raises_it() {
+        let opus = |max: u32| {
+            sdp(&format!(
+                "m=audio 4000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                 a=fmtp:111 maxaveragebitrate={max}\r\n"
+            ))
+        };
+        let ours = CodecParams::default();
+        assert_eq!(ours.bitrate, 16_000);
+        let rate = |max| {
+            endpoint_answer(&opus(max), 0, ours, &CodecList::default())
+                .expect("answer")
+                .1
+                .params
+                .bitrate
+        };
+        assert_eq!(rate(12_000), 12_000);
+        assert_eq!(rate(40_000), 16_000);
     }
 }

@@ -277,6 +277,10 @@ pub struct MediaConfig {
     /// Opus encoder complexity for transcoded legs, 0 (cheapest) to 10 (0..=10).
     #[serde(deserialize_with = "values::ranged::<_, u8, 0, 10>")]
     pub opus_complexity: u8,
+    /// Opus target bitrate for transcoded legs, bit/s (0: libopus' choice); a phone's
+    /// lower `maxaveragebitrate` wins.
+    #[serde(deserialize_with = "values::opus_bitrate")]
+    pub opus_bitrate: u32,
     /// The codecs the engine may transcode to and answer with, in order of preference
     /// (non-empty, no repeats); codecs the phones share are relayed regardless.
     #[serde(deserialize_with = "values::codec_names")]
@@ -311,7 +315,8 @@ impl Default for MediaConfig {
             rtp_port_max: 20_000,
             media_timeout_secs: 60,
             address: None,
-            opus_complexity: 5,
+            opus_complexity: 1,
+            opus_bitrate: 16_000,
             codecs: vec![
                 CodecName::Opus,
                 CodecName::G722,

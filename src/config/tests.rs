@@ -117,7 +117,7 @@ fn unknown_key_names_the_section_and_the_choices() {
     assert_eq!(
         err("[media]\nrtp_port = 4\n"),
         "ringfort.toml:2: unknown key \"rtp_port\" in [media], expected one of rtp_port_min, \
-         rtp_port_max, media_timeout_secs, address, opus_complexity, codecs"
+         rtp_port_max, media_timeout_secs, address, opus_complexity, opus_bitrate, codecs"
     );
 }
 
@@ -259,6 +259,11 @@ fn bad_strings_and_enums() {
         "ringfort.toml:2: media.codecs: PCMU is listed twice"
     );
     assert_eq!(
+        err("[media]\nopus_bitrate = 5000\n"),
+        "ringfort.toml:2: media.opus_bitrate: must be 0 (libopus' choice) or between 6000 \
+         and 510000, got 5000"
+    );
+    assert_eq!(
         err("[media]\ncodecs = []\n"),
         "ringfort.toml:2: media.codecs: must list at least one of \"opus\", \"G722\", \
          \"PCMU\", \"PCMA\""
@@ -328,7 +333,7 @@ fn env_names_are_derived_and_unambiguous() {
         .flat_map(|s| s.keys.iter().map(|(k, _)| env_var_name(&s.name, k)))
         .collect();
     let count = names.len();
-    assert_eq!(count, 36);
+    assert_eq!(count, 37);
     names.sort();
     names.dedup();
     assert_eq!(names.len(), count, "two keys map to one variable");

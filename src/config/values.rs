@@ -222,6 +222,17 @@ impl<'de> Deserialize<'de> for CodecName {
     }
 }
 
+/// An Opus target bitrate: 0 (libopus' choice) or 6000..=510000 bit/s (RFC 7587 6.1).
+pub(crate) fn opus_bitrate<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = ranged::<_, u32, 0, 510_000>(d)?;
+    if v != 0 && v < 6000 {
+        return Err(de::Error::custom(format!(
+            "must be 0 (libopus' choice) or between 6000 and 510000, got {v}"
+        )));
+    }
+    Ok(v)
+}
+
 /// Non-empty list of distinct codecs, in order of preference.
 pub(crate) fn codec_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<CodecName>, D::Error> {
     let list = Vec::<CodecName>::deserialize(d)?;

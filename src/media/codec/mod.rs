@@ -155,13 +155,16 @@ pub struct CodecParams {
 }
 
 impl Default for CodecParams {
+    /// Cheap and good for speech: bench/media measured complexity 1 at 16 kbit/s at about
+    /// half the CPU of complexity 5 at libopus' own rate (~9 kbit/s), and half a MOS point
+    /// better (PESQ 3.78 against 3.29 through PCMU); the bitrate buys more than the search.
     fn default() -> Self {
         CodecParams {
             fec: true,
             dtx: false,
             expected_loss_percent: 5,
-            bitrate: 0,
-            complexity: 5,
+            bitrate: 16_000,
+            complexity: 1,
         }
     }
 }
