@@ -36,6 +36,7 @@ use crate::sip::message::{
     from_header, reason_phrase, to_header, HeaderName, Method, Request, Response, SipMessage,
     SipUri,
 };
+use crate::sip::sdp::SessionDescription;
 use crate::sip::transaction::{Action, Timers, TransactionLayer, TxKey};
 use crate::sip::{ConnId, Peer, Transport};
 use crate::store::Store;
@@ -809,19 +810,8 @@ impl Core {
             let r = self.simple(&req, 480);
             return self.reply(&key, r);
         }
-        let offer = match parse_offer(&req) {
-            Ok(o) => o,
-            Err(e) => {
-                info!(error = %e, "call refused");
-                let status = e.status();
-                let mut r = Response::for_request(
-                    &req,
-                    status,
-                    &format!("{} ({e})", reason_phrase(status)),
-                );
-                r.ensure_to_tag(&format!("{:08x}", rand::random::<u32>()));
-                return self.reply(&key, r);
-            }
+        let Some(offer) = self.offer_or_refuse(&key, &req) else {
+            return;
         };
         let socks = self
             .calls
@@ -905,19 +895,8 @@ impl Core {
         dialled: String,
         app: AppFn,
     ) {
-        let offer = match parse_offer(&req) {
-            Ok(o) => o,
-            Err(e) => {
-                info!(error = %e, "app call refused");
-                let status = e.status();
-                let mut r = Response::for_request(
-                    &req,
-                    status,
-                    &format!("{} ({e})", reason_phrase(status)),
-                );
-                r.ensure_to_tag(&format!("{:08x}", rand::random::<u32>()));
-                return self.reply(&key, r);
-            }
+        let Some(offer) = self.offer_or_refuse(&key, &req) else {
+            return;
         };
         let sockets = match self.calls.ports.allocate() {
             Ok(s) => s,
@@ -967,6 +946,23 @@ impl Core {
         self.calls
             .handles
             .insert(call, (handle, [caller_call_id.clone(), caller_call_id]));
+    }
+
+    /// The INVITE's SDP offer; without a usable one the INVITE is answered (488 or 400,
+    /// the reason in the phrase) and `None` returned.
+    fn offer_or_refuse(&mut self, key: &TxKey, req: &Request) -> Option<SessionDescription> {
+        match parse_offer(req) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                info!(error = %e, "call refused");
+                let status = e.status();
+                let mut r =
+                    Response::for_request(req, status, &format!("{} ({e})", reason_phrase(status)));
+                r.ensure_to_tag(&format!("{:08x}", rand::random::<u32>()));
+                self.reply(key, r);
+                None
+            }
+        }
     }
 
     /// The address our SDP names towards a phone: `[media] address`, else the address

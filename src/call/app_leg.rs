@@ -487,38 +487,15 @@ impl AppLeg {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_sip::{parse_req, peer, settings};
     use super::*;
-    use crate::media::codec::{CodecKind, CodecParams};
-    use crate::sip::dialog::DialogConfig;
-    use crate::sip::message::{self, Response, SipMessage};
-    use crate::sip::transaction::Timers;
-    use crate::sip::Transport;
+    use crate::media::codec::CodecKind;
+    use crate::sip::message::Response;
 
     const OFFER: &str = "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\n\
                          t=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
                          a=rtpmap:101 telephone-event/8000\r\n\
                          m=video 6002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
-
-    fn peer() -> Peer {
-        Peer {
-            transport: Transport::Udp,
-            remote: "192.0.2.10:5060".parse().expect("addr"),
-            local: "203.0.113.1:5060".parse().expect("addr"),
-            conn: None,
-        }
-    }
-
-    fn parse_req(head: &str, body: &str) -> Request {
-        let text = format!(
-            "{}\r\nContent-Length: {}\r\n\r\n{body}",
-            head.trim_end().replace('\n', "\r\n"),
-            body.len()
-        );
-        match message::parse(text.as_bytes()) {
-            Ok(SipMessage::Request(r)) => r,
-            other => panic!("not a request: {other:?}"),
-        }
-    }
 
     fn invite(body: &str) -> Request {
         parse_req(
@@ -533,21 +510,6 @@ mod tests {
              Content-Type: application/sdp",
             body,
         )
-    }
-
-    fn settings() -> CallSettings {
-        CallSettings {
-            no_answer_timeout: Duration::from_secs(30),
-            dialog: DialogConfig {
-                timers: Timers::default(),
-                session_expires: None,
-                support_100rel: false,
-                ..DialogConfig::default()
-            },
-            codec: CodecParams::default(),
-            codecs: crate::media::codec::CodecList::default(),
-            record: None,
-        }
     }
 
     struct T {
@@ -565,7 +527,7 @@ mod tests {
         let p = AppLegParams {
             key: key.clone(),
             invite: inv,
-            from: peer(),
+            from: peer("192.0.2.10:5060"),
             offer: SessionDescription::parse(body).expect("sdp"),
             local_contact: "sip:ringfort@203.0.113.1:5060".into(),
             media_ip: "203.0.113.1".parse().expect("ip"),
@@ -628,7 +590,7 @@ mod tests {
                     SipIn::Request {
                         key: key.clone(),
                         req,
-                        from: peer(),
+                        from: peer("192.0.2.10:5060"),
                     },
                     self.now,
                 )

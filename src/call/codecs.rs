@@ -66,6 +66,27 @@ pub fn extend_offer(sdp: &mut SessionDescription, index: usize, codecs: &CodecLi
     }
 }
 
+/// Copies the `a=rtpmap` and `a=fmtp` lines of payload types `pts` from `from` to `to`.
+fn copy_codec_lines(
+    from: &MediaDescription,
+    pts: impl Iterator<Item = u8>,
+    to: &mut MediaDescription,
+) {
+    for pt in pts {
+        for a in &from.attributes {
+            let for_pt = a.value.as_deref().and_then(|v| {
+                v.split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<u8>().ok())
+            });
+            let name = a.name.to_ascii_lowercase();
+            if (name == "rtpmap" || name == "fmtp") && for_pt == Some(pt) {
+                to.attributes.push(a.clone());
+            }
+        }
+    }
+}
+
 /// How the answer to an offer from one leg can be given to that leg.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fit {
@@ -197,19 +218,7 @@ pub fn fit_answer(
             .iter()
             .any(|n| a.name.eq_ignore_ascii_case(n))
     });
-    for pt in std::iter::once(o_pt).chain(dtmf) {
-        for a in &om.attributes {
-            let for_pt = a.value.as_deref().and_then(|v| {
-                v.split_whitespace()
-                    .next()
-                    .and_then(|p| p.parse::<u8>().ok())
-            });
-            let kind = a.name.to_ascii_lowercase();
-            if (kind == "rtpmap" || kind == "fmtp") && for_pt == Some(pt) {
-                m.attributes.push(a.clone());
-            }
-        }
-    }
+    copy_codec_lines(om, std::iter::once(o_pt).chain(dtmf), m);
     if let Some(p) = om.ptime() {
         m.attributes.push(Attribute::value("ptime", p.to_string()));
     }
@@ -253,19 +262,7 @@ pub fn endpoint_answer(
             .map(|p| p.to_string())
             .collect(),
     );
-    for p in std::iter::once(pt).chain(dtmf) {
-        for a in &om.attributes {
-            let for_pt = a.value.as_deref().and_then(|v| {
-                v.split_whitespace()
-                    .next()
-                    .and_then(|x| x.parse::<u8>().ok())
-            });
-            let name = a.name.to_ascii_lowercase();
-            if (name == "rtpmap" || name == "fmtp") && for_pt == Some(p) {
-                m.attributes.push(a.clone());
-            }
-        }
-    }
+    copy_codec_lines(om, std::iter::once(pt).chain(dtmf), &mut m);
     m.attributes.push(Attribute::value("ptime", "20"));
     let mut format = leg_format(om, kind, pt, defaults);
     format.dtmf_pt = dtmf;

@@ -1615,11 +1615,10 @@ impl Call {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_sip::{parse_req, peer, settings};
     use super::*;
     use crate::media::codec::CodecKind;
-    use crate::sip::message::{self, SipMessage};
-    use crate::sip::transaction::Timers;
-    use crate::sip::Transport;
+    use crate::sip::message;
 
     const OFFER: &str = "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\n\
                          t=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
@@ -1627,27 +1626,6 @@ mod tests {
     const ANSWER: &str = "v=0\r\no=b 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\n\
                           t=0 0\r\nm=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     const PBX: &str = "203.0.113.1";
-
-    fn peer(remote: &str) -> Peer {
-        Peer {
-            transport: Transport::Udp,
-            remote: remote.parse().expect("addr"),
-            local: "203.0.113.1:5060".parse().expect("addr"),
-            conn: None,
-        }
-    }
-
-    fn parse_req(head: &str, body: &str) -> Request {
-        let text = format!(
-            "{}\r\nContent-Length: {}\r\n\r\n{body}",
-            head.trim_end().replace('\n', "\r\n"),
-            body.len()
-        );
-        match message::parse(text.as_bytes()) {
-            Ok(SipMessage::Request(r)) => r,
-            other => panic!("not a request: {other:?}"),
-        }
-    }
 
     fn caller_invite() -> Request {
         parse_req(
@@ -1718,18 +1696,7 @@ mod tests {
             relay_ports: [30000, 30002],
             seed: 7,
         };
-        let settings = CallSettings {
-            no_answer_timeout: Duration::from_secs(30),
-            dialog: DialogConfig {
-                timers: Timers::default(),
-                session_expires: None,
-                support_100rel: false,
-                ..DialogConfig::default()
-            },
-            codec: CodecParams::default(),
-            codecs: CodecList::default(),
-            record: None,
-        };
+        let settings = settings();
         let (call, cmds) = Call::new(p, settings, now).expect("call");
         let mut t = T {
             call,

@@ -25,6 +25,8 @@ pub mod codecs;
 pub mod machine;
 pub mod records;
 pub mod task;
+#[cfg(test)]
+pub(crate) mod test_sip;
 
 use thiserror::Error;
 

@@ -421,12 +421,9 @@ fn caller_requiring_100rel_is_served_reliably() {
     node.stop();
 }
 
-/// A key the callee sends by INFO reaches a caller that negotiated telephone-event as
-/// RFC 4733 events in its RTP: baresip (the caller) reports the key it received.
-#[test]
-fn an_info_key_press_reaches_a_baresip_caller_as_rfc4733() {
-    let mut node = call_node();
-    let mut uas = callee(&node, CALLEE, "call_uas_info_bye.xml");
+/// Extension 100 as a baresip phone (PCMU and telephone-event) that logs the key presses
+/// it receives.
+fn baresip_caller(node: &Node) -> crate::baresip::Baresip {
     let mut phone = crate::baresip::Baresip::new(
         node.dir.path(),
         &crate::baresip::PhoneSetup {
@@ -441,6 +438,16 @@ fn an_info_key_press_reaches_a_baresip_caller_as_rfc4733() {
         },
     );
     phone.verbose();
+    phone
+}
+
+/// A key the callee sends by INFO reaches a caller that negotiated telephone-event as
+/// RFC 4733 events in its RTP: baresip (the caller) reports the key it received.
+#[test]
+fn an_info_key_press_reaches_a_baresip_caller_as_rfc4733() {
+    let mut node = call_node();
+    let mut uas = callee(&node, CALLEE, "call_uas_info_bye.xml");
+    let mut phone = baresip_caller(&node);
     phone.start(&[format!("/dial {CALLEE}")], Duration::from_secs(20));
     uas.expect_pass(&node);
     phone.wait_call_ended(Duration::from_secs(10));
@@ -520,20 +527,7 @@ fn in_band_key_presses_reach_a_baresip_caller_as_rfc4733() {
     s.scenario = scenario;
     let mut uas = s.spawn(&node);
     std::thread::sleep(Duration::from_millis(300));
-    let mut phone = crate::baresip::Baresip::new(
-        node.dir.path(),
-        &crate::baresip::PhoneSetup {
-            number: CALLER,
-            password: PASSWORD,
-            registrar: node.addr(),
-            ip: "127.0.0.1",
-            sip_port: free_port(),
-            tone_hz: 440,
-            netns: None,
-            codecs: "PCMU",
-        },
-    );
-    phone.verbose();
+    let mut phone = baresip_caller(&node);
     phone.start(&[format!("/dial {CALLEE}")], Duration::from_secs(20));
     uas.expect_pass(&node);
     phone.wait_call_ended(Duration::from_secs(10));
