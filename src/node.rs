@@ -154,13 +154,22 @@ pub async fn start_with_apps(
     let recovered = store
         .recover_active_calls(&cfg.node.id.to_string(), crate::registrar::now_unix())
         .await?;
-    if recovered > 0 {
+    if !recovered.is_empty() {
         warn!(
-            count = recovered,
+            count = recovered.len(),
             "calls cut by a previous crash recorded as failed"
         );
     }
     let record = recordings(cfg)?;
+    // Their recordings were repaired just now: the CDRs name them like any other.
+    for id in &recovered {
+        let file = cfg.recordings_dir().join(format!("{id}.wav"));
+        if file.is_file() {
+            store
+                .set_cdr_recording(id, &file.display().to_string())
+                .await?;
+        }
+    }
     // The relay binds on [media] address, else on the SIP address when it is a specific
     // one, else on every address (the SDP then names the address towards each phone).
     let bind_ip = cfg.media.address.unwrap_or_else(|| {

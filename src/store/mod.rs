@@ -859,12 +859,12 @@ impl Store {
 
     /// After a crash: turns the calls in progress `node_id` left behind into CDRs
     /// (disposition `failed`, hangup `system`, ended at `now_unix`) and removes them, in
-    /// one transaction. Returns how many.
+    /// one transaction. Returns their ids.
     pub async fn recover_active_calls(
         &self,
         node_id: &str,
         now_unix: i64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let backend = self.backend();
         let insert = format!(
             "INSERT INTO cdrs ({CDR_COLUMNS}) \
@@ -873,23 +873,43 @@ impl Store {
              'system', caller_call_id, callee_call_id, node_id, NULL \
              FROM active_calls WHERE node_id = $1"
         );
-        let res: Result<u64, sqlx::Error> = with_pool!(self, pool => async {
+        let res: Result<Vec<String>, sqlx::Error> = with_pool!(self, pool => async {
             let mut tx = pool.begin_with(backend.begin_write_sql()).await?;
+            let ids: Vec<String> = sqlx::query("SELECT id FROM active_calls WHERE node_id = $1")
+                .bind(node_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("id"))
+                .collect::<Result<_, _>>()?;
             sqlx::query(&insert)
                 .bind(node_id)
                 .bind(now_unix)
                 .execute(&mut *tx)
                 .await?;
-            let n = sqlx::query("DELETE FROM active_calls WHERE node_id = $1")
+            sqlx::query("DELETE FROM active_calls WHERE node_id = $1")
                 .bind(node_id)
                 .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                .await?;
             tx.commit().await?;
-            Ok(n)
+            Ok(ids)
         }
         .await);
         Ok(res?)
+    }
+
+    /// Names the recording of a CDR that has none yet (a call cut by a crash, whose
+    /// file was repaired at start). False when there is no such CDR.
+    pub async fn set_cdr_recording(&self, id: &str, path: &str) -> Result<bool, StoreError> {
+        let n = with_pool!(self, pool => {
+            sqlx::query("UPDATE cdrs SET recording = $1 WHERE id = $2 AND recording IS NULL")
+                .bind(path)
+                .bind(id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n > 0)
     }
 
     /// The latest `limit` CDRs, newest first.

@@ -698,13 +698,25 @@ async fn calls_left_by_a_crash_become_cdrs(cx: Ctx) {
         .expect("answer");
     // Another process (the restarted node) sees the rows.
     let restarted = open(&cx.url).await;
-    assert_eq!(
-        restarted
-            .recover_active_calls("n1", 150)
-            .await
-            .expect("recover"),
-        2
-    );
+    let mut ids = restarted
+        .recover_active_calls("n1", 150)
+        .await
+        .expect("recover");
+    ids.sort();
+    assert_eq!(ids, ["r1", "r2"]);
+    // The node then names the recording a crash cut (repaired at start); once only.
+    assert!(restarted
+        .set_cdr_recording("r2", "/rec/r2.wav")
+        .await
+        .expect("set"));
+    assert!(!restarted
+        .set_cdr_recording("r2", "/rec/other.wav")
+        .await
+        .expect("set again"));
+    assert!(!restarted
+        .set_cdr_recording("nope", "/rec/x.wav")
+        .await
+        .expect("unknown"));
     restarted.close().await;
     let calls = s.list_active_calls().await.expect("list");
     assert_eq!(
@@ -723,8 +735,12 @@ async fn calls_left_by_a_crash_become_cdrs(cx: Ctx) {
     assert_eq!(cdrs[1].duration, 40);
     assert_eq!(
         (cdrs[0].recording.as_deref(), cdrs[1].recording.as_deref()),
-        (None, None)
+        (None, Some("/rec/r2.wav"))
     );
-    assert_eq!(s.recover_active_calls("n1", 160).await.expect("again"), 0);
+    assert!(s
+        .recover_active_calls("n1", 160)
+        .await
+        .expect("again")
+        .is_empty());
     assert_eq!(s.list_cdrs(1).await.expect("limit").len(), 1);
 }
