@@ -70,6 +70,25 @@ impl SoundLibrary {
         }
     }
 
+    /// Where sound `name` is: under the sounds folder unless absolute; a name without an
+    /// extension is the `.wav` or else the `.flac` of that name (the shipped set is FLAC,
+    /// a recorded replacement may be WAV), so dialplans name prompts, not files.
+    pub fn resolve(&self, name: &Path) -> PathBuf {
+        let path = if name.is_absolute() {
+            name.to_path_buf()
+        } else {
+            self.dir.join(name)
+        };
+        if path.extension().is_some() || path.is_file() {
+            return path;
+        }
+        ["wav", "flac"]
+            .iter()
+            .map(|ext| path.with_extension(ext))
+            .find(|p| p.is_file())
+            .unwrap_or(path)
+    }
+
     /// Decodes (or finds in the cache) every file of `sounds` at `rate`. Blocking: call
     /// it off the async threads.
     fn items(&self, sounds: &[Sound], rate: u32) -> Result<Vec<Item>, ChannelError> {
@@ -78,11 +97,7 @@ impl SoundLibrary {
             .map(|s| match s {
                 Sound::Silence(ms) => Ok(Item::Silence { ms: *ms }),
                 Sound::File(p) => {
-                    let path = if p.is_absolute() {
-                        p.clone()
-                    } else {
-                        self.dir.join(p)
-                    };
+                    let path = self.resolve(p);
                     let mut cache = self.cache.lock().map_err(|_| ChannelError::MediaGone)?;
                     cache
                         .get(&path, rate)
@@ -602,6 +617,62 @@ async fn apply(
                 disposition,
                 hangup,
             } => write_cdr(log, rec, disposition, hangup),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sound_names_find_the_shipped_files_with_or_without_extension() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sounds");
+        let lib = SoundLibrary::new(&dir, 1 << 20);
+        assert_eq!(
+            lib.resolve(Path::new("vm/you-have")),
+            dir.join("vm/you-have.flac")
+        );
+        assert_eq!(lib.resolve(Path::new("beep")), dir.join("beep.wav"));
+        assert_eq!(lib.resolve(Path::new("beep.flac")), dir.join("beep.flac"));
+        // Not there: the name as given, so the error names what was asked for.
+        assert_eq!(lib.resolve(Path::new("nope")), dir.join("nope"));
+        // Every shipped prompt decodes at a leg's rates.
+        let items = lib
+            .items(
+                &[
+                    Sound::file("welcome"),
+                    Sound::file("digits/7"),
+                    Sound::file("moh/default"),
+                ],
+                8000,
+            )
+            .expect("decoded");
+        assert_eq!(items.len(), 3);
+    }
+
+    #[test]
+    fn every_shipped_sound_decodes() {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).expect("sounds dir").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "flac" || x == "wav") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sounds"),
+            &mut files,
+        );
+        assert!(files.len() > 100, "{} sound files", files.len());
+        for f in files {
+            let d = crate::media::player::decode_file(&f)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            assert!(!d.samples.is_empty() && d.rate >= 8000, "{}", f.display());
         }
     }
 }

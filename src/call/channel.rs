@@ -42,7 +42,8 @@ pub enum ChannelError {
 /// One entry of a playlist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sound {
-    /// A sound file; a relative path is under the `sounds` folder (`[paths] sounds`).
+    /// A sound; a relative path is under the `sounds` folder (`[paths] sounds`), and a
+    /// name without extension finds its `.wav` or `.flac` (`Sound::file("vm/you-have")`).
     File(PathBuf),
     /// Silence of this many milliseconds (a pause between prompts).
     Silence(u32),
