@@ -143,7 +143,22 @@ impl Channel for FakeChannel {
         path: PathBuf,
         limits: RecordLimits,
     ) -> Result<Recorded, ChannelError> {
-        let keys = self.step()?;
+        self.live()?;
+        let keys = match self.step() {
+            Ok(k) => k,
+            // A hang-up during the recording ends the message and keeps it, as on a real
+            // channel.
+            Err(ChannelError::HungUp) => {
+                let end = RecordEnd::HungUp;
+                self.log.push(Op::Recorded(path.clone(), end.clone()));
+                return Ok(Recorded {
+                    path,
+                    duration: limits.max.min(Duration::from_secs(3)),
+                    end,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         // A terminator ends the recording and is consumed, as on a real channel.
         let end = match keys.iter().position(|d| limits.terminators.contains(d)) {
             Some(i) => {
@@ -297,6 +312,17 @@ mod tests {
         assert_eq!(block_on(menu(&mut ch)), Err(ChannelError::HungUp));
         assert_eq!(
             block_on(ch.collect_digits(CollectOptions::default())),
+            Err(ChannelError::HungUp)
+        );
+    }
+
+    #[test]
+    fn a_hang_up_ends_a_recording_and_keeps_it_but_nothing_after() {
+        let mut ch = FakeChannel::new("100", "*97", [Caller::HangsUp]);
+        let r = block_on(ch.record("m.wav".into(), RecordLimits::default())).expect("record");
+        assert_eq!(r.end, RecordEnd::HungUp);
+        assert_eq!(
+            block_on(ch.record("n.wav".into(), RecordLimits::default())),
             Err(ChannelError::HungUp)
         );
     }

@@ -198,6 +198,38 @@ impl SipChannel {
         }
     }
 
+    /// After the hang-up: the end of recording `id`, which the endpoint reports as soon
+    /// as it has closed the file.
+    async fn recording_after_hangup(
+        &mut self,
+        id: u64,
+        path: PathBuf,
+    ) -> Result<Recorded, ChannelError> {
+        let wait = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while let Some(ev) = self.events.recv().await {
+                if let Event::Media(EndpointEvent::RecordDone {
+                    id: done,
+                    end,
+                    duration,
+                }) = ev
+                {
+                    if done == id {
+                        return Some((end, duration));
+                    }
+                }
+            }
+            None
+        });
+        match wait.await {
+            Ok(Some((end, duration))) => Ok(Recorded {
+                path,
+                duration,
+                end,
+            }),
+            _ => Err(ChannelError::HungUp),
+        }
+    }
+
     fn id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
@@ -289,7 +321,12 @@ impl Channel for SipChannel {
                     });
                 }
                 Ok(_) => {}
-                // The endpoint closes the file when the call ends: what was said is kept.
+                // A hang-up is how a message usually ends: the endpoint closes the file
+                // at once and reports it; the recording is the result, not an error.
+                Err(ChannelError::HungUp) => {
+                    guard.done();
+                    return self.recording_after_hangup(id, path).await;
+                }
                 Err(e) => {
                     guard.done();
                     return Err(e);
@@ -520,6 +557,8 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
         let now = Instant::now().into_std();
         if leg.is_ended() && !told_hangup {
             told_hangup = true;
+            // The message being recorded is complete now, not when the task ends.
+            endpoint.hung_up();
             let _ = ev_tx.send(Event::HungUp);
             if let Some(w) = answer_waiting.take() {
                 let _ = w.send(Err(ChannelError::HungUp));

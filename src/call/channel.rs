@@ -13,7 +13,9 @@
 //! - Cancel-safe: dropping an operation's future stops what it started (the prompt stops,
 //!   the recording is closed and kept); digits pressed meanwhile stay in the buffer.
 //! - Once the caller hangs up, every operation returns [`ChannelError::HungUp`] at once,
-//!   so an app unwinds with `?`.
+//!   so an app unwinds with `?`; except a recording in progress, which a hang-up ends
+//!   normally (that is how callers finish a message): `record` returns the file, closed
+//!   at the hang-up, with [`RecordEnd::HungUp`].
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -76,8 +76,10 @@ pub enum RecordEnd {
     Silence,
     /// A terminating key was pressed (it is consumed: it does not reach the digits).
     Digit(Digit),
-    /// Stopped on request, or the call ended.
+    /// Stopped on request.
     Stopped,
+    /// The caller hung up (how a message usually ends): what was said is kept.
+    HungUp,
     /// Writing failed (disk full...): what was written is kept.
     Failed(String),
 }
@@ -329,6 +331,14 @@ impl Endpoint {
 
     pub fn stop_record(&mut self, events: &mut Vec<EndpointEvent>) {
         self.finish_recording(RecordEnd::Stopped, events);
+    }
+
+    /// The caller hung up: the recording in progress ends (reported as
+    /// [`RecordEnd::HungUp`]), the playback and the link stop.
+    pub fn hung_up(&mut self, events: &mut Vec<EndpointEvent>) {
+        self.finish_recording(RecordEnd::HungUp, events);
+        self.stop_play(events);
+        self.link = None;
     }
 
     /// One 20 ms tick: plays out a frame of the phone's audio (detection, recording) and

@@ -64,6 +64,7 @@ enum Command {
     Digit(Digit),
     Sending(bool),
     Link(Option<Box<dyn MediaLink>>),
+    HungUp,
 }
 
 /// Controls one endpoint task. Dropping it (or [`EndpointHandle::close`]) ends the task,
@@ -149,6 +150,12 @@ impl EndpointHandle {
         let _ = self.ctrl.send(Command::Link(link));
     }
 
+    /// The caller hung up: a recording in progress is closed at once (its end reported
+    /// as `HungUp`), playback and link stop; the task runs on until closed.
+    pub fn hung_up(&self) {
+        let _ = self.ctrl.send(Command::HungUp);
+    }
+
     /// Send our stream or pause it (the phone put us on hold).
     pub fn set_sending(&self, on: bool) {
         let _ = self.ctrl.send(Command::Sending(on));
@@ -215,6 +222,7 @@ impl State {
             Command::Digit(d) => self.endpoint.on_signal_digit(d, ev),
             Command::Sending(on) => self.endpoint.set_sending(on),
             Command::Link(link) => self.endpoint.set_link(link),
+            Command::HungUp => self.endpoint.hung_up(ev),
         }
         self.flush();
     }

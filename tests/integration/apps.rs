@@ -274,3 +274,72 @@ fn two_baresip_phones_in_a_conference_hear_each_other_but_not_themselves() {
     b.stop();
     pbx.stop();
 }
+
+#[test]
+fn a_message_ends_when_the_caller_hangs_up_and_its_file_is_complete_at_once() {
+    let node = app_node(45000);
+    let file = node.dir.path().join("data").join("message.wav");
+    let result: Arc<Mutex<Option<Result<Recorded, ChannelError>>>> = Arc::new(Mutex::new(None));
+    let mut apps = Apps::new();
+    let (path, out) = (file.clone(), result.clone());
+    apps.insert(
+        "803".into(),
+        app(move |mut ch| {
+            let (path, out) = (path.clone(), out.clone());
+            async move {
+                let recorded = async {
+                    ch.answer().await?;
+                    let limits = RecordLimits {
+                        max: Duration::from_secs(60),
+                        silence: None,
+                        ..RecordLimits::default()
+                    };
+                    ch.record(path, limits).await
+                }
+                .await;
+                *out.lock().expect("lock") = Some(recorded);
+            }
+        }),
+    );
+    let mut pbx = InProcess::start(&node, apps);
+    // The caller speaks (a 700 Hz tone) for 4 s but hangs up after about 2.5 s.
+    let pcap = node.dir.path().join("speech.pcap");
+    let tone: Vec<i16> = (0..32_000)
+        .map(|i| (8000.0 * (std::f64::consts::TAU * 700.0 * f64::from(i) / 8000.0).sin()) as i16)
+        .collect();
+    crate::support::pcmu_pcap(&pcap, &tone);
+    let text = std::fs::read_to_string(crate::support::scenario("call_uac_rtp.xml"))
+        .expect("scenario")
+        .replace(
+            "/usr/share/sip-tester/g711a.pcap",
+            &pcap.display().to_string(),
+        );
+    let scenario = node.dir.path().join("call_uac_rtp_tone.xml");
+    std::fs::write(&scenario, text).expect("write");
+    let mut sipp = Sipp::new("call_uac_rtp.xml", SippTransport::Udp)
+        .service("803")
+        .auth("100", PASSWORD)
+        .var("caller", "100");
+    sipp.scenario = scenario;
+    sipp.expect_pass(&node);
+    // The app has the message as soon as the caller is gone, not after the call lingers.
+    let recorded = wait_for("the message", Duration::from_secs(3), || {
+        result.lock().expect("lock").clone()
+    })
+    .expect("recorded");
+    assert_eq!(recorded.end, RecordEnd::HungUp);
+    let secs = recorded.duration.as_secs_f64();
+    assert!((2.0..=4.0).contains(&secs), "{secs} s recorded");
+    // The header already tells the whole length: the file is complete.
+    let reader = hound::WavReader::open(&file).expect("wav");
+    assert_eq!(
+        u64::from(reader.duration()),
+        (recorded.duration.as_millis() * 8) as u64
+    );
+    let said = Heard::of(&file);
+    assert!(
+        said.power_at(700.0) > 100.0 * said.power_at(440.0) && said.rms > 0.05,
+        "the message holds the caller's tone: {said:?}"
+    );
+    pbx.stop();
+}

@@ -603,3 +603,42 @@ pub fn pg_help(url: &str, err: &dyn std::fmt::Display) -> String {
          or point RINGFORT_TEST_PG_URL at another server.\n"
     )
 }
+
+/// A pcap (Ethernet/IPv4/UDP) of PCMU RTP, 20 ms apart, carrying `pcm` (8 kHz): what
+/// SIPp's `play_pcap_audio` replays.
+pub fn pcmu_pcap(path: &std::path::Path, pcm: &[i16]) {
+    use ringfort::media::codec::g711;
+    let mut out = Vec::new();
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    // Version 2.4 is two u16s: the second word above wrote them as (2, 4) little-endian.
+    for (i, frame) in pcm.chunks_exact(160).enumerate() {
+        let mut rtp = vec![0x80, if i == 0 { 0x80 } else { 0 }];
+        rtp.extend_from_slice(&(i as u16).to_be_bytes());
+        rtp.extend_from_slice(&((i * 160) as u32).to_be_bytes());
+        rtp.extend_from_slice(&0x5eed_u32.to_be_bytes());
+        let mut payload = [0u8; 160];
+        g711::encode(g711::Law::Ulaw, frame, &mut payload);
+        rtp.extend_from_slice(&payload);
+        let udp_len = 8 + rtp.len();
+        let ip_len = 20 + udp_len;
+        let mut pkt = vec![0u8; 12];
+        pkt.extend_from_slice(&[0x08, 0x00, 0x45, 0, (ip_len >> 8) as u8, ip_len as u8]);
+        pkt.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+        pkt.extend_from_slice(&[0x9c, 0x40, 0x9c, 0x42]);
+        pkt.extend_from_slice(&[(udp_len >> 8) as u8, udp_len as u8, 0, 0]);
+        pkt.extend_from_slice(&rtp);
+        let usec = i as u32 * 20_000;
+        for v in [
+            usec / 1_000_000,
+            usec % 1_000_000,
+            pkt.len() as u32,
+            pkt.len() as u32,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&pkt);
+    }
+    std::fs::write(path, out).expect("write pcap");
+}
