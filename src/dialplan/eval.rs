@@ -44,11 +44,12 @@ pub struct ExtensionState {
     pub registered: bool,
     /// Do not disturb: treated as busy.
     pub dnd: bool,
-    /// Calls go to this number instead.
+    /// Calls go to this extension instead (a number that is no extension is ignored
+    /// until trunks exist).
     pub forward_always: Option<String>,
-    /// Busy (or DND): calls go to this number.
+    /// Busy (or DND): calls go to this extension.
     pub forward_busy: Option<String>,
-    /// Not answered in time, or not registered: calls go to this number.
+    /// Not answered in time, or not registered: calls go to this extension.
     pub forward_noanswer: Option<String>,
 }
 
@@ -481,6 +482,8 @@ impl<E: Extensions + ?Sized> Eval<'_, E> {
                 .filter(|_| forwarding)
                 .and_then(|s| pick(s).clone())
                 .filter(|to| !numbers.contains(to))
+                // Only to extensions until trunks exist: else the plan's outcome applies.
+                .filter(|to| self.ext.get(to).is_some())
         };
         let branch = |to: Option<String>, steps: &Option<Vec<Step>>| -> Option<Vec<Action>> {
             match to {

@@ -362,6 +362,12 @@ fn busy_and_noanswer_forwards_replace_the_plans_branches_and_keep_them_after() {
     assert_eq!(d.on_noanswer, fwd("1006"));
     // Not registered counts as not answering: the no-answer forward.
     assert_eq!(d.on_unavailable, fwd("1006"));
+    // A forward to a number that is no extension (no trunks yet): the plan's voicemail.
+    e.0.remove("1005");
+    let Action::Dial(d) = &route(&p, "x", "1001", "1002", MONDAY_10, &e)[0] else {
+        panic!()
+    };
+    assert_eq!(d.on_busy, Some(vec![vm("1001", Greeting::Busy)]));
     // No busy/no-answer forward: the plan's voicemail.
     let e = Exts::registered(&["1001"]);
     let Action::Dial(d) = &route(&p, "x", "1001", "1002", MONDAY_10, &e)[0] else {
