@@ -22,8 +22,9 @@ COPY migrations ./migrations
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin ringfort
 
 FROM debian:bookworm-slim
+# tzdata: the time zones of the dialplan's time sets (read from /usr/share/zoneinfo).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates libopus0 \
+    && apt-get install -y --no-install-recommends ca-certificates libopus0 tzdata \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /var/lib/ringfort --shell /usr/sbin/nologin ringfort \
     && mkdir -p /etc/ringfort /usr/share/ringfort /var/lib/ringfort \

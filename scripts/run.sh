@@ -11,6 +11,13 @@ if ! pkg-config --exists opus 2>/dev/null; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends libopus-dev pkg-config
 fi
+if [ ! -d /usr/share/zoneinfo ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "run.sh: installing tzdata (the time zones of the dialplan's time sets)"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends tzdata
+fi
 if [ $# -eq 0 ]; then
   set -- serve
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what the build and the tests
 # need (libopus for the Opus codec, SIPp from `sip-tester`, PostgreSQL prepared for the
-# store tests, baresip and sox for the audio tests, iptables for the NAT test), then
+# store tests, baresip and sox for the audio tests, iptables for the NAT test, tzdata for
+# the dialplan's time zones), then
 # checks formatting, lints and runs every test. Run as root (apt-get, pg_hba.conf). `.ci/run` calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+# The dialplan's time sets read zone rules from the system (tzdata).
+[ -e /usr/share/zoneinfo/Europe/Berlin ] || need+=(tzdata)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

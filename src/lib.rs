@@ -5,6 +5,7 @@
 pub mod apps;
 pub mod call;
 pub mod config;
+pub mod dialplan;
 pub mod media;
 pub mod node;
 pub mod registrar;

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use rand::distributions::{Alphanumeric, DistString};
 use ringfort::config::{Config, LogFormat};
+use ringfort::dialplan::Plan;
 use ringfort::registrar::now_unix;
 use ringfort::sip::digest::Algorithm;
 use ringfort::store::{valid_extension_number, Extension, Store, StoreError};
@@ -31,7 +32,8 @@ struct Cli {
 enum Command {
     /// Run the PBX node.
     Serve,
-    /// Validate the config file and exit (prints FILE:LINE: reason on error).
+    /// Validate the config file and the dialplans and exit (prints FILE:LINE: reason on
+    /// error).
     Check,
     /// Create or upgrade the database schema.
     Migrate,
@@ -96,11 +98,39 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::Check = cli.command {
+    // The dialplan is refused at load like the config: FILE:LINE: reason, exit 2. The
+    // node does not route by it yet; serve loads it so a bad file stops it all the same.
+    let plan = match cli.command {
+        Command::Check | Command::Serve => match Plan::load_dir(&cfg.paths.dialplans) {
+            Ok(plan) => Some(plan),
+            Err(e) => {
+                for err in e.errors() {
+                    eprintln!("{err}");
+                }
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    if let (Command::Check, Some(plan)) = (&cli.command, &plan) {
         println!("{}: ok", cli.config.display());
+        println!(
+            "{}: ok, {} contexts, {} routes",
+            cfg.paths.dialplans.display(),
+            plan.contexts().count(),
+            plan.route_count()
+        );
         return ExitCode::SUCCESS;
     }
     init_logging(&cfg);
+    if let Some(plan) = &plan {
+        tracing::info!(
+            "dialplan {}: {} contexts, {} routes (not routing calls yet)",
+            cfg.paths.dialplans.display(),
+            plan.contexts().count(),
+            plan.route_count()
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

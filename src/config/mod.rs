@@ -32,7 +32,8 @@ pub use error::ConfigError;
 pub use source::{env_var_name, ENV_ALLOWLIST, ENV_PREFIX};
 pub use values::{CodecName, DigestAlgorithm, Host, InvalidNodeId, LogFormat, NodeId, RecordMode};
 
-use source::{line_of, Doc, Node, Schema};
+pub(crate) use source::line_of;
+use source::{Doc, Node, Schema};
 
 /// The whole configuration. `Config::default()` is what an empty `ringfort.toml` in the
 /// current directory gives.
@@ -630,7 +631,7 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 }
 
 /// toml messages may span lines; an error must be one line.
-fn one_line(msg: &str) -> String {
+pub(crate) fn one_line(msg: &str) -> String {
     msg.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())

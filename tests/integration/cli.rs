@@ -20,6 +20,40 @@ fn check_accepts_the_sample_config() {
     let (code, out, err) = run(&["check", "--config", sample]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ok"));
+    // The sample config points at the sample dialplans.
+    assert!(out.contains("dialplans: ok, 3 contexts, 6 routes"), "{out}");
+}
+
+#[test]
+fn check_loads_the_dialplans_and_refuses_a_bad_one_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_file(dir.path(), "r.toml", "[paths]\ndialplans = \"plans\"\n");
+    let plans = dir.path().join("plans");
+    std::fs::create_dir(&plans).expect("mkdir");
+    write_file(
+        &plans,
+        "a.toml",
+        "[context.internal]\n[[context.internal.route]]\nmatch = \"_1XXX\"\nsteps = [{ dial = \"${EXTEN}\" }]\n",
+    );
+    let c = config.to_str().expect("utf8 path");
+    let (code, out, err) = run(&["check", "--config", c]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("plans: ok, 1 contexts, 1 routes"), "{out}");
+
+    let bad = write_file(
+        &plans,
+        "b.toml",
+        "[context.other]\n[[context.other.route]]\nmatch = \"1\"\nsteps = [{ goto = \"nowhere\" }]\n",
+    );
+    for cmd in ["check", "serve"] {
+        let (code, out, err) = run(&[cmd, "--config", c]);
+        assert_eq!(code, 2, "{cmd}: {out}{err}");
+        let want = format!(
+            "{}:4: unknown context \"nowhere\" (defined: \"internal\", \"other\")\n",
+            bad.display()
+        );
+        assert_eq!(err, want, "{cmd}");
+    }
 }
 
 #[test]
