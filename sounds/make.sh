@@ -47,7 +47,8 @@ if [ "$EXT" = flac ]; then COMPRESSION='-C 8'; else COMPRESSION=; fi
 # are read as words by espeak-ng ("press 1" says "press one").
 PROMPTS='
 welcome|Welcome.
-main-menu|For sales, press 1. For support, press 2. To reach an extension, dial it now. To leave a message for the operator, press 0.
+main-menu|For sales, press 1. For support, press 2. For the conference room, press 8. For reception, press 0. Or dial an extension now.
+support-menu|For technical support, press 1. For billing, press 2. To go back, press star.
 invalid|That is not a valid choice.
 timeout|We did not receive your choice.
 no-input|We did not receive your choice.

@@ -1230,7 +1230,7 @@ impl Reader<'_> {
         if get("prompt").is_none() {
             self.err(
                 node.line,
-                format!("{what} has no prompt (prompt = \"menu-main\", a sound name)"),
+                format!("{what} has no prompt (prompt = \"main-menu\", a sound name)"),
             );
             ok = false;
         }

@@ -534,7 +534,7 @@ fn the_sample_auto_attendant_follows_office_hours() {
         now: at(MONDAY_10),
     };
     let m = p.menu("main").unwrap();
-    assert_eq!(m.prompt, ["welcome", "menu-main"]);
+    assert_eq!(m.prompt, ["welcome", "main-menu"]);
     assert_eq!((m.timeout, m.retries), (5, 3));
     let MenuChoice::Actions(sales) = p.menu_choice("main", "1", &call, &e) else {
         panic!()
@@ -810,7 +810,7 @@ loader_error!(
 loader_error!(
     error_menu_without_prompt,
     "[menu.m]\noptions = { \"1\" = [{ play = \"a\" }] }\n",
-    "d.toml:1: menu \"m\" has no prompt (prompt = \"menu-main\", a sound name)"
+    "d.toml:1: menu \"m\" has no prompt (prompt = \"main-menu\", a sound name)"
 );
 loader_error!(
     error_bad_strategy,
