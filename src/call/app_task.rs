@@ -230,6 +230,18 @@ impl SipChannel {
         }
     }
 
+    /// Takes the events that came while the app was not listening (a hang-up, keys),
+    /// so an operation that does not wait on events still sees a hang-up.
+    fn take_pending_events(&mut self) {
+        while let Ok(ev) = self.events.try_recv() {
+            match ev {
+                Event::Media(EndpointEvent::Digit { digit, .. }) => self.digits.push_back(digit),
+                Event::Media(_) => {}
+                Event::HungUp => self.hung_up = true,
+            }
+        }
+    }
+
     fn id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
@@ -242,16 +254,19 @@ impl Channel for SipChannel {
     }
 
     async fn ring(&mut self) -> Result<(), ChannelError> {
+        self.take_pending_events();
         self.send(Request::Ring)
     }
 
     async fn answer(&mut self) -> Result<(), ChannelError> {
+        self.take_pending_events();
         let (tx, rx) = oneshot::channel();
         self.send(Request::Answer(tx))?;
         rx.await.map_err(|_| ChannelError::HungUp)?
     }
 
     async fn play(&mut self, sounds: &[Sound], opts: PlayOptions) -> Result<PlayEnd, ChannelError> {
+        self.take_pending_events();
         if self.hung_up {
             return Err(ChannelError::HungUp);
         }
@@ -288,6 +303,7 @@ impl Channel for SipChannel {
         path: PathBuf,
         limits: RecordLimits,
     ) -> Result<Recorded, ChannelError> {
+        self.take_pending_events();
         if self.hung_up {
             return Err(ChannelError::HungUp);
         }
@@ -336,6 +352,7 @@ impl Channel for SipChannel {
     }
 
     async fn collect_digits(&mut self, opts: CollectOptions) -> Result<Collected, ChannelError> {
+        self.take_pending_events();
         let mut got = String::new();
         if let Some(done) = collect_from(&mut self.digits, &mut got, &opts) {
             return Ok(done);
@@ -377,6 +394,7 @@ impl Channel for SipChannel {
         room: &str,
         opts: ConferenceOptions,
     ) -> Result<ConferenceEnd, ChannelError> {
+        self.take_pending_events();
         if self.hung_up {
             return Err(ChannelError::HungUp);
         }
@@ -415,7 +433,8 @@ impl Channel for SipChannel {
     }
 
     fn flush_digits(&mut self) {
-        while let Ok(Event::Media(_)) = self.events.try_recv() {}
+        // A hang-up among the pending events is kept (it only sets the flag).
+        self.take_pending_events();
         self.digits.clear();
     }
 
@@ -580,6 +599,9 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
                     let out = leg.answer(Instant::now().into_std());
                     if leg.is_answered() {
                         let _ = done.send(Ok(()));
+                    } else if leg.is_ended() {
+                        // Cancelled or gone while the app was busy elsewhere.
+                        let _ = done.send(Err(ChannelError::HungUp));
                     } else {
                         answer_waiting = Some(done);
                     }

@@ -343,3 +343,40 @@ fn a_message_ends_when_the_caller_hangs_up_and_its_file_is_complete_at_once() {
     );
     pbx.stop();
 }
+
+#[test]
+fn a_caller_who_cancels_while_an_app_rings_ends_the_app_and_leaves_a_cancelled_cdr() {
+    let node = app_node(46000);
+    let seen: Arc<Mutex<Option<Result<(), ChannelError>>>> = Arc::new(Mutex::new(None));
+    let mut apps = Apps::new();
+    let out = seen.clone();
+    apps.insert(
+        "804".into(),
+        app(move |mut ch| {
+            let out = out.clone();
+            async move {
+                let r = async {
+                    ch.ring().await?;
+                    // Ring a while before answering, as a queue or a delayed pickup does.
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    ch.answer().await
+                }
+                .await;
+                *out.lock().expect("lock") = Some(r);
+            }
+        }),
+    );
+    let mut pbx = InProcess::start(&node, apps);
+    Sipp::new("call_uac_cancel.xml", SippTransport::Udp)
+        .service("804")
+        .auth("100", PASSWORD)
+        .var("caller", "100")
+        .expect_pass(&node);
+    let answered = wait_for("the app's answer", Duration::from_secs(6), || {
+        seen.lock().expect("lock").clone()
+    });
+    assert_eq!(answered, Err(ChannelError::HungUp));
+    pbx.stop();
+    let cdr = last_cdr(&node);
+    assert_eq!(&cdr[1..4], ["100", "804", "cancelled"], "{cdr:?}");
+}
