@@ -2,6 +2,7 @@
 //! transport -> sip (messages, transactions) -> registrar/call -> apps/media.
 //! Lower layers never call upward; they return events.
 
+pub mod admin;
 pub mod apps;
 pub mod call;
 pub mod config;
