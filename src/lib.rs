@@ -6,6 +6,7 @@ pub mod admin;
 pub mod apps;
 pub mod call;
 pub mod config;
+pub mod http;
 pub mod media;
 pub mod node;
 pub mod registrar;

@@ -276,10 +276,23 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
     let extensions = store.list_extensions().await?.len();
     let admins = store.count_admins().await?;
+    // Bound before SIP comes up: once the node answers, so does the API.
+    let http_listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", cfg.http.listen))?;
     let node = ringfort::node::start(&cfg, store)
         .await
         .context("cannot start the SIP listeners")?;
+    let http = ringfort::http::HttpServer::spawn(
+        http_listener,
+        ringfort::http::AppState::new(
+            node.registrar.clone(),
+            ringfort::http::NodeInfo::new(cfg.node.id.to_string()),
+            cfg.sip.realm.clone(),
+        ),
+    )?;
     ringfort::node::log_started(&cfg, &node.bound);
+    tracing::info!(addr = %http.local_addr, "admin API on http://{}/api/v1", http.local_addr);
     if extensions == 0 {
         tracing::info!(
             "no extensions yet: add one with `ringfort extension add 1000 --name \"Front desk\"`"
@@ -292,6 +305,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     wait_for_signal().await;
     tracing::info!("shutting down");
+    http.shutdown().await;
     node.shutdown().await;
     Ok(())
 }
