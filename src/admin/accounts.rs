@@ -176,8 +176,10 @@ pub struct NewSession {
     pub expires_at: i64,
 }
 
-/// Opens a session for `admin` at `now` (Unix seconds).
+/// Opens a session for `admin` at `now` (Unix seconds). Expired sessions are swept here:
+/// logins are rare, and the table stays as small as the live sessions.
 pub async fn open_session(store: &Store, admin: &str, now: i64) -> Result<NewSession, AdminError> {
+    store.delete_expired_sessions(now).await?;
     let session = NewSession {
         id: random_hex(),
         csrf_token: random_hex(),
@@ -326,8 +328,19 @@ mod tests {
             .await
             .expect("expired")
             .is_none());
-        close_session(&store, &s.id).await.expect("close");
-        assert!(session(&store, &s.id, 1001).await.expect("gone").is_none());
+        // A later login sweeps the expired session away.
+        let s2 = open_session(&store, "root", s.expires_at)
+            .await
+            .expect("again");
+        assert!(!store
+            .delete_session(&secret_hash(&s.id))
+            .await
+            .expect("swept"));
+        close_session(&store, &s2.id).await.expect("close");
+        assert!(session(&store, &s2.id, s.expires_at)
+            .await
+            .expect("gone")
+            .is_none());
         let t = create_token(&store, "root", "backup").await.expect("token");
         assert!(t.starts_with(TOKEN_PREFIX));
         assert!(matches!(
