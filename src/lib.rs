@@ -2,10 +2,12 @@
 //! transport -> sip (messages, transactions) -> registrar/call -> apps/media.
 //! Lower layers never call upward; they return events.
 
+pub mod admin;
 pub mod apps;
 pub mod call;
 pub mod config;
 pub mod dialplan;
+pub mod http;
 pub mod media;
 pub mod node;
 pub mod registrar;

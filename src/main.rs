@@ -7,12 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use rand::distributions::{Alphanumeric, DistString};
+use ringfort::admin::accounts::{self, Role};
+use ringfort::admin::{extensions as ext_admin, generate_password, AdminError};
 use ringfort::config::{Config, LogFormat};
 use ringfort::dialplan::Plan;
 use ringfort::registrar::now_unix;
-use ringfort::sip::digest::Algorithm;
-use ringfort::store::{valid_extension_number, Extension, Store, StoreError};
+use ringfort::store::Store;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +40,9 @@ enum Command {
     /// Manage extensions (SIP accounts).
     #[command(subcommand)]
     Extension(ExtensionCommand),
+    /// Manage admin accounts of the web panel and the admin API.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// List calls in progress, one a line: id, caller, callee, state, started, answered.
     Calls,
     /// List call detail records, newest first, one a line (a recorded call's file last,
@@ -73,6 +76,30 @@ enum ExtensionCommand {
     },
     /// Add extensions from a CSV file of `number,password[,name]` lines.
     Import { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Add an admin account. Without --password a strong one is generated and printed once.
+    Add {
+        name: String,
+        #[arg(long)]
+        password: Option<String>,
+        /// admin (everything) or user.
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
+    /// List admin accounts, one a line, with their API tokens.
+    List,
+    /// Remove an admin account with its sessions and API tokens.
+    Remove { name: String },
+    /// Make an API token for scripts (printed once), or revoke one with --revoke.
+    Token {
+        name: String,
+        token_name: String,
+        #[arg(long)]
+        revoke: bool,
+    },
 }
 
 /// An error that maps to exit code 2.
@@ -217,6 +244,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Serve => serve(cfg).await,
         Command::Extension(cmd) => extension(cmd, &cfg).await,
+        Command::Admin(cmd) => admin(cmd, &cfg).await,
         Command::Calls => {
             let store = open_store(&cfg).await?;
             for c in store.list_active_calls().await? {
@@ -277,17 +305,37 @@ async fn open_store_no_migrate(cfg: &Config) -> anyhow::Result<Store> {
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
     let extensions = store.list_extensions().await?.len();
+    let admins = store.count_admins().await?;
+    // Bound before SIP comes up: once the node answers, so does the API.
+    let http_listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", cfg.http.listen))?;
     let node = ringfort::node::start(&cfg, store)
         .await
         .context("cannot start the SIP listeners")?;
+    let http = ringfort::http::HttpServer::spawn(
+        http_listener,
+        ringfort::http::AppState::new(
+            node.registrar.clone(),
+            ringfort::http::NodeInfo::new(cfg.node.id.to_string()),
+            cfg.sip.realm.clone(),
+        ),
+    )?;
     ringfort::node::log_started(&cfg, &node.bound);
+    tracing::info!(addr = %http.local_addr, "admin API on http://{}/api/v1", http.local_addr);
     if extensions == 0 {
         tracing::info!(
             "no extensions yet: add one with `ringfort extension add 1000 --name \"Front desk\"`"
         );
     }
+    if admins == 0 {
+        tracing::info!(
+            "no admin account yet: create the first with `ringfort admin add NAME` (a password is generated and shown once)"
+        );
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
+    http.shutdown().await;
     node.shutdown().await;
     Ok(())
 }
@@ -314,60 +362,11 @@ async fn wait_for_signal() {
     }
 }
 
-fn generate_password() -> String {
-    // 20 alphanumerics from the OS RNG: about 119 bits.
-    Alphanumeric.sample_string(&mut rand::rngs::OsRng, 20)
-}
-
-fn hashes(number: &str, realm: &str, password: &str) -> (String, String) {
-    (
-        Algorithm::Md5.ha1(number, realm, password),
-        Algorithm::Sha256.ha1(number, realm, password),
-    )
-}
-
-fn check_password(password: &str) -> anyhow::Result<()> {
-    if password.chars().count() < 8 {
-        bail!(UsageError(
-            "a SIP password needs at least 8 characters".into()
-        ));
-    }
-    Ok(())
-}
-
-fn check_number(number: &str) -> anyhow::Result<()> {
-    if !valid_extension_number(number) {
-        bail!(UsageError(format!(
-            "invalid extension number {number:?}: use 1-32 characters of A-Z a-z 0-9 . _ -"
-        )));
-    }
-    Ok(())
-}
-
-async fn add_extension(
-    store: &Store,
-    cfg: &Config,
-    number: &str,
-    password: &str,
-    name: &str,
-) -> anyhow::Result<()> {
-    let (ha1_md5, ha1_sha256) = hashes(number, &cfg.sip.realm, password);
-    let now = now_unix();
-    let ext = Extension {
-        number: number.to_owned(),
-        display_name: name.to_owned(),
-        realm: cfg.sip.realm.clone(),
-        ha1_md5,
-        ha1_sha256,
-        created_at: now,
-        updated_at: now,
-    };
-    match store.add_extension(&ext).await {
-        Ok(()) => Ok(()),
-        Err(StoreError::Conflict(_)) => {
-            bail!(UsageError(format!("extension {number} already exists")))
-        }
-        Err(e) => Err(e.into()),
+/// Rule breaches, duplicates and unknown names are usage errors (exit 2).
+fn usage(e: AdminError) -> anyhow::Error {
+    match e {
+        AdminError::Store(e) => e.into(),
+        e => UsageError(e.to_string()).into(),
     }
 }
 
@@ -379,15 +378,13 @@ async fn extension(cmd: ExtensionCommand, cfg: &Config) -> anyhow::Result<()> {
             password,
             name,
         } => {
-            check_number(&number)?;
             let (password, generated) = match password {
-                Some(p) => {
-                    check_password(&p)?;
-                    (p, false)
-                }
+                Some(p) => (p, false),
                 None => (generate_password(), true),
             };
-            add_extension(&store, cfg, &number, &password, &name).await?;
+            ext_admin::add(&store, &cfg.sip.realm, &number, &name, &password)
+                .await
+                .map_err(usage)?;
             if generated {
                 println!("extension {number} added; its SIP password (shown once): {password}");
             } else {
@@ -426,26 +423,17 @@ async fn extension(cmd: ExtensionCommand, cfg: &Config) -> anyhow::Result<()> {
             }
         }
         ExtensionCommand::Remove { number } => {
-            if !store.remove_extension(&number).await? {
-                bail!(UsageError(format!("no extension {number}")));
-            }
+            ext_admin::remove(&store, &number).await.map_err(usage)?;
             println!("extension {number} removed");
         }
         ExtensionCommand::Passwd { number, password } => {
             let (password, generated) = match password {
-                Some(p) => {
-                    check_password(&p)?;
-                    (p, false)
-                }
+                Some(p) => (p, false),
                 None => (generate_password(), true),
             };
-            let (md5, sha) = hashes(&number, &cfg.sip.realm, &password);
-            if !store
-                .update_extension_secret(&number, &cfg.sip.realm, &md5, &sha)
-                .await?
-            {
-                bail!(UsageError(format!("no extension {number}")));
-            }
+            ext_admin::set_password(&store, &cfg.sip.realm, &number, &password)
+                .await
+                .map_err(usage)?;
             if generated {
                 println!("extension {number}: new SIP password (shown once): {password}");
             } else {
@@ -471,15 +459,82 @@ async fn extension(cmd: ExtensionCommand, cfg: &Config) -> anyhow::Result<()> {
                 };
                 let name = cols.next().unwrap_or("").trim();
                 let (number, password) = (number.trim(), password.trim());
-                check_number(number)
-                    .and_then(|_| check_password(password))
+                ext_admin::check_number(number)
+                    .and_then(|_| ext_admin::check_password(password))
                     .map_err(|e| UsageError(format!("{}:{}: {e}", file.display(), i + 1)))?;
-                add_extension(&store, cfg, number, password, name)
+                ext_admin::add(&store, &cfg.sip.realm, number, name, password)
                     .await
+                    .map_err(usage)
                     .with_context(|| format!("{}:{}", file.display(), i + 1))?;
                 added += 1;
             }
             println!("{added} extensions imported");
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn admin(cmd: AdminCommand, cfg: &Config) -> anyhow::Result<()> {
+    let store = open_store(cfg).await?;
+    match cmd {
+        AdminCommand::Add {
+            name,
+            password,
+            role,
+        } => {
+            let Some(role) = Role::parse(&role) else {
+                bail!(UsageError(format!("role {role:?}: use admin or user")));
+            };
+            let (password, generated) = match password {
+                Some(p) => (p, false),
+                None => (generate_password(), true),
+            };
+            accounts::add(&store, &name, role, &password)
+                .await
+                .map_err(usage)?;
+            if generated {
+                println!("admin {name} added; its password (shown once): {password}");
+            } else {
+                println!("admin {name} added");
+            }
+        }
+        AdminCommand::List => {
+            let tokens = store.list_api_tokens(None).await?;
+            for a in store.list_admins().await? {
+                let names: Vec<&str> = tokens
+                    .iter()
+                    .filter(|t| t.admin == a.name)
+                    .map(|t| t.name.as_str())
+                    .collect();
+                let names = if names.is_empty() {
+                    "-".to_owned()
+                } else {
+                    names.join(",")
+                };
+                println!("{}\t{}\ttokens={names}", a.name, a.role);
+            }
+        }
+        AdminCommand::Remove { name } => {
+            accounts::remove(&store, &name).await.map_err(usage)?;
+            println!("admin {name} removed");
+        }
+        AdminCommand::Token {
+            name,
+            token_name,
+            revoke,
+        } => {
+            if revoke {
+                accounts::revoke_token(&store, &name, &token_name)
+                    .await
+                    .map_err(usage)?;
+                println!("token {token_name} of {name} revoked");
+            } else {
+                let token = accounts::create_token(&store, &name, &token_name)
+                    .await
+                    .map_err(usage)?;
+                println!("token {token_name} for {name} (shown once): {token}");
+            }
         }
     }
     store.close().await;

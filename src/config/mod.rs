@@ -239,7 +239,7 @@ impl Default for LogConfig {
     }
 }
 
-/// `[http]` (admin panel; not served yet)
+/// `[http]`: the admin API (and later the web panel)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {

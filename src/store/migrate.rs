@@ -42,6 +42,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "recordings",
         sql: include_str!("../../migrations/sqlite/0003_recordings.sql"),
     },
+    Migration {
+        version: 4,
+        name: "admin",
+        sql: include_str!("../../migrations/sqlite/0004_admin.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -59,6 +64,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "recordings",
         sql: include_str!("../../migrations/postgres/0003_recordings.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "admin",
+        sql: include_str!("../../migrations/postgres/0004_admin.sql"),
     },
 ];
 

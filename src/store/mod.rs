@@ -927,6 +927,9 @@ impl Store {
     }
 }
 
+mod admin;
+pub use admin::{AdminAccount, ApiTokenInfo, CdrFilter, SessionRecord};
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -1074,7 +1077,7 @@ mod tests {
         let s = Store::connect("sqlite::memory:", 2).await.expect("connect");
         assert_eq!(
             s.migrate().await.expect("migrate"),
-            ["0001_init", "0002_calls", "0003_recordings"]
+            ["0001_init", "0002_calls", "0003_recordings", "0004_admin"]
         );
         let e = Extension {
             number: "100".into(),

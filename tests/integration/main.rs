@@ -1,6 +1,7 @@
 //! The one integration test binary (see DESIGN.md "Tests"): a module per feature, and
 //! `support` to start nodes and peers.
 
+mod admin_api;
 mod apps;
 mod audio;
 mod bad_input;

@@ -8,7 +8,9 @@
 
 use std::future::Future;
 
-use ringfort::store::{ActiveCall, Backend, Binding, Cdr, Extension, Store, StoreError};
+use ringfort::store::{
+    ActiveCall, AdminAccount, Backend, Binding, Cdr, CdrFilter, Extension, Store, StoreError,
+};
 // `Executor::execute`, not `RawSql::execute`: the latter's future is not provably `Send`.
 use sqlx::{Connection, Executor};
 
@@ -41,7 +43,8 @@ where
             vec![
                 "0001_init".to_owned(),
                 "0002_calls".to_owned(),
-                "0003_recordings".to_owned()
+                "0003_recordings".to_owned(),
+                "0004_admin".to_owned()
             ]
         );
         f(Ctx {
@@ -169,6 +172,8 @@ battery!(
     bindings_batch_replace,
     calls_start_answer_finish,
     calls_left_by_a_crash_become_cdrs,
+    admins_sessions_and_tokens,
+    admin_api_pages_and_filters,
 );
 
 // ---- helpers ----
@@ -252,7 +257,7 @@ async fn newer_schema_is_refused(cx: Ctx) {
     match cx.store.migrate().await {
         Err(StoreError::NewerSchema {
             db_version: 9999,
-            binary_version: 3,
+            binary_version: 4,
         }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
@@ -743,4 +748,173 @@ async fn calls_left_by_a_crash_become_cdrs(cx: Ctx) {
         .expect("again")
         .is_empty());
     assert_eq!(s.list_cdrs(1).await.expect("limit").len(), 1);
+}
+
+fn admin(name: &str, role: &str) -> AdminAccount {
+    AdminAccount {
+        name: name.into(),
+        role: role.into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+async fn admins_sessions_and_tokens(cx: Ctx) {
+    let s = &cx.store;
+    assert_eq!(s.count_admins().await.expect("count"), 0);
+    s.add_admin(&admin("root", "admin")).await.expect("add");
+    s.add_admin(&admin("ops", "user")).await.expect("add");
+    assert!(matches!(
+        s.add_admin(&admin("root", "admin")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // The schema allows only the two roles.
+    assert!(s.add_admin(&admin("x", "superuser")).await.is_err());
+    assert_eq!(
+        s.get_admin("root").await.expect("get"),
+        Some(admin("root", "admin"))
+    );
+    let names: Vec<String> = s
+        .list_admins()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["ops", "root"]);
+
+    s.insert_session("h1", "root", "csrf1", 100, 200)
+        .await
+        .expect("session");
+    let got = s.get_session("h1", 150).await.expect("get").expect("live");
+    assert_eq!(
+        (
+            got.admin.as_str(),
+            got.role.as_str(),
+            got.csrf_token.as_str()
+        ),
+        ("root", "admin", "csrf1")
+    );
+    assert!(
+        s.get_session("h1", 200).await.expect("get").is_none(),
+        "expired"
+    );
+    s.insert_session("h2", "ops", "csrf2", 100, 120)
+        .await
+        .expect("session");
+    assert_eq!(s.delete_expired_sessions(150).await.expect("sweep"), 1);
+    assert!(s.delete_session("h1").await.expect("delete"));
+    assert!(!s.delete_session("h1").await.expect("again"));
+
+    s.insert_api_token("t1", "root", "ci", 10)
+        .await
+        .expect("token");
+    assert!(matches!(
+        s.insert_api_token("t2", "root", "ci", 10).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.insert_api_token("t3", "ops", "ci", 10)
+        .await
+        .expect("same name, other admin");
+    let (acc, name) = s
+        .use_api_token("t1", 50)
+        .await
+        .expect("use")
+        .expect("known");
+    assert_eq!((acc.name.as_str(), name.as_str()), ("root", "ci"));
+    assert!(s.use_api_token("nope", 50).await.expect("use").is_none());
+    let all = s.list_api_tokens(None).await.expect("list");
+    assert_eq!(all.len(), 2);
+    let mine = s.list_api_tokens(Some("root")).await.expect("list");
+    assert_eq!((mine.len(), mine[0].last_used_at), (1, Some(50)));
+    assert!(s.remove_api_token("root", "ci").await.expect("revoke"));
+    assert!(!s.remove_api_token("root", "ci").await.expect("again"));
+    // Removing an account takes its sessions and tokens with it.
+    s.insert_session("h3", "ops", "c", 100, 1000)
+        .await
+        .expect("session");
+    assert!(s.remove_admin("ops").await.expect("remove"));
+    assert!(s.get_session("h3", 150).await.expect("get").is_none());
+    assert!(s.use_api_token("t3", 60).await.expect("use").is_none());
+    assert!(!s.remove_admin("ops").await.expect("again"));
+}
+
+async fn admin_api_pages_and_filters(cx: Ctx) {
+    let s = &cx.store;
+    for n in ["b", "a", "c", "d"] {
+        s.add_extension(&ext(n)).await.expect("add");
+    }
+    assert_eq!(s.count_extensions().await.expect("count"), 4);
+    let page: Vec<String> = s
+        .list_extensions_page(2, 1)
+        .await
+        .expect("page")
+        .into_iter()
+        .map(|e| e.number)
+        .collect();
+    assert_eq!(page, ["b", "c"]);
+    assert!(s.set_extension_name("a", "Alice").await.expect("rename"));
+    assert!(!s.set_extension_name("zz", "x").await.expect("none"));
+    assert_eq!(
+        s.get_extension("a")
+            .await
+            .expect("get")
+            .map(|e| e.display_name),
+        Some("Alice".into())
+    );
+    for (i, (id, caller, disp)) in [
+        ("x1", "100", "answered"),
+        ("x2", "100", "busy"),
+        ("x3", "200", "answered"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = active(id, "n1", 100 * (i as i64 + 1));
+        c.caller = caller.into();
+        s.insert_active_call(&c).await.expect("start");
+        s.finish_call(&Cdr {
+            id: id.into(),
+            caller: caller.into(),
+            callee: "300".into(),
+            started_at: c.started_at,
+            answered_at: None,
+            ended_at: c.started_at + 5,
+            disposition: disp.into(),
+            duration: 0,
+            hangup_leg: "caller".into(),
+            caller_call_id: c.caller_call_id.clone(),
+            callee_call_id: c.callee_call_id.clone(),
+            node_id: "n1".into(),
+            recording: None,
+        })
+        .await
+        .expect("finish");
+    }
+    s.insert_active_call(&active("live", "n1", 5))
+        .await
+        .expect("live");
+    assert_eq!(s.count_active_calls().await.expect("count"), 1);
+    let ids = |v: Vec<Cdr>| v.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    let all = CdrFilter::default();
+    assert_eq!(
+        ids(s.query_cdrs(&all, 10, 0).await.expect("q")),
+        ["x3", "x2", "x1"]
+    );
+    assert_eq!(ids(s.query_cdrs(&all, 1, 1).await.expect("q")), ["x2"]);
+    let f = CdrFilter {
+        caller: Some("100".into()),
+        disposition: Some("answered".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(s.query_cdrs(&f, 10, 0).await.expect("q")), ["x1"]);
+    assert_eq!(s.count_cdrs(&f).await.expect("count"), 1);
+    let f = CdrFilter {
+        from: Some(200),
+        to: Some(300),
+        ..Default::default()
+    };
+    assert_eq!(ids(s.query_cdrs(&f, 10, 0).await.expect("q")), ["x2"]);
+    assert_eq!(s.count_cdrs(&all).await.expect("count"), 3);
 }

@@ -54,6 +54,8 @@ pub struct NodeOptions {
 pub struct Node {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The admin API's port (`[http] listen`, on the node's address).
+    pub http_port: u16,
     pub config: PathBuf,
     pub ip: std::net::IpAddr,
     netns: String,
@@ -67,6 +69,7 @@ impl Node {
     pub fn new(opts: NodeOptions) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
+        let http_port = free_port();
         let ip: std::net::IpAddr = if opts.ip.is_empty() {
             [127, 0, 0, 1].into()
         } else {
@@ -78,13 +81,19 @@ impl Node {
              [sip]\nudp_listen = [\"{ip}:{port}\"]\ntcp_listen = [\"{ip}:{port}\"]\n\
              {}\n\n\
              [registrar]\nsweep_interval_secs = 1\n{}\n\n\
-             [log]\nlevel = \"info,ringfort=debug\"\n",
+             [log]\nlevel = \"info,ringfort=debug\"\n\n\
+             [http]\nlisten = \"{http_ip}:{http_port}\"\n",
             if opts.sip.is_empty() {
                 "tcp_idle_timeout_secs = 30"
             } else {
                 &opts.sip
             },
-            opts.registrar
+            opts.registrar,
+            http_ip = if ip.is_ipv6() {
+                format!("[{ip}]")
+            } else {
+                ip.to_string()
+            },
         );
         if !opts.database_url.is_empty() {
             text.push_str(&format!("\n[database]\nurl = \"{}\"\n", opts.database_url));
@@ -97,6 +106,7 @@ impl Node {
         Node {
             dir,
             port,
+            http_port,
             config,
             ip,
             netns: opts.netns,
@@ -108,6 +118,11 @@ impl Node {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from((self.ip, self.port))
+    }
+
+    /// Where the admin API listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, self.http_port))
     }
 
     /// Runs a CLI subcommand against this node's config.
@@ -140,10 +155,14 @@ impl Node {
                 return;
             }
             let new_port = free_port();
+            let new_http = free_port();
             let text = std::fs::read_to_string(&self.config).expect("read config");
-            let text = text.replace(&format!(":{}\"", self.port), &format!(":{new_port}\""));
+            let text = text
+                .replace(&format!(":{}\"", self.port), &format!(":{new_port}\""))
+                .replace(&format!(":{}\"", self.http_port), &format!(":{new_http}\""));
             std::fs::write(&self.config, text).expect("write config");
             self.port = new_port;
+            self.http_port = new_http;
         }
         panic!(
             "could not find a free port for the node:\n{}",

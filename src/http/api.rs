@@ -1,0 +1,530 @@
+//! The admin API's resources: extensions, registrations, live calls, CDRs, node status.
+//! Handlers parse, call the store or [`crate::admin`], and serialise; no rules here.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::auth::AdminOnly;
+use super::error::{ApiError, ApiJson, ApiQuery};
+use super::AppState;
+use crate::admin::{self, extensions as ext_admin};
+use crate::store::{now_unix, ActiveCall, Binding, Cdr, CdrFilter, Extension};
+
+/// Page size when none is asked for, and the largest one allowed.
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+/// The most rows one CSV export holds.
+pub const CSV_MAX_ROWS: u32 = 100_000;
+
+/// A page of a list.
+#[derive(Serialize)]
+pub struct Page<T> {
+    items: Vec<T>,
+    /// How many items the whole list has.
+    total: i64,
+    limit: u32,
+    offset: u64,
+}
+
+/// `?limit=&offset=`
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    limit: Option<u32>,
+    offset: Option<u64>,
+}
+
+fn page_params(limit: Option<u32>, offset: Option<u64>) -> Result<(u32, u64), ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            format!("limit must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    Ok((limit, offset.unwrap_or(0)))
+}
+
+/// A page of a list held in memory.
+fn page_of<T>(all: Vec<T>, q: &PageQuery) -> Result<Page<T>, ApiError> {
+    let (limit, offset) = page_params(q.limit, q.offset)?;
+    let total = all.len() as i64;
+    let items = all
+        .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(limit as usize)
+        .collect();
+    Ok(Page {
+        items,
+        total,
+        limit,
+        offset,
+    })
+}
+
+// ---- extensions ----
+
+/// An extension as the API shows it (never its hashes).
+#[derive(Serialize)]
+pub struct ExtensionView {
+    number: String,
+    name: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<Extension> for ExtensionView {
+    fn from(e: Extension) -> Self {
+        ExtensionView {
+            number: e.number,
+            name: e.display_name,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+/// `GET /api/v1/extensions`
+pub async fn list_extensions(
+    State(state): State<AppState>,
+    _: AdminOnly,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<Page<ExtensionView>>, ApiError> {
+    let (limit, offset) = page_params(q.limit, q.offset)?;
+    let store = &state.inner.store;
+    let total = store.count_extensions().await?;
+    let items = store.list_extensions_page(limit, offset).await?;
+    Ok(Json(Page {
+        items: items.into_iter().map(Into::into).collect(),
+        total,
+        limit,
+        offset,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewExtension {
+    number: String,
+    #[serde(default)]
+    name: String,
+    /// Absent: a strong one is generated and returned once.
+    password: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct CreatedExtension {
+    extension: ExtensionView,
+    /// Only when generated: the one time it is shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<String>,
+}
+
+/// `POST /api/v1/extensions`
+pub async fn create_extension(
+    State(state): State<AppState>,
+    AdminOnly(who): AdminOnly,
+    ApiJson(req): ApiJson<NewExtension>,
+) -> Result<Response, ApiError> {
+    let s = &state.inner;
+    let (password, generated) = match req.password {
+        Some(p) => (p, false),
+        None => (admin::generate_password(), true),
+    };
+    let ext = ext_admin::add(&s.store, &s.realm, &req.number, &req.name, &password).await?;
+    refresh_extension(&state, &ext.number).await;
+    tracing::info!(admin = %who.name, number = %ext.number, "extension added");
+    let body = CreatedExtension {
+        extension: ext.into(),
+        password: generated.then_some(password),
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /api/v1/extensions/{number}`
+pub async fn get_extension(
+    State(state): State<AppState>,
+    _: AdminOnly,
+    Path(number): Path<String>,
+) -> Result<Json<ExtensionView>, ApiError> {
+    state
+        .inner
+        .store
+        .get_extension(&number)
+        .await?
+        .map(|e| Json(e.into()))
+        .ok_or_else(|| ApiError::not_found(format!("no extension {number}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionChange {
+    name: Option<String>,
+    password: Option<String>,
+}
+
+/// `PUT /api/v1/extensions/{number}`: a new name and/or a new password.
+pub async fn update_extension(
+    State(state): State<AppState>,
+    AdminOnly(who): AdminOnly,
+    Path(number): Path<String>,
+    ApiJson(req): ApiJson<ExtensionChange>,
+) -> Result<Json<ExtensionView>, ApiError> {
+    let s = &state.inner;
+    if req.name.is_none() && req.password.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_input",
+            "give a new name, a new password, or both",
+        ));
+    }
+    // Check both before changing either.
+    if let Some(name) = &req.name {
+        ext_admin::check_name(name)?;
+    }
+    if let Some(password) = &req.password {
+        ext_admin::check_password(password)?;
+    }
+    if let Some(password) = &req.password {
+        ext_admin::set_password(&s.store, &s.realm, &number, password).await?;
+    }
+    if let Some(name) = &req.name {
+        ext_admin::rename(&s.store, &number, name).await?;
+    }
+    refresh_extension(&state, &number).await;
+    tracing::info!(admin = %who.name, number = %number, "extension changed");
+    let ext = s
+        .store
+        .get_extension(&number)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no extension {number}")))?;
+    Ok(Json(ext.into()))
+}
+
+/// `DELETE /api/v1/extensions/{number}`
+pub async fn delete_extension(
+    State(state): State<AppState>,
+    AdminOnly(who): AdminOnly,
+    Path(number): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    ext_admin::remove(&state.inner.store, &number).await?;
+    refresh_extension(&state, &number).await;
+    state.inner.registrar.restore(&number).await;
+    tracing::info!(admin = %who.name, number = %number, "extension removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The registrar caches extensions: a change made here takes effect at once.
+async fn refresh_extension(state: &AppState, number: &str) {
+    if let Err(e) = state.inner.registrar.fetch_extension(number).await {
+        tracing::warn!(number, error = %e, "registrar cache not refreshed");
+    }
+}
+
+// ---- registrations and calls ----
+
+#[derive(Serialize)]
+pub struct RegistrationView {
+    extension: String,
+    contact: String,
+    transport: String,
+    received: String,
+    local_addr: String,
+    expires_at: i64,
+    expires_in: i64,
+    user_agent: String,
+    node: String,
+}
+
+impl RegistrationView {
+    fn new(b: Binding, now: i64) -> Self {
+        RegistrationView {
+            extension: b.aor,
+            contact: b.contact_uri,
+            transport: b.transport,
+            received: b.received,
+            local_addr: b.local_addr,
+            expires_in: b.expires_at - now,
+            expires_at: b.expires_at,
+            user_agent: b.user_agent,
+            node: b.node_id,
+        }
+    }
+}
+
+/// `GET /api/v1/registrations`: current (unexpired) registrations, by extension.
+pub async fn list_registrations(
+    State(state): State<AppState>,
+    _: AdminOnly,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<Page<RegistrationView>>, ApiError> {
+    let now = now_unix();
+    let mut all = state.inner.store.all_bindings().await?;
+    all.retain(|b| b.expires_at > now);
+    let views = all
+        .into_iter()
+        .map(|b| RegistrationView::new(b, now))
+        .collect();
+    Ok(Json(page_of(views, &q)?))
+}
+
+#[derive(Serialize)]
+pub struct CallView {
+    id: String,
+    caller: String,
+    callee: String,
+    state: String,
+    started_at: i64,
+    answered_at: Option<i64>,
+    caller_call_id: String,
+    callee_call_id: String,
+    node: String,
+}
+
+impl From<ActiveCall> for CallView {
+    fn from(c: ActiveCall) -> Self {
+        CallView {
+            id: c.id,
+            caller: c.caller,
+            callee: c.callee,
+            state: c.state,
+            started_at: c.started_at,
+            answered_at: c.answered_at,
+            caller_call_id: c.caller_call_id,
+            callee_call_id: c.callee_call_id,
+            node: c.node_id,
+        }
+    }
+}
+
+/// `GET /api/v1/calls`: calls in progress on every node, oldest first.
+pub async fn list_calls(
+    State(state): State<AppState>,
+    _: AdminOnly,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<Page<CallView>>, ApiError> {
+    let calls = state.inner.store.list_active_calls().await?;
+    Ok(Json(page_of(
+        calls.into_iter().map(Into::into).collect(),
+        &q,
+    )?))
+}
+
+// ---- CDRs ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdrQuery {
+    caller: Option<String>,
+    callee: Option<String>,
+    disposition: Option<String>,
+    /// Unix seconds, on the start time, inclusive.
+    from: Option<i64>,
+    /// Unix seconds, on the start time, exclusive.
+    to: Option<i64>,
+    limit: Option<u32>,
+    offset: Option<u64>,
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct CdrView {
+    id: String,
+    caller: String,
+    callee: String,
+    started_at: i64,
+    answered_at: Option<i64>,
+    ended_at: i64,
+    disposition: String,
+    duration: i64,
+    hangup_leg: String,
+    caller_call_id: String,
+    callee_call_id: String,
+    node: String,
+    recording: Option<String>,
+}
+
+impl From<Cdr> for CdrView {
+    fn from(c: Cdr) -> Self {
+        CdrView {
+            id: c.id,
+            caller: c.caller,
+            callee: c.callee,
+            started_at: c.started_at,
+            answered_at: c.answered_at,
+            ended_at: c.ended_at,
+            disposition: c.disposition,
+            duration: c.duration,
+            hangup_leg: c.hangup_leg,
+            caller_call_id: c.caller_call_id,
+            callee_call_id: c.callee_call_id,
+            node: c.node_id,
+            recording: c.recording,
+        }
+    }
+}
+
+/// `GET /api/v1/cdrs`: filtered, newest first; a page as JSON, or CSV (`?format=csv`,
+/// up to [`CSV_MAX_ROWS`] rows from `offset`, `limit` rows when given).
+pub async fn list_cdrs(
+    State(state): State<AppState>,
+    _: AdminOnly,
+    ApiQuery(q): ApiQuery<CdrQuery>,
+) -> Result<Response, ApiError> {
+    let filter = CdrFilter {
+        caller: q.caller,
+        callee: q.callee,
+        disposition: q.disposition,
+        from: q.from,
+        to: q.to,
+    };
+    let store = &state.inner.store;
+    match q.format.as_deref().unwrap_or("json") {
+        "json" => {
+            let (limit, offset) = page_params(q.limit, q.offset)?;
+            let total = store.count_cdrs(&filter).await?;
+            let items = store.query_cdrs(&filter, limit, offset).await?;
+            Ok(Json(Page {
+                items: items.into_iter().map(CdrView::from).collect::<Vec<_>>(),
+                total,
+                limit,
+                offset,
+            })
+            .into_response())
+        }
+        "csv" => {
+            let limit = q.limit.unwrap_or(CSV_MAX_ROWS);
+            if !(1..=CSV_MAX_ROWS).contains(&limit) {
+                return Err(ApiError::bad_request(
+                    "bad_query",
+                    format!("limit must be 1 to {CSV_MAX_ROWS} for CSV"),
+                ));
+            }
+            let rows = store
+                .query_cdrs(&filter, limit, q.offset.unwrap_or(0))
+                .await?;
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"cdrs.csv\"",
+                    ),
+                ],
+                cdrs_csv(&rows),
+            )
+                .into_response())
+        }
+        other => Err(ApiError::bad_request(
+            "bad_query",
+            format!("format {other:?}: use json or csv"),
+        )),
+    }
+}
+
+const CSV_HEADER: &str = "id,caller,callee,started_at,answered_at,ended_at,disposition,\
+                          duration,hangup_leg,caller_call_id,callee_call_id,node,recording";
+
+/// RFC 4180 CSV: a header line, CRLF line ends, fields quoted when they need it.
+fn cdrs_csv(rows: &[Cdr]) -> String {
+    let mut out = String::from(CSV_HEADER);
+    out.push_str("\r\n");
+    for c in rows {
+        let answered = c.answered_at.map(|a| a.to_string()).unwrap_or_default();
+        let fields = [
+            c.id.as_str(),
+            &c.caller,
+            &c.callee,
+            &c.started_at.to_string(),
+            &answered,
+            &c.ended_at.to_string(),
+            &c.disposition,
+            &c.duration.to_string(),
+            &c.hangup_leg,
+            &c.caller_call_id,
+            &c.callee_call_id,
+            &c.node_id,
+            c.recording.as_deref().unwrap_or(""),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    // A leading = + - @ would be a formula to a spreadsheet: quote-prefix it.
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
+    if s.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+// ---- status ----
+
+#[derive(Serialize)]
+pub struct Status {
+    node_id: String,
+    version: &'static str,
+    uptime_secs: u64,
+    started_at: i64,
+    database: &'static str,
+    extensions: i64,
+    registrations: i64,
+    active_calls: i64,
+}
+
+/// `GET /api/v1/status`
+pub async fn status(State(state): State<AppState>, _: AdminOnly) -> Result<Json<Status>, ApiError> {
+    let s = &state.inner;
+    let now = now_unix();
+    let registrations = s
+        .store
+        .all_bindings()
+        .await?
+        .iter()
+        .filter(|b| b.expires_at > now)
+        .count() as i64;
+    Ok(Json(Status {
+        node_id: s.node.id.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: s.node.started.elapsed().as_secs(),
+        started_at: s.node.started_at,
+        database: match s.store.backend() {
+            crate::store::Backend::Sqlite => "sqlite",
+            crate::store::Backend::Postgres => "postgres",
+        },
+        extensions: s.store.count_extensions().await?,
+        registrations,
+        active_calls: s.store.count_active_calls().await?,
+    }))
+}
+
+/// The CSV header line, for the router tests.
+#[cfg(test)]
+pub(crate) fn tests_csv_header() -> &'static str {
+    CSV_HEADER
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_what_needs_it_and_defuses_formulas() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=cmd()"), "'=cmd()");
+    }
+}

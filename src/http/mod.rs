@@ -1,0 +1,216 @@
+//! The HTTP layer (axum): the admin API under `/api/v1` (JSON, documented by
+//! `openapi.json`), with session and token auth. The web panel, SIP over WebSocket and
+//! metrics come later. Holds no business logic: handlers parse, call [`crate::admin`] or
+//! the store, and serialise. No TLS yet: keep `[http] listen` on loopback or behind a
+//! proxy that terminates TLS.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod limiter;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::handler::Handler;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{on, MethodFilter};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::registrar::Registrar;
+use crate::store::Store;
+use error::ApiError;
+use limiter::{LimiterPolicy, LoginLimiter};
+
+/// The OpenAPI 3.1 document of the admin API (hand-written; a test holds it to the
+/// router).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What the node tells about itself.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub id: String,
+    pub started: Instant,
+    /// Unix seconds.
+    pub started_at: i64,
+}
+
+impl NodeInfo {
+    /// A node starting now.
+    pub fn new(id: impl Into<String>) -> Self {
+        NodeInfo {
+            id: id.into(),
+            started: Instant::now(),
+            started_at: crate::store::now_unix(),
+        }
+    }
+}
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    store: Store,
+    registrar: Arc<Registrar>,
+    node: NodeInfo,
+    /// `sip.realm`: extension passwords are hashed for it.
+    realm: String,
+    limiter: Mutex<LoginLimiter>,
+    /// Cookies get `Secure` (on once TLS is served).
+    secure_cookies: bool,
+}
+
+impl AppState {
+    pub fn new(registrar: Arc<Registrar>, node: NodeInfo, realm: impl Into<String>) -> Self {
+        Self::with_limits(registrar, node, realm, LimiterPolicy::default())
+    }
+
+    pub fn with_limits(
+        registrar: Arc<Registrar>,
+        node: NodeInfo,
+        realm: impl Into<String>,
+        limits: LimiterPolicy,
+    ) -> Self {
+        AppState {
+            inner: Arc::new(Shared {
+                store: registrar.store().clone(),
+                registrar,
+                node,
+                realm: realm.into(),
+                limiter: Mutex::new(LoginLimiter::new(limits)),
+                secure_cookies: false,
+            }),
+        }
+    }
+}
+
+/// Builds the router and the table of its (method, path) pairs, so a test can hold the
+/// OpenAPI document to what is really routed.
+struct Routes {
+    router: Router<AppState>,
+    table: Vec<(&'static str, &'static str)>,
+}
+
+impl Routes {
+    fn add<H, T>(mut self, method: &'static str, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = match method {
+            "GET" => MethodFilter::GET,
+            "POST" => MethodFilter::POST,
+            "PUT" => MethodFilter::PUT,
+            "DELETE" => MethodFilter::DELETE,
+            other => unreachable!("method {other} not used by the API"),
+        };
+        self.table.push((method, path));
+        self.router = self.router.route(path, on(filter, handler));
+        self
+    }
+}
+
+fn routes() -> Routes {
+    Routes {
+        router: Router::new(),
+        table: Vec::new(),
+    }
+    .add("GET", "/api/v1/openapi.json", openapi)
+    .add("POST", "/api/v1/login", auth::login)
+    .add("POST", "/api/v1/logout", auth::logout)
+    .add("GET", "/api/v1/me", auth::me)
+    .add("GET", "/api/v1/status", api::status)
+    .add("GET", "/api/v1/extensions", api::list_extensions)
+    .add("POST", "/api/v1/extensions", api::create_extension)
+    .add("GET", "/api/v1/extensions/{number}", api::get_extension)
+    .add("PUT", "/api/v1/extensions/{number}", api::update_extension)
+    .add(
+        "DELETE",
+        "/api/v1/extensions/{number}",
+        api::delete_extension,
+    )
+    .add("GET", "/api/v1/registrations", api::list_registrations)
+    .add("GET", "/api/v1/calls", api::list_calls)
+    .add("GET", "/api/v1/cdrs", api::list_cdrs)
+}
+
+/// The whole HTTP service.
+pub fn router(state: AppState) -> Router {
+    routes()
+        .router
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .with_state(state)
+}
+
+/// `GET /api/v1/openapi.json` (no auth: it describes, it holds nothing).
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` completes, then lets requests
+/// in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// A server running in its own task.
+pub struct HttpServer {
+    pub local_addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Starts serving on an already bound listener.
+    pub fn spawn(listener: TcpListener, state: AppState) -> std::io::Result<HttpServer> {
+        let local_addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = serve(listener, state, shutdown).await {
+                tracing::error!(error = %e, "admin HTTP server failed");
+            }
+        });
+        Ok(HttpServer {
+            local_addr,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops accepting, and waits (up to 5 s) for requests in flight.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

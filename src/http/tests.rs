@@ -1,0 +1,968 @@
+//! The admin API against a real SQLite store in a temp dir, through the router without a
+//! socket (`tower::ServiceExt::oneshot`): every endpoint, auth failures, CSRF, bad JSON,
+//! pagination, CSV.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::limiter::LimiterPolicy;
+use super::*;
+use crate::admin::accounts::{self, Role};
+use crate::config::Config;
+use crate::store::{ActiveCall, Binding, Cdr};
+
+const PASSWORD: &str = "a long admin password";
+
+struct T {
+    app: Router,
+    store: Store,
+    registrar: Arc<Registrar>,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> T {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+    let store = Store::connect(&url, 4).await.expect("store");
+    store.migrate().await.expect("migrate");
+    let registrar = Arc::new(
+        Registrar::load(
+            store.clone(),
+            crate::node::registrar_config(&Config::default()),
+        )
+        .await
+        .expect("registrar"),
+    );
+    accounts::add(&store, "root", Role::Admin, PASSWORD)
+        .await
+        .expect("root");
+    accounts::add(&store, "viewer", Role::User, PASSWORD)
+        .await
+        .expect("viewer");
+    let limits = LimiterPolicy {
+        window: Duration::from_secs(300),
+        max_per_account: 3,
+        max_per_ip: 10,
+        lockout: Duration::from_secs(60),
+    };
+    let state = AppState::with_limits(
+        registrar.clone(),
+        NodeInfo::new("test1"),
+        "ringfort",
+        limits,
+    );
+    T {
+        app: router(state),
+        store,
+        registrar,
+        _dir: dir,
+    }
+}
+
+#[derive(Clone)]
+enum Auth {
+    None,
+    Token(String),
+    /// Cookie and the CSRF token to send (None: send none).
+    Session(String, Option<String>),
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    text: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    /// The error code of an error answer.
+    fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+fn request(method: &str, uri: &str, auth: &Auth, body: Option<&str>) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    match auth {
+        Auth::None => {}
+        Auth::Token(t) => b = b.header(header::AUTHORIZATION, format!("Bearer {t}")),
+        Auth::Session(cookie, csrf) => {
+            b = b.header(
+                header::COOKIE,
+                format!("other=1; ringfort_session={cookie}"),
+            );
+            if let Some(c) = csrf {
+                b = b.header("x-csrf-token", c);
+            }
+        }
+    }
+    match body {
+        Some(text) => b
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(text.to_owned())),
+        None => b.body(Body::empty()),
+    }
+    .expect("request")
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Resp {
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    Resp {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+async fn call(app: &Router, method: &str, uri: &str, auth: &Auth, body: Option<Value>) -> Resp {
+    let body = body.map(|b| b.to_string());
+    send(app, request(method, uri, auth, body.as_deref())).await
+}
+
+/// Logs in as `name`; the session as an [`Auth`] with its CSRF token.
+async fn login(app: &Router, name: &str) -> Auth {
+    let r = call(
+        app,
+        "POST",
+        "/api/v1/login",
+        &Auth::None,
+        Some(json!({"name": name, "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let cookie = r.headers[header::SET_COOKIE]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    let id = cookie
+        .strip_prefix("ringfort_session=")
+        .and_then(|c| c.split(';').next())
+        .expect("session cookie")
+        .to_owned();
+    let csrf = r.json()["csrf_token"].as_str().expect("csrf").to_owned();
+    Auth::Session(id, Some(csrf))
+}
+
+async fn token(t: &T) -> Auth {
+    Auth::Token(
+        accounts::create_token(
+            &t.store,
+            "root",
+            &format!("t{}", accounts::random_hex()[..8].to_owned()),
+        )
+        .await
+        .expect("token"),
+    )
+}
+
+// ---- the document ----
+
+#[tokio::test]
+async fn openapi_documents_every_route_and_nothing_else() {
+    let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let table = routes().table;
+    for (method, path) in &table {
+        assert!(
+            doc["paths"][path][method.to_lowercase()].is_object(),
+            "{method} {path} is routed but not in openapi.json"
+        );
+    }
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        for method in item.as_object().expect("path item").keys() {
+            if method == "parameters" {
+                continue;
+            }
+            assert!(
+                table
+                    .iter()
+                    .any(|(m, p)| p == path && m.eq_ignore_ascii_case(method)),
+                "{method} {path} is documented but not routed"
+            );
+        }
+    }
+    // Every $ref resolves.
+    let text = OPENAPI;
+    for part in text.split("\"$ref\": \"#/").skip(1) {
+        let target = part.split('"').next().unwrap_or_default();
+        let mut node = &doc;
+        for seg in target.split('/') {
+            node = &node[seg];
+        }
+        assert!(!node.is_null(), "dangling $ref {target}");
+    }
+    let t = setup().await;
+    let r = call(&t.app, "GET", "/api/v1/openapi.json", &Auth::None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json(), doc);
+}
+
+// ---- auth ----
+
+#[tokio::test]
+async fn login_gives_a_strict_http_only_cookie_and_a_csrf_token() {
+    let t = setup().await;
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/login",
+        &Auth::None,
+        Some(json!({"name": "root", "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let cookie = r.headers[header::SET_COOKIE].to_str().expect("ascii");
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "no TLS yet: {cookie}");
+    let body = r.json();
+    assert_eq!(body["name"], "root");
+    assert_eq!(body["role"], "admin");
+    assert_eq!(body["csrf_token"].as_str().map(str::len), Some(64));
+    // The session id is stored hashed only.
+    let id = cookie.split(';').next().unwrap_or_default();
+    let id = id.trim_start_matches("ringfort_session=");
+    assert!(t.store.get_session(id, 0).await.expect("lookup").is_none());
+    let auth = login(&t.app, "root").await;
+    let me = call(&t.app, "GET", "/api/v1/me", &auth, None).await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text);
+    assert_eq!(me.json()["auth"], "session");
+    assert!(me.json()["csrf_token"].is_string());
+    let tok = token(&t).await;
+    let me = call(&t.app, "GET", "/api/v1/me", &tok, None).await;
+    assert_eq!(me.json()["auth"], "token");
+    assert!(me.json()["csrf_token"].is_null());
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_401_and_repeated_failures_429() {
+    let t = setup().await;
+    let bad = |name: &str| json!({"name": name, "password": "not the password"});
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/login",
+        &Auth::None,
+        Some(bad("root")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "bad_credentials");
+    assert!(r.headers.get(header::SET_COOKIE).is_none());
+    // An unknown name answers the same.
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/login",
+        &Auth::None,
+        Some(bad("nobody")),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "bad_credentials".into())
+    );
+    // Third failure on root locks it (test policy: 3), even with the right password.
+    call(
+        &t.app,
+        "POST",
+        "/api/v1/login",
+        &Auth::None,
+        Some(bad("root")),
+    )
+    .await;
+    call(
+        &t.app,
+        "POST",
+        "/api/v1/login",
+        &Auth::None,
+        Some(bad("root")),
+    )
+    .await;
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/login",
+        &Auth::None,
+        Some(json!({"name": "root", "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    assert_eq!(r.code(), "rate_limited");
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+    // Other accounts are not locked.
+    login(&t.app, "viewer").await;
+}
+
+#[tokio::test]
+async fn the_ip_limit_counts_by_client_address() {
+    let t = setup().await;
+    let attempt = |ip: [u8; 4], name: &str| {
+        let mut req = request(
+            "POST",
+            "/api/v1/login",
+            &Auth::None,
+            Some(&json!({"name": name, "password": "wrong password!!"}).to_string()),
+        );
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from((ip, 40000))));
+        req
+    };
+    for i in 0..10 {
+        send(&t.app, attempt([192, 0, 2, 1], &format!("n{i}"))).await;
+    }
+    let r = send(&t.app, attempt([192, 0, 2, 1], "root")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let r = send(&t.app, attempt([192, 0, 2, 2], "root")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "another address is free"
+    );
+}
+
+#[tokio::test]
+async fn login_bad_json_is_a_clear_400() {
+    let t = setup().await;
+    let cases = [
+        ("{\"name\": \"root\"", "syntax"),
+        ("{\"name\": \"root\"}", "password"),
+        ("{\"name\": 5, \"password\": \"x\"}", "name"),
+        (
+            "{\"name\": \"root\", \"password\": \"x\", \"role\": \"admin\"}",
+            "role",
+        ),
+    ];
+    for (body, needle) in cases {
+        let r = send(
+            &t.app,
+            request("POST", "/api/v1/login", &Auth::None, Some(body)),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text);
+        assert_eq!(r.code(), "bad_json");
+        let msg = r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            msg.to_lowercase().contains(needle) || needle == "syntax" && msg.contains("EOF"),
+            "{body}: {msg}"
+        );
+    }
+    let mut req = request("POST", "/api/v1/login", &Auth::None, None);
+    *req.body_mut() = Body::from("{\"name\":\"root\",\"password\":\"x\"}");
+    let r = send(&t.app, req).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type".into()
+        )
+    );
+}
+
+#[tokio::test]
+async fn every_endpoint_but_login_and_the_document_needs_auth() {
+    let t = setup().await;
+    for (method, path) in routes().table {
+        if matches!(path, "/api/v1/login" | "/api/v1/openapi.json") {
+            continue;
+        }
+        let uri = path.replace("{number}", "1000");
+        let body = matches!(method, "POST" | "PUT").then(|| json!({"name": "x"}));
+        for auth in [
+            Auth::None,
+            Auth::Token("rft_0000".into()),
+            Auth::Token("not-a-token".into()),
+            Auth::Session("no-such-session".into(), Some("x".into())),
+        ] {
+            let r = call(&t.app, method, &uri, &auth, body.clone()).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {uri}: {}",
+                r.text
+            );
+            assert_eq!(r.code(), "unauthorized");
+        }
+    }
+}
+
+#[tokio::test]
+async fn state_changing_session_requests_need_the_csrf_token() {
+    let t = setup().await;
+    let Auth::Session(cookie, csrf) = login(&t.app, "root").await else {
+        unreachable!()
+    };
+    let body = || Some(json!({"number": "1000", "password": "sip-pass-1"}));
+    for (label, auth) in [
+        ("none", Auth::Session(cookie.clone(), None)),
+        ("wrong", Auth::Session(cookie.clone(), Some("0".repeat(64)))),
+    ] {
+        for (method, uri) in [
+            ("POST", "/api/v1/extensions"),
+            ("PUT", "/api/v1/extensions/1000"),
+            ("DELETE", "/api/v1/extensions/1000"),
+            ("POST", "/api/v1/logout"),
+        ] {
+            let r = call(&t.app, method, uri, &auth, body()).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{label} {method} {uri}");
+            assert_eq!(r.code(), "csrf_failed");
+        }
+    }
+    assert!(t.store.get_extension("1000").await.expect("get").is_none());
+    // Reads need no token.
+    let r = call(
+        &t.app,
+        "GET",
+        "/api/v1/extensions",
+        &Auth::Session(cookie.clone(), None),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/extensions",
+        &Auth::Session(cookie, csrf),
+        body(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // A token needs none.
+    let tok = token(&t).await;
+    let r = call(&t.app, "DELETE", "/api/v1/extensions/1000", &tok, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+}
+
+#[tokio::test]
+async fn the_user_role_is_refused_admin_endpoints() {
+    let t = setup().await;
+    let viewer = login(&t.app, "viewer").await;
+    for (method, path) in routes().table {
+        if matches!(
+            path,
+            "/api/v1/login" | "/api/v1/openapi.json" | "/api/v1/logout" | "/api/v1/me"
+        ) {
+            continue;
+        }
+        let uri = path.replace("{number}", "1000");
+        let body = matches!(method, "POST" | "PUT").then(|| json!({"number": "1000"}));
+        let r = call(&t.app, method, &uri, &viewer, body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{method} {uri}: {}",
+            r.text
+        );
+        assert_eq!(r.code(), "forbidden");
+    }
+    let me = call(&t.app, "GET", "/api/v1/me", &viewer, None).await;
+    assert_eq!(me.json()["role"], "user");
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_revoked_tokens_stop_working() {
+    let t = setup().await;
+    let s = login(&t.app, "root").await;
+    let r = call(&t.app, "POST", "/api/v1/logout", &s, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let cleared = r.headers[header::SET_COOKIE].to_str().expect("ascii");
+    assert!(cleared.starts_with("ringfort_session=;") && cleared.contains("Max-Age=0"));
+    let r = call(&t.app, "GET", "/api/v1/me", &s, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let tok = accounts::create_token(&t.store, "root", "ci")
+        .await
+        .expect("token");
+    let auth = Auth::Token(tok);
+    assert_eq!(
+        call(&t.app, "GET", "/api/v1/status", &auth, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    accounts::revoke_token(&t.store, "root", "ci")
+        .await
+        .expect("revoke");
+    let r = call(&t.app, "GET", "/api/v1/status", &auth, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+// ---- extensions ----
+
+#[tokio::test]
+async fn extensions_crud() {
+    let t = setup().await;
+    let a = login(&t.app, "root").await;
+    // Without a password one is generated and shown once.
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/extensions",
+        &a,
+        Some(json!({"number": "1000", "name": "Front desk"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let body = r.json();
+    assert_eq!(body["extension"]["number"], "1000");
+    assert_eq!(body["extension"]["name"], "Front desk");
+    let generated = body["password"].as_str().expect("password").to_owned();
+    assert_eq!(generated.len(), 20);
+    assert!(body["extension"].get("ha1_md5").is_none());
+    // The registrar sees it at once.
+    assert!(matches!(
+        t.registrar.cached_extension("1000"),
+        Some(Some(_))
+    ));
+    let stored = t
+        .store
+        .get_extension("1000")
+        .await
+        .expect("get")
+        .expect("stored");
+    let (md5, _) = crate::admin::extensions::hashes("1000", "ringfort", &generated);
+    assert_eq!(stored.ha1_md5, md5);
+    // With one, it is not echoed.
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/extensions",
+        &a,
+        Some(json!({"number": "1001", "password": "sip-pass-1"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(r.json().get("password").is_none());
+    // Duplicates and broken rules (the CLI's).
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/extensions",
+        &a,
+        Some(json!({"number": "1001"})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "conflict".into())
+    );
+    for bad in [
+        json!({"number": "a b"}),
+        json!({"number": "1002", "password": "short"}),
+        json!({"number": "1002", "name": "x\r\nVia: evil"}),
+    ] {
+        let r = call(&t.app, "POST", "/api/v1/extensions", &a, Some(bad.clone())).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "invalid_input".into()),
+            "{bad}"
+        );
+    }
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/extensions",
+        &a,
+        Some(json!({"numbr": "1002"})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "bad_json".into())
+    );
+    assert!(r.text.contains("numbr"), "{}", r.text);
+    // Read one.
+    let r = call(&t.app, "GET", "/api/v1/extensions/1000", &a, None).await;
+    assert_eq!(r.json()["name"], "Front desk");
+    let r = call(&t.app, "GET", "/api/v1/extensions/9999", &a, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+    // Change the name, then the password.
+    let r = call(
+        &t.app,
+        "PUT",
+        "/api/v1/extensions/1000",
+        &a,
+        Some(json!({"name": "Lobby"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["name"], "Lobby");
+    let r = call(
+        &t.app,
+        "PUT",
+        "/api/v1/extensions/1000",
+        &a,
+        Some(json!({"password": "new-sip-pass"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let stored = t
+        .store
+        .get_extension("1000")
+        .await
+        .expect("get")
+        .expect("stored");
+    let (md5, _) = crate::admin::extensions::hashes("1000", "ringfort", "new-sip-pass");
+    assert_eq!((stored.ha1_md5, stored.display_name), (md5, "Lobby".into()));
+    for (body, code) in [
+        (json!({}), "invalid_input"),
+        (json!({"password": "short"}), "invalid_input"),
+        (json!({"nmae": "x"}), "bad_json"),
+    ] {
+        let r = call(
+            &t.app,
+            "PUT",
+            "/api/v1/extensions/1000",
+            &a,
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, code.into()),
+            "{body}"
+        );
+    }
+    let r = call(
+        &t.app,
+        "PUT",
+        "/api/v1/extensions/9999",
+        &a,
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Remove.
+    let r = call(&t.app, "DELETE", "/api/v1/extensions/1000", &a, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(matches!(t.registrar.cached_extension("1000"), Some(None)));
+    let r = call(&t.app, "DELETE", "/api/v1/extensions/1000", &a, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+}
+
+#[tokio::test]
+async fn extensions_are_paged() {
+    let t = setup().await;
+    let a = token(&t).await;
+    for n in 0..7 {
+        crate::admin::extensions::add(&t.store, "ringfort", &format!("10{n}"), "", "sip-pass-1")
+            .await
+            .expect("add");
+    }
+    let r = call(&t.app, "GET", "/api/v1/extensions?limit=3", &a, None).await;
+    let b = r.json();
+    assert_eq!(
+        (
+            b["total"].as_i64(),
+            b["limit"].as_i64(),
+            b["offset"].as_i64()
+        ),
+        (Some(7), Some(3), Some(0))
+    );
+    let numbers = |b: &Value| -> Vec<String> {
+        b["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i["number"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(numbers(&b), ["100", "101", "102"]);
+    let b = call(
+        &t.app,
+        "GET",
+        "/api/v1/extensions?limit=3&offset=6",
+        &a,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(numbers(&b), ["106"]);
+    let b = call(&t.app, "GET", "/api/v1/extensions", &a, None)
+        .await
+        .json();
+    assert_eq!((numbers(&b).len(), b["limit"].as_i64()), (7, Some(50)));
+    for q in ["limit=0", "limit=501", "limit=abc", "offset=-1", "bogus=1"] {
+        let r = call(&t.app, "GET", &format!("/api/v1/extensions?{q}"), &a, None).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "bad_query".into()),
+            "{q}: {}",
+            r.text
+        );
+    }
+}
+
+// ---- registrations, calls, CDRs, status ----
+
+fn binding(aor: &str, key: &str, expires_at: i64) -> Binding {
+    Binding {
+        aor: aor.into(),
+        binding_key: key.into(),
+        contact_uri: format!("sip:{aor}@192.0.2.7:5062"),
+        q: None,
+        expires_at,
+        call_id: "c".into(),
+        cseq: 1,
+        received: "192.0.2.7:5062".into(),
+        transport: "udp".into(),
+        local_addr: "127.0.0.1:5060".into(),
+        flow: None,
+        path: vec![],
+        user_agent: "Phone/1".into(),
+        instance_id: None,
+        reg_id: None,
+        node_id: "test1".into(),
+        updated_at: 0,
+    }
+}
+
+#[tokio::test]
+async fn registrations_and_live_calls() {
+    let t = setup().await;
+    let a = token(&t).await;
+    let now = crate::store::now_unix();
+    for n in ["100", "101"] {
+        crate::admin::extensions::add(&t.store, "ringfort", n, "", "sip-pass-1")
+            .await
+            .expect("add");
+    }
+    t.store
+        .replace_bindings(
+            "100",
+            &[binding("100", "a", now + 600), binding("100", "b", now - 1)],
+        )
+        .await
+        .expect("bind");
+    t.store
+        .replace_bindings("101", &[binding("101", "a", now + 60)])
+        .await
+        .expect("bind");
+    let b = call(&t.app, "GET", "/api/v1/registrations", &a, None)
+        .await
+        .json();
+    assert_eq!(b["total"], 2, "expired ones are not shown: {b}");
+    assert_eq!(b["items"][0]["extension"], "100");
+    assert_eq!(b["items"][0]["user_agent"], "Phone/1");
+    assert!(b["items"][0]["expires_in"].as_i64().unwrap_or(0) > 500);
+    let b = call(
+        &t.app,
+        "GET",
+        "/api/v1/registrations?limit=1&offset=1",
+        &a,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(
+        (b["items"][0]["extension"].as_str(), b["total"].as_i64()),
+        (Some("101"), Some(2))
+    );
+
+    for (id, started) in [("c1", 10), ("c2", 20)] {
+        t.store
+            .insert_active_call(&ActiveCall {
+                id: id.into(),
+                caller: "100".into(),
+                callee: "101".into(),
+                state: "ringing".into(),
+                started_at: started,
+                answered_at: None,
+                caller_call_id: format!("a-{id}"),
+                callee_call_id: format!("b-{id}"),
+                node_id: "test1".into(),
+            })
+            .await
+            .expect("call");
+    }
+    let b = call(&t.app, "GET", "/api/v1/calls", &a, None).await.json();
+    assert_eq!(b["total"], 2);
+    assert_eq!(b["items"][0]["id"], "c1");
+    assert_eq!(b["items"][0]["caller_call_id"], "a-c1");
+    let b = call(&t.app, "GET", "/api/v1/calls?limit=1&offset=1", &a, None)
+        .await
+        .json();
+    assert_eq!(b["items"][0]["id"], "c2");
+    let r = call(&t.app, "GET", "/api/v1/calls?limit=x", &a, None).await;
+    assert_eq!(r.code(), "bad_query");
+
+    let st = call(&t.app, "GET", "/api/v1/status", &a, None).await.json();
+    assert_eq!(st["node_id"], "test1");
+    assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(st["database"], "sqlite");
+    assert_eq!(
+        (
+            st["extensions"].as_i64(),
+            st["registrations"].as_i64(),
+            st["active_calls"].as_i64()
+        ),
+        (Some(2), Some(2), Some(2))
+    );
+}
+
+fn cdr(id: &str, caller: &str, disposition: &str, started_at: i64) -> Cdr {
+    Cdr {
+        id: id.into(),
+        caller: caller.into(),
+        callee: "200".into(),
+        started_at,
+        answered_at: (disposition == "answered").then_some(started_at + 2),
+        ended_at: started_at + 10,
+        disposition: disposition.into(),
+        duration: if disposition == "answered" { 8 } else { 0 },
+        hangup_leg: "caller".into(),
+        caller_call_id: format!("a-{id}"),
+        callee_call_id: format!("b-{id}"),
+        node_id: "test1".into(),
+        recording: (id == "r1").then(|| "/rec/r1, \"x\".wav".to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn cdrs_filter_page_and_export_csv() {
+    let t = setup().await;
+    let a = token(&t).await;
+    let rows = [
+        cdr("r1", "100", "answered", 1000),
+        cdr("r2", "100", "busy", 2000),
+        cdr("r3", "101", "answered", 3000),
+        cdr("r4", "100", "answered", 4000),
+    ];
+    for c in &rows {
+        t.store.finish_call(c).await.expect("cdr");
+    }
+    let ids = |b: &Value| -> Vec<String> {
+        b["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let b = call(&t.app, "GET", "/api/v1/cdrs", &a, None).await.json();
+    assert_eq!(ids(&b), ["r4", "r3", "r2", "r1"], "newest first");
+    assert_eq!(b["items"][3]["duration"], 8);
+    let b = call(
+        &t.app,
+        "GET",
+        "/api/v1/cdrs?caller=100&disposition=answered",
+        &a,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(
+        (ids(&b), b["total"].as_i64()),
+        (vec!["r4".to_owned(), "r1".to_owned()], Some(2))
+    );
+    let b = call(&t.app, "GET", "/api/v1/cdrs?from=2000&to=4000", &a, None)
+        .await
+        .json();
+    assert_eq!(ids(&b), ["r3", "r2"]);
+    let b = call(
+        &t.app,
+        "GET",
+        "/api/v1/cdrs?callee=200&limit=2&offset=1",
+        &a,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(
+        (ids(&b), b["total"].as_i64()),
+        (vec!["r3".to_owned(), "r2".to_owned()], Some(4))
+    );
+    for q in ["from=yesterday", "format=xml", "limit=0", "colour=red"] {
+        let r = call(&t.app, "GET", &format!("/api/v1/cdrs?{q}"), &a, None).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "bad_query".into()),
+            "{q}"
+        );
+    }
+    let r = call(
+        &t.app,
+        "GET",
+        "/api/v1/cdrs?format=csv&caller=100",
+        &a,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/csv"));
+    assert!(r.headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap_or_default()
+        .contains("cdrs.csv"));
+    let lines: Vec<&str> = r.text.split("\r\n").collect();
+    assert_eq!(lines[0], super::api::tests_csv_header());
+    assert_eq!(lines.len(), 5, "header, 3 rows, final empty: {lines:?}");
+    assert!(
+        lines[1].starts_with("r4,100,200,4000,4002,4010,answered,8,caller,a-r4,b-r4,test1,"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[3].ends_with(",\"/rec/r1, \"\"x\"\".wav\""),
+        "{}",
+        lines[3]
+    );
+    let r = call(
+        &t.app,
+        "GET",
+        "/api/v1/cdrs?format=csv&limit=1&offset=1",
+        &a,
+        None,
+    )
+    .await;
+    assert_eq!(r.text.split("\r\n").filter(|l| !l.is_empty()).count(), 2);
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_answer_json() {
+    let t = setup().await;
+    let a = token(&t).await;
+    let r = call(&t.app, "GET", "/api/v1/nope", &a, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+    let r = call(&t.app, "PATCH", "/api/v1/extensions", &a, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".into())
+    );
+}

@@ -1,0 +1,152 @@
+//! The admin accounts on the command line and the admin API over a real socket against
+//! `ringfort serve`: the first admin is made with `ringfort admin add`, logs in, and
+//! changes what the CLI then sees.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::support::{Node, NodeOptions};
+
+/// One HTTP/1.1 exchange (Connection: close); (status, head, body).
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or(""));
+    s.write_all(req.as_bytes()).expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let (head, body) = out.split_once("\r\n\r\n").expect("a response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (status, head.to_owned(), body.to_owned())
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The value of `"key":"value"` in a flat JSON text.
+fn json_str(text: &str, key: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(text).expect("JSON");
+    v[key].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn first_admin_logs_in_and_manages_extensions_over_http() {
+    let mut node = Node::new(NodeOptions::default());
+    node.start();
+    // A fresh install says how to make the first admin.
+    let log = node.log_text();
+    assert!(log.contains("ringfort admin add NAME"), "{log}");
+    let out = node.cli_ok(&["admin", "add", "root"]);
+    let password = out.rsplit(' ').next().unwrap_or_default().trim().to_owned();
+    assert_eq!(password.len(), 20, "{out}");
+    // Rules are usage errors.
+    assert_eq!(node.cli(&["admin", "add", "root"]).status.code(), Some(2));
+    let weak = node.cli(&["admin", "add", "other", "--password", "short"]);
+    assert_eq!(weak.status.code(), Some(2));
+    let addr = node.http_addr();
+
+    let wrong = format!("{{\"name\":\"root\",\"password\":\"{password}x\"}}");
+    let (status, _, body) = http(addr, "POST", "/api/v1/login", &[], Some(&wrong));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("bad_credentials"), "{body}");
+
+    let good = format!("{{\"name\":\"root\",\"password\":\"{password}\"}}");
+    let (status, head, body) = http(addr, "POST", "/api/v1/login", &[], Some(&good));
+    assert_eq!(status, 200, "{head}\n{body}");
+    let set_cookie = header(&head, "set-cookie").expect("Set-Cookie");
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"));
+    let cookie = set_cookie.split(';').next().unwrap_or_default().to_owned();
+    let csrf = json_str(&body, "csrf_token");
+
+    let (status, _, body) = http(addr, "GET", "/api/v1/me", &[("Cookie", &cookie)], None);
+    assert_eq!((status, json_str(&body, "name")), (200, "root".to_owned()));
+
+    let new_ext = "{\"number\":\"1000\",\"name\":\"Front desk\"}";
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/api/v1/extensions",
+        &[("Cookie", &cookie)],
+        Some(new_ext),
+    );
+    assert_eq!(status, 403, "no CSRF token: {body}");
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/api/v1/extensions",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        Some(new_ext),
+    );
+    assert_eq!(status, 201, "{body}");
+    let list = node.cli_ok(&["extension", "list"]);
+    assert!(list.starts_with("1000\tFront desk"), "{list}");
+
+    // A script's token, made on the command line.
+    let out = node.cli_ok(&["admin", "token", "root", "backup"]);
+    let token = out.rsplit(' ').next().unwrap_or_default().trim().to_owned();
+    let bearer = format!("Bearer {token}");
+    let (status, _, body) = http(
+        addr,
+        "GET",
+        "/api/v1/status",
+        &[("Authorization", &bearer)],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_str(&body, "node_id"), "test1");
+    let list = node.cli_ok(&["admin", "list"]);
+    assert_eq!(list.trim(), "root\tadmin\ttokens=backup");
+    node.cli_ok(&["admin", "token", "root", "backup", "--revoke"]);
+    let (status, _, _) = http(
+        addr,
+        "GET",
+        "/api/v1/status",
+        &[("Authorization", &bearer)],
+        None,
+    );
+    assert_eq!(status, 401);
+
+    let (status, _, _) = http(
+        addr,
+        "POST",
+        "/api/v1/logout",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        None,
+    );
+    assert_eq!(status, 204);
+    let (status, _, _) = http(addr, "GET", "/api/v1/me", &[("Cookie", &cookie)], None);
+    assert_eq!(status, 401);
+    node.cli_ok(&["admin", "remove", "root"]);
+    assert_eq!(
+        node.cli(&["admin", "remove", "root"]).status.code(),
+        Some(2)
+    );
+    node.stop();
+}
