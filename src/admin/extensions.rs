@@ -3,7 +3,7 @@
 
 use super::AdminError;
 use crate::sip::digest::Algorithm;
-use crate::store::{valid_extension_number, Extension, Store, StoreError};
+use crate::store::{valid_extension_number, Extension, ExtensionRouting, Store, StoreError};
 
 /// The shortest SIP password accepted.
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -68,6 +68,7 @@ pub async fn add(
         ha1_sha256,
         created_at: now,
         updated_at: now,
+        routing: ExtensionRouting::default(),
     };
     match store.add_extension(&ext).await {
         Ok(()) => Ok(ext),

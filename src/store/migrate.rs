@@ -47,6 +47,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "admin",
         sql: include_str!("../../migrations/sqlite/0004_admin.sql"),
     },
+    Migration {
+        version: 5,
+        name: "extension_routing",
+        sql: include_str!("../../migrations/sqlite/0005_extension_routing.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -69,6 +74,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 4,
         name: "admin",
         sql: include_str!("../../migrations/postgres/0004_admin.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "extension_routing",
+        sql: include_str!("../../migrations/postgres/0005_extension_routing.sql"),
     },
 ];
 

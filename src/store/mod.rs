@@ -95,6 +95,18 @@ pub struct Extension {
     pub ha1_sha256: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Do-not-disturb and call forwarding.
+    pub routing: ExtensionRouting,
+}
+
+/// An extension's do-not-disturb flag and call-forwarding targets (extension numbers).
+/// The store keeps them as given; the rules on targets live in `ringfort::admin`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtensionRouting {
+    pub dnd: bool,
+    pub forward_always: Option<String>,
+    pub forward_busy: Option<String>,
+    pub forward_noanswer: Option<String>,
 }
 
 // HA1 is password-equivalent for its realm: keep it out of logs.
@@ -108,6 +120,7 @@ impl std::fmt::Debug for Extension {
             .field("ha1_sha256", &"<redacted>")
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
+            .field("routing", &self.routing)
             .finish()
     }
 }
@@ -176,8 +189,8 @@ macro_rules! with_pool {
     };
 }
 
-const EXTENSION_COLUMNS: &str =
-    "number, display_name, realm, ha1_md5, ha1_sha256, created_at, updated_at";
+const EXTENSION_COLUMNS: &str = "number, display_name, realm, ha1_md5, ha1_sha256, \
+     created_at, updated_at, dnd, forward_always, forward_busy, forward_noanswer";
 
 /// Binds one binding's fields in the order of `BINDING_COLUMNS`.
 fn bind_binding<'q, DB>(
@@ -247,6 +260,12 @@ macro_rules! extension_from_row {
             ha1_sha256: row.try_get(4)?,
             created_at: row.try_get(5)?,
             updated_at: row.try_get(6)?,
+            routing: $crate::store::ExtensionRouting {
+                dnd: row.try_get(7)?,
+                forward_always: row.try_get(8)?,
+                forward_busy: row.try_get(9)?,
+                forward_noanswer: row.try_get(10)?,
+            },
         })
     }};
 }
@@ -466,10 +485,12 @@ impl Store {
                 e.number
             )));
         }
-        let sql = "INSERT INTO extensions \
-             (number, display_name, realm, ha1_md5, ha1_sha256, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)";
-        let res = with_pool!(self, pool => sqlx::query(sql)
+        let sql = format!(
+            "INSERT INTO extensions ({EXTENSION_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        );
+        let r = &e.routing;
+        let res = with_pool!(self, pool => sqlx::query(&sql)
             .bind(&e.number)
             .bind(&e.display_name)
             .bind(&e.realm)
@@ -477,6 +498,10 @@ impl Store {
             .bind(&e.ha1_sha256)
             .bind(e.created_at)
             .bind(e.updated_at)
+            .bind(r.dnd)
+            .bind(r.forward_always.as_deref())
+            .bind(r.forward_busy.as_deref())
+            .bind(r.forward_noanswer.as_deref())
             .execute(pool)
             .await
             .map(|_| ()));
@@ -535,6 +560,29 @@ impl Store {
                 .bind(realm)
                 .bind(ha1_md5)
                 .bind(ha1_sha256)
+                .bind(now_unix())
+                .execute(pool)
+                .await?;
+            Ok(res.rows_affected() > 0)
+        })
+    }
+
+    /// Set do-not-disturb and the forwarding targets, stored as given; `updated_at`
+    /// becomes now. `false` if there is no such extension.
+    pub async fn set_extension_routing(
+        &self,
+        number: &str,
+        routing: &ExtensionRouting,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE extensions SET dnd = $2, forward_always = $3, forward_busy = $4, \
+             forward_noanswer = $5, updated_at = $6 WHERE number = $1";
+        with_pool!(self, pool => {
+            let res = sqlx::query(sql)
+                .bind(number)
+                .bind(routing.dnd)
+                .bind(routing.forward_always.as_deref())
+                .bind(routing.forward_busy.as_deref())
+                .bind(routing.forward_noanswer.as_deref())
                 .bind(now_unix())
                 .execute(pool)
                 .await?;
@@ -1067,6 +1115,7 @@ mod tests {
             ha1_sha256: "cafebabe".into(),
             created_at: 0,
             updated_at: 0,
+            routing: ExtensionRouting::default(),
         };
         let s = format!("{e:?}");
         assert!(!s.contains("deadbeef") && !s.contains("cafebabe"));
@@ -1077,7 +1126,13 @@ mod tests {
         let s = Store::connect("sqlite::memory:", 2).await.expect("connect");
         assert_eq!(
             s.migrate().await.expect("migrate"),
-            ["0001_init", "0002_calls", "0003_recordings", "0004_admin"]
+            [
+                "0001_init",
+                "0002_calls",
+                "0003_recordings",
+                "0004_admin",
+                "0005_extension_routing"
+            ]
         );
         let e = Extension {
             number: "100".into(),
@@ -1087,6 +1142,12 @@ mod tests {
             ha1_sha256: String::new(),
             created_at: 1,
             updated_at: 1,
+            routing: ExtensionRouting {
+                dnd: true,
+                forward_always: None,
+                forward_busy: Some("200".into()),
+                forward_noanswer: Some("300".into()),
+            },
         };
         s.add_extension(&e).await.expect("add");
         assert_eq!(s.list_extensions().await.expect("list"), vec![e]);
@@ -1108,6 +1169,8 @@ mod tests {
         is_send(s.list_extensions());
         is_send(s.remove_extension(""));
         is_send(s.update_extension_secret("", "", "", ""));
+        let r = ExtensionRouting::default();
+        is_send(s.set_extension_routing("", &r));
         is_send(s.replace_bindings("", &[]));
         is_send(s.bindings_for(""));
         is_send(s.all_bindings());

@@ -9,7 +9,8 @@
 use std::future::Future;
 
 use ringfort::store::{
-    ActiveCall, AdminAccount, Backend, Binding, Cdr, CdrFilter, Extension, Store, StoreError,
+    ActiveCall, AdminAccount, Backend, Binding, Cdr, CdrFilter, Extension, ExtensionRouting, Store,
+    StoreError,
 };
 // `Executor::execute`, not `RawSql::execute`: the latter's future is not provably `Send`.
 use sqlx::{Connection, Executor};
@@ -44,7 +45,8 @@ where
                 "0001_init".to_owned(),
                 "0002_calls".to_owned(),
                 "0003_recordings".to_owned(),
-                "0004_admin".to_owned()
+                "0004_admin".to_owned(),
+                "0005_extension_routing".to_owned()
             ]
         );
         f(Ctx {
@@ -161,6 +163,7 @@ battery!(
     extension_add_get_list_remove,
     extension_conflict_and_validation,
     extension_update_secret,
+    extension_routing,
     bindings_add_replace_clear,
     bindings_replace_is_atomic_on_error,
     bindings_unknown_aor,
@@ -187,6 +190,7 @@ fn ext(number: &str) -> Extension {
         ha1_sha256: format!("{:0>64}", number),
         created_at: 1_700_000_000,
         updated_at: 1_700_000_000,
+        routing: ExtensionRouting::default(),
     }
 }
 
@@ -257,7 +261,7 @@ async fn newer_schema_is_refused(cx: Ctx) {
     match cx.store.migrate().await {
         Err(StoreError::NewerSchema {
             db_version: 9999,
-            binary_version: 4,
+            binary_version: 5,
         }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
@@ -330,6 +334,51 @@ async fn extension_update_secret(cx: Ctx) {
         .update_extension_secret("nobody", "r", md5, &sha)
         .await
         .expect("update unknown"));
+}
+
+async fn extension_routing(cx: Ctx) {
+    let s = &cx.store;
+    // A new extension has no DND and no forwarding (the migration's defaults).
+    s.add_extension(&ext("100")).await.expect("add");
+    let got = s.get_extension("100").await.expect("get").expect("exists");
+    assert_eq!(got.routing, ExtensionRouting::default());
+    // Added with routing: stored as given.
+    let mut e = ext("101");
+    e.routing = ExtensionRouting {
+        dnd: true,
+        forward_always: None,
+        forward_busy: Some("200".into()),
+        forward_noanswer: Some("300".into()),
+    };
+    s.add_extension(&e).await.expect("add with routing");
+    assert_eq!(s.get_extension("101").await.expect("get"), Some(e.clone()));
+    // Set, then cleared.
+    let r = ExtensionRouting {
+        dnd: true,
+        forward_always: Some("101".into()),
+        forward_busy: Some("u100000".into()),
+        forward_noanswer: None,
+    };
+    assert!(s.set_extension_routing("100", &r).await.expect("set"));
+    let got = s.get_extension("100").await.expect("get").expect("exists");
+    assert_eq!(got.routing, r);
+    assert!(got.updated_at > 1_700_000_000, "updated_at moves to now");
+    assert_eq!(got.ha1_md5, ext("100").ha1_md5, "secrets untouched");
+    let listed = s.list_extensions().await.expect("list");
+    assert_eq!(listed[0].routing, r);
+    assert_eq!(listed[1].routing, e.routing);
+    let page = s.list_extensions_page(10, 0).await.expect("page");
+    assert_eq!(page[0].routing, r);
+    assert!(s
+        .set_extension_routing("100", &ExtensionRouting::default())
+        .await
+        .expect("clear"));
+    let got = s.get_extension("100").await.expect("get").expect("exists");
+    assert_eq!(got.routing, ExtensionRouting::default());
+    assert!(!s
+        .set_extension_routing("nobody", &r)
+        .await
+        .expect("set unknown"));
 }
 
 async fn bindings_add_replace_clear(cx: Ctx) {
