@@ -12,7 +12,7 @@ use ringfort::admin::{extensions as ext_admin, generate_password, AdminError};
 use ringfort::config::{Config, LogFormat};
 use ringfort::dialplan::Plan;
 use ringfort::registrar::now_unix;
-use ringfort::store::Store;
+use ringfort::store::{ExtensionRouting, Store};
 
 #[derive(Parser)]
 #[command(
@@ -76,6 +76,53 @@ enum ExtensionCommand {
     },
     /// Add extensions from a CSV file of `number,password[,name]` lines.
     Import { file: PathBuf },
+    /// Turn do-not-disturb on or off (calls see the extension as busy).
+    Dnd { number: String, state: OnOff },
+    /// Forward calls to another extension: always, when busy (or DND), when not answered
+    /// (or not registered); --clear removes all three.
+    #[command(group(
+        clap::ArgGroup::new("forward").required(true).multiple(true)
+            .args(["always", "busy", "noanswer", "clear"])
+    ))]
+    Forward {
+        number: String,
+        #[arg(long, value_name = "N")]
+        always: Option<String>,
+        #[arg(long, value_name = "N")]
+        busy: Option<String>,
+        #[arg(long, value_name = "N")]
+        noanswer: Option<String>,
+        #[arg(long, conflicts_with_all = ["always", "busy", "noanswer"])]
+        clear: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+/// `dnd,always=N,busy=N,noanswer=N` (what is set), or `-`.
+fn routing_summary(r: &ExtensionRouting) -> String {
+    let mut parts = Vec::new();
+    if r.dnd {
+        parts.push("dnd".to_owned());
+    }
+    for (kind, target) in [
+        ("always", &r.forward_always),
+        ("busy", &r.forward_busy),
+        ("noanswer", &r.forward_noanswer),
+    ] {
+        if let Some(t) = target {
+            parts.push(format!("{kind}={t}"));
+        }
+    }
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(",")
+    }
 }
 
 #[derive(Subcommand)]
@@ -419,8 +466,46 @@ async fn extension(cmd: ExtensionCommand, cfg: &Config) -> anyhow::Result<()> {
                 } else {
                     contacts.join(", ")
                 };
-                println!("{}\t{}\t{}", e.number, name, registered);
+                let routing = routing_summary(&e.routing);
+                println!("{}\t{}\t{}\t{}", e.number, name, routing, registered);
             }
+        }
+        ExtensionCommand::Dnd { number, state } => {
+            let on = matches!(state, OnOff::On);
+            ext_admin::change_routing(&store, &number, |r| r.dnd = on)
+                .await
+                .map_err(usage)?;
+            println!(
+                "extension {number}: do-not-disturb {}",
+                if on { "on" } else { "off" }
+            );
+        }
+        ExtensionCommand::Forward {
+            number,
+            always,
+            busy,
+            noanswer,
+            clear,
+        } => {
+            let r = ext_admin::change_routing(&store, &number, |r| {
+                if clear {
+                    r.forward_always = None;
+                    r.forward_busy = None;
+                    r.forward_noanswer = None;
+                }
+                if always.is_some() {
+                    r.forward_always = always;
+                }
+                if busy.is_some() {
+                    r.forward_busy = busy;
+                }
+                if noanswer.is_some() {
+                    r.forward_noanswer = noanswer;
+                }
+            })
+            .await
+            .map_err(usage)?;
+            println!("extension {number}: {}", routing_summary(&r));
         }
         ExtensionCommand::Remove { number } => {
             ext_admin::remove(&store, &number).await.map_err(usage)?;

@@ -39,6 +39,70 @@ pub fn check_name(name: &str) -> Result<(), AdminError> {
     Ok(())
 }
 
+/// A call-forward target: an extension number (the same rule as numbers), never the
+/// extension itself. It need not exist (yet): the dialplan ignores targets nobody has.
+pub fn check_forward(number: &str, target: &str) -> Result<(), AdminError> {
+    if !valid_extension_number(target) {
+        return Err(AdminError::Invalid(format!(
+            "invalid forward target {target:?}: an extension number, 1-32 characters of \
+             A-Z a-z 0-9 . _ -"
+        )));
+    }
+    if target == number {
+        return Err(AdminError::Invalid(format!(
+            "extension {number} cannot forward to itself"
+        )));
+    }
+    Ok(())
+}
+
+/// Every forward target of `routing` passes [`check_forward`].
+pub fn check_routing(number: &str, routing: &ExtensionRouting) -> Result<(), AdminError> {
+    for target in [
+        &routing.forward_always,
+        &routing.forward_busy,
+        &routing.forward_noanswer,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        check_forward(number, target)?;
+    }
+    Ok(())
+}
+
+/// Sets do-not-disturb and the forward targets after checking them.
+pub async fn set_routing(
+    store: &Store,
+    number: &str,
+    routing: &ExtensionRouting,
+) -> Result<(), AdminError> {
+    check_routing(number, routing)?;
+    if store.set_extension_routing(number, routing).await? {
+        Ok(())
+    } else {
+        Err(not_found(number))
+    }
+}
+
+/// Changes part of an extension's routing: reads it, applies `change`, checks and writes
+/// the result, which it returns. (Read, then write: two admins changing the same
+/// extension at once can lose one change, as with names.)
+pub async fn change_routing(
+    store: &Store,
+    number: &str,
+    change: impl FnOnce(&mut ExtensionRouting),
+) -> Result<ExtensionRouting, AdminError> {
+    let mut routing = store
+        .get_extension(number)
+        .await?
+        .ok_or_else(|| not_found(number))?
+        .routing;
+    change(&mut routing);
+    set_routing(store, number, &routing).await?;
+    Ok(routing)
+}
+
 /// The MD5 and SHA-256 HA1 of a password: all the store keeps of it.
 pub fn hashes(number: &str, realm: &str, password: &str) -> (String, String) {
     (
@@ -134,5 +198,25 @@ mod tests {
         assert!(check_name("Front desk").is_ok());
         assert!(check_name("a\r\nVia: x").is_err());
         assert!(check_name(&"x".repeat(129)).is_err());
+        assert!(check_forward("1000", "1001").is_ok());
+        assert!(matches!(
+            check_forward("1000", "1000"),
+            Err(AdminError::Invalid(_))
+        ));
+        assert!(check_forward("1000", "").is_err());
+        assert!(check_forward("1000", "a b").is_err());
+        assert!(check_forward("1000", &"9".repeat(33)).is_err());
+        let mut r = ExtensionRouting {
+            dnd: true,
+            forward_always: None,
+            forward_busy: Some("2000".into()),
+            forward_noanswer: Some("3000".into()),
+        };
+        assert!(check_routing("1000", &r).is_ok());
+        r.forward_noanswer = Some("1000".into());
+        assert!(check_routing("1000", &r).is_err());
+        r.forward_noanswer = None;
+        r.forward_always = Some("sip:x@y".into());
+        assert!(check_routing("1000", &r).is_err());
     }
 }

@@ -141,7 +141,7 @@ fn extension_lifecycle() {
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines.len(), 2, "{list}");
     assert!(
-        lines[0].starts_with("1000\tFront desk\tnot registered"),
+        lines[0].starts_with("1000\tFront desk\t-\tnot registered"),
         "{list}"
     );
     assert!(lines[1].starts_with("1001\tTest\t"), "{list}");
@@ -177,6 +177,82 @@ fn extension_lifecycle() {
     let out = node.cli(&["extension", "import", bad_csv.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.csv:2"));
+}
+
+#[test]
+fn extension_dnd_and_forwarding() {
+    let node = Node::new(NodeOptions::default());
+    node.add_extension("1000", "front-pass-1");
+    node.add_extension("1001", "alice-pass-1");
+    let line = |n: &str| {
+        let list = node.cli_ok(&["extension", "list"]);
+        list.lines()
+            .find(|l| l.starts_with(&format!("{n}\t")))
+            .unwrap_or_else(|| panic!("{n} not in {list}"))
+            .to_owned()
+    };
+    assert!(
+        line("1000").starts_with("1000\tTest\t-\t"),
+        "{}",
+        line("1000")
+    );
+
+    let out = node.cli_ok(&["extension", "dnd", "1000", "on"]);
+    assert!(out.contains("do-not-disturb on"), "{out}");
+    let out = node.cli_ok(&["extension", "forward", "1000", "--busy", "1001"]);
+    assert!(out.contains("dnd,busy=1001"), "{out}");
+    node.cli_ok(&[
+        "extension",
+        "forward",
+        "1000",
+        "--always",
+        "2000",
+        "--noanswer",
+        "1001",
+    ]);
+    assert!(
+        line("1000").starts_with("1000\tTest\tdnd,always=2000,busy=1001,noanswer=1001\t"),
+        "{}",
+        line("1000")
+    );
+    node.cli_ok(&["extension", "dnd", "1000", "off"]);
+    assert!(
+        line("1000").starts_with("1000\tTest\talways=2000,busy=1001,noanswer=1001\t"),
+        "{}",
+        line("1000")
+    );
+    node.cli_ok(&["extension", "forward", "1000", "--clear"]);
+    assert!(
+        line("1000").starts_with("1000\tTest\t-\t"),
+        "{}",
+        line("1000")
+    );
+
+    // Usage errors (exit 2): forward to itself, a bad target, an unknown extension, no
+    // option, --clear with a target, a bad on|off.
+    for args in [
+        &["extension", "forward", "1000", "--busy", "1000"][..],
+        &["extension", "forward", "1000", "--always", "a b"],
+        &["extension", "forward", "4040", "--busy", "1001"],
+        &["extension", "dnd", "4040", "on"],
+        &["extension", "forward", "1000"],
+        &["extension", "forward", "1000", "--clear", "--busy", "1001"],
+        &["extension", "dnd", "1000", "maybe"],
+    ] {
+        let out = node.cli(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    // Nothing changed by the refusals.
+    assert!(
+        line("1000").starts_with("1000\tTest\t-\t"),
+        "{}",
+        line("1000")
+    );
+    assert!(
+        line("1001").starts_with("1001\tTest\t-\t"),
+        "{}",
+        line("1001")
+    );
 }
 
 #[test]
