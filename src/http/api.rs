@@ -74,6 +74,12 @@ pub struct ExtensionView {
     name: String,
     created_at: i64,
     updated_at: i64,
+    /// Do-not-disturb: calls see the extension as busy.
+    dnd: bool,
+    /// Call-forward targets (extension numbers), `null` when unset.
+    forward_always: Option<String>,
+    forward_busy: Option<String>,
+    forward_noanswer: Option<String>,
 }
 
 impl From<Extension> for ExtensionView {
@@ -83,6 +89,10 @@ impl From<Extension> for ExtensionView {
             name: e.display_name,
             created_at: e.created_at,
             updated_at: e.updated_at,
+            dnd: e.routing.dnd,
+            forward_always: e.routing.forward_always,
+            forward_busy: e.routing.forward_busy,
+            forward_noanswer: e.routing.forward_noanswer,
         }
     }
 }
@@ -164,9 +174,36 @@ pub async fn get_extension(
 pub struct ExtensionChange {
     name: Option<String>,
     password: Option<String>,
+    dnd: Option<bool>,
+    /// Absent: unchanged; `null`: cleared; a number: set.
+    #[serde(default, deserialize_with = "present")]
+    forward_always: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    forward_busy: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    forward_noanswer: Option<Option<String>>,
 }
 
-/// `PUT /api/v1/extensions/{number}`: a new name and/or a new password.
+impl ExtensionChange {
+    fn changes_routing(&self) -> bool {
+        self.dnd.is_some()
+            || self.forward_always.is_some()
+            || self.forward_busy.is_some()
+            || self.forward_noanswer.is_some()
+    }
+}
+
+/// A field that is present, even as `null`, is `Some` (absent stays `None` by default).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// `PUT /api/v1/extensions/{number}`: a new name, password, do-not-disturb or forward
+/// targets (any of them; `null` clears a target).
 pub async fn update_extension(
     State(state): State<AppState>,
     AdminOnly(who): AdminOnly,
@@ -174,18 +211,45 @@ pub async fn update_extension(
     ApiJson(req): ApiJson<ExtensionChange>,
 ) -> Result<Json<ExtensionView>, ApiError> {
     let s = &state.inner;
-    if req.name.is_none() && req.password.is_none() {
+    if req.name.is_none() && req.password.is_none() && !req.changes_routing() {
         return Err(ApiError::bad_request(
             "invalid_input",
-            "give a new name, a new password, or both",
+            "give a new name, password, dnd or forward_always|busy|noanswer",
         ));
     }
-    // Check both before changing either.
+    // Check everything before changing anything.
     if let Some(name) = &req.name {
         ext_admin::check_name(name)?;
     }
     if let Some(password) = &req.password {
         ext_admin::check_password(password)?;
+    }
+    let routing = if req.changes_routing() {
+        let mut r = s
+            .store
+            .get_extension(&number)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no extension {number}")))?
+            .routing;
+        if let Some(dnd) = req.dnd {
+            r.dnd = dnd;
+        }
+        if let Some(f) = req.forward_always {
+            r.forward_always = f;
+        }
+        if let Some(f) = req.forward_busy {
+            r.forward_busy = f;
+        }
+        if let Some(f) = req.forward_noanswer {
+            r.forward_noanswer = f;
+        }
+        ext_admin::check_routing(&number, &r)?;
+        Some(r)
+    } else {
+        None
+    };
+    if let Some(routing) = &routing {
+        ext_admin::set_routing(&s.store, &number, routing).await?;
     }
     if let Some(password) = &req.password {
         ext_admin::set_password(&s.store, &s.realm, &number, password).await?;

@@ -631,10 +631,79 @@ async fn extensions_crud() {
         .expect("stored");
     let (md5, _) = crate::admin::extensions::hashes("1000", "ringfort", "new-sip-pass");
     assert_eq!((stored.ha1_md5, stored.display_name), (md5, "Lobby".into()));
+    // Do-not-disturb and forwarding: none at first, set, partly cleared with null.
+    let r = call(&t.app, "GET", "/api/v1/extensions/1000", &a, None).await;
+    let v = r.json();
+    assert_eq!(v["dnd"], false);
+    for f in ["forward_always", "forward_busy", "forward_noanswer"] {
+        assert!(v[f].is_null(), "{f}: {v}");
+    }
+    let r = call(
+        &t.app,
+        "PUT",
+        "/api/v1/extensions/1000",
+        &a,
+        Some(json!({"dnd": true, "forward_busy": "1001", "forward_noanswer": "2000"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let v = r.json();
+    assert_eq!(
+        (
+            &v["dnd"],
+            &v["forward_busy"],
+            &v["forward_noanswer"],
+            &v["name"]
+        ),
+        (
+            &json!(true),
+            &json!("1001"),
+            &json!("2000"),
+            &json!("Lobby")
+        )
+    );
+    assert!(v["forward_always"].is_null(), "{v}");
+    // The registrar's cache sees the change at once.
+    let cached = t
+        .registrar
+        .cached_extension("1000")
+        .flatten()
+        .expect("cached");
+    assert_eq!(cached.routing.forward_busy.as_deref(), Some("1001"));
+    assert!(cached.routing.dnd);
+    let r = call(
+        &t.app,
+        "PUT",
+        "/api/v1/extensions/1000",
+        &a,
+        Some(json!({"forward_busy": null, "forward_always": "1002"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let v = r.json();
+    assert_eq!(
+        (&v["dnd"], &v["forward_always"], &v["forward_noanswer"]),
+        (&json!(true), &json!("1002"), &json!("2000"))
+    );
+    assert!(v["forward_busy"].is_null(), "{v}");
+    let r = call(&t.app, "GET", "/api/v1/extensions?limit=10", &a, None).await;
+    assert_eq!(r.json()["items"][0]["forward_always"], "1002");
+    let before = t.store.get_extension("1000").await.expect("get");
     for (body, code) in [
         (json!({}), "invalid_input"),
         (json!({"password": "short"}), "invalid_input"),
         (json!({"nmae": "x"}), "bad_json"),
+        (json!({"forward_busy": "1000"}), "invalid_input"),
+        (json!({"forward_always": "a b"}), "invalid_input"),
+        (json!({"forward_noanswer": ""}), "invalid_input"),
+        (json!({"dnd": "yes"}), "bad_json"),
+        // null is no change for dnd, which leaves nothing to do.
+        (json!({"dnd": null}), "invalid_input"),
+        // A bad target refuses the whole change: the name stays.
+        (
+            json!({"name": "Hall", "forward_busy": "1000"}),
+            "invalid_input",
+        ),
     ] {
         let r = call(
             &t.app,
@@ -650,15 +719,18 @@ async fn extensions_crud() {
             "{body}"
         );
     }
-    let r = call(
-        &t.app,
-        "PUT",
-        "/api/v1/extensions/9999",
-        &a,
-        Some(json!({"name": "x"})),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(t.store.get_extension("1000").await.expect("get"), before);
+    for body in [json!({"name": "x"}), json!({"dnd": true})] {
+        let r = call(
+            &t.app,
+            "PUT",
+            "/api/v1/extensions/9999",
+            &a,
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{body}");
+    }
     // Remove.
     let r = call(&t.app, "DELETE", "/api/v1/extensions/1000", &a, None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
