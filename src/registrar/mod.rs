@@ -19,6 +19,7 @@ use rand::Rng;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
+use crate::dialplan::ExtensionState;
 use crate::sip::digest::{constant_time_eq, Algorithm, Credentials, NonceCheck, NonceManager};
 use crate::sip::message::{reason_phrase, HeaderName, Request, Response, SipUri};
 use crate::sip::Peer;
@@ -509,6 +510,21 @@ impl Registrar {
             .and_then(|c| c.get(number).map(|e| e.ext.clone()))
     }
 
+    /// What the dialplan asks of an extension, from memory: its do-not-disturb and
+    /// forward targets as cached, and whether any phone is registered to it now. `None`
+    /// for a number that is no extension, or one not in the cache yet
+    /// ([`Registrar::fetch_extension`] loads it).
+    pub fn extension_state(&self, number: &str) -> Option<ExtensionState> {
+        let routing = self.cached_extension(number)??.routing;
+        Some(ExtensionState {
+            registered: !self.lookup(number).is_empty(),
+            dnd: routing.dnd,
+            forward_always: routing.forward_always,
+            forward_busy: routing.forward_busy,
+            forward_noanswer: routing.forward_noanswer,
+        })
+    }
+
     /// Current bindings of an AOR (the location service), from memory.
     pub fn lookup(&self, aor: &str) -> Vec<Binding> {
         let now = now_unix();
@@ -537,4 +553,96 @@ fn log_changes(w: &PendingWrite) {
 
 fn to_tag() -> String {
     format!("{:016x}", rand::thread_rng().gen::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ExtensionRouting;
+
+    fn ext(number: &str, routing: ExtensionRouting) -> Extension {
+        Extension {
+            number: number.to_owned(),
+            display_name: String::new(),
+            realm: "r".to_owned(),
+            ha1_md5: String::new(),
+            ha1_sha256: String::new(),
+            created_at: 1,
+            updated_at: 1,
+            routing,
+        }
+    }
+
+    #[tokio::test]
+    async fn extension_state_comes_from_the_cache_and_the_bindings() {
+        let store = Store::connect("sqlite::memory:", 1).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let routing = ExtensionRouting {
+            dnd: true,
+            forward_always: None,
+            forward_busy: Some("101".into()),
+            forward_noanswer: Some("102".into()),
+        };
+        store
+            .add_extension(&ext("100", routing.clone()))
+            .await
+            .expect("add 100");
+        store
+            .add_extension(&ext("101", ExtensionRouting::default()))
+            .await
+            .expect("add 101");
+        let binding = Binding {
+            aor: "101".into(),
+            binding_key: "sip:101@192.0.2.1".into(),
+            contact_uri: "sip:101@192.0.2.1".into(),
+            q: None,
+            expires_at: now_unix() + 3600,
+            call_id: "c".into(),
+            cseq: 1,
+            received: "192.0.2.1:5060".into(),
+            transport: "udp".into(),
+            local_addr: "192.0.2.2:5060".into(),
+            flow: None,
+            path: vec![],
+            user_agent: String::new(),
+            instance_id: None,
+            reg_id: None,
+            node_id: "n".into(),
+            updated_at: 1,
+        };
+        store
+            .replace_bindings("101", &[binding])
+            .await
+            .expect("bind");
+        let cfg = crate::node::registrar_config(&crate::config::Config::default());
+        let r = Registrar::load(store.clone(), cfg).await.expect("load");
+
+        assert_eq!(
+            r.extension_state("100"),
+            Some(ExtensionState {
+                registered: false,
+                dnd: true,
+                forward_always: None,
+                forward_busy: Some("101".into()),
+                forward_noanswer: Some("102".into()),
+            })
+        );
+        assert_eq!(
+            r.extension_state("101"),
+            Some(ExtensionState {
+                registered: true,
+                ..ExtensionState::default()
+            })
+        );
+        assert_eq!(r.extension_state("999"), None);
+
+        // A change in the store shows once the cache is refreshed.
+        store
+            .set_extension_routing("100", &ExtensionRouting::default())
+            .await
+            .expect("set");
+        assert!(r.extension_state("100").is_some_and(|s| s.dnd));
+        r.fetch_extension("100").await.expect("fetch");
+        assert_eq!(r.extension_state("100"), Some(ExtensionState::default()));
+    }
 }
