@@ -534,6 +534,14 @@ impl Registrar {
     }
 }
 
+/// The dialplan asks the registrar about extensions (DND, forwards, registered), from
+/// memory: evaluating a plan never waits on the store.
+impl crate::dialplan::Extensions for Registrar {
+    fn get(&self, number: &str) -> Option<ExtensionState> {
+        self.extension_state(number)
+    }
+}
+
 fn log_changes(w: &PendingWrite) {
     for change in &w.changes {
         match change {
@@ -635,6 +643,11 @@ mod tests {
             })
         );
         assert_eq!(r.extension_state("999"), None);
+        // The dialplan's view is the same one.
+        assert_eq!(
+            crate::dialplan::Extensions::get(&r, "101"),
+            r.extension_state("101")
+        );
 
         // A change in the store shows once the cache is refreshed.
         store
