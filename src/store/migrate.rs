@@ -3,7 +3,7 @@
 //! `schema_migrations(version, name, applied_at)`.
 //!
 //! Adding a migration: write the file for BOTH backends with the same `NNNN_name`, and add
-//! one line to each list below (a unit test checks the lists against the directories).
+//! one line to the `migrations!` list below (a unit test checks it against the directories).
 
 // `Executor::execute` rather than `RawSql::execute`: the latter is an `async fn` generic
 // over the executor, whose future rustc cannot prove `Send` (higher-ranked lifetime bug).
@@ -26,61 +26,30 @@ impl Migration {
     }
 }
 
-pub(crate) const SQLITE: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "calls",
-        sql: include_str!("../../migrations/sqlite/0002_calls.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "recordings",
-        sql: include_str!("../../migrations/sqlite/0003_recordings.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "admin",
-        sql: include_str!("../../migrations/sqlite/0004_admin.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "extension_routing",
-        sql: include_str!("../../migrations/sqlite/0005_extension_routing.sql"),
-    },
-];
+/// The migrations, in order, once for both backends: each version has a file of the
+/// same name in `migrations/sqlite` and `migrations/postgres`, so the two cannot drift.
+macro_rules! migrations {
+    ($($version:literal $name:literal $file:literal,)*) => {
+        pub(crate) const SQLITE: &[Migration] = &[$(Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../../migrations/sqlite/", $file)),
+        }),*];
+        pub(crate) const POSTGRES: &[Migration] = &[$(Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../../migrations/postgres/", $file)),
+        }),*];
+    };
+}
 
-pub(crate) const POSTGRES: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("../../migrations/postgres/0001_init.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "calls",
-        sql: include_str!("../../migrations/postgres/0002_calls.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "recordings",
-        sql: include_str!("../../migrations/postgres/0003_recordings.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "admin",
-        sql: include_str!("../../migrations/postgres/0004_admin.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "extension_routing",
-        sql: include_str!("../../migrations/postgres/0005_extension_routing.sql"),
-    },
-];
+migrations! {
+    1 "init" "0001_init.sql",
+    2 "calls" "0002_calls.sql",
+    3 "recordings" "0003_recordings.sql",
+    4 "admin" "0004_admin.sql",
+    5 "extension_routing" "0005_extension_routing.sql",
+}
 
 pub(crate) fn for_backend(backend: Backend) -> &'static [Migration] {
     match backend {
