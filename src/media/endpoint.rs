@@ -385,7 +385,7 @@ impl Endpoint {
         };
         let result = rec.recorder.write(&self.frame, &[]);
         rec.frames += 1;
-        let quiet = !heard || rms(&self.frame) < rec.limits.silence_rms;
+        let quiet = !heard || super::rms(&self.frame) < rec.limits.silence_rms;
         rec.silent_frames = if quiet { rec.silent_frames + 1 } else { 0 };
         let elapsed = Duration::from_millis(rec.frames * u64::from(TICK_MS));
         let silent = Duration::from_millis(rec.silent_frames * u64::from(TICK_MS));
@@ -487,11 +487,6 @@ impl Endpoint {
         self.stop_play(events);
         self.finish_recording(RecordEnd::Stopped, events);
     }
-}
-
-fn rms(pcm: &[i16]) -> f64 {
-    let sum: f64 = pcm.iter().map(|s| f64::from(*s).powi(2)).sum();
-    (sum / pcm.len().max(1) as f64).sqrt()
 }
 
 #[cfg(test)]

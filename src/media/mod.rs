@@ -65,6 +65,12 @@ pub use relay::{
     Flow, Leg, LegStats, Relay, RelayConfig, RelayEvent, RelayHandle, RelayStats, Remote,
 };
 
+/// Root mean square of PCM samples (0 for none), in sample units.
+pub(crate) fn rms(pcm: &[i16]) -> f64 {
+    let sum: f64 = pcm.iter().map(|s| f64::from(*s).powi(2)).sum();
+    (sum / pcm.len().max(1) as f64).sqrt()
+}
+
 /// Errors of the media layer.
 #[derive(Debug, Error)]
 pub enum MediaError {

@@ -11,9 +11,7 @@ pub fn tone(rate: u32, hz: f64, samples: usize, amp: f64) -> Vec<i16> {
         .collect()
 }
 
-pub fn rms(pcm: &[i16]) -> f64 {
-    (pcm.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt()
-}
+pub(crate) use super::rms;
 
 /// Goertzel energy at `hz` over all of `pcm` (grows with the square of its length).
 pub fn goertzel(pcm: &[i16], rate: u32, hz: f64) -> f64 {
