@@ -28,7 +28,6 @@ use crate::media::endpoint_task::{EndpointConfig, EndpointHandle, EndpointTaskEv
 use crate::media::player::{Item, PromptCache};
 use crate::media::recorder::{Layout, Recorder};
 use crate::media::LegSockets;
-use crate::registrar::now_unix;
 
 use super::app_leg::{AppLeg, AppLegParams, AppOut};
 use super::channel::{
@@ -500,19 +499,13 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
         .get(&crate::sip::message::HeaderName::CallId)
         .unwrap_or_default()
         .to_owned();
-    let mut rec = Record {
-        id: p.id.clone(),
-        caller: p.caller.clone(),
-        callee: p.dialled.clone(),
-        caller_call_id: caller_call_id.clone(),
-        // One leg only: both ids name it.
-        callee_call_id: caller_call_id,
-        node_id: p.node_id,
-        started_at: now_unix(),
-        answered_at: None,
-        written: false,
-        recording: None,
-    };
+    // One leg only: both Call-IDs name it.
+    let mut rec = Record::new(
+        p.id.clone(),
+        [p.caller.clone(), p.dialled.clone()],
+        [caller_call_id.clone(), caller_call_id],
+        p.node_id,
+    );
     let log = p.log;
     let refuse = |status: u16| {
         let mut resp = crate::sip::message::Response::for_request(

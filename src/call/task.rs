@@ -85,6 +85,29 @@ pub(super) struct Record {
 }
 
 impl Record {
+    /// A call starting now: `parties` caller and callee, `call_ids` of legs A and B.
+    pub(super) fn new(
+        id: String,
+        parties: [String; 2],
+        call_ids: [String; 2],
+        node_id: String,
+    ) -> Record {
+        let [caller, callee] = parties;
+        let [caller_call_id, callee_call_id] = call_ids;
+        Record {
+            id,
+            caller,
+            callee,
+            caller_call_id,
+            callee_call_id,
+            node_id,
+            started_at: now_unix(),
+            answered_at: None,
+            written: false,
+            recording: None,
+        }
+    }
+
     /// The call's row in `active_calls`, ringing.
     pub(super) fn started(&self, log: &CallLog) {
         log.record(CallRecord::Started(ActiveCall {
@@ -172,22 +195,17 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
     } = p;
     let key = params.key.clone();
     let invite = params.invite.clone();
-    let mut rec = Record {
+    let caller_call_id = invite
+        .headers
+        .get(&crate::sip::message::HeaderName::CallId)
+        .unwrap_or_default()
+        .to_owned();
+    let mut rec = Record::new(
         id,
-        caller: params.caller.clone(),
-        callee: params.callee.clone(),
-        caller_call_id: invite
-            .headers
-            .get(&crate::sip::message::HeaderName::CallId)
-            .unwrap_or_default()
-            .to_owned(),
-        callee_call_id: params.callee_call_id.clone(),
+        [params.caller.clone(), params.callee.clone()],
+        [caller_call_id, params.callee_call_id.clone()],
         node_id,
-        started_at: now_unix(),
-        answered_at: None,
-        written: false,
-        recording: None,
-    };
+    );
     let mut recording = Recording {
         settings: settings.record.clone(),
         formats: [None, None],
