@@ -172,8 +172,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The dialplan is refused at load like the config: FILE:LINE: reason, exit 2. The
-    // node does not route by it yet; serve loads it so a bad file stops it all the same.
+    // The dialplan is refused at load like the config: FILE:LINE: reason, exit 2, before
+    // the node starts (which loads it again to route by it).
     let plan = match cli.command {
         Command::Check | Command::Serve => match Plan::load_dir(&cfg.paths.dialplans) {
             Ok(plan) => Some(plan),
@@ -199,7 +199,7 @@ fn main() -> ExitCode {
     init_logging(&cfg);
     if let Some(plan) = &plan {
         tracing::info!(
-            "dialplan {}: {} contexts, {} routes (not routing calls yet)",
+            "dialplan {}: {} contexts, {} routes",
             cfg.paths.dialplans.display(),
             plan.contexts().count(),
             plan.route_count()

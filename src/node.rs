@@ -14,14 +14,16 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn};
 
+use crate::apps::dialplan::{self as dialplan_app, PlanCall, PlanEnd, PlanEnv};
 use crate::call::app_leg::AppLegParams;
 use crate::call::machine::parse_offer;
 use crate::call::{
     spawn_app_call, spawn_call, spawn_writer, AppFn, AppTaskParams, Apps, CallHandle, CallLog,
-    CallParams, CallRef, CallSettings, Command, CoreCommand, RecordSettings, SipIn, SoundLibrary,
-    Target, TaskParams,
+    CallParams, CallRef, CallSettings, CallerLeg, Command, CoreCommand, DialOutcome, Fallback,
+    RecordSettings, SipIn, SoundLibrary, Target, TaskParams,
 };
 use crate::config::{Config, RecordMode};
+use crate::dialplan::{CallContext, Plan, Routing};
 use crate::media::conference::Rooms;
 use crate::media::endpoint_task::EndpointConfig;
 use crate::media::mixer::MixerConfig;
@@ -52,6 +54,8 @@ pub enum NodeError {
     Media(#[from] crate::media::MediaError),
     #[error("cannot recover the calls of a previous run: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Dialplan(#[from] crate::dialplan::DialplanError),
     #[error("recordings folder {}: {source}", .path.display())]
     Recordings {
         path: std::path::PathBuf,
@@ -182,6 +186,7 @@ pub async fn start_with_apps(
             .unwrap_or(IpAddr::from([0, 0, 0, 0]))
     });
     let ports = PortAllocator::new(bind_ip, cfg.media.rtp_port_min, cfg.media.rtp_port_max)?;
+    let plan = Plan::load_dir(&cfg.paths.dialplans)?;
     let registrar = Arc::new(Registrar::load(store, registrar_config(cfg)).await?);
     let timers = Timers {
         t1: Duration::from_millis(cfg.sip.t1_ms),
@@ -234,6 +239,8 @@ pub async fn start_with_apps(
             handles: HashMap::new(),
             by_call_id: HashMap::new(),
             by_tx: HashMap::new(),
+            plan: Arc::new(plan),
+            fallbacks: HashMap::new(),
         },
     };
     let mut tasks = vec![tokio::spawn(core.run(
@@ -444,6 +451,10 @@ struct Calls {
     by_call_id: HashMap<String, CallRef>,
     /// Client transactions a call started -> call.
     by_tx: HashMap<TxKey, CallRef>,
+    /// The dialplan new calls are routed by.
+    plan: Arc<Plan>,
+    /// Dials with a fallback -> what takes their caller back.
+    fallbacks: HashMap<CallRef, Fallback>,
 }
 
 impl Calls {
@@ -476,6 +487,7 @@ impl Calls {
             }
         }
         self.by_tx.retain(|_, c| *c != call);
+        self.fallbacks.remove(&call);
     }
 }
 
@@ -682,6 +694,25 @@ impl Core {
                 self.calls.forget(call);
                 return;
             }
+            CoreCommand::Unanswered { call, leg, outcome } => {
+                match self.calls.fallbacks.remove(&call) {
+                    Some(f) => {
+                        let app = (f.app)(outcome);
+                        self.start_app(*leg, app);
+                    }
+                    None => warn!(call, "a caller handed back without a fallback"),
+                }
+                return;
+            }
+            CoreCommand::Dial {
+                leg,
+                numbers,
+                timeout,
+                fallback,
+            } => {
+                self.dial(*leg, numbers, timeout, Some(fallback));
+                return;
+            }
             CoreCommand::Sip { call, cmd } => (call, cmd),
         };
         let now = Instant::now().into_std();
@@ -795,33 +826,121 @@ impl Core {
                 return self.reply(&key, r);
             }
         };
-        if let Some(app) = self.calls.apps.get(&callee).cloned() {
-            return self.start_app(key, req, from, user, callee, app);
-        }
-        match self.registrar.cached_extension(&callee) {
-            None => return self.load_then_retry(callee, key, req, from),
-            Some(None) => {
-                info!(caller = %user, callee = %callee, "call to an unknown number: 404");
-                let r = self.simple(&req, 404);
-                return self.reply(&key, r);
-            }
-            Some(Some(_)) => {}
-        }
-        let bindings = self.registrar.lookup(&callee);
-        let node_id = self.calls.node_id.clone();
-        let is_open = |c| self.transport.is_open(c);
-        let peers: Vec<(crate::store::Binding, Peer)> = bindings
-            .into_iter()
-            .filter_map(|b| target_peer(&b, &node_id, is_open).map(|p| (b, p)))
-            .collect();
-        if peers.is_empty() {
-            info!(caller = %user, callee = %callee, "callee not registered: 480");
-            let r = self.simple(&req, 480);
-            return self.reply(&key, r);
-        }
         let Some(offer) = self.offer_or_refuse(&key, &req) else {
             return;
         };
+        let leg = CallerLeg {
+            key,
+            invite: req,
+            from,
+            offer,
+            caller: user,
+            dialled: callee,
+            dialog: None,
+            record: None,
+        };
+        if let Some(app) = self.calls.apps.get(&leg.dialled).cloned() {
+            return self.start_app(leg, app);
+        }
+        self.route(leg);
+    }
+
+    /// Runs the dialplan for a new call: a leading dial goes to the B2BUA, anything else
+    /// (prompts, menus, voicemail, rooms) to the dialplan's app. Without a dialplan (no
+    /// routes at all) a call goes to the extension dialled.
+    fn route(&mut self, leg: CallerLeg) {
+        let plan = self.calls.plan.clone();
+        if plan.route_count() == 0 {
+            return match self.registrar.cached_extension(&leg.dialled) {
+                None => self.load_then_retry(leg.dialled.clone(), leg.key, leg.invite, leg.from),
+                Some(None) => {
+                    info!(caller = %leg.caller, callee = %leg.dialled, "call to an unknown number: 404");
+                    let r = self.simple(&leg.invite, 404);
+                    self.reply(&leg.key, r)
+                }
+                Some(Some(_)) => {
+                    let numbers = vec![leg.dialled.clone()];
+                    let timeout = self.calls.settings.no_answer_timeout;
+                    self.dial(leg, numbers, timeout, None)
+                }
+            };
+        }
+        let context = plan.start_context().unwrap_or("default").to_owned();
+        let routing = plan.route(
+            &CallContext {
+                context: &context,
+                number: &leg.dialled,
+                caller: &leg.caller,
+                now: jiff::Timestamp::now(),
+            },
+            self.registrar.as_ref(),
+        );
+        let actions = match routing {
+            Routing::NoRoute => {
+                info!(caller = %leg.caller, number = %leg.dialled, context = %context, "no route: 404");
+                let r = self.simple(&leg.invite, 404);
+                return self.reply(&leg.key, r);
+            }
+            Routing::Route { at, actions } => {
+                info!(caller = %leg.caller, number = %leg.dialled, route = %at, "routed");
+                actions
+            }
+        };
+        let env = PlanEnv {
+            plan,
+            extensions: self.registrar.clone(),
+        };
+        let call = PlanCall {
+            context,
+            number: leg.dialled.clone(),
+            caller: leg.caller.clone(),
+        };
+        match dialplan_app::leading_dial(&actions) {
+            Some(PlanEnd::Dial {
+                numbers,
+                timeout,
+                then,
+            }) => {
+                let fallback = dialplan_app::fallback(env, call, then);
+                self.dial(leg, numbers, timeout, Some(fallback))
+            }
+            _ => self.start_app(leg, dialplan_app::app(env, call, actions)),
+        }
+    }
+
+    /// Rings every registered phone of `numbers` for the caller through the B2BUA. When
+    /// none can ring, or nobody answers, the caller goes to the `fallback` app (for the
+    /// outcomes it takes), else gets the failure (480, 486...).
+    fn dial(
+        &mut self,
+        leg: CallerLeg,
+        numbers: Vec<String>,
+        timeout: Duration,
+        fallback: Option<Fallback>,
+    ) {
+        let node_id = self.calls.node_id.clone();
+        let is_open = |c| self.transport.is_open(c);
+        let mut peers: Vec<(crate::store::Binding, Peer)> = Vec::new();
+        for n in &numbers {
+            for b in self.registrar.lookup(n) {
+                if let Some(p) = target_peer(&b, &node_id, is_open) {
+                    peers.push((b, p));
+                }
+            }
+        }
+        if peers.is_empty() {
+            info!(caller = %leg.caller, callee = %leg.dialled, ?numbers, "nobody to ring");
+            return match fallback {
+                Some(f) if f.outcomes.contains(&DialOutcome::Unavailable) => {
+                    let app = (f.app)(DialOutcome::Unavailable);
+                    self.start_app(leg, app)
+                }
+                _ => {
+                    let r = self.simple(&leg.invite, 480);
+                    self.reply(&leg.key, r)
+                }
+            };
+        }
         let socks = self
             .calls
             .ports
@@ -831,16 +950,19 @@ impl Core {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "no media ports: 503");
-                let mut r = self.simple(&req, 503);
+                let mut r = self.simple(&leg.invite, 503);
                 r.headers.push(HeaderName::Other("Retry-After".into()), "5");
-                return self.reply(&key, r);
+                return self.reply(&leg.key, r);
             }
         };
         let relay_ports = [sock_a.rtp_addr().port(), sock_b.rtp_addr().port()];
-        let media_ip = self.media_ip_towards(&from);
+        let media_ip = self.media_ip_towards(&leg.from);
         let relay = Relay::spawn(sock_a, sock_b, [Remote::default(); 2], self.calls.relay);
         let public = self.calls.public_address.clone();
-        let caller_name = from_h.display.clone().unwrap_or_default();
+        let caller_name = from_header(&leg.invite.headers)
+            .ok()
+            .and_then(|f| f.display.clone())
+            .unwrap_or_default();
         let caller_name = caller_name.trim_matches('"').to_owned();
         let targets: Vec<Target> = peers
             .iter()
@@ -854,29 +976,42 @@ impl Core {
         let domain = targets
             .first()
             .map(|t| host_for(public.as_deref(), &t.peer))
-            .unwrap_or_else(|| host_for(public.as_deref(), &from));
+            .unwrap_or_else(|| host_for(public.as_deref(), &leg.from));
         let callee_call_id = format!("{:032x}", rand::random::<u128>());
-        let caller_call_id = call_id_of(&req.headers).unwrap_or_default().to_owned();
+        let caller_call_id = call_id_of(&leg.invite.headers)
+            .unwrap_or_default()
+            .to_owned();
+        let (outcomes, fallback) = match fallback {
+            Some(f) => (f.outcomes.clone(), Some(f)),
+            None => (Vec::new(), None),
+        };
         let params = CallParams {
-            key,
-            invite: req,
-            from,
-            offer,
-            caller: user.clone(),
+            key: leg.key,
+            caller_contact: contact_for(&host_for(public.as_deref(), &leg.from), &leg.from),
+            invite: leg.invite,
+            from: leg.from,
+            offer: leg.offer,
+            caller: leg.caller.clone(),
             caller_name,
-            callee: callee.clone(),
-            caller_contact: contact_for(&host_for(public.as_deref(), &from), &from),
+            callee: leg.dialled.clone(),
             domain,
             targets,
             callee_call_id: callee_call_id.clone(),
             media_ip,
             relay_ports,
             seed: rand::random(),
+            caller_dialog: leg.dialog,
+            ring_timeout: Some(timeout),
+            fallback: outcomes,
         };
         let call = self.calls.next_ref;
         self.calls.next_ref += 1;
-        let id = format!("{:032x}", rand::random::<u128>());
-        info!(call = %id, caller = %user, callee = %callee, forks = peers.len(), "call");
+        let id = leg
+            .record
+            .as_ref()
+            .map(|r| r.id().to_owned())
+            .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+        info!(call = %id, caller = %leg.caller, callee = %leg.dialled, forks = peers.len(), "call");
         let handle = spawn_call(TaskParams {
             call,
             id,
@@ -886,7 +1021,11 @@ impl Core {
             log: self.calls.log.clone(),
             node_id,
             core: self.calls.commands.clone(),
+            record: leg.record,
         });
+        if let Some(f) = fallback {
+            self.calls.fallbacks.insert(call, f);
+        }
         self.calls.by_call_id.insert(caller_call_id.clone(), call);
         self.calls.by_call_id.insert(callee_call_id.clone(), call);
         self.calls
@@ -894,49 +1033,46 @@ impl Core {
             .insert(call, (handle, [caller_call_id, callee_call_id]));
     }
 
-    /// A call to a number an app answers: one leg, ended on our media endpoint.
-    fn start_app(
-        &mut self,
-        key: TxKey,
-        req: Request,
-        from: Peer,
-        caller: String,
-        dialled: String,
-        app: AppFn,
-    ) {
-        let Some(offer) = self.offer_or_refuse(&key, &req) else {
-            return;
-        };
+    /// A call answered by an app (a test app by number, or the dialplan's): one leg,
+    /// ended on our media endpoint.
+    fn start_app(&mut self, leg: CallerLeg, app: AppFn) {
         let sockets = match self.calls.ports.allocate() {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "no media ports: 503");
-                let mut r = self.simple(&req, 503);
+                let mut r = self.simple(&leg.invite, 503);
                 r.headers.push(HeaderName::Other("Retry-After".into()), "5");
-                return self.reply(&key, r);
+                return self.reply(&leg.key, r);
             }
         };
-        let media_ip = self.media_ip_towards(&from);
+        let media_ip = self.media_ip_towards(&leg.from);
         let public = self.calls.public_address.clone();
-        let caller_call_id = call_id_of(&req.headers).unwrap_or_default().to_owned();
+        let caller_call_id = call_id_of(&leg.invite.headers)
+            .unwrap_or_default()
+            .to_owned();
         let call = self.calls.next_ref;
         self.calls.next_ref += 1;
-        let id = format!("{:032x}", rand::random::<u128>());
-        info!(call = %id, caller = %caller, app = %dialled, "app call");
+        let id = leg
+            .record
+            .as_ref()
+            .map(|r| r.id().to_owned())
+            .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+        info!(call = %id, caller = %leg.caller, app = %leg.dialled, "app call");
         let handle = spawn_app_call(AppTaskParams {
             call,
             id,
-            caller,
-            dialled,
+            caller: leg.caller,
+            dialled: leg.dialled,
             leg: AppLegParams {
-                key,
-                invite: req,
-                from,
-                offer,
-                local_contact: contact_for(&host_for(public.as_deref(), &from), &from),
+                key: leg.key,
+                local_contact: contact_for(&host_for(public.as_deref(), &leg.from), &leg.from),
+                invite: leg.invite,
+                from: leg.from,
+                offer: leg.offer,
                 media_ip,
                 media_port: sockets.rtp_addr().port(),
                 seed: rand::random(),
+                dialog: leg.dialog,
             },
             settings: self.calls.settings.clone(),
             sockets,
@@ -950,6 +1086,7 @@ impl Core {
             log: self.calls.log.clone(),
             node_id: self.calls.node_id.clone(),
             core: self.calls.commands.clone(),
+            record: leg.record,
         });
         self.calls.by_call_id.insert(caller_call_id.clone(), call);
         self.calls

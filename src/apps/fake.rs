@@ -46,6 +46,8 @@ pub enum Op {
     /// Left room (the name) by a key.
     Conference(String, ConferenceEnd),
     HungUp,
+    /// Refused, unanswered, with this status.
+    Refused(u16),
 }
 
 /// The fake channel. See the module comment.
@@ -233,6 +235,16 @@ impl Channel for FakeChannel {
         self.live()?;
         self.hung_up = true;
         self.log.push(Op::HungUp);
+        Ok(())
+    }
+
+    async fn refuse(&mut self, status: u16) -> Result<(), ChannelError> {
+        if self.answered {
+            return self.hangup().await;
+        }
+        self.live()?;
+        self.hung_up = true;
+        self.log.push(Op::Refused(status));
         Ok(())
     }
 }

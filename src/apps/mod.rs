@@ -5,4 +5,5 @@
 //! into SIP or RTP. Apps are written as `async fn(&mut impl Channel, ...)` so they run on
 //! real calls ([`crate::call::SipChannel`]) and, in unit tests, on [`fake::FakeChannel`].
 
+pub mod dialplan;
 pub mod fake;

@@ -47,6 +47,9 @@ pub struct AppLegParams {
     pub media_port: u16,
     /// Seeds the dialog layer's RNG (tags).
     pub seed: u64,
+    /// The caller's early dialog when a dial nobody answered hands the caller over (it
+    /// keeps its To tag); `None` starts one.
+    pub dialog: Option<crate::sip::dialog::Dialog>,
 }
 
 /// What the leg asks its task to do.
@@ -120,7 +123,10 @@ impl AppLeg {
                 .ok_or(CallError::NoCodec)?;
         ours.port = p.media_port;
         let mut dialogs = DialogSet::new(settings.dialog.clone(), StdRng::seed_from_u64(p.seed));
-        let dialog = dialogs.accept_invite(&p.key, &p.invite, p.from, &p.local_contact)?;
+        let dialog = match p.dialog {
+            Some(d) => dialogs.adopt(d),
+            None => dialogs.accept_invite(&p.key, &p.invite, p.from, &p.local_contact)?,
+        };
         let mut leg = AppLeg {
             dialogs,
             dialog,
@@ -160,6 +166,18 @@ impl AppLeg {
     pub fn is_finished(&self, now: Instant) -> bool {
         self.ended_at
             .is_some_and(|t| now >= t + self.linger || self.dialogs.is_empty())
+    }
+
+    /// Gives the caller's early dialog away (to the B2BUA, for a dial): the leg is over
+    /// without a word to the caller or a CDR. `None` once answered or ended.
+    pub fn hand_over(&mut self, now: Instant) -> Option<crate::sip::dialog::Dialog> {
+        if self.phase != Phase::Offered {
+            return None;
+        }
+        let d = self.dialogs.remove(&self.dialog)?;
+        self.phase = Phase::Ended;
+        self.ended_at = Some(now);
+        Some(d)
     }
 
     /// 180 Ringing (once), before an answer.
@@ -533,6 +551,7 @@ mod tests {
             media_ip: "203.0.113.1".parse().expect("ip"),
             media_port: 30000,
             seed: 3,
+            dialog: None,
         };
         let (leg, out) = AppLeg::new(p, &settings(), now)?;
         Ok(T {

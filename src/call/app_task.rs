@@ -115,7 +115,8 @@ impl SoundLibrary {
 enum Request {
     Ring,
     Answer(oneshot::Sender<Result<(), ChannelError>>),
-    Hangup,
+    /// Hang up; a call not answered yet gets this status.
+    Hangup(u16),
     Play {
         id: u64,
         items: Vec<Item>,
@@ -129,6 +130,13 @@ enum Request {
     },
     StopRecord,
     Link(Option<Box<dyn MediaLink>>),
+    /// Give the caller (not answered) to the B2BUA for a dial.
+    Dial {
+        numbers: Vec<String>,
+        timeout: std::time::Duration,
+        fallback: super::Fallback,
+        done: oneshot::Sender<Result<(), ChannelError>>,
+    },
 }
 
 /// What the call task tells the app.
@@ -244,6 +252,32 @@ impl SipChannel {
     fn id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// Hands the caller, not answered yet, to the B2BUA to ring `numbers` at once for
+    /// `timeout`: the relay's fast path, early media and re-INVITEs between the phones,
+    /// as for any call between extensions. The channel is over for this app then; if
+    /// nobody answers, `fallback` names the app that gets the caller back. An answered
+    /// caller cannot be handed over (`ChannelError::MediaGone`).
+    pub async fn dial(
+        &mut self,
+        numbers: Vec<String>,
+        timeout: std::time::Duration,
+        fallback: super::Fallback,
+    ) -> Result<(), ChannelError> {
+        self.take_pending_events();
+        let (done, answer) = oneshot::channel();
+        self.send(Request::Dial {
+            numbers,
+            timeout,
+            fallback,
+            done,
+        })?;
+        let r = answer.await.map_err(|_| ChannelError::HungUp)?;
+        if r.is_ok() {
+            self.hung_up = true;
+        }
+        r
     }
 }
 
@@ -438,7 +472,13 @@ impl Channel for SipChannel {
     }
 
     async fn hangup(&mut self) -> Result<(), ChannelError> {
-        let r = self.send(Request::Hangup);
+        let r = self.send(Request::Hangup(480));
+        self.hung_up = true;
+        r
+    }
+
+    async fn refuse(&mut self, status: u16) -> Result<(), ChannelError> {
+        let r = self.send(Request::Hangup(status));
         self.hung_up = true;
         r
     }
@@ -472,6 +512,9 @@ pub struct AppTaskParams {
     pub log: CallLog,
     pub node_id: String,
     pub core: mpsc::Sender<CoreCommand>,
+    /// The call's record when a dial nobody answered hands the caller over; `None`
+    /// starts one.
+    pub record: Option<Record>,
 }
 
 /// Starts the task of a call answered by an app; returns where the core sends its SIP
@@ -500,11 +543,21 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
         .unwrap_or_default()
         .to_owned();
     // One leg only: both Call-IDs name it.
-    let mut rec = Record::new(
-        p.id.clone(),
-        [p.caller.clone(), p.dialled.clone()],
-        [caller_call_id.clone(), caller_call_id],
-        p.node_id,
+    let mut rec = match p.record {
+        Some(r) => r,
+        None => Record::new(
+            p.id.clone(),
+            [p.caller.clone(), p.dialled.clone()],
+            [caller_call_id.clone(), caller_call_id],
+            p.node_id,
+        ),
+    };
+    // What the caller's leg is handed to the B2BUA with (a dial).
+    let handover = (
+        p.leg.from,
+        p.leg.offer.clone(),
+        p.caller.clone(),
+        p.dialled.clone(),
     );
     let log = p.log;
     let refuse = |status: u16| {
@@ -600,7 +653,7 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
                     }
                     out
                 }
-                Some(Request::Hangup) => leg.hangup(480, Instant::now().into_std()),
+                Some(Request::Hangup(status)) => leg.hangup(status, Instant::now().into_std()),
                 Some(Request::Play { id, items, opts }) => {
                     endpoint.play(id, items, opts.looping, opts.barge_in);
                     Vec::new()
@@ -612,6 +665,43 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
                 }
                 Some(Request::StopRecord) => { endpoint.stop_record(); Vec::new() }
                 Some(Request::Link(link)) => { endpoint.link(link); Vec::new() }
+                Some(Request::Dial { numbers, timeout, fallback, done }) => {
+                    match leg.hand_over(Instant::now().into_std()) {
+                        Some(dialog) => {
+                            let (from, offer, caller, dialled) = handover.clone();
+                            let moved = std::mem::replace(
+                                &mut rec,
+                                Record::new(String::new(), Default::default(), Default::default(), String::new()),
+                            );
+                            rec.written = true;
+                            let caller_leg = super::CallerLeg {
+                                key: key.clone(),
+                                invite: invite.clone(),
+                                from,
+                                offer,
+                                caller,
+                                dialled,
+                                dialog: Some(dialog),
+                                record: Some(moved),
+                            };
+                            let _ = core
+                                .send(CoreCommand::Dial {
+                                    leg: Box::new(caller_leg),
+                                    numbers,
+                                    timeout,
+                                    fallback,
+                                })
+                                .await;
+                            let _ = done.send(Ok(()));
+                            // The app is done with this call; nothing to tell it.
+                            told_hangup = true;
+                        }
+                        None => {
+                            let _ = done.send(Err(ChannelError::MediaGone));
+                        }
+                    }
+                    Vec::new()
+                }
                 None => {
                     // The app is done without hanging up: the call ends with it.
                     app_alive = false;

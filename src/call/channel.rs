@@ -188,6 +188,10 @@ pub trait Channel: Send {
 
     /// Ends the call (BYE once answered, else `480`).
     fn hangup(&mut self) -> impl Future<Output = Result<(), ChannelError>> + Send;
+
+    /// Ends a call not answered yet with `status` (400-699; e.g. 486 busy, 404); an
+    /// answered one is hung up.
+    fn refuse(&mut self, status: u16) -> impl Future<Output = Result<(), ChannelError>> + Send;
 }
 
 /// Collects from a buffer of typed-ahead digits: what [`Channel::collect_digits`] starts

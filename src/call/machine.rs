@@ -21,7 +21,7 @@ use crate::media::recorder::Layout;
 use crate::media::transcode::LegFormat;
 use crate::media::{Leg, Remote};
 use crate::sip::dialog::{
-    Body, DialogConfig, DialogEvent, DialogId, DialogSet, InviteId, InviteParams, MsgOpts,
+    Body, Dialog, DialogConfig, DialogEvent, DialogId, DialogSet, InviteId, InviteParams, MsgOpts,
     TerminateReason,
 };
 use crate::sip::message::{self, HeaderName, Method, Request, Response};
@@ -165,6 +165,28 @@ pub struct CallParams {
     pub relay_ports: [u16; 2],
     /// Seeds the dialog layer's RNG (tags, branches).
     pub seed: u64,
+    /// The caller's early dialog, when an app had the caller before this dial (taken over
+    /// instead of a new one, so the caller keeps one To tag).
+    pub caller_dialog: Option<Dialog>,
+    /// How long the callee rings (the dialplan's dial timeout), instead of the
+    /// settings' no-answer timeout.
+    pub ring_timeout: Option<Duration>,
+    /// Outcomes after which the caller's leg is handed back ([`Command::Unanswered`],
+    /// [`Call::take_caller`]) instead of answered with the failure: the dialplan goes on
+    /// (voicemail...). Empty: the caller gets the failure (486, 480...).
+    pub fallback: Vec<DialOutcome>,
+}
+
+/// How a dial nobody answered ended: what picks a dialplan's `on_busy`,
+/// `on_noanswer` or `on_unavailable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialOutcome {
+    /// Every phone rung was busy or declined.
+    Busy,
+    /// Phones rang; nobody answered in time.
+    NoAnswer,
+    /// No phone could be rung.
+    Unavailable,
 }
 
 /// SIP input for a call, routed by the core.
@@ -231,6 +253,11 @@ pub enum Command {
         digit: Digit,
         duration_ms: Option<u32>,
     },
+    /// Nobody answered and the call falls back ([`CallParams::fallback`]): the caller's
+    /// leg is unanswered and out of this call ([`Call::take_caller`]); the forks are
+    /// being cancelled. Sent before [`Command::Ended`], whose CDR is then not this
+    /// call's to write.
+    Unanswered { outcome: DialOutcome },
     /// The call is over: write the CDR. Sent once.
     Ended {
         disposition: Disposition,
@@ -356,6 +383,9 @@ pub struct Call {
     no_answer_at: Instant,
     ended_at: Option<Instant>,
     linger: Duration,
+    fallback: Vec<DialOutcome>,
+    /// The caller's early dialog once handed back ([`Call::take_caller`]).
+    handed_back: Option<Dialog>,
 }
 
 /// The caller's SDP offer from its INVITE: no body or not SDP -> 488 (we do not do late
@@ -430,7 +460,10 @@ impl Call {
         now: Instant,
     ) -> Result<(Call, Vec<Command>), CallError> {
         let mut dialogs = DialogSet::new(settings.dialog.clone(), StdRng::seed_from_u64(p.seed));
-        let a_dialog = dialogs.accept_invite(&p.key, &p.invite, p.from, &p.caller_contact)?;
+        let a_dialog = match p.caller_dialog {
+            Some(d) => dialogs.adopt(d),
+            None => dialogs.accept_invite(&p.key, &p.invite, p.from, &p.caller_contact)?,
+        };
         // The first enabled audio stream is relayed; the relay has one pair per leg, so
         // any other stream is declined (port 0).
         let first_audio = p
@@ -470,7 +503,9 @@ impl Call {
         // on leg B and pass them on reliably (our own RSeq) on leg A.
         let offer_100rel = a_100rel != Rel100::No && !settings.dialog.support_100rel;
         let mut call = Call {
-            no_answer_at: now + settings.no_answer_timeout,
+            no_answer_at: now + p.ring_timeout.unwrap_or(settings.no_answer_timeout),
+            fallback: p.fallback,
+            handed_back: None,
             linger: settings.dialog.timers.t1 * 64,
             codec: settings.codec,
             codecs: settings.codecs,
@@ -546,6 +581,11 @@ impl Call {
         }
         call.absorb(events, now, &mut out);
         Ok((call, out))
+    }
+
+    /// The caller's early dialog after [`Command::Unanswered`] (once).
+    pub fn take_caller(&mut self) -> Option<Dialog> {
+        self.handed_back.take()
     }
 
     /// The Call-ID of the caller's leg.
@@ -1153,6 +1193,24 @@ impl Call {
     ) {
         self.held.clear();
         let mut evs = self.cancel_forks(out);
+        let outcome = if disposition == Disposition::Busy {
+            DialOutcome::Busy
+        } else if self.rang || disposition == Disposition::NoAnswer && now >= self.no_answer_at {
+            DialOutcome::NoAnswer
+        } else {
+            DialOutcome::Unavailable
+        };
+        if self.fallback.contains(&outcome) {
+            info!(
+                ?outcome,
+                "nobody answered: the caller goes back to the dialplan"
+            );
+            self.handed_back = self.dialogs.remove(&self.a_dialog);
+            out.push(Command::Unanswered { outcome });
+            self.end(disposition, hangup, now, out);
+            self.absorb(evs, now, out);
+            return;
+        }
         evs.extend(
             self.dialogs
                 .respond(&self.a_dialog, &self.a_key, status, MsgOpts::default(), now)
@@ -1663,6 +1721,7 @@ mod tests {
         dtmf_as_info: Vec<(Leg, u8, u32)>,
         sent_dtmf: Vec<(Leg, u8, Digit, Option<u32>)>,
         inband: Vec<(Leg, Option<LegFormat>)>,
+        unanswered: Option<DialOutcome>,
     }
 
     fn start(forks: usize) -> T {
@@ -1670,6 +1729,15 @@ mod tests {
     }
 
     fn start_with(forks: usize, invite: Request) -> T {
+        start_full(forks, invite, false)
+    }
+
+    /// A call whose caller goes back to the dialplan when nobody answers.
+    fn start_fallback(forks: usize) -> T {
+        start_full(forks, caller_invite(), true)
+    }
+
+    fn start_full(forks: usize, invite: Request, fallback: bool) -> T {
         let now = Instant::now();
         let key = TxKey::server(&invite).expect("key");
         let targets = (0..forks)
@@ -1695,6 +1763,17 @@ mod tests {
             media_ip: PBX.parse().expect("ip"),
             relay_ports: [30000, 30002],
             seed: 7,
+            caller_dialog: None,
+            ring_timeout: None,
+            fallback: if fallback {
+                vec![
+                    DialOutcome::Busy,
+                    DialOutcome::NoAnswer,
+                    DialOutcome::Unavailable,
+                ]
+            } else {
+                Vec::new()
+            },
         };
         let settings = settings();
         let (call, cmds) = Call::new(p, settings, now).expect("call");
@@ -1716,6 +1795,7 @@ mod tests {
             dtmf_as_info: Vec::new(),
             sent_dtmf: Vec::new(),
             inband: Vec::new(),
+            unanswered: None,
         };
         t.take(cmds);
         assert_eq!(t.b_invites.len(), forks);
@@ -1772,6 +1852,10 @@ mod tests {
                     } => self.sent_dtmf.push((leg, pt, digit, duration_ms)),
                     Command::InBandDtmf { leg, format } => self.inband.push((leg, format)),
                     Command::Ringing | Command::Answered => {}
+                    Command::Unanswered { outcome } => {
+                        assert!(self.unanswered.is_none(), "handed back twice");
+                        self.unanswered = Some(outcome);
+                    }
                 }
             }
         }
@@ -2009,6 +2093,33 @@ mod tests {
         t.fork_says(0, 487);
         t.fork_says(1, 487);
         assert!(t.call.is_finished(t.now));
+    }
+
+    #[test]
+    fn a_fallback_call_hands_the_unanswered_caller_back_with_the_outcome() {
+        // Busy: every fork said so.
+        let mut t = start_fallback(2);
+        t.fork_says(0, 486);
+        t.fork_says(1, 600);
+        assert_eq!(t.unanswered, Some(DialOutcome::Busy));
+        assert!(t.to_a.is_empty(), "the caller got no final response");
+        let dialog = t.call.take_caller().expect("the caller's dialog");
+        assert_eq!(dialog.state(), crate::sip::dialog::DialogState::Early);
+        assert!(t.call.take_caller().is_none());
+
+        // Rang, then the timeout: no answer; the forks are still cancelled.
+        let mut t = start_fallback(1);
+        t.fork_says(0, 180);
+        t.advance(Duration::from_secs(31));
+        assert_eq!(t.unanswered, Some(DialOutcome::NoAnswer));
+        assert_eq!(t.cancels.len(), 1);
+        assert!(t.to_a.iter().all(|r| r.status < 200), "{:?}", t.to_a);
+        assert!(t.call.take_caller().is_some());
+
+        // Nothing rang: the phone is unreachable.
+        let mut t = start_fallback(1);
+        t.fork_says(0, 503);
+        assert_eq!(t.unanswered, Some(DialOutcome::Unavailable));
     }
 
     #[test]

@@ -33,10 +33,14 @@ use thiserror::Error;
 pub use app_task::{app, spawn_app_call, AppFn, AppTaskParams, Apps, SipChannel, SoundLibrary};
 pub use channel::Channel;
 pub use machine::{
-    Call, CallParams, CallSettings, Command, Disposition, HangupLeg, RecordSettings, SipIn, Target,
+    Call, CallParams, CallSettings, Command, DialOutcome, Disposition, HangupLeg, RecordSettings,
+    SipIn, Target,
 };
 pub use records::{spawn_writer, CallLog};
-pub use task::{spawn_call, CallHandle, CallRef, CoreCommand, TaskParams, CALL_QUEUE};
+pub use task::{
+    spawn_call, CallHandle, CallRef, CallerLeg, CoreCommand, Fallback, Record, TaskParams,
+    CALL_QUEUE,
+};
 
 /// Why a call could not start or could not be recorded. Mapped to SIP statuses in
 /// [`CallError::status`], the one place.

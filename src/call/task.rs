@@ -19,7 +19,8 @@ use crate::store::{ActiveCall, CallRecord, Cdr};
 use super::records::CallLog;
 
 use super::machine::{
-    Call, CallParams, CallSettings, Command, Disposition, HangupLeg, RecordSettings, SipIn,
+    Call, CallParams, CallSettings, Command, DialOutcome, Disposition, HangupLeg, RecordSettings,
+    SipIn,
 };
 
 /// Identifies a call inside the node (routing tables of the core).
@@ -31,8 +32,56 @@ pub enum CoreCommand {
     /// A SIP command ([`Command::SendRequest`], [`Command::SendAck`],
     /// [`Command::Respond`] or [`Command::Cancel`]).
     Sip { call: CallRef, cmd: Command },
+    /// Nobody answered a dial with a fallback ([`CallParams::fallback`]): the caller's
+    /// leg, still unanswered, goes to the app the dial's [`Fallback`] gives for `outcome`.
+    Unanswered {
+        call: CallRef,
+        leg: Box<CallerLeg>,
+        outcome: DialOutcome,
+    },
+    /// An app hands its caller, not answered yet, to the B2BUA: ring `numbers` (all at
+    /// once) for `timeout`; if nobody answers, `fallback` says which app takes it back.
+    Dial {
+        leg: Box<CallerLeg>,
+        numbers: Vec<String>,
+        timeout: std::time::Duration,
+        fallback: Fallback,
+    },
     /// The call is over: forget its Call-IDs and transactions.
     Done { call: CallRef },
+}
+
+/// The caller's leg before anyone answered it, as it moves between the B2BUA (a dial)
+/// and apps (the dialplan's other steps): its INVITE, its early dialog once it has one,
+/// and the call's record (one CDR for the whole call, whoever ends it).
+#[derive(Debug)]
+pub struct CallerLeg {
+    pub key: crate::sip::transaction::TxKey,
+    pub invite: crate::sip::message::Request,
+    pub from: crate::sip::Peer,
+    pub offer: crate::sip::sdp::SessionDescription,
+    /// The authenticated caller and the number it dialled.
+    pub caller: String,
+    pub dialled: String,
+    /// `None` for a fresh INVITE.
+    pub dialog: Option<crate::sip::dialog::Dialog>,
+    /// `None` for a fresh INVITE.
+    pub record: Option<Record>,
+}
+
+/// Picks the app that takes a caller back after a dial nobody answered, by the outcome;
+/// `outcomes` are those it takes (for the others the caller gets the dial's failure).
+pub struct Fallback {
+    pub outcomes: Vec<DialOutcome>,
+    pub app: Box<dyn FnOnce(DialOutcome) -> super::AppFn + Send>,
+}
+
+impl std::fmt::Debug for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fallback")
+            .field("outcomes", &self.outcomes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Inputs a call task takes from the core.
@@ -52,6 +101,9 @@ pub struct TaskParams {
     pub log: CallLog,
     pub node_id: String,
     pub core: mpsc::Sender<CoreCommand>,
+    /// The call's record when it started in an app (the dialplan ran steps before this
+    /// dial); `None` starts one.
+    pub record: Option<Record>,
 }
 
 /// Starts the task of a call; returns where the core sends its SIP events.
@@ -70,7 +122,8 @@ pub fn spawn_call(p: TaskParams) -> CallHandle {
 }
 
 /// What a call task knows for the call's rows in the store (`active_calls`, the CDR).
-pub(super) struct Record {
+#[derive(Debug)]
+pub struct Record {
     pub(super) id: String,
     pub(super) caller: String,
     pub(super) callee: String,
@@ -82,6 +135,8 @@ pub(super) struct Record {
     pub(super) written: bool,
     /// The file of the call's recording, for the CDR.
     pub(super) recording: Option<String>,
+    /// Its `active_calls` row was written.
+    pub(super) listed: bool,
 }
 
 impl Record {
@@ -105,11 +160,22 @@ impl Record {
             answered_at: None,
             written: false,
             recording: None,
+            listed: false,
         }
     }
 
-    /// The call's row in `active_calls`, ringing.
-    pub(super) fn started(&self, log: &CallLog) {
+    /// The call's id in the store and the CDR.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The call's row in `active_calls`, ringing (once: a call moving between a dial and
+    /// an app keeps its row).
+    pub(super) fn started(&mut self, log: &CallLog) {
+        if self.listed {
+            return;
+        }
+        self.listed = true;
         log.record(CallRecord::Started(ActiveCall {
             id: self.id.clone(),
             caller: self.caller.clone(),
@@ -192,6 +258,7 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
         log,
         node_id,
         core,
+        record,
     } = p;
     let key = params.key.clone();
     let invite = params.invite.clone();
@@ -200,11 +267,24 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
         .get(&crate::sip::message::HeaderName::CallId)
         .unwrap_or_default()
         .to_owned();
-    let mut rec = Record::new(
-        id,
-        [params.caller.clone(), params.callee.clone()],
-        [caller_call_id, params.callee_call_id.clone()],
-        node_id,
+    let mut rec = match record {
+        Some(mut r) => {
+            r.callee_call_id = params.callee_call_id.clone();
+            r
+        }
+        None => Record::new(
+            id,
+            [params.caller.clone(), params.callee.clone()],
+            [caller_call_id, params.callee_call_id.clone()],
+            node_id,
+        ),
+    };
+    // What the caller's leg is handed back with when nobody answers.
+    let handback = (
+        params.from,
+        params.offer.clone(),
+        params.caller.clone(),
+        params.callee.clone(),
     );
     let mut recording = Recording {
         settings: settings.record.clone(),
@@ -273,6 +353,42 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
                 }
             },
         };
+        let unanswered = cmds.iter().find_map(|c| match c {
+            Command::Unanswered { outcome } => Some(*outcome),
+            _ => None,
+        });
+        if let (Some(outcome), Some(dialog)) = (unanswered, call.take_caller()) {
+            // The caller goes on in the dialplan with this call's record; what is left
+            // here (cancelling the forks) writes nothing.
+            let (from, offer, caller, dialled) = handback.clone();
+            let moved = std::mem::replace(
+                &mut rec,
+                Record::new(
+                    String::new(),
+                    Default::default(),
+                    Default::default(),
+                    String::new(),
+                ),
+            );
+            rec.written = true;
+            let leg = CallerLeg {
+                key: key.clone(),
+                invite: invite.clone(),
+                from,
+                offer,
+                caller,
+                dialled,
+                dialog: Some(dialog),
+                record: Some(moved),
+            };
+            let _ = core
+                .send(CoreCommand::Unanswered {
+                    call: call_ref,
+                    leg: Box::new(leg),
+                    outcome,
+                })
+                .await;
+        }
         execute(
             cmds,
             call_ref,
@@ -343,7 +459,7 @@ async fn execute(
             } => relay.send_dtmf(leg, pt, clock, digit, duration_ms),
             Command::InBandDtmf { leg, format } => relay.inband_dtmf(leg, format),
             Command::Formats(formats) => recording.set_formats(formats),
-            Command::Ringing => {}
+            Command::Ringing | Command::Unanswered { .. } => {}
             Command::Answered => {
                 recording.start(relay, rec);
                 rec.answered(log);

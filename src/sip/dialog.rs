@@ -1402,6 +1402,14 @@ impl DialogSet {
         self.dialogs.remove(id)
     }
 
+    /// Takes over a dialog another set had (the caller's early dialog moving between a
+    /// B2BUA dial and an app): its tags, CSeqs and open server transactions come along.
+    pub fn adopt(&mut self, dialog: Dialog) -> DialogId {
+        let id = dialog.id.clone();
+        self.dialogs.insert(id.clone(), dialog);
+        id
+    }
+
     /// Sends the dialog's future requests on another flow.
     pub fn set_peer(&mut self, id: &DialogId, peer: Peer) -> Result<(), DialogError> {
         self.dialogs

@@ -1,0 +1,144 @@
+//! Calls routed by a dialplan through the real binary: IVR menus driven by SIPp's key
+//! presses (RFC 4733 from a pcap, SIP INFO), and dials nobody answers going on with the
+//! plan's next steps, with the caller's leg handed from the B2BUA back to the plan.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::support::{free_port, wait_for, write_file, Node, NodeOptions, Sipp, SippTransport};
+
+const PASSWORD: &str = "plan-test-pass";
+const CALLER: &str = "100";
+
+const PLAN: &str = r#"
+[defaults]
+context = "internal"
+
+[context.internal]
+[[context.internal.route]]
+match = "0"
+steps = [{ menu = "main" }]
+
+# Extensions: ring 2 s; nobody answering, or nobody registered, goes to the menu.
+[[context.internal.route]]
+match = "_[23]XX"
+steps = [{ dial = "${EXTEN}", timeout = 2 }]
+on_noanswer = [{ menu = "main" }]
+on_unavailable = [{ menu = "main" }]
+
+[menu.main]
+prompt = "main-menu"
+timeout = 10
+retries = 2
+invalid_prompt = "invalid"
+timeout_prompt = "timeout"
+
+[menu.main.options]
+"5" = [{ menu = "second" }]
+
+[menu.second]
+prompt = "support-menu"
+timeout = 10
+invalid_prompt = "invalid"
+timeout_prompt = "timeout"
+options = { "7" = [{ play = "beep" }] }
+"#;
+
+/// A node routing by [`PLAN`], extensions 100 (the caller), 200 and 300 (never
+/// registered), app and relay ports in 4xxxx (the scenarios check the SDP names them).
+fn plan_node(ports: u16) -> Node {
+    let sounds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sounds");
+    let mut node = Node::new(NodeOptions {
+        sip: "tcp_idle_timeout_secs = 30\nt1_ms = 100\nt2_ms = 400".into(),
+        extra: format!(
+            "[media]\nrtp_port_min = {ports}\nrtp_port_max = {}\n\n\
+             [paths]\nsounds = \"{}\"\ndialplans = \"plans\"\n",
+            ports + 998,
+            sounds.display()
+        ),
+        ..NodeOptions::default()
+    });
+    let plans = node.dir.path().join("plans");
+    std::fs::create_dir_all(&plans).expect("plans folder");
+    write_file(&plans, "plan.toml", PLAN);
+    for n in [CALLER, "200", "300"] {
+        node.add_extension(n, PASSWORD);
+    }
+    node.start();
+    node
+}
+
+/// The caller keying 5 (RFC 4733), 7 (INFO dtmf-relay) and # (INFO dtmf) into `number`,
+/// expecting the node to hang up.
+fn keying_caller(number: &str) -> Sipp {
+    Sipp::new("app_dtmf.xml", SippTransport::Udp)
+        .service(number)
+        .auth(CALLER, PASSWORD)
+        .var("caller", CALLER)
+}
+
+/// The newest CDR of a call to `callee`, once there is one.
+fn newest_cdr(node: &Node, callee: &str) -> Vec<String> {
+    let line = wait_for("the CDR", Duration::from_secs(10), || {
+        node.cli_ok(&["cdr", "--limit", "1"])
+            .lines()
+            .next()
+            .filter(|l| l.split('\t').nth(2) == Some(callee))
+            .map(str::to_owned)
+    });
+    line.split('\t').map(str::to_owned).collect()
+}
+
+fn assert_menus_chosen(node: &Node) {
+    let log = node.log_text();
+    for keys in ["keys=5", "keys=7"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("menu: chosen") && l.contains(keys)),
+            "no menu choice {keys} in the log"
+        );
+    }
+}
+
+#[test]
+fn keys_route_the_caller_through_nested_menus() {
+    let mut node = plan_node(44000);
+    keying_caller("0").expect_pass(&node);
+    assert_menus_chosen(&node);
+    let cdr = newest_cdr(&node, "0");
+    assert_eq!(&cdr[1..4], [CALLER, "0", "answered"], "{cdr:?}");
+    assert!(cdr.iter().any(|f| f == "hangup=callee"), "{cdr:?}");
+    node.assert_no_panic();
+    node.stop();
+}
+
+#[test]
+fn a_dial_nobody_answers_goes_on_with_the_plan_on_the_same_call() {
+    let mut node = plan_node(45000);
+    // 200 rings and never answers; the dial's 2 s end with a CANCEL to it.
+    let port = free_port();
+    Sipp::new("register.xml", SippTransport::Udp)
+        .auth("200", PASSWORD)
+        .var("expires", "600")
+        .port(port)
+        .expect_pass(&node);
+    let mut ringing = Sipp::new("call_uas_ring.xml", SippTransport::Udp)
+        .port(port)
+        .spawn(&node);
+    std::thread::sleep(Duration::from_millis(300));
+    keying_caller("200").expect_pass(&node);
+    ringing.expect_pass(&node);
+    assert_menus_chosen(&node);
+    // One call, one CDR: answered by the plan's menu after the dial.
+    let cdr = newest_cdr(&node, "200");
+    assert_eq!(&cdr[1..4], [CALLER, "200", "answered"], "{cdr:?}");
+    let all = node.cli_ok(&["cdr"]);
+    assert_eq!(all.lines().count(), 1, "{all}");
+
+    // 300 has no phone: straight to the menu, without ringing anything.
+    keying_caller("300").expect_pass(&node);
+    let cdr = newest_cdr(&node, "300");
+    assert_eq!(&cdr[1..4], [CALLER, "300", "answered"], "{cdr:?}");
+    node.assert_no_panic();
+    node.stop();
+}
