@@ -37,6 +37,10 @@ enum Command {
     Check,
     /// Create or upgrade the database schema.
     Migrate,
+    /// Check the dialplans and have the running node route new calls by them (calls in
+    /// progress keep theirs). A bad file is refused with FILE:LINE: reason and the node
+    /// keeps its plan. The same as sending the node SIGHUP.
+    Reload,
     /// Manage extensions (SIP accounts).
     #[command(subcommand)]
     Extension(ExtensionCommand),
@@ -175,15 +179,17 @@ fn main() -> ExitCode {
     // The dialplan is refused at load like the config: FILE:LINE: reason, exit 2, before
     // the node starts (which loads it again to route by it).
     let plan = match cli.command {
-        Command::Check | Command::Serve => match Plan::load_dir(&cfg.paths.dialplans) {
-            Ok(plan) => Some(plan),
-            Err(e) => {
-                for err in e.errors() {
-                    eprintln!("{err}");
+        Command::Check | Command::Serve | Command::Reload => {
+            match Plan::load_dir(&cfg.paths.dialplans) {
+                Ok(plan) => Some(plan),
+                Err(e) => {
+                    for err in e.errors() {
+                        eprintln!("{err}");
+                    }
+                    return ExitCode::from(2);
                 }
-                return ExitCode::from(2);
             }
-        },
+        }
         _ => None,
     };
     if let (Command::Check, Some(plan)) = (&cli.command, &plan) {
@@ -290,6 +296,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => serve(cfg).await,
+        Command::Reload => reload(&cfg),
         Command::Extension(cmd) => extension(cmd, &cfg).await,
         Command::Admin(cmd) => admin(cmd, &cfg).await,
         Command::Calls => {
@@ -380,31 +387,93 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             "no admin account yet: create the first with `ringfort admin add NAME` (a password is generated and shown once)"
         );
     }
-    wait_for_signal().await;
+    let pid_file = pid_file(&cfg);
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        tracing::warn!(path = %pid_file.display(), error = %e, "no pid file: `ringfort reload` cannot find this node");
+    }
+    wait_for_signal(|| match node.reload_plan() {
+        Ok(plan) => tracing::info!(
+            "dialplan reloaded from {}: {} contexts, {} routes",
+            cfg.paths.dialplans.display(),
+            plan.contexts().count(),
+            plan.route_count()
+        ),
+        Err(e) => {
+            for err in e.errors() {
+                tracing::error!("dialplan not reloaded: {err}");
+            }
+        }
+    })
+    .await;
     tracing::info!("shutting down");
+    let _ = std::fs::remove_file(&pid_file);
     http.shutdown().await;
     node.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Where `serve` writes its process id, for `ringfort reload`.
+fn pid_file(cfg: &Config) -> std::path::PathBuf {
+    cfg.node.data_dir.join("ringfort.pid")
+}
+
+/// `ringfort reload`: the plan was checked before this runs; signal the node.
+fn reload(cfg: &Config) -> anyhow::Result<()> {
+    let path = pid_file(cfg);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no running node found ({})", path.display()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{}: not a process id", path.display()))?;
+    signal_hangup(pid).with_context(|| format!("cannot signal the node (pid {pid})"))?;
+    println!(
+        "{}: ok; node {pid} told to reload",
+        cfg.paths.dialplans.display()
+    );
+    Ok(())
+}
+
+#[cfg(unix)]
+fn signal_hangup(pid: i32) -> std::io::Result<()> {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let r = unsafe { libc::kill(pid, libc::SIGHUP) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(unix))]
+fn signal_hangup(_pid: i32) -> std::io::Result<()> {
+    Err(std::io::Error::other("signals need unix"))
+}
+
+/// Waits for SIGTERM or Ctrl-C; each SIGHUP meanwhile runs `on_hangup` (reload).
+async fn wait_for_signal(on_hangup: impl Fn()) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut term), Ok(mut hup)) => loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = term.recv() => return,
+                    _ = hup.recv() => on_hangup(),
                 }
-            }
-            Err(_) => {
+            },
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = on_hangup;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -75,9 +75,21 @@ pub struct RunningNode {
     pub registrar: Arc<Registrar>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The dialplan new calls are routed by, and where it is read from.
+    plan: watch::Sender<Arc<Plan>>,
+    dialplans: std::path::PathBuf,
 }
 
 impl RunningNode {
+    /// Reads the dialplan folder again and, when it is valid, routes new calls by it
+    /// (calls in progress keep the plan they started with). An invalid folder changes
+    /// nothing; its errors say `file:line: reason`.
+    pub fn reload_plan(&self) -> Result<Arc<Plan>, crate::dialplan::DialplanError> {
+        let plan = Arc::new(Plan::load_dir(&self.dialplans)?);
+        self.plan.send_replace(plan.clone());
+        Ok(plan)
+    }
+
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
@@ -186,7 +198,7 @@ pub async fn start_with_apps(
             .unwrap_or(IpAddr::from([0, 0, 0, 0]))
     });
     let ports = PortAllocator::new(bind_ip, cfg.media.rtp_port_min, cfg.media.rtp_port_max)?;
-    let plan = Plan::load_dir(&cfg.paths.dialplans)?;
+    let (plan_tx, plan_rx) = watch::channel(Arc::new(Plan::load_dir(&cfg.paths.dialplans)?));
     let registrar = Arc::new(Registrar::load(store, registrar_config(cfg)).await?);
     let timers = Timers {
         t1: Duration::from_millis(cfg.sip.t1_ms),
@@ -239,7 +251,7 @@ pub async fn start_with_apps(
             handles: HashMap::new(),
             by_call_id: HashMap::new(),
             by_tx: HashMap::new(),
-            plan: Arc::new(plan),
+            plan: plan_rx,
             fallbacks: HashMap::new(),
         },
     };
@@ -276,6 +288,8 @@ pub async fn start_with_apps(
         registrar,
         shutdown: shutdown_tx,
         tasks,
+        plan: plan_tx,
+        dialplans: cfg.paths.dialplans.clone(),
     })
 }
 
@@ -451,8 +465,8 @@ struct Calls {
     by_call_id: HashMap<String, CallRef>,
     /// Client transactions a call started -> call.
     by_tx: HashMap<TxKey, CallRef>,
-    /// The dialplan new calls are routed by.
-    plan: Arc<Plan>,
+    /// The dialplan new calls are routed by (swapped by [`RunningNode::reload_plan`]).
+    plan: watch::Receiver<Arc<Plan>>,
     /// Dials with a fallback -> what takes their caller back.
     fallbacks: HashMap<CallRef, Fallback>,
 }
@@ -849,7 +863,7 @@ impl Core {
     /// (prompts, menus, voicemail, rooms) to the dialplan's app. Without a dialplan (no
     /// routes at all) a call goes to the extension dialled.
     fn route(&mut self, leg: CallerLeg) {
-        let plan = self.calls.plan.clone();
+        let plan = self.calls.plan.borrow().clone();
         if plan.route_count() == 0 {
             return match self.registrar.cached_extension(&leg.dialled) {
                 None => self.load_then_retry(leg.dialled.clone(), leg.key, leg.invite, leg.from),

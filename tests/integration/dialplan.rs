@@ -142,3 +142,60 @@ fn a_dial_nobody_answers_goes_on_with_the_plan_on_the_same_call() {
     node.assert_no_panic();
     node.stop();
 }
+
+/// A caller of `number` expecting the final `status`.
+fn refused_caller(node: &Node, number: &str, status: u16) -> Sipp {
+    let text =
+        std::fs::read_to_string(crate::support::scenario("call_uac_fail.xml")).expect("scenario");
+    let path = node.dir.path().join(format!("call_uac_fail_{status}.xml"));
+    std::fs::write(&path, text.replace("STATUS", &status.to_string())).expect("write");
+    let mut s = Sipp::new("call_uac_fail.xml", SippTransport::Udp)
+        .service(number)
+        .auth(CALLER, PASSWORD)
+        .var("caller", CALLER);
+    s.scenario = path;
+    s
+}
+
+fn refusing_plan(status: u16) -> String {
+    format!(
+        "[defaults]\ncontext = \"internal\"\n\n[context.internal]\n\
+         [[context.internal.route]]\nmatch = \"9\"\nsteps = [{{ hangup = {status} }}]\n"
+    )
+}
+
+#[test]
+fn reload_swaps_in_a_valid_plan_and_keeps_the_old_one_when_the_new_is_bad() {
+    let mut node = plan_node(46000);
+    let plan_file = node.dir.path().join("plans").join("plan.toml");
+    std::fs::write(&plan_file, refusing_plan(403)).expect("write");
+    // The node started with PLAN; the folder now says 9 -> 403.
+    let out = node.cli_ok(&["reload"]);
+    assert!(out.contains("told to reload"), "{out}");
+    wait_for("the reload", Duration::from_secs(5), || {
+        node.log_text().contains("dialplan reloaded").then_some(())
+    });
+    refused_caller(&node, "9", 403).expect_pass(&node);
+
+    // A mistake on line 7: refused with file and line, the node keeps its plan.
+    std::fs::write(
+        &plan_file,
+        refusing_plan(403).replace("hangup = 403", "hangup = 403, color = 1"),
+    )
+    .expect("write");
+    let bad = node.cli(&["reload"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("plan.toml:7:"), "{err}");
+    refused_caller(&node, "9", 403).expect_pass(&node);
+
+    // SIGHUP itself (what `reload` sends) with a good plan: 9 now gets 486.
+    std::fs::write(&plan_file, refusing_plan(486)).expect("write");
+    node.cli_ok(&["reload"]);
+    wait_for("the second reload", Duration::from_secs(5), || {
+        (node.log_text().matches("dialplan reloaded").count() >= 2).then_some(())
+    });
+    refused_caller(&node, "9", 486).expect_pass(&node);
+    node.assert_no_panic();
+    node.stop();
+}
