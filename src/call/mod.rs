@@ -23,6 +23,7 @@ pub mod app_task;
 pub mod channel;
 pub mod codecs;
 pub mod machine;
+pub mod out_leg;
 pub mod records;
 pub mod task;
 #[cfg(test)]

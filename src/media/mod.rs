@@ -33,6 +33,7 @@
 //! SDP sent to that leg, starts the relay ([`Relay::spawn`]) and feeds it the remote
 //! addresses from the SDP it receives ([`RelayHandle::update_remote`]).
 
+pub mod bridge;
 pub mod call_recorder;
 pub mod codec;
 pub mod conference;
