@@ -31,6 +31,9 @@ pub enum CoreCommand {
     /// A SIP command ([`Command::SendRequest`], [`Command::SendAck`],
     /// [`Command::Respond`] or [`Command::Cancel`]).
     Sip { call: CallRef, cmd: Command },
+    /// Route messages of this Call-ID to the call too: a leg it dials itself (an app's
+    /// bridge).
+    Adopt { call: CallRef, call_id: String },
     /// The call is over: forget its Call-IDs and transactions.
     Done { call: CallRef },
 }
