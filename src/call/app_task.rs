@@ -3,8 +3,10 @@
 //!
 //! Owns: routing SIP events to the leg, the leg's decisions to the core and the endpoint,
 //! the endpoint's events (key presses, ends of playback and recording) to the app, the
-//! call's rows in the store. Must not: decide what the app does; the app runs in a task
-//! of its own and only talks to this one through the channel.
+//! call's rows in the store, and an app's bridge: the dialled [`OutLeg`] (SIP routed to it
+//! by Call-ID), its own endpoint linked to the caller's, ringback, keys across, the end
+//! reported to the app. Must not: decide what the app does; the app runs in a task of its
+//! own and only talks to this one through the channel.
 //!
 //! ```text
 //!  core --SipIn--> [app call task: AppLeg + EndpointHandle] <--requests-- SipChannel (app)
