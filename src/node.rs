@@ -20,7 +20,7 @@ use crate::call::machine::parse_offer;
 use crate::call::{
     spawn_app_call, spawn_call, spawn_writer, AppFn, AppTaskParams, Apps, CallHandle, CallLog,
     CallParams, CallRef, CallSettings, CallerLeg, Command, CoreCommand, DialOutcome, Fallback,
-    RecordSettings, SipIn, SoundLibrary, Target, TaskParams,
+    RecordSettings, SipIn, SoundLibrary, Target, TargetResolver, TaskParams,
 };
 use crate::config::{Config, RecordMode};
 use crate::dialplan::{CallContext, Plan, Routing};
@@ -244,11 +244,18 @@ pub async fn start_with_apps(
                 PROMPT_CACHE_BYTES,
             )),
             rooms: Arc::new(Rooms::new(MixerConfig::default())),
+            resolver: target_resolver(
+                registrar.clone(),
+                transport.clone(),
+                cfg.node.id.to_string(),
+                cfg.sip.public_address.as_ref().map(|h| h.to_string()),
+            ),
             node_id: cfg.node.id.to_string(),
             commands: call_tx,
             log: call_log,
             next_ref: 0,
             handles: HashMap::new(),
+            adopted: HashMap::new(),
             by_call_id: HashMap::new(),
             by_tx: HashMap::new(),
             plan: plan_rx,
@@ -454,6 +461,8 @@ struct Calls {
     apps: Apps,
     sounds: Arc<SoundLibrary>,
     rooms: Arc<Rooms>,
+    /// Extension numbers to phones, for the legs apps dial.
+    resolver: TargetResolver,
     node_id: String,
     /// Where call tasks send their commands (the core's receiver).
     commands: mpsc::Sender<CoreCommand>,
@@ -461,6 +470,9 @@ struct Calls {
     log: CallLog,
     next_ref: CallRef,
     handles: HashMap<CallRef, (CallHandle, [String; 2])>,
+    /// Call-IDs a call took on after it started ([`CoreCommand::Adopt`]: the legs an
+    /// app's bridge dials).
+    adopted: HashMap<CallRef, Vec<String>>,
     /// Call-ID of either leg -> call.
     by_call_id: HashMap<String, CallRef>,
     /// Client transactions a call started -> call.
@@ -492,9 +504,19 @@ impl Calls {
         }
     }
 
+    /// Routes `call_id` to `call` as well.
+    fn adopt(&mut self, call: CallRef, call_id: String) {
+        if !self.handles.contains_key(&call) {
+            return;
+        }
+        self.by_call_id.insert(call_id.clone(), call);
+        self.adopted.entry(call).or_default().push(call_id);
+    }
+
     fn forget(&mut self, call: CallRef) {
+        let adopted = self.adopted.remove(&call).unwrap_or_default();
         if let Some((_, ids)) = self.handles.remove(&call) {
-            for id in ids {
+            for id in ids.into_iter().chain(adopted) {
                 if self.by_call_id.get(&id) == Some(&call) {
                     self.by_call_id.remove(&id);
                 }
@@ -544,6 +566,31 @@ fn contact_for(host: &str, peer: &Peer) -> String {
         Transport::Udp => format!("sip:ringfort@{host}:{port}"),
         t => format!("sip:ringfort@{host}:{port};transport={}", t.as_str()),
     }
+}
+
+/// Extension numbers to the forks an app's bridge sends, as [`Core::invite`] builds them
+/// for a call from a phone: one per live binding this node can reach.
+fn target_resolver(
+    registrar: Arc<Registrar>,
+    transport: TransportHandle,
+    node_id: String,
+    public: Option<String>,
+) -> TargetResolver {
+    Arc::new(move |number: &str| {
+        registrar
+            .lookup(number)
+            .into_iter()
+            .filter_map(|b| {
+                let peer = target_peer(&b, &node_id, |c| transport.is_open(c))?;
+                Some(Target {
+                    request_uri: b.contact_uri.clone(),
+                    peer,
+                    local_contact: contact_for(&host_for(public.as_deref(), &peer), &peer),
+                    route: b.path.clone(),
+                })
+            })
+            .collect()
+    })
 }
 
 /// The flow towards a registered contact: to where the phone registered from, from our
@@ -725,6 +772,10 @@ impl Core {
                 fallback,
             } => {
                 self.dial(*leg, numbers, timeout, Some(fallback));
+                return;
+            }
+            CoreCommand::Adopt { call, call_id } => {
+                self.calls.adopt(call, call_id);
                 return;
             }
             CoreCommand::Sip { call, cmd } => (call, cmd),
@@ -1101,6 +1152,8 @@ impl Core {
             node_id: self.calls.node_id.clone(),
             core: self.calls.commands.clone(),
             record: leg.record,
+            ports: self.calls.ports.clone(),
+            resolver: self.calls.resolver.clone(),
         });
         self.calls.by_call_id.insert(caller_call_id.clone(), call);
         self.calls

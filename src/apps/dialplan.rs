@@ -16,7 +16,8 @@ use std::time::Duration;
 use tracing::{debug, info};
 
 use crate::call::channel::{
-    Channel, ChannelError, CollectOptions, ConferenceOptions, PlayOptions, Sound,
+    BridgeEnd, BridgeOptions, BridgeRequest, Channel, ChannelError, CollectOptions,
+    ConferenceOptions, PlayOptions, Sound,
 };
 use crate::call::{AppFn, Fallback, SipChannel};
 use crate::dialplan::{
@@ -174,17 +175,43 @@ pub async fn run<C: Channel>(
         debug!(?step, "step");
         match step {
             Action::Dial(d) => {
+                let PlanEnd::Dial {
+                    numbers,
+                    timeout,
+                    then,
+                } = dial_end(&d, steps.into())
+                else {
+                    return Ok(PlanEnd::Done);
+                };
                 if !answered {
-                    return Ok(dial_end(&d, steps.into()));
+                    return Ok(PlanEnd::Dial {
+                        numbers,
+                        timeout,
+                        then,
+                    });
                 }
-                // Dialling from an answered call (a menu's choice) bridges through the
-                // channel; until it can, the caller hears the dial could not ring.
-                info!("dial from an answered call: not available yet");
-                ch.play(&[Sound::file("not-available")], PlayOptions::default())
+                // Answered already (a menu's choice): the channel rings and bridges.
+                let end = ch
+                    .bridge(
+                        BridgeRequest { numbers },
+                        BridgeOptions {
+                            ring_timeout: timeout,
+                            ringback: true,
+                        },
+                    )
                     .await?;
-                steps = AfterDial::new(&d, steps.into())
-                    .steps(Outcome::Unavailable)
-                    .into();
+                let outcome = match end {
+                    BridgeEnd::Answered { .. } => {
+                        // The plan ends with the bridged call.
+                        let _ = ch.hangup().await;
+                        return Ok(PlanEnd::Done);
+                    }
+                    BridgeEnd::Busy => Outcome::Busy,
+                    BridgeEnd::NoAnswer => Outcome::NoAnswer,
+                    BridgeEnd::Unavailable => Outcome::Unavailable,
+                };
+                info!(?outcome, "bridge not answered");
+                steps = then.steps(outcome).into();
             }
             Action::Play(names) => {
                 answer(ch, &mut answered).await?;
@@ -566,18 +593,59 @@ announce = true
     }
 
     #[tokio::test]
-    async fn a_direct_dialled_extension_from_a_menu_is_its_route() {
+    async fn a_direct_dialled_extension_from_a_menu_is_bridged() {
+        use crate::call::channel::BridgeSide;
         let env = env(PLAN);
-        let mut ch = FakeChannel::new("1000", "0", vec![Caller::presses("1002"), Caller::Silent]);
-        let actions = route(&env, "0");
-        // The menu answered the call: the dial cannot go to the B2BUA; until bridging
-        // exists, the caller hears it is not available.
-        let end = run(&mut ch, &env, &call("0"), actions).await.expect("run");
+        let mut ch = FakeChannel::new(
+            "1000",
+            "0",
+            vec![
+                Caller::presses("1002"),
+                Caller::Silent,
+                Caller::Bridge(BridgeEnd::Answered {
+                    hangup_by: BridgeSide::Callee,
+                }),
+            ],
+        );
+        let end = run(&mut ch, &env, &call("0"), route(&env, "0"))
+            .await
+            .expect("run");
         assert_eq!(end, PlanEnd::Done);
-        assert!(ch
-            .log
-            .iter()
-            .any(|op| matches!(op, Op::Played(s, _) if s == &[Sound::file("not-available")])));
+        assert!(
+            ch.log.contains(&Op::Bridged(
+                vec!["1002".into()],
+                BridgeEnd::Answered {
+                    hangup_by: BridgeSide::Callee
+                }
+            )),
+            "{:?}",
+            ch.log
+        );
+        assert_eq!(ch.log.last(), Some(&Op::HungUp));
+    }
+
+    #[tokio::test]
+    async fn a_busy_bridge_runs_the_busy_steps() {
+        let env = env(PLAN);
+        let mut ch = FakeChannel::new(
+            "1000",
+            "0",
+            vec![
+                Caller::presses("1002"),
+                Caller::Silent,
+                Caller::Bridge(BridgeEnd::Busy),
+            ],
+        );
+        run(&mut ch, &env, &call("0"), route(&env, "0"))
+            .await
+            .expect("run");
+        assert!(
+            ch.log
+                .iter()
+                .any(|op| matches!(op, Op::Played(s, _) if s == &[Sound::file("busy")])),
+            "{:?}",
+            ch.log
+        );
     }
 
     #[tokio::test]

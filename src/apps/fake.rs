@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::call::channel::{
-    collect_from, CallInfo, Channel, ChannelError, CollectEnd, CollectOptions, Collected,
-    ConferenceEnd, ConferenceOptions, PlayEnd, PlayOptions, RecordEnd, RecordLimits, Recorded,
-    Sound,
+    collect_from, BridgeEnd, BridgeOptions, BridgeRequest, BridgeSide, CallInfo, Channel,
+    ChannelError, CollectEnd, CollectOptions, Collected, ConferenceEnd, ConferenceOptions, PlayEnd,
+    PlayOptions, RecordEnd, RecordLimits, Recorded, Sound,
 };
 use crate::media::dtmf::Digit;
 
@@ -27,6 +27,10 @@ pub enum Caller {
     Silent,
     /// Hangs up.
     HangsUp,
+    /// During a bridge: the dialled side ends it so (an answered bridge answers the
+    /// caller; one the caller hung up leaves the channel hung up). Anything else during
+    /// a bridge is [`BridgeEnd::NoAnswer`].
+    Bridge(BridgeEnd),
 }
 
 impl Caller {
@@ -45,6 +49,8 @@ pub enum Op {
     Collected(Collected),
     /// Left room (the name) by a key.
     Conference(String, ConferenceEnd),
+    /// Bridged to these numbers, with this end.
+    Bridged(Vec<String>, BridgeEnd),
     HungUp,
     /// Refused, unanswered, with this status.
     Refused(u16),
@@ -89,7 +95,7 @@ impl FakeChannel {
             return Err(ChannelError::HungUp);
         }
         match self.script.pop_front().unwrap_or(Caller::Silent) {
-            Caller::Silent => Ok(Vec::new()),
+            Caller::Silent | Caller::Bridge(_) => Ok(Vec::new()),
             Caller::HangsUp => {
                 self.hung_up = true;
                 self.log.push(Op::HungUp);
@@ -227,6 +233,31 @@ impl Channel for FakeChannel {
         }
     }
 
+    async fn bridge(
+        &mut self,
+        dial: BridgeRequest,
+        _opts: BridgeOptions,
+    ) -> Result<BridgeEnd, ChannelError> {
+        self.live()?;
+        let end = match self.script.pop_front() {
+            Some(Caller::Bridge(end)) => end,
+            Some(Caller::HangsUp) => {
+                self.hung_up = true;
+                self.log.push(Op::HungUp);
+                return Err(ChannelError::HungUp);
+            }
+            _ => BridgeEnd::NoAnswer,
+        };
+        if let BridgeEnd::Answered { hangup_by } = end {
+            self.answered = true;
+            if hangup_by == BridgeSide::Caller {
+                self.hung_up = true;
+            }
+        }
+        self.log.push(Op::Bridged(dial.numbers, end));
+        Ok(end)
+    }
+
     fn flush_digits(&mut self) {
         self.digits.clear();
     }
@@ -335,6 +366,46 @@ mod tests {
         assert_eq!(r.end, RecordEnd::HungUp);
         assert_eq!(
             block_on(ch.record("n.wav".into(), RecordLimits::default())),
+            Err(ChannelError::HungUp)
+        );
+    }
+
+    /// Rings an extension, and goes to voicemail (a prompt here) when nobody answers.
+    async fn dial_or_voicemail(ch: &mut impl Channel) -> Result<BridgeEnd, ChannelError> {
+        let end = ch
+            .bridge(BridgeRequest::to("200"), BridgeOptions::default())
+            .await?;
+        match end {
+            BridgeEnd::Answered { .. } => {}
+            _ => {
+                ch.answer().await?;
+                ch.play(&[Sound::file("vm/leave-a-message")], PlayOptions::default())
+                    .await?;
+            }
+        }
+        ch.hangup().await?;
+        Ok(end)
+    }
+
+    #[test]
+    fn a_scripted_bridge_ends_as_told_and_the_app_goes_on() {
+        let answered = BridgeEnd::Answered {
+            hangup_by: BridgeSide::Callee,
+        };
+        let mut ch = FakeChannel::new("100", "800", [Caller::Bridge(answered)]);
+        assert_eq!(block_on(dial_or_voicemail(&mut ch)), Ok(answered));
+        assert!(ch.is_answered());
+        assert_eq!(
+            ch.log,
+            vec![Op::Bridged(vec!["200".into()], answered), Op::HungUp]
+        );
+        let mut ch = FakeChannel::new("100", "800", [Caller::Bridge(BridgeEnd::Busy)]);
+        assert_eq!(block_on(dial_or_voicemail(&mut ch)), Ok(BridgeEnd::Busy));
+        assert_eq!(ch.log[1], Op::Answered);
+        // The caller hanging up while it rings.
+        let mut ch = FakeChannel::new("100", "800", [Caller::HangsUp]);
+        assert_eq!(
+            block_on(dial_or_voicemail(&mut ch)),
             Err(ChannelError::HungUp)
         );
     }

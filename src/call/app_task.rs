@@ -3,8 +3,10 @@
 //!
 //! Owns: routing SIP events to the leg, the leg's decisions to the core and the endpoint,
 //! the endpoint's events (key presses, ends of playback and recording) to the app, the
-//! call's rows in the store. Must not: decide what the app does; the app runs in a task
-//! of its own and only talks to this one through the channel.
+//! call's rows in the store, and an app's bridge: the dialled [`OutLeg`] (SIP routed to it
+//! by Call-ID), its own endpoint linked to the caller's, ringback, keys across, the end
+//! reported to the app. Must not: decide what the app does; the app runs in a task of its
+//! own and only talks to this one through the channel.
 //!
 //! ```text
 //!  core --SipIn--> [app call task: AppLeg + EndpointHandle] <--requests-- SipChannel (app)
@@ -19,22 +21,26 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::media::bridge::{link_pair, ringback};
 use crate::media::conference::{MemberOptions, Rooms};
 use crate::media::dtmf::Digit;
 use crate::media::endpoint::{EndpointEvent, MediaLink, PlayEnd, RecordLimits};
 use crate::media::endpoint_task::{EndpointConfig, EndpointHandle, EndpointTaskEvent};
 use crate::media::player::{Item, PromptCache};
 use crate::media::recorder::{Layout, Recorder};
-use crate::media::LegSockets;
+use crate::media::transcode::LegFormat;
+use crate::media::{LegSockets, PortAllocator};
 
 use super::app_leg::{AppLeg, AppLegParams, AppOut};
 use super::channel::{
-    collect_from, take_digit, CallInfo, Channel, ChannelError, CollectEnd, CollectOptions,
-    Collected, ConferenceEnd, ConferenceOptions, PlayOptions, Recorded, Sound,
+    collect_from, take_digit, BridgeEnd, BridgeOptions, BridgeRequest, BridgeSide, CallInfo,
+    Channel, ChannelError, CollectEnd, CollectOptions, Collected, ConferenceEnd, ConferenceOptions,
+    PlayOptions, Recorded, Sound,
 };
-use super::machine::{CallSettings, Command, Disposition, HangupLeg};
+use super::machine::{CallSettings, Command, Disposition, HangupLeg, SipIn, Target};
+use super::out_leg::{DialOutcome, OutEvent, OutLeg, OutLegParams, OutLegSettings};
 use super::records::CallLog;
 use super::task::{sleep_until, write_cdr, Record};
 use super::{CallHandle, CallRef, CoreCommand, CALL_QUEUE};
@@ -137,12 +143,25 @@ enum Request {
         fallback: super::Fallback,
         done: oneshot::Sender<Result<(), ChannelError>>,
     },
+    Bridge {
+        dial: BridgeRequest,
+        opts: BridgeOptions,
+    },
+    StopBridge,
 }
 
 /// What the call task tells the app.
 enum Event {
     Media(EndpointEvent),
+    /// The bridge the app asked for ended.
+    BridgeDone(BridgeEnd),
     HungUp,
+}
+
+/// What the app waits on: an event of its endpoint or the end of its bridge.
+enum Got {
+    Media(EndpointEvent),
+    Bridge(BridgeEnd),
 }
 
 /// The [`Channel`] of a call answered by an app, over SIP and a media endpoint.
@@ -188,6 +207,15 @@ impl SipChannel {
 
     /// The next event; digits go to the buffer and are returned too.
     async fn next(&mut self) -> Result<EndpointEvent, ChannelError> {
+        loop {
+            // The end of a bridge nobody waits for any more (its future was dropped).
+            if let Got::Media(ev) = self.next_any().await? {
+                return Ok(ev);
+            }
+        }
+    }
+
+    async fn next_any(&mut self) -> Result<Got, ChannelError> {
         if self.hung_up {
             return Err(ChannelError::HungUp);
         }
@@ -196,8 +224,9 @@ impl SipChannel {
                 if let EndpointEvent::Digit { digit, .. } = ev {
                     self.digits.push_back(digit);
                 }
-                Ok(ev)
+                Ok(Got::Media(ev))
             }
+            Some(Event::BridgeDone(end)) => Ok(Got::Bridge(end)),
             Some(Event::HungUp) | None => {
                 self.hung_up = true;
                 Err(ChannelError::HungUp)
@@ -243,7 +272,7 @@ impl SipChannel {
         while let Ok(ev) = self.events.try_recv() {
             match ev {
                 Event::Media(EndpointEvent::Digit { digit, .. }) => self.digits.push_back(digit),
-                Event::Media(_) => {}
+                Event::Media(_) | Event::BridgeDone(_) => {}
                 Event::HungUp => self.hung_up = true,
             }
         }
@@ -465,6 +494,32 @@ impl Channel for SipChannel {
         }
     }
 
+    async fn bridge(
+        &mut self,
+        dial: BridgeRequest,
+        opts: BridgeOptions,
+    ) -> Result<BridgeEnd, ChannelError> {
+        self.take_pending_events();
+        self.send(Request::Bridge { dial, opts })?;
+        let guard = StopOnDrop {
+            requests: self.requests.clone(),
+            stop: Some(Request::StopBridge),
+        };
+        loop {
+            match self.next_any().await {
+                Ok(Got::Bridge(end)) => {
+                    guard.done();
+                    return Ok(end);
+                }
+                Ok(Got::Media(_)) => {}
+                Err(e) => {
+                    guard.done();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     fn flush_digits(&mut self) {
         // A hang-up among the pending events is kept (it only sets the flag).
         self.take_pending_events();
@@ -495,6 +550,10 @@ fn create_recording(path: &Path, rate: u32) -> Result<Recorder, ChannelError> {
     Recorder::create(path, Layout::Mixed, rate).map_err(|e| err(e.to_string()))
 }
 
+/// The phones of an extension, as the node's registrar knows them now: one [`Target`]
+/// per registered contact (none: not registered, or unknown).
+pub type TargetResolver = Arc<dyn Fn(&str) -> Vec<Target> + Send + Sync>;
+
 /// Everything an app call task needs.
 pub struct AppTaskParams {
     pub call: CallRef,
@@ -515,6 +574,10 @@ pub struct AppTaskParams {
     /// The call's record when a dial nobody answered hands the caller over; `None`
     /// starts one.
     pub record: Option<Record>,
+    /// Media ports for the legs a bridge dials.
+    pub ports: PortAllocator,
+    /// Extension numbers to phones, for bridges.
+    pub resolver: TargetResolver,
 }
 
 /// Starts the task of a call answered by an app; returns where the core sends its SIP
@@ -532,17 +595,480 @@ pub fn spawn_app_call(p: AppTaskParams) -> CallHandle {
     tx
 }
 
+/// The playback id of the ringback tone (apps count theirs up from 1).
+const RINGBACK_ID: u64 = u64::MAX;
+/// How long a key press passed on to a phone lasts.
+const KEY_MS: u32 = 100;
+
+/// A leg dialled for [`Channel::bridge`] and its media.
+struct Bridge {
+    leg: OutLeg,
+    /// The outbound endpoint's ports until the answer says which codec it speaks.
+    sockets: Option<LegSockets>,
+    endpoint: Option<EndpointHandle>,
+    ringback: bool,
+    /// The ringback tone plays to the caller.
+    tone: bool,
+}
+
+/// What the task of one app call holds besides its inputs.
+struct AppCall {
+    call: CallRef,
+    core: mpsc::Sender<CoreCommand>,
+    leg: AppLeg,
+    endpoint: EndpointHandle,
+    log: CallLog,
+    rec: Record,
+    events: mpsc::UnboundedSender<Event>,
+    answer_waiting: Option<oneshot::Sender<Result<(), ChannelError>>>,
+    /// The bridge in progress, and dialled legs still finishing (CANCELs waiting for
+    /// their 487, a late 2xx to hang up).
+    bridge: Option<Bridge>,
+    retired: Vec<OutLeg>,
+    ports: PortAllocator,
+    resolver: TargetResolver,
+    endpoint_config: EndpointConfig,
+    out_settings: OutLegSettings,
+    media_ip: std::net::IpAddr,
+    /// The caller's display name, for the From of dialled legs.
+    caller_name: String,
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// The Call-ID a SIP input belongs to (None: a CANCEL or a timeout, which name a
+/// transaction only).
+fn call_id_of(input: &SipIn) -> Option<&str> {
+    let headers = match input {
+        SipIn::Request { req, .. } | SipIn::Ack(req) => &req.headers,
+        SipIn::Response { resp, .. } => &resp.headers,
+        SipIn::Cancel(_) | SipIn::Timeout(_) => return None,
+    };
+    headers.get(&crate::sip::message::HeaderName::CallId)
+}
+
+impl AppCall {
+    /// Carries out what the caller's leg decided.
+    async fn apply(&mut self, outs: Vec<AppOut>) {
+        for out in outs {
+            match out {
+                AppOut::Sip(cmd) => {
+                    let _ = self
+                        .core
+                        .send(CoreCommand::Sip {
+                            call: self.call,
+                            cmd,
+                        })
+                        .await;
+                }
+                AppOut::Remote(r) => self.endpoint.set_remote(r),
+                AppOut::Hold(on) => self.endpoint.set_sending(!on),
+                AppOut::Digit(d) => self.endpoint.digit(d),
+                AppOut::Answered => self.rec.answered(&self.log),
+                AppOut::Ended {
+                    disposition,
+                    hangup,
+                } => write_cdr(&self.log, &mut self.rec, disposition, hangup),
+            }
+        }
+    }
+
+    /// A SIP input: to the dialled leg whose Call-ID it names, else the caller's leg.
+    /// Timeouts name a transaction only: every leg looks (only its owner knows it).
+    async fn on_sip(&mut self, input: SipIn) {
+        let now = now();
+        if let SipIn::Timeout(_) = input {
+            let outs = self.leg.on_sip(input.clone(), now);
+            self.apply(outs).await;
+            for old in &mut self.retired {
+                let _ = old.on_sip(input.clone(), now);
+            }
+            if let Some(b) = &mut self.bridge {
+                let outs = b.leg.on_sip(input, now);
+                self.apply_out(outs).await;
+            }
+            return;
+        }
+        let call_id = call_id_of(&input).map(str::to_owned);
+        if let Some(id) = call_id.as_deref() {
+            if let Some(b) = self.bridge.as_mut().filter(|b| b.leg.call_id() == id) {
+                let outs = b.leg.on_sip(input, now);
+                return self.apply_out(outs).await;
+            }
+            if let Some(i) = self.retired.iter().position(|l| l.call_id() == id) {
+                let outs = self.retired[i].on_sip(input, now);
+                return self.send_sip(outs).await;
+            }
+        }
+        let outs = self.leg.on_sip(input, now);
+        self.apply(outs).await;
+    }
+
+    async fn on_timer(&mut self) {
+        let now = now();
+        let outs = self.leg.on_timer(now);
+        self.apply(outs).await;
+        let mut outs = Vec::new();
+        for old in &mut self.retired {
+            outs.extend(old.on_timer(now));
+        }
+        self.retired.retain(|l| !l.is_finished(now));
+        self.send_sip(outs).await;
+        if let Some(b) = &mut self.bridge {
+            let outs = b.leg.on_timer(now);
+            self.apply_out(outs).await;
+        }
+    }
+
+    fn next_deadline(&self) -> Option<std::time::Instant> {
+        let legs = self
+            .retired
+            .iter()
+            .chain(self.bridge.as_ref().map(|b| &b.leg));
+        legs.filter_map(OutLeg::next_deadline)
+            .chain(self.leg.next_deadline())
+            .min()
+    }
+
+    /// The caller's leg is over and no dialled leg has anything left to finish.
+    fn is_finished(&self, now: std::time::Instant) -> bool {
+        self.leg.is_finished(now)
+            && self.bridge.is_none()
+            && self.retired.iter().all(|l| l.is_finished(now))
+    }
+
+    /// Only the SIP of a dialled leg that no longer bridges anything.
+    async fn send_sip(&mut self, outs: Vec<OutEvent>) {
+        for out in outs {
+            if let OutEvent::Sip(cmd) = out {
+                let _ = self
+                    .core
+                    .send(CoreCommand::Sip {
+                        call: self.call,
+                        cmd,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// Starts a bridge: resolves the numbers, dials every phone. Reports at once when
+    /// nothing can ring.
+    async fn start_bridge(&mut self, dial: BridgeRequest, opts: BridgeOptions) {
+        self.stop_bridge().await;
+        let targets: Vec<Target> = dial
+            .numbers
+            .iter()
+            .flat_map(|n| (self.resolver)(n))
+            .collect();
+        if targets.is_empty() || self.leg.is_ended() {
+            info!(numbers = ?dial.numbers, "bridge: nobody to ring");
+            return self.report(BridgeEnd::Unavailable);
+        }
+        let sockets = match self.ports.allocate() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "bridge: no media ports");
+                return self.report(BridgeEnd::Unavailable);
+            }
+        };
+        // The host we name ourselves by towards the phones (the Contact's).
+        let domain = targets
+            .first()
+            .and_then(|t| crate::sip::message::SipUri::parse(&t.local_contact).ok())
+            .map(|u| u.host)
+            .unwrap_or_else(|| self.media_ip.to_string());
+        let caller = &self.rec.caller;
+        let name = self.caller_name.replace(['"', '\\', '\r', '\n'], "");
+        let from = if name.is_empty() {
+            format!("<sip:{caller}@{domain}>")
+        } else {
+            format!("\"{name}\" <sip:{caller}@{domain}>")
+        };
+        let first = dial.numbers.first().cloned().unwrap_or_default();
+        let call_id = format!("{:032x}", rand::random::<u128>());
+        let params = OutLegParams {
+            targets,
+            from,
+            to: format!("<sip:{first}@{domain}>"),
+            call_id: call_id.clone(),
+            first: self.leg.format(),
+            media_ip: self.media_ip,
+            media_port: sockets.rtp_addr().port(),
+            ring_timeout: opts.ring_timeout,
+            seed: rand::random(),
+        };
+        let (leg, outs) = match OutLeg::new(params, &self.out_settings, now()) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "bridge: cannot dial");
+                return self.report(BridgeEnd::Unavailable);
+            }
+        };
+        info!(numbers = ?dial.numbers, %call_id, "bridge: dialling");
+        // The core must route the leg's in-dialog requests here before any can come.
+        let _ = self
+            .core
+            .send(CoreCommand::Adopt {
+                call: self.call,
+                call_id,
+            })
+            .await;
+        self.bridge = Some(Bridge {
+            leg,
+            sockets: Some(sockets),
+            endpoint: None,
+            ringback: opts.ringback,
+            tone: false,
+        });
+        self.apply_out(outs).await;
+    }
+
+    /// The app left the bridge (its future was dropped): hang the dialled leg up.
+    async fn stop_bridge(&mut self) {
+        let Some(mut b) = self.bridge.take() else {
+            return;
+        };
+        let outs = b.leg.hangup(now());
+        self.unbridge(&mut b);
+        self.send_sip(outs).await;
+        self.retired.push(b.leg);
+    }
+
+    /// Takes the media of a bridge apart (the caller's endpoint back to itself).
+    fn unbridge(&mut self, b: &mut Bridge) {
+        if b.tone {
+            b.tone = false;
+            self.endpoint.stop_play();
+        }
+        if b.endpoint.take().is_some() {
+            self.endpoint.link(None);
+        }
+        b.sockets = None;
+    }
+
+    /// Ends the bridge in progress and tells the app how.
+    async fn finish_bridge(&mut self, end: BridgeEnd) {
+        if let Some(mut b) = self.bridge.take() {
+            self.unbridge(&mut b);
+            self.retired.push(b.leg);
+        }
+        self.report(end);
+    }
+
+    fn report(&self, end: BridgeEnd) {
+        info!(?end, "bridge ended");
+        let _ = self.events.send(Event::BridgeDone(end));
+    }
+
+    /// Carries out what the dialled leg decided.
+    async fn apply_out(&mut self, outs: Vec<OutEvent>) {
+        for out in outs {
+            match out {
+                OutEvent::Sip(cmd) => {
+                    let _ = self
+                        .core
+                        .send(CoreCommand::Sip {
+                            call: self.call,
+                            cmd,
+                        })
+                        .await;
+                }
+                OutEvent::Ringing => self.ringback().await,
+                OutEvent::Answered { remote, format } => self.bridged(remote, format).await,
+                OutEvent::Failed { outcome, status } => {
+                    debug!(status, "bridge: dial failed");
+                    let end = match outcome {
+                        DialOutcome::Busy => BridgeEnd::Busy,
+                        DialOutcome::NoAnswer => BridgeEnd::NoAnswer,
+                        DialOutcome::Unavailable => BridgeEnd::Unavailable,
+                    };
+                    self.finish_bridge(end).await;
+                }
+                OutEvent::Remote(r) => {
+                    if let Some(ep) = self.bridge.as_ref().and_then(|b| b.endpoint.as_ref()) {
+                        ep.set_remote(r);
+                    }
+                }
+                OutEvent::Hold(on) => {
+                    if let Some(ep) = self.bridge.as_ref().and_then(|b| b.endpoint.as_ref()) {
+                        ep.set_sending(!on);
+                    }
+                }
+                OutEvent::Digit(d) => self.key_to_caller(d),
+                OutEvent::Ended { hangup } => {
+                    debug!(?hangup, "bridge: callee leg ended");
+                    self.finish_bridge(BridgeEnd::Answered {
+                        hangup_by: BridgeSide::Callee,
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// The callee's phone rings: so does the caller's (180), or, answered already, it
+    /// hears the ringback tone.
+    async fn ringback(&mut self) {
+        let Some(b) = self.bridge.as_mut().filter(|b| b.ringback) else {
+            return;
+        };
+        if !self.leg.is_answered() {
+            let outs = self.leg.ring(now());
+            self.apply(outs).await;
+        } else if !b.tone {
+            b.tone = true;
+            self.endpoint
+                .play(RINGBACK_ID, ringback(self.endpoint.rate()), true, false);
+        }
+    }
+
+    /// The callee answered: its endpoint starts, the two are linked, and the caller is
+    /// answered if it was not yet.
+    async fn bridged(&mut self, remote: crate::media::Remote, format: LegFormat) {
+        let Some(b) = self.bridge.as_mut() else {
+            return;
+        };
+        let started = b.sockets.take().map(|s| {
+            EndpointHandle::spawn(s, format, remote, self.endpoint_config)
+                .map_err(|e| e.to_string())
+                .and_then(|ep| {
+                    let (a, c) =
+                        link_pair(self.endpoint.rate(), ep.rate()).map_err(|e| e.to_string())?;
+                    Ok((ep, a, c))
+                })
+        });
+        let (ep, to_caller, to_callee) = match started {
+            Some(Ok(s)) => s,
+            other => {
+                warn!(error = ?other.and_then(Result::err), "bridge: no media for the answered leg");
+                let outs = b.leg.hangup(now());
+                self.send_sip(outs).await;
+                return self.finish_bridge(BridgeEnd::Unavailable).await;
+            }
+        };
+        if b.tone {
+            b.tone = false;
+            self.endpoint.stop_play();
+        }
+        self.endpoint.link(Some(Box::new(to_caller)));
+        ep.link(Some(Box::new(to_callee)));
+        b.endpoint = Some(ep);
+        // The CDR links the call to the leg that answered.
+        self.rec.callee_call_id = b.leg.call_id().to_owned();
+        if self.leg.is_answered() {
+            if let Some(at) = self.rec.answered_at {
+                self.log.record(crate::store::CallRecord::Answered {
+                    id: self.rec.id.clone(),
+                    at,
+                    callee_call_id: self.rec.callee_call_id.clone(),
+                });
+            }
+        } else {
+            let outs = self.leg.answer(now());
+            self.apply(outs).await;
+        }
+    }
+
+    /// A key from the callee goes to the caller by RFC 4733 when its phone negotiated
+    /// telephone-event (the app leg answers with it whenever offered).
+    fn key_to_caller(&self, digit: Digit) {
+        if self.leg.format().dtmf_pt.is_some() {
+            self.endpoint.send_digit(digit, KEY_MS);
+        } else {
+            debug!(%digit, "the caller has no telephone-event: key not passed on");
+        }
+    }
+
+    /// A key from the caller while bridged goes to the callee, the way its phone takes
+    /// keys. True when it was passed on (not for the app).
+    async fn key_to_callee(&mut self, digit: Digit) -> bool {
+        let Some(b) = self.bridge.as_mut() else {
+            return false;
+        };
+        let Some(ep) = &b.endpoint else {
+            return false;
+        };
+        if b.leg.format().is_some_and(|f| f.dtmf_pt.is_some()) {
+            ep.send_digit(digit, KEY_MS);
+        } else {
+            let outs = b.leg.send_info_digit(digit, now());
+            self.send_sip(outs).await;
+        }
+        true
+    }
+
+    /// An event of the dialled leg's endpoint.
+    async fn on_bridge_media(&mut self, ev: Option<EndpointTaskEvent>) {
+        match ev {
+            Some(EndpointTaskEvent::Media(EndpointEvent::Digit { digit, .. })) => {
+                self.key_to_caller(digit)
+            }
+            Some(EndpointTaskEvent::Media(_)) => {}
+            Some(EndpointTaskEvent::MediaTimeout { idle }) => {
+                info!(?idle, "bridge: no media from the callee: hanging up");
+                if let Some(b) = self.bridge.as_mut() {
+                    let outs = b.leg.hangup(now());
+                    self.send_sip(outs).await;
+                }
+                self.finish_bridge(BridgeEnd::Answered {
+                    hangup_by: BridgeSide::Callee,
+                })
+                .await;
+            }
+            None => {
+                if let Some(b) = self.bridge.as_mut() {
+                    b.endpoint = None;
+                }
+            }
+        }
+    }
+
+    /// The caller hung up: a bridge in progress ends with it (CANCEL or BYE), the app
+    /// hears of the answered one before the hang-up.
+    async fn caller_gone(&mut self) {
+        if let Some(mut b) = self.bridge.take() {
+            let answered = b.leg.is_answered();
+            let outs = b.leg.hangup(now());
+            self.unbridge(&mut b);
+            self.send_sip(outs).await;
+            self.retired.push(b.leg);
+            if answered {
+                self.report(BridgeEnd::Answered {
+                    hangup_by: BridgeSide::Caller,
+                });
+            }
+        }
+    }
+}
+
+/// The next event of the bridge's endpoint; never, when there is none.
+async fn bridge_event(bridge: &mut Option<Bridge>) -> Option<EndpointTaskEvent> {
+    match bridge.as_mut().and_then(|b| b.endpoint.as_mut()) {
+        Some(ep) => ep.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
     let call_ref = p.call;
     let core = p.core;
     let key = p.leg.key.clone();
     let invite = p.leg.invite.clone();
+    let media_ip = p.leg.media_ip;
     let caller_call_id = invite
         .headers
         .get(&crate::sip::message::HeaderName::CallId)
         .unwrap_or_default()
         .to_owned();
-    // One leg only: both Call-IDs name it.
+    let caller_name = crate::sip::message::from_header(&invite.headers)
+        .ok()
+        .and_then(|f| f.display)
+        .map(|d| d.trim_matches('"').to_owned())
+        .unwrap_or_default();
+    // One leg only: both Call-IDs name it (until a bridge answers).
     let mut rec = match p.record {
         Some(r) => r,
         None => Record::new(
@@ -559,7 +1085,6 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
         p.caller.clone(),
         p.dialled.clone(),
     );
-    let log = p.log;
     let refuse = |status: u16| {
         let mut resp = crate::sip::message::Response::for_request(
             &invite,
@@ -575,13 +1100,12 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
             },
         }
     };
-    let started =
-        AppLeg::new(p.leg, &p.settings, Instant::now().into_std()).and_then(|(leg, out)| {
-            let ep = EndpointHandle::spawn(p.sockets, leg.format(), Default::default(), p.endpoint)
-                .map_err(|e| super::CallError::BadOffer(e.to_string()))?;
-            Ok((leg, out, ep))
-        });
-    let (mut leg, outs, mut endpoint) = match started {
+    let started = AppLeg::new(p.leg, &p.settings, now()).and_then(|(leg, out)| {
+        let ep = EndpointHandle::spawn(p.sockets, leg.format(), Default::default(), p.endpoint)
+            .map_err(|e| super::CallError::BadOffer(e.to_string()))?;
+        Ok((leg, out, ep))
+    });
+    let (leg, outs, endpoint) = match started {
         Ok(s) => s,
         Err(e) => {
             warn!(error = %e, "app call refused");
@@ -594,7 +1118,7 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
             return;
         }
     };
-    rec.started(&log);
+    rec.started(&p.log);
     let (req_tx, mut requests) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let channel = SipChannel {
@@ -613,67 +1137,95 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
         hung_up: false,
     };
     let app_task = tokio::spawn((p.app)(channel).in_current_span());
-    let mut answer_waiting: Option<oneshot::Sender<Result<(), ChannelError>>> = None;
+    let mut c = AppCall {
+        call: call_ref,
+        core,
+        leg,
+        endpoint,
+        log: p.log,
+        rec,
+        events: ev_tx,
+        answer_waiting: None,
+        bridge: None,
+        retired: Vec::new(),
+        ports: p.ports,
+        resolver: p.resolver,
+        endpoint_config: p.endpoint,
+        out_settings: OutLegSettings {
+            dialog: p.settings.dialog.clone(),
+            codec: p.settings.codec,
+            codecs: p.settings.codecs,
+        },
+        media_ip,
+        caller_name,
+    };
     let mut app_alive = true;
     let mut told_hangup = false;
     let mut media_alive = true;
-    apply(outs, call_ref, &core, &endpoint, &log, &mut rec).await;
+    c.apply(outs).await;
     loop {
-        let now = Instant::now().into_std();
-        if leg.is_ended() && !told_hangup {
+        if c.leg.is_ended() && !told_hangup {
             told_hangup = true;
+            c.caller_gone().await;
             // The message being recorded is complete now, not when the task ends.
-            endpoint.hung_up();
-            let _ = ev_tx.send(Event::HungUp);
-            if let Some(w) = answer_waiting.take() {
+            c.endpoint.hung_up();
+            let _ = c.events.send(Event::HungUp);
+            if let Some(w) = c.answer_waiting.take() {
                 let _ = w.send(Err(ChannelError::HungUp));
             }
         }
-        if leg.is_finished(now) {
+        if c.is_finished(now()) {
             break;
         }
-        let deadline = leg.next_deadline();
-        let outs = tokio::select! {
+        let deadline = c.next_deadline();
+        tokio::select! {
             m = inputs.recv() => match m {
-                Some(input) => leg.on_sip(input, Instant::now().into_std()),
+                Some(input) => c.on_sip(input).await,
                 None => break,
             },
-            _ = sleep_until(deadline) => leg.on_timer(Instant::now().into_std()),
+            _ = sleep_until(deadline) => c.on_timer().await,
             r = requests.recv(), if app_alive => match r {
-                Some(Request::Ring) => leg.ring(Instant::now().into_std()),
+                Some(Request::Ring) => {
+                    let outs = c.leg.ring(now());
+                    c.apply(outs).await;
+                }
                 Some(Request::Answer(done)) => {
-                    let out = leg.answer(Instant::now().into_std());
-                    if leg.is_answered() {
+                    let outs = c.leg.answer(now());
+                    if c.leg.is_answered() {
                         let _ = done.send(Ok(()));
-                    } else if leg.is_ended() {
+                    } else if c.leg.is_ended() {
                         // Cancelled or gone while the app was busy elsewhere.
                         let _ = done.send(Err(ChannelError::HungUp));
                     } else {
-                        answer_waiting = Some(done);
+                        c.answer_waiting = Some(done);
                     }
-                    out
+                    c.apply(outs).await;
                 }
-                Some(Request::Hangup(status)) => leg.hangup(status, Instant::now().into_std()),
+                Some(Request::Hangup(status)) => {
+                    c.stop_bridge().await;
+                    let outs = c.leg.hangup(status, now());
+                    c.apply(outs).await;
+                }
                 Some(Request::Play { id, items, opts }) => {
-                    endpoint.play(id, items, opts.looping, opts.barge_in);
-                    Vec::new()
+                    c.endpoint.play(id, items, opts.looping, opts.barge_in);
                 }
-                Some(Request::StopPlay) => { endpoint.stop_play(); Vec::new() }
+                Some(Request::StopPlay) => c.endpoint.stop_play(),
                 Some(Request::Record { id, recorder, limits }) => {
-                    endpoint.record(id, recorder, limits);
-                    Vec::new()
+                    c.endpoint.record(id, recorder, limits);
                 }
-                Some(Request::StopRecord) => { endpoint.stop_record(); Vec::new() }
-                Some(Request::Link(link)) => { endpoint.link(link); Vec::new() }
+                Some(Request::StopRecord) => c.endpoint.stop_record(),
+                Some(Request::Link(link)) => c.endpoint.link(link),
+                Some(Request::Bridge { dial, opts }) => c.start_bridge(dial, opts).await,
+                Some(Request::StopBridge) => c.stop_bridge().await,
                 Some(Request::Dial { numbers, timeout, fallback, done }) => {
-                    match leg.hand_over(Instant::now().into_std()) {
+                    match c.leg.hand_over(now()) {
                         Some(dialog) => {
                             let (from, offer, caller, dialled) = handover.clone();
                             let moved = std::mem::replace(
-                                &mut rec,
+                                &mut c.rec,
                                 Record::new(String::new(), Default::default(), Default::default(), String::new()),
                             );
-                            rec.written = true;
+                            c.rec.written = true;
                             let caller_leg = super::CallerLeg {
                                 key: key.clone(),
                                 invite: invite.clone(),
@@ -684,7 +1236,8 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
                                 dialog: Some(dialog),
                                 record: Some(moved),
                             };
-                            let _ = core
+                            let _ = c
+                                .core
                                 .send(CoreCommand::Dial {
                                     leg: Box::new(caller_leg),
                                     numbers,
@@ -700,33 +1253,46 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
                             let _ = done.send(Err(ChannelError::MediaGone));
                         }
                     }
-                    Vec::new()
                 }
                 None => {
                     // The app is done without hanging up: the call ends with it.
                     app_alive = false;
                     debug!("app finished");
-                    leg.hangup(480, Instant::now().into_std())
+                    c.stop_bridge().await;
+                    let outs = c.leg.hangup(480, now());
+                    c.apply(outs).await;
                 }
             },
-            ev = endpoint.next_event(), if media_alive => match ev {
+            ev = c.endpoint.next_event(), if media_alive => match ev {
+                Some(EndpointTaskEvent::Media(EndpointEvent::Digit { digit, method })) => {
+                    if !c.key_to_callee(digit).await {
+                        let _ = c.events.send(Event::Media(EndpointEvent::Digit { digit, method }));
+                    }
+                }
+                Some(EndpointTaskEvent::Media(EndpointEvent::PlayDone { id: RINGBACK_ID, .. })) => {}
                 Some(EndpointTaskEvent::Media(ev)) => {
-                    let _ = ev_tx.send(Event::Media(ev));
-                    Vec::new()
+                    let _ = c.events.send(Event::Media(ev));
                 }
                 Some(EndpointTaskEvent::MediaTimeout { idle }) => {
                     debug!(?idle, "media timeout");
-                    leg.on_media_timeout(Instant::now().into_std())
+                    let outs = c.leg.on_media_timeout(now());
+                    c.apply(outs).await;
                 }
-                None => { media_alive = false; Vec::new() }
+                None => media_alive = false,
             },
-        };
-        apply(outs, call_ref, &core, &endpoint, &log, &mut rec).await;
+            ev = bridge_event(&mut c.bridge) => c.on_bridge_media(ev).await,
+        }
     }
-    if !rec.written {
-        write_cdr(&log, &mut rec, Disposition::Failed, HangupLeg::System);
+    if !c.rec.written {
+        write_cdr(&c.log, &mut c.rec, Disposition::Failed, HangupLeg::System);
     }
-    drop(ev_tx);
+    let AppCall {
+        endpoint,
+        events,
+        core,
+        ..
+    } = c;
+    drop(events);
     endpoint.close().await;
     // The app saw the hang-up; it gets a moment to finish its own work (saving a
     // message), then it is stopped.
@@ -737,32 +1303,6 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
         warn!("app did not end after the call: stopped");
     }
     let _ = core.send(CoreCommand::Done { call: call_ref }).await;
-}
-
-/// Carries out what the leg decided.
-async fn apply(
-    outs: Vec<AppOut>,
-    call: CallRef,
-    core: &mpsc::Sender<CoreCommand>,
-    endpoint: &EndpointHandle,
-    log: &CallLog,
-    rec: &mut Record,
-) {
-    for out in outs {
-        match out {
-            AppOut::Sip(cmd) => {
-                let _ = core.send(CoreCommand::Sip { call, cmd }).await;
-            }
-            AppOut::Remote(r) => endpoint.set_remote(r),
-            AppOut::Hold(on) => endpoint.set_sending(!on),
-            AppOut::Digit(d) => endpoint.digit(d),
-            AppOut::Answered => rec.answered(log),
-            AppOut::Ended {
-                disposition,
-                hangup,
-            } => write_cdr(log, rec, disposition, hangup),
-        }
-    }
 }
 
 #[cfg(test)]

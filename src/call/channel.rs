@@ -133,6 +133,63 @@ pub enum ConferenceEnd {
     Key(Digit),
 }
 
+/// Whom [`Channel::bridge`] rings: extension numbers, all at once (every registered
+/// phone of each).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BridgeRequest {
+    pub numbers: Vec<String>,
+}
+
+impl BridgeRequest {
+    /// Rings one extension.
+    pub fn to(number: impl Into<String>) -> BridgeRequest {
+        BridgeRequest {
+            numbers: vec![number.into()],
+        }
+    }
+}
+
+/// How to bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeOptions {
+    /// Give up ringing after this long ([`BridgeEnd::NoAnswer`]).
+    pub ring_timeout: Duration,
+    /// The caller hears ringing meanwhile: a 180 when the call is not answered yet, else
+    /// a ringback tone played to it.
+    pub ringback: bool,
+}
+
+impl Default for BridgeOptions {
+    fn default() -> Self {
+        BridgeOptions {
+            ring_timeout: Duration::from_secs(30),
+            ringback: true,
+        }
+    }
+}
+
+/// Which side of a bridge hung up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeSide {
+    Caller,
+    Callee,
+}
+
+/// How [`Channel::bridge`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeEnd {
+    /// Someone answered and the two talked until `hangup_by` hung up. After the callee
+    /// hangs up the caller is still on the line: the app decides (usually hangs up);
+    /// after the caller, every later operation returns [`ChannelError::HungUp`].
+    Answered { hangup_by: BridgeSide },
+    /// Every phone was busy (or declined).
+    Busy,
+    /// It rang until the ring timeout (or the phones gave up).
+    NoAnswer,
+    /// Nothing rang: no registered phone, none reachable, or no common codec.
+    Unavailable,
+}
+
 /// Who is calling whom.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CallInfo {
@@ -182,6 +239,17 @@ pub trait Channel: Send {
         room: &str,
         opts: ConferenceOptions,
     ) -> impl Future<Output = Result<ConferenceEnd, ChannelError>> + Send;
+
+    /// Rings `dial`'s extensions and, when one answers, connects the caller to it (the
+    /// caller is answered then if it was not yet) until one of them hangs up. While the
+    /// two talk, the caller's key presses go to the callee (and not to the buffer), the
+    /// callee's to the caller. Dropping the future hangs up the dialled leg (CANCEL or
+    /// BYE). A caller hanging up before an answer is [`ChannelError::HungUp`].
+    fn bridge(
+        &mut self,
+        dial: BridgeRequest,
+        opts: BridgeOptions,
+    ) -> impl Future<Output = Result<BridgeEnd, ChannelError>> + Send;
 
     /// Forgets the key presses buffered so far.
     fn flush_digits(&mut self);

@@ -16,13 +16,16 @@
 //!
 //! Calls to a number an app answers (IVR, voicemail...) have one leg: [`app_leg::AppLeg`]
 //! (sans-IO UAS) in [`app_task`], with a media endpoint instead of the relay; the app
-//! drives it through the [`channel::Channel`] API.
+//! drives it through the [`channel::Channel`] API. An app's bridge dials a leg of its own:
+//! [`out_leg::OutLeg`] (sans-IO UAC, parallel forking), with a second media endpoint
+//! linked to the caller's.
 
 pub mod app_leg;
 pub mod app_task;
 pub mod channel;
 pub mod codecs;
 pub mod machine;
+pub mod out_leg;
 pub mod records;
 pub mod task;
 #[cfg(test)]
@@ -30,7 +33,9 @@ pub(crate) mod test_sip;
 
 use thiserror::Error;
 
-pub use app_task::{app, spawn_app_call, AppFn, AppTaskParams, Apps, SipChannel, SoundLibrary};
+pub use app_task::{
+    app, spawn_app_call, AppFn, AppTaskParams, Apps, SipChannel, SoundLibrary, TargetResolver,
+};
 pub use channel::Channel;
 pub use machine::{
     Call, CallParams, CallSettings, Command, DialOutcome, Disposition, HangupLeg, RecordSettings,

@@ -47,6 +47,9 @@ pub enum CoreCommand {
         timeout: std::time::Duration,
         fallback: Fallback,
     },
+    /// Route messages of this Call-ID to the call too: a leg it dials itself (an app's
+    /// bridge).
+    Adopt { call: CallRef, call_id: String },
     /// The call is over: forget its Call-IDs and transactions.
     Done { call: CallRef },
 }

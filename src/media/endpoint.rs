@@ -20,7 +20,8 @@ use thiserror::Error;
 
 use super::codec::{self, CodecError, CodecKind, Encoder};
 use super::dtmf::{
-    Detector, DetectorConfig, DetectorEvent, Digit, EventReceiver, ReceivedEvent, ReceiverConfig,
+    Detector, DetectorConfig, DetectorEvent, Digit, EventReceiver, EventSender, ReceivedEvent,
+    ReceiverConfig, SenderConfig,
 };
 use super::jitter::{JitterConfig, JitterDecoder, JitterError, Source};
 use super::player::{FrameOutcome, Item, Player, PlayerError};
@@ -44,6 +45,8 @@ pub enum EndpointError {
     Resample(#[from] ResampleError),
     #[error("player: {0}")]
     Player(#[from] PlayerError),
+    #[error("DTMF sender: {0}")]
+    Dtmf(String),
 }
 
 /// How a key press reached the endpoint.
@@ -160,6 +163,10 @@ pub struct Endpoint {
     playback: Option<Playback>,
     recording: Option<Recording>,
     link: Option<Box<dyn MediaLink>>,
+    /// Key presses sent to the phone as RFC 4733 events (only when it negotiated
+    /// telephone-event), one at a time, the rest queued.
+    events_out: Option<EventSender>,
+    digits_out: std::collections::VecDeque<(Digit, u32)>,
     frame: Vec<i16>,
     out: [u8; OUT_MAX],
     ssrc: u32,
@@ -207,6 +214,17 @@ impl Endpoint {
             playback: None,
             recording: None,
             link: None,
+            events_out: match format.dtmf_pt {
+                Some(_) => Some(
+                    EventSender::new(SenderConfig {
+                        interval: format.codec.clock_rate() * TICK_MS / 1000,
+                        ..SenderConfig::default()
+                    })
+                    .map_err(|e| EndpointError::Dtmf(e.to_string()))?,
+                ),
+                None => None,
+            },
+            digits_out: std::collections::VecDeque::new(),
             frame: vec![0; (rate * TICK_MS / 1000) as usize],
             out: [0; OUT_MAX],
             ssrc,
@@ -278,6 +296,21 @@ impl Endpoint {
     /// A key press that came another way (SIP INFO).
     pub fn on_signal_digit(&mut self, digit: Digit, events: &mut Vec<EndpointEvent>) {
         self.on_digit(digit, DtmfMethod::Info, events);
+    }
+
+    /// Sends a key press to the phone as RFC 4733 events lasting `duration_ms` in our
+    /// stream (audio is held back while they go out, RFC 4733 2.5.1.1). False when the
+    /// leg negotiated no telephone-event: the call layer sends it by SIP INFO instead.
+    pub fn send_digit(&mut self, digit: Digit, duration_ms: u32) -> bool {
+        if self.events_out.is_none() {
+            return false;
+        }
+        // A bounded queue: a stuck key cannot grow it without end.
+        if self.digits_out.len() < 32 {
+            self.digits_out
+                .push_back((digit, duration_ms.clamp(40, 2000)));
+        }
+        true
     }
 
     /// Starts playback `id` of `items` (at [`Self::rate`]), replacing one in progress
@@ -428,7 +461,22 @@ impl Endpoint {
                 }
             }
         }
-        if self.sending {
+        let event = self.next_event_packet();
+        if let (true, Some((pt, packet))) = (self.sending, event) {
+            if let Ok(payload) = packet.payload.encode() {
+                write_header(
+                    &mut self.out,
+                    packet.marker,
+                    pt,
+                    self.seq,
+                    packet.timestamp,
+                    self.ssrc,
+                );
+                self.out[12..16].copy_from_slice(&payload);
+                self.seq = self.seq.wrapping_add(1);
+                emit(&self.out[..16]);
+            }
+        } else if self.sending {
             if let Ok(n) = self.encoder.encode(&pcm, &mut self.out[12..]) {
                 write_header(
                     &mut self.out,
@@ -446,6 +494,19 @@ impl Endpoint {
         // The clock runs on while we do not send, so a resumed stream keeps its timing.
         self.ts = self.ts.wrapping_add(self.tick_ticks);
         self.frame = pcm;
+    }
+
+    /// The telephone-event packet of this tick, if a key is being sent: the next queued
+    /// key starts at this tick's timestamp once the previous one is done.
+    fn next_event_packet(&mut self) -> Option<(u8, crate::media::dtmf::EventPacket)> {
+        let pt = self.format.dtmf_pt?;
+        let sender = self.events_out.as_mut()?;
+        if sender.is_idle() {
+            let (digit, ms) = self.digits_out.pop_front()?;
+            let duration = self.format.codec.clock_rate() / 1000 * ms;
+            sender.start(digit, self.ts, duration).ok()?;
+        }
+        sender.tick().map(|p| (pt, p))
     }
 
     fn on_digit(&mut self, digit: Digit, method: DtmfMethod, events: &mut Vec<EndpointEvent>) {
@@ -616,6 +677,42 @@ mod tests {
                 (Digit::Hash, DtmfMethod::Rfc4733)
             ]
         );
+    }
+
+    #[test]
+    fn a_key_sent_to_the_phone_goes_as_telephone_events_in_our_stream() {
+        let mut ep = Endpoint::new(PCMU_DTMF, 1, 2, 3).expect("endpoint");
+        let t0 = Instant::now();
+        let mut sent: Vec<Vec<u8>> = Vec::new();
+        let mut events = Vec::new();
+        ep.on_tick(t0, &mut |p| sent.push(p.to_vec()), &mut events);
+        assert!(ep.send_digit(Digit::D4, 100));
+        for _ in 0..12 {
+            ep.on_tick(t0, &mut |p| sent.push(p.to_vec()), &mut events);
+        }
+        let view = |p: &Vec<u8>| RtpView::parse(p).map(|r| (r.pt, r.marker, r.ts, r.seq));
+        let evs: Vec<_> = sent
+            .iter()
+            .filter_map(view)
+            .filter(|v| v.0 == 101)
+            .collect();
+        // 100 ms in 20 ms packets, the end three times, all at the event's start.
+        assert_eq!(evs.len(), 5 + 2);
+        assert!(evs[0].1 && evs[1..].iter().all(|e| !e.1));
+        assert!(evs.iter().all(|e| e.2 == 3 + 160));
+        let ends: Vec<_> = sent
+            .iter()
+            .filter(|p| p.get(1).map(|b| b & 0x7f) == Some(101))
+            .filter_map(|p| EventPayload::decode(&p[12..]).ok())
+            .collect();
+        assert_eq!(ends[0].event, Digit::D4.event());
+        assert_eq!(ends.iter().filter(|e| e.end).count(), 3);
+        // Sequence numbers run on across events and audio.
+        let seqs: Vec<u16> = sent.iter().filter_map(view).map(|v| v.3).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+        // Without telephone-event the call layer must use INFO.
+        let mut plain = Endpoint::new(LegFormat::new(CodecKind::Pcmu, 0), 1, 2, 3).expect("ep");
+        assert!(!plain.send_digit(Digit::D4, 100));
     }
 
     #[test]

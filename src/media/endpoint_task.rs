@@ -62,6 +62,7 @@ enum Command {
     },
     StopRecord,
     Digit(Digit),
+    SendDigit(Digit, u32),
     Sending(bool),
     Link(Option<Box<dyn MediaLink>>),
     HungUp,
@@ -145,6 +146,12 @@ impl EndpointHandle {
         let _ = self.ctrl.send(Command::Digit(digit));
     }
 
+    /// Sends a key press to the phone as RFC 4733 events lasting `duration_ms` (the leg
+    /// must have negotiated telephone-event: see [`LegFormat::dtmf_pt`]; else nothing).
+    pub fn send_digit(&self, digit: Digit, duration_ms: u32) {
+        let _ = self.ctrl.send(Command::SendDigit(digit, duration_ms));
+    }
+
     /// Connects the leg to a conference room (or another leg), or lets go of it.
     pub fn link(&self, link: Option<Box<dyn MediaLink>>) {
         let _ = self.ctrl.send(Command::Link(link));
@@ -220,6 +227,11 @@ impl State {
             } => self.endpoint.record(id, recorder, limits, ev),
             Command::StopRecord => self.endpoint.stop_record(ev),
             Command::Digit(d) => self.endpoint.on_signal_digit(d, ev),
+            Command::SendDigit(d, ms) => {
+                if !self.endpoint.send_digit(d, ms) {
+                    debug!(digit = %d, "no telephone-event on this leg: key not sent");
+                }
+            }
             Command::Sending(on) => self.endpoint.set_sending(on),
             Command::Link(link) => self.endpoint.set_link(link),
             Command::HungUp => self.endpoint.hung_up(ev),

@@ -14,7 +14,8 @@
 //! mixes of the loudest talkers on 20 ms ticks, the shared mix encoded once per codec;
 //! [`conference`]: the room task), and the media endpoint of a leg the PBX answers itself
 //! ([`endpoint`], sans-IO: decode, key presses, playback, recording; its task in
-//! [`endpoint_task`]).
+//! [`endpoint_task`]), and two endpoints linked back to back for an app's bridge
+//! ([`bridge`]: PCM queues, resampling, the ringback tone).
 //! Must not: know SIP, dialogs or SDP text; the call layer reads the SDP and passes plain
 //! socket addresses and codec choices in ([`Remote`], [`transcode::LegFormat`]), and gets
 //! plain events back ([`RelayEvent`]); INFO bodies come as plain text, not SIP messages.
@@ -33,6 +34,7 @@
 //! SDP sent to that leg, starts the relay ([`Relay::spawn`]) and feeds it the remote
 //! addresses from the SDP it receives ([`RelayHandle::update_remote`]).
 
+pub mod bridge;
 pub mod call_recorder;
 pub mod codec;
 pub mod conference;

@@ -1,15 +1,16 @@
 //! Apps on real calls: the node runs in this process with test apps on numbers of their
 //! own, written against the app API (`ringfort::call::Channel`), and real SIPp and
 //! baresip phones call them. Shows key presses reaching an app by every method a phone
-//! uses, and an app playing a prompt to a phone and recording what the phone says.
+//! uses, an app playing a prompt to a phone and recording what the phone says, and an
+//! app bridging its caller to an extension (and going on when nobody answers).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ringfort::call::channel::{
-    ChannelError, CollectEnd, CollectOptions, Collected, ConferenceOptions, PlayEnd, PlayOptions,
-    RecordEnd, RecordLimits, Recorded, Sound,
+    BridgeEnd, BridgeOptions, BridgeRequest, BridgeSide, ChannelError, CollectEnd, CollectOptions,
+    Collected, ConferenceOptions, PlayEnd, PlayOptions, RecordEnd, RecordLimits, Recorded, Sound,
 };
 use ringfort::call::{app, Apps, Channel, SipChannel};
 use ringfort::config::Config;
@@ -379,4 +380,133 @@ fn a_caller_who_cancels_while_an_app_rings_ends_the_app_and_leaves_a_cancelled_c
     pbx.stop();
     let cdr = last_cdr(&node);
     assert_eq!(&cdr[1..4], ["100", "804", "cancelled"], "{cdr:?}");
+}
+
+#[test]
+fn an_app_bridges_its_caller_to_a_baresip_extension_and_they_hear_each_other() {
+    let node = app_node(47000);
+    node.add_extension("200", PASSWORD);
+    let result: Arc<Mutex<Option<Result<BridgeEnd, ChannelError>>>> = Arc::new(Mutex::new(None));
+    let mut apps = Apps::new();
+    let out = result.clone();
+    apps.insert(
+        "805".into(),
+        app(move |mut ch| {
+            let out = out.clone();
+            async move {
+                let r = async {
+                    ch.answer().await?;
+                    ch.play(&[Sound::file("beep.wav")], PlayOptions::default())
+                        .await?;
+                    let opts = BridgeOptions {
+                        ring_timeout: Duration::from_secs(10),
+                        ringback: true,
+                    };
+                    ch.bridge(BridgeRequest::to("200"), opts).await
+                }
+                .await;
+                *out.lock().expect("lock") = Some(r);
+                let _ = ch.hangup().await;
+            }
+        }),
+    );
+    let mut pbx = InProcess::start(&node, apps);
+    let phone = |number, tone_hz| {
+        Baresip::new(
+            node.dir.path(),
+            &PhoneSetup {
+                number,
+                password: PASSWORD,
+                registrar: node.addr(),
+                ip: "127.0.0.1",
+                sip_port: free_port(),
+                tone_hz,
+                netns: None,
+                codecs: "PCMU",
+            },
+        )
+    };
+    let mut callee = phone("200", 1000);
+    callee.start(&[], Duration::from_secs(30));
+    callee.wait_registered();
+    // Not 440 Hz: the caller hears the beep and the ringback tone at 440/480 Hz first.
+    let mut caller = phone("100", 700);
+    caller.start(&["/dial 805".to_owned()], Duration::from_secs(20));
+    // The caller hangs up when its tone ends; the callee then gets our BYE.
+    caller.wait_call_ended(Duration::from_secs(20));
+    callee.wait_call_ended(Duration::from_secs(10));
+    let end = wait_for("the bridge's end", Duration::from_secs(5), || {
+        result.lock().expect("lock").clone()
+    });
+    assert_eq!(
+        end,
+        Ok(BridgeEnd::Answered {
+            hangup_by: BridgeSide::Caller
+        })
+    );
+    for (who, phone, hears, own) in [
+        ("caller", &caller, 1000.0, 700.0),
+        ("callee", &callee, 700.0, 1000.0),
+    ] {
+        let heard = phone.received();
+        assert!(
+            heard.power_at(hears) > 100.0 * heard.power_at(own),
+            "the {who} hears the other's {hears} Hz, 20 dB over its own {own} Hz: {heard:?}"
+        );
+        assert!(heard.rms > 0.05, "the {who} heard the other: {heard:?}");
+    }
+    caller.stop();
+    callee.stop();
+    pbx.stop();
+    let cdr = last_cdr(&node);
+    assert_eq!(&cdr[1..4], ["100", "805", "answered"], "{cdr:?}");
+}
+
+#[test]
+fn a_bridge_to_an_unregistered_extension_is_unavailable_and_to_a_busy_one_busy() {
+    let node = app_node(48000);
+    node.add_extension("200", PASSWORD);
+    node.add_extension("300", PASSWORD);
+    let result: Arc<Mutex<Vec<Result<BridgeEnd, ChannelError>>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut apps = Apps::new();
+    let out = result.clone();
+    apps.insert(
+        "806".into(),
+        app(move |mut ch| {
+            let out = out.clone();
+            async move {
+                ch.answer().await.expect("answered");
+                for number in ["300", "200"] {
+                    let opts = BridgeOptions {
+                        ring_timeout: Duration::from_secs(5),
+                        ringback: true,
+                    };
+                    let end = ch.bridge(BridgeRequest::to(number), opts).await;
+                    out.lock().expect("lock").push(end);
+                }
+                let _ = ch.hangup().await;
+            }
+        }),
+    );
+    let mut pbx = InProcess::start(&node, apps);
+    // 200 is a SIPp phone that answers 486.
+    let port = free_port();
+    Sipp::new("register.xml", SippTransport::Udp)
+        .auth("200", PASSWORD)
+        .var("expires", "600")
+        .port(port)
+        .expect_pass(&node);
+    let mut busy = Sipp::new("call_uas_busy.xml", SippTransport::Udp)
+        .port(port)
+        .spawn(&node);
+    std::thread::sleep(Duration::from_millis(300));
+    Sipp::new("call_uac_wait_bye.xml", SippTransport::Udp)
+        .service("806")
+        .auth("100", PASSWORD)
+        .var("caller", "100")
+        .expect_pass(&node);
+    busy.expect_pass(&node);
+    let ends = result.lock().expect("lock").clone();
+    assert_eq!(ends, vec![Ok(BridgeEnd::Unavailable), Ok(BridgeEnd::Busy)]);
+    pbx.stop();
 }
