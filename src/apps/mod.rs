@@ -6,3 +6,4 @@
 //! real calls ([`crate::call::SipChannel`]) and, in unit tests, on [`fake::FakeChannel`].
 
 pub mod fake;
+pub mod voicemail;
