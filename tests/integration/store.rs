@@ -264,7 +264,7 @@ async fn newer_schema_is_refused(cx: Ctx) {
     match cx.store.migrate().await {
         Err(StoreError::NewerSchema {
             db_version: 9999,
-            binary_version: 5,
+            binary_version: 6,
         }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
