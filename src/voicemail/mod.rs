@@ -21,6 +21,7 @@
 //! dropped. Ids start with the time in milliseconds, so names sort by arrival.
 
 pub mod mwi;
+pub mod mwi_task;
 
 use std::collections::HashSet;
 use std::io::Read;

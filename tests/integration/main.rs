@@ -8,6 +8,7 @@ mod bad_input;
 mod baresip;
 mod calls;
 mod cli;
+mod mwi;
 mod nat;
 mod register;
 mod relay;
