@@ -82,8 +82,8 @@ vm/message-number|Message number,
 vm/first-message|First message.
 vm/next-message|Next message.
 vm/last-message|Last message.
-vm/message-menu|To listen again, press 1. To save, press 2. To delete, press 7. For the next message, press 6. To return to the main menu, press star.
-vm/main-menu|To listen to new messages, press 1. To listen to saved messages, press 2. To record your greeting, press 3. To change your password, press 4.
+vm/message-menu|To hear the previous message, press 4. To listen again, press 5. To delete, press 7. To save, press 9. For the next message, press pound. To return to the main menu, press star.
+vm/main-menu|To listen to your messages, press 1. For mailbox options, press 0. To hang up, press star.
 vm/saved|Message saved.
 vm/deleted|Message deleted.
 vm/record-greeting-after-tone|Please record your greeting after the tone. When you are done, press pound.
@@ -95,6 +95,10 @@ vm/from|from
 vm/extension|extension
 vm/unknown-caller|an unknown caller.
 vm/message-saved|Your message has been saved. Goodbye.
+vm/mailbox-options|To record your unavailable greeting, press 1. To record your busy greeting, press 2. To change your password, press 5. To go back, press star.
+vm/reenter-password|Please enter your new password again, followed by the pound key.
+vm/password-mismatch|The passwords do not match.
+vm/no-more-messages|There are no more messages.
 conf/enter-pin|Please enter the conference PIN, followed by the pound key.
 conf/wrong-pin|That PIN is not correct.
 conf/joined|You are now in the conference.

@@ -14,3 +14,4 @@ pub mod registrar;
 pub mod sip;
 pub mod store;
 pub mod transport;
+pub mod voicemail;

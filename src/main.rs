@@ -49,6 +49,9 @@ enum Command {
     Admin(AdminCommand),
     /// List calls in progress, one a line: id, caller, callee, state, started, answered.
     Calls,
+    /// Voicemail: list a mailbox's messages, set its PIN.
+    #[command(subcommand)]
+    Voicemail(VoicemailCommand),
     /// List call detail records, newest first, one a line (a recorded call's file last,
     /// as recording=PATH).
     Cdr {
@@ -56,6 +59,16 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum VoicemailCommand {
+    /// List the messages of a mailbox, oldest first: id, folder, caller, received (unix
+    /// time), length in ms, file.
+    List { mailbox: String },
+    /// Set the PIN a mailbox asks for (4-10 digits), e.g. before its owner first checks
+    /// messages from another phone.
+    Pin { mailbox: String, pin: String },
 }
 
 #[derive(Subcommand)]
@@ -318,6 +331,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
+        Command::Voicemail(cmd) => voicemail(cmd, &cfg).await,
         Command::Cdr { limit } => {
             let store = open_store(&cfg).await?;
             for c in store.list_cdrs(limit).await? {
@@ -409,6 +423,43 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&pid_file);
     http.shutdown().await;
     node.shutdown().await;
+    Ok(())
+}
+
+/// `ringfort voicemail ...`: straight on the store (a running node's files are not
+/// touched: only the node reconciles mailboxes, at its start).
+async fn voicemail(cmd: VoicemailCommand, cfg: &Config) -> anyhow::Result<()> {
+    let store = open_store(cfg).await?;
+    match cmd {
+        VoicemailCommand::List { mailbox } => {
+            for m in store.voicemail_messages(&mailbox).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    m.id,
+                    m.folder.as_str(),
+                    m.caller,
+                    m.received_at,
+                    m.duration_ms,
+                    cfg.node.data_dir.join(&m.path).display()
+                );
+            }
+        }
+        VoicemailCommand::Pin { mailbox, pin } => {
+            if !ringfort::voicemail::valid_pin(&pin) {
+                store.close().await;
+                return Err(UsageError(format!(
+                    "a PIN is {} to {} digits",
+                    ringfort::voicemail::PIN_DIGITS.start(),
+                    ringfort::voicemail::PIN_DIGITS.end()
+                ))
+                .into());
+            }
+            let hash = ringfort::admin::accounts::hash_password(&pin);
+            store.set_voicemail_pin(&mailbox, Some(&hash)).await?;
+            println!("mailbox {mailbox}: PIN set");
+        }
+    }
+    store.close().await;
     Ok(())
 }
 

@@ -43,6 +43,9 @@ use crate::sip::transaction::{Action, Timers, TransactionLayer, TxKey};
 use crate::sip::{ConnId, Peer, Transport};
 use crate::store::Store;
 use crate::transport::{self, Bound, Inbound, TransportConfig, TransportError, TransportHandle};
+use crate::voicemail::mwi::{self, MwiConfig};
+use crate::voicemail::mwi_task::{spawn_mwi, MwiCommand, MwiIn, SubscribeIn};
+use crate::voicemail::{Voicemail, VoicemailError};
 
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -56,6 +59,8 @@ pub enum NodeError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Dialplan(#[from] crate::dialplan::DialplanError),
+    #[error("voicemail: {0}")]
+    Voicemail(#[from] VoicemailError),
     #[error("recordings folder {}: {source}", .path.display())]
     Recordings {
         path: std::path::PathBuf,
@@ -66,13 +71,16 @@ pub enum NodeError {
 /// Methods this node answers today; others known to SIP get 405, unknown ones 501.
 /// What the node takes: the registrar's and a call's methods (UPDATE, INFO and PRACK live
 /// inside calls, see [`crate::call::machine::ALLOW`]).
-const ALLOWED: &str = "INVITE, ACK, CANCEL, BYE, REGISTER, OPTIONS, UPDATE, INFO, PRACK";
+/// SUBSCRIBE is for message waiting (`message-summary`) only.
+const ALLOWED: &str = "INVITE, ACK, CANCEL, BYE, REGISTER, OPTIONS, UPDATE, INFO, PRACK, SUBSCRIBE";
 
 /// A node that is up. Dropping it does not stop it; call [`RunningNode::shutdown`].
 pub struct RunningNode {
     pub bound: Bound,
     pub transport: TransportHandle,
     pub registrar: Arc<Registrar>,
+    /// Mailboxes and messages; the apps save through it, and MWI hears its counts.
+    pub voicemail: Voicemail,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// The dialplan new calls are routed by, and where it is read from.
@@ -199,6 +207,15 @@ pub async fn start_with_apps(
     });
     let ports = PortAllocator::new(bind_ip, cfg.media.rtp_port_min, cfg.media.rtp_port_max)?;
     let (plan_tx, plan_rx) = watch::channel(Arc::new(Plan::load_dir(&cfg.paths.dialplans)?));
+    // Before any call: reconciles what a crash left in the mailboxes.
+    let voicemail = Voicemail::open(store.clone(), &cfg.node.data_dir).await?;
+    let (mwi_tx, mwi_rx) = mpsc::channel::<MwiCommand>(1024);
+    let (mwi, mwi_task) = spawn_mwi(
+        voicemail.clone(),
+        MwiConfig::default(),
+        mwi_tx,
+        shutdown_rx.clone(),
+    );
     let registrar = Arc::new(Registrar::load(store, registrar_config(cfg)).await?);
     let timers = Timers {
         t1: Duration::from_millis(cfg.sip.t1_ms),
@@ -216,6 +233,8 @@ pub async fn start_with_apps(
         server_header: cfg.sip.user_agent.clone(),
         answers: answer_tx.clone(),
         writes: write_tx,
+        mwi,
+        mwi_txs: std::collections::HashSet::new(),
         calls: Calls {
             settings: CallSettings {
                 no_answer_timeout: Duration::from_secs(cfg.calls.no_answer_timeout_secs),
@@ -260,14 +279,13 @@ pub async fn start_with_apps(
             by_tx: HashMap::new(),
             plan: plan_rx,
             fallbacks: HashMap::new(),
+            voicemail: voicemail.clone(),
         },
     };
-    let mut tasks = vec![tokio::spawn(core.run(
-        inbound_rx,
-        answer_rx,
-        call_rx,
-        shutdown_rx.clone(),
-    ))];
+    let mut tasks = vec![
+        tokio::spawn(core.run(inbound_rx, answer_rx, call_rx, mwi_rx, shutdown_rx.clone())),
+        mwi_task,
+    ];
     tasks.push(tokio::spawn(binding_writer(
         registrar.clone(),
         write_rx,
@@ -293,6 +311,7 @@ pub async fn start_with_apps(
         bound,
         transport,
         registrar,
+        voicemail,
         shutdown: shutdown_tx,
         tasks,
         plan: plan_tx,
@@ -447,6 +466,9 @@ struct Core {
     server_header: String,
     answers: mpsc::Sender<Answer>,
     writes: mpsc::Sender<(TxKey, PendingWrite)>,
+    /// The MWI task, and the NOTIFY transactions it started.
+    mwi: mpsc::Sender<MwiIn>,
+    mwi_txs: std::collections::HashSet<TxKey>,
     calls: Calls,
 }
 
@@ -481,6 +503,8 @@ struct Calls {
     plan: watch::Receiver<Arc<Plan>>,
     /// Dials with a fallback -> what takes their caller back.
     fallbacks: HashMap<CallRef, Fallback>,
+    /// The mailboxes, for the dialplan's voicemail steps.
+    voicemail: Voicemail,
 }
 
 impl Calls {
@@ -637,6 +661,7 @@ impl Core {
         mut inbound: mpsc::Receiver<Inbound>,
         mut answers: mpsc::Receiver<Answer>,
         mut call_cmds: mpsc::Receiver<CoreCommand>,
+        mut mwi_cmds: mpsc::Receiver<MwiCommand>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
@@ -653,6 +678,8 @@ impl Core {
                     Answer::Retry(key, req, from) => {
                         if req.method == Method::Invite {
                             self.invite(key, req, from);
+                        } else if req.method == Method::Subscribe {
+                            self.subscribe(key, req, from);
                         } else {
                             self.register(key, req, from);
                         }
@@ -661,6 +688,10 @@ impl Core {
                 },
                 Some(cmd) = call_cmds.recv() => {
                     self.call_command(cmd);
+                    Vec::new()
+                }
+                Some(cmd) = mwi_cmds.recv() => {
+                    self.mwi_command(cmd);
                     Vec::new()
                 }
                 _ = sleep_until(deadline) => self.layer.on_timer(Instant::now().into_std()),
@@ -714,6 +745,19 @@ impl Core {
                     self.calls.deliver(call, SipIn::Ack(req));
                 }
             }
+            Action::Response { key, resp } if self.mwi_txs.contains(&key) => {
+                if resp.status >= 200 {
+                    self.mwi_txs.remove(&key);
+                    let status = Some(resp.status);
+                    let _ = self.mwi.try_send(MwiIn::NotifyResult { key, status });
+                }
+            }
+            Action::Timeout { key } | Action::TransportError { key }
+                if self.mwi_txs.remove(&key) =>
+            {
+                debug!(?key, "NOTIFY timed out or failed");
+                let _ = self.mwi.try_send(MwiIn::NotifyResult { key, status: None });
+            }
             Action::Response { key, resp } => {
                 let call = self.calls.by_tx.get(&key).copied().or_else(|| {
                     self.calls
@@ -744,6 +788,7 @@ impl Core {
             }
             Action::Terminated { key } => {
                 self.calls.by_tx.remove(&key);
+                self.mwi_txs.remove(&key);
             }
         }
     }
@@ -798,6 +843,98 @@ impl Core {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Carries out what the MWI task asks: its responses, and NOTIFYs as client
+    /// transactions whose outcome goes back to it.
+    fn mwi_command(&mut self, cmd: MwiCommand) {
+        match cmd {
+            MwiCommand::Respond { key, resp } => self.reply(&key, resp),
+            MwiCommand::SendNotify { req, to } => {
+                let now = Instant::now().into_std();
+                match self.layer.send_request(req, to, now) {
+                    Ok((key, actions)) => {
+                        self.mwi_txs.insert(key.clone());
+                        let mut failed = false;
+                        for a in actions {
+                            match a {
+                                Action::Send { msg, to } => {
+                                    if let Err(e) = self.transport.send(&msg, &to) {
+                                        debug!(error = %e, to = %to.remote, "NOTIFY not sent");
+                                        failed = true;
+                                    }
+                                }
+                                other => self.act(other),
+                            }
+                        }
+                        if failed {
+                            for a in self.layer.transport_error(&key) {
+                                self.act(a);
+                            }
+                        }
+                    }
+                    Err(e) => debug!(error = %e, "NOTIFY refused by the transaction layer"),
+                }
+            }
+        }
+    }
+
+    /// A SUBSCRIBE: only `message-summary` is served. A new one is authenticated like an
+    /// INVITE (407); one in a dialog is vouched for by its dialog. The MWI task answers.
+    fn subscribe(&mut self, key: TxKey, req: Request, from: Peer) {
+        if !mwi::is_message_summary(&req) {
+            let mut r = self.simple(&req, 489);
+            r.headers
+                .push(HeaderName::Other("Allow-Events".into()), mwi::EVENT);
+            return self.reply(&key, r);
+        }
+        let subscriber = if mwi::is_in_dialog(&req) {
+            String::new()
+        } else {
+            match self
+                .registrar
+                .authenticate(&req, &HeaderName::ProxyAuthorization)
+            {
+                AuthOutcome::Ok(user) => user,
+                AuthOutcome::Challenge { stale } => {
+                    let r = self.registrar.challenge_with(
+                        &req,
+                        stale,
+                        407,
+                        HeaderName::ProxyAuthenticate,
+                    );
+                    return self.reply(&key, r);
+                }
+                AuthOutcome::Forbidden => {
+                    info!(from = %from.remote, "SUBSCRIBE refused: bad credentials");
+                    let r = self.simple(&req, 403);
+                    return self.reply(&key, r);
+                }
+                AuthOutcome::Bad(why) => {
+                    debug!(why, "malformed credentials");
+                    let r = self.simple(&req, 400);
+                    return self.reply(&key, r);
+                }
+                AuthOutcome::Load(number) => return self.load_then_retry(number, key, req, from),
+            }
+        };
+        let local_contact = contact_for(
+            &host_for(self.calls.public_address.as_deref(), &from),
+            &from,
+        );
+        let busy = self.simple(&req, 503);
+        let input = MwiIn::Subscribe(Box::new(SubscribeIn {
+            key: key.clone(),
+            req,
+            from,
+            subscriber,
+            local_contact,
+        }));
+        if self.mwi.try_send(input).is_err() {
+            let mut r = busy;
+            r.headers.push(HeaderName::Other("Retry-After".into()), "5");
+            self.reply(&key, r);
         }
     }
 
@@ -954,6 +1091,7 @@ impl Core {
         let env = PlanEnv {
             plan,
             extensions: self.registrar.clone(),
+            voicemail: Some(self.calls.voicemail.clone()),
         };
         let call = PlanCall {
             context,
@@ -1285,6 +1423,9 @@ impl Core {
                 .push(HeaderName::Unsupported, unsupported.join(", "));
             return self.reply(&key, r);
         }
+        if req.method == Method::Subscribe {
+            return self.subscribe(key, req, from);
+        }
         // A request with a To tag belongs to a dialog; no call of ours has it.
         let in_dialog = to_header(&req.headers).is_ok_and(|t| t.tag().is_some());
         if in_dialog && req.method != Method::Register && req.method != Method::Options {
@@ -1300,6 +1441,8 @@ impl Core {
                 r.headers
                     .push(HeaderName::Other("Accept".into()), "application/sdp");
                 r.headers.push(HeaderName::Supported, SUPPORTED.join(", "));
+                r.headers
+                    .push(HeaderName::Other("Allow-Events".into()), mwi::EVENT);
                 self.reply(&key, r);
             }
             Method::Other(_) => {

@@ -13,8 +13,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
+use crate::apps::voicemail::{self, VoicemailAppError};
 use crate::call::channel::{
     BridgeEnd, BridgeOptions, BridgeRequest, Channel, ChannelError, CollectOptions,
     ConferenceOptions, PlayOptions, Sound,
@@ -24,6 +25,7 @@ use crate::dialplan::{
     Action, CallContext, Cause, Dial, Extensions, MenuChoice, Plan, Room, Strategy,
 };
 use crate::media::dtmf::Digit;
+use crate::voicemail::Voicemail;
 
 /// What the runtime needs besides the channel: the plan the call started with (a reload
 /// does not change a call in progress) and what is known about extensions.
@@ -31,6 +33,9 @@ use crate::media::dtmf::Digit;
 pub struct PlanEnv {
     pub plan: Arc<Plan>,
     pub extensions: Arc<dyn Extensions + Send + Sync>,
+    /// The mailboxes; `None` (unit tests of other steps) makes voicemail steps say the
+    /// service is not available.
+    pub voicemail: Option<Voicemail>,
 }
 
 /// The call as the plan sees it.
@@ -225,11 +230,41 @@ pub async fn run<C: Channel>(
                 answer(ch, &mut answered).await?;
                 conference(ch, &room).await?;
             }
-            Action::Voicemail { mailbox, .. } | Action::VoicemailMain { mailbox } => {
+            Action::Voicemail { mailbox, greeting } => {
+                let Some(vm) = &env.voicemail else {
+                    answer(ch, &mut answered).await?;
+                    ch.play(&[Sound::file("not-available")], PlayOptions::default())
+                        .await?;
+                    continue;
+                };
+                answered = true;
+                match voicemail::leave_message(ch, vm, &mailbox, greeting).await {
+                    Ok(left) => info!(mailbox = %mailbox, ?left, "voicemail left"),
+                    Err(VoicemailAppError::Channel(e)) => return Err(e),
+                    Err(e) => {
+                        warn!(mailbox = %mailbox, error = %e, "voicemail failed");
+                        ch.play(&[Sound::file("not-available")], PlayOptions::default())
+                            .await?;
+                    }
+                }
+            }
+            Action::VoicemailMain { mailbox } => {
                 answer(ch, &mut answered).await?;
-                info!(mailbox = %mailbox, "voicemail is not available yet");
-                ch.play(&[Sound::file("not-available")], PlayOptions::default())
-                    .await?;
+                let Some(vm) = &env.voicemail else {
+                    ch.play(&[Sound::file("not-available")], PlayOptions::default())
+                        .await?;
+                    continue;
+                };
+                let mailbox = Some(mailbox.as_str()).filter(|m| !m.is_empty());
+                match voicemail::voicemail_main(ch, vm, mailbox, &call.caller).await {
+                    Ok(()) => {}
+                    Err(VoicemailAppError::Channel(e)) => return Err(e),
+                    Err(e) => {
+                        warn!(error = %e, "voicemail failed");
+                        ch.play(&[Sound::file("not-available")], PlayOptions::default())
+                            .await?;
+                    }
+                }
             }
             Action::Hangup(cause) => {
                 match (cause, answered) {
@@ -415,6 +450,7 @@ mod tests {
         PlanEnv {
             plan: Arc::new(plan),
             extensions: Arc::new(ext),
+            voicemail: None,
         }
     }
 

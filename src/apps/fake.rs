@@ -31,6 +31,9 @@ pub enum Caller {
     /// caller; one the caller hung up leaves the channel hung up). Anything else during
     /// a bridge is [`BridgeEnd::NoAnswer`].
     Bridge(BridgeEnd),
+    /// Speaks this long, then is silent: a recording lasts this long and ends by silence
+    /// (or by its limit); other operations see silence.
+    Says(Duration),
 }
 
 impl Caller {
@@ -65,6 +68,10 @@ pub struct FakeChannel {
     pub log: Vec<Op>,
     answered: bool,
     hung_up: bool,
+    /// Whether `record` writes a WAV file of the recording's length at its path.
+    write_recordings: bool,
+    /// How long the last step's caller spoke, when it was [`Caller::Says`].
+    said: Option<Duration>,
 }
 
 impl FakeChannel {
@@ -82,7 +89,44 @@ impl FakeChannel {
             log: Vec::new(),
             answered: false,
             hung_up: false,
+            write_recordings: false,
+            said: None,
         }
+    }
+
+    /// `record` writes a real WAV file (8 kHz mono, a tone) as long as the recording, at
+    /// the path it was given, for tests of apps that keep recordings.
+    pub fn writing_recordings(mut self) -> Self {
+        self.write_recordings = true;
+        self
+    }
+
+    fn write_recording(
+        &self,
+        path: &std::path::Path,
+        duration: Duration,
+    ) -> Result<(), ChannelError> {
+        if !self.write_recordings {
+            return Ok(());
+        }
+        let fail = |e: crate::media::recorder::RecorderError| ChannelError::Recording {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        let mut rec = crate::media::recorder::Recorder::create(
+            path,
+            crate::media::recorder::Layout::Mixed,
+            8000,
+        )
+        .map_err(fail)?;
+        let frame: Vec<i16> = (0..160)
+            .map(|i| if i % 20 < 10 { 3000 } else { -3000 })
+            .collect();
+        for _ in 0..duration.as_millis() / 20 {
+            rec.write(&frame, &[]).map_err(fail)?;
+        }
+        rec.finish().map_err(fail)?;
+        Ok(())
     }
 
     pub fn is_answered(&self) -> bool {
@@ -94,8 +138,13 @@ impl FakeChannel {
         if self.hung_up {
             return Err(ChannelError::HungUp);
         }
+        self.said = None;
         match self.script.pop_front().unwrap_or(Caller::Silent) {
             Caller::Silent | Caller::Bridge(_) => Ok(Vec::new()),
+            Caller::Says(d) => {
+                self.said = Some(d);
+                Ok(Vec::new())
+            }
             Caller::HangsUp => {
                 self.hung_up = true;
                 self.log.push(Op::HungUp);
@@ -158,10 +207,12 @@ impl Channel for FakeChannel {
             // channel.
             Err(ChannelError::HungUp) => {
                 let end = RecordEnd::HungUp;
+                let duration = limits.max.min(Duration::from_secs(3));
+                self.write_recording(&path, duration)?;
                 self.log.push(Op::Recorded(path.clone(), end.clone()));
                 return Ok(Recorded {
                     path,
-                    duration: limits.max.min(Duration::from_secs(3)),
+                    duration,
                     end,
                 });
             }
@@ -175,16 +226,19 @@ impl Channel for FakeChannel {
                 self.digits.remove(pos);
                 RecordEnd::Digit(term)
             }
-            None => match limits.silence {
-                Some(_) => RecordEnd::Silence,
-                None => RecordEnd::MaxDuration,
+            None => match (self.said, limits.silence) {
+                (Some(d), Some(_)) if d < limits.max => RecordEnd::Silence,
+                (None, Some(_)) => RecordEnd::Silence,
+                _ => RecordEnd::MaxDuration,
             },
         };
         self.log.push(Op::Recorded(path.clone(), end.clone()));
-        let duration = match end {
-            RecordEnd::MaxDuration => limits.max,
+        let duration = match (self.said, &end) {
+            (Some(d), _) => d.min(limits.max),
+            (None, RecordEnd::MaxDuration) => limits.max,
             _ => limits.max.min(Duration::from_secs(3)),
         };
+        self.write_recording(&path, duration)?;
         Ok(Recorded {
             path,
             duration,

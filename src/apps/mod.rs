@@ -7,3 +7,4 @@
 
 pub mod dialplan;
 pub mod fake;
+pub mod voicemail;

@@ -49,6 +49,7 @@ migrations! {
     3 "recordings" "0003_recordings.sql",
     4 "admin" "0004_admin.sql",
     5 "extension_routing" "0005_extension_routing.sql",
+    6 "voicemail" "0006_voicemail.sql",
 }
 
 pub(crate) fn for_backend(backend: Backend) -> &'static [Migration] {

@@ -977,6 +977,10 @@ impl Store {
 
 mod admin;
 pub use admin::{AdminAccount, ApiTokenInfo, CdrFilter, SessionRecord};
+mod voicemail;
+pub use voicemail::{
+    GreetingKind, VoicemailBox, VoicemailCounts, VoicemailFolder, VoicemailMessage,
+};
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
@@ -1131,7 +1135,8 @@ mod tests {
                 "0002_calls",
                 "0003_recordings",
                 "0004_admin",
-                "0005_extension_routing"
+                "0005_extension_routing",
+                "0006_voicemail"
             ]
         );
         let e = Extension {
@@ -1180,6 +1185,14 @@ mod tests {
         is_send(s.answer_active_call("", 0, ""));
         is_send(s.recover_active_calls("", 0));
         is_send(s.list_cdrs(1));
+        is_send(s.voicemail_messages(""));
+        is_send(s.all_voicemail_messages());
+        is_send(s.voicemail_counts(""));
+        is_send(s.move_voicemail_message("", "", VoicemailFolder::Old));
+        is_send(s.delete_voicemail_message("", ""));
+        is_send(s.voicemail_box(""));
+        is_send(s.set_voicemail_pin("", None));
+        is_send(s.set_voicemail_greeting("", GreetingKind::Busy, None));
         is_send(s.close());
     }
 }

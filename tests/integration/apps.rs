@@ -25,13 +25,13 @@ const PASSWORD: &str = "app-test-pass";
 
 /// A node running in this process (so the test's apps answer), on the config and data dir
 /// of a [`Node`] that is not started as a process.
-struct InProcess {
+pub(crate) struct InProcess {
     node: Option<RunningNode>,
     rt: tokio::runtime::Runtime,
 }
 
 impl InProcess {
-    fn start(node: &Node, apps: Apps) -> InProcess {
+    pub(crate) fn start(node: &Node, apps: Apps) -> InProcess {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -57,6 +57,16 @@ impl InProcess {
         if let Some(n) = self.node.take() {
             self.rt.block_on(n.shutdown());
         }
+    }
+
+    /// The running node (until stopped).
+    pub(crate) fn running(&self) -> &RunningNode {
+        self.node.as_ref().expect("the node is running")
+    }
+
+    /// Runs a future on the node's runtime.
+    pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
     }
 }
 

@@ -26,6 +26,14 @@ steps = [{ dial = "${EXTEN}", timeout = 2 }]
 on_noanswer = [{ menu = "main" }]
 on_unavailable = [{ menu = "main" }]
 
+# 4XX: voicemail when busy or not answered in 2 s.
+[[context.internal.route]]
+match = "_4XX"
+steps = [{ dial = "${EXTEN}", timeout = 2 }]
+on_busy = [{ voicemail = "${EXTEN}", greeting = "busy" }]
+on_noanswer = [{ voicemail = "${EXTEN}", greeting = "unavailable" }]
+on_unavailable = [{ voicemail = "${EXTEN}", greeting = "unavailable" }]
+
 [menu.main]
 prompt = "main-menu"
 timeout = 10
@@ -61,7 +69,7 @@ fn plan_node(ports: u16) -> Node {
     let plans = node.dir.path().join("plans");
     std::fs::create_dir_all(&plans).expect("plans folder");
     write_file(&plans, "plan.toml", PLAN);
-    for n in [CALLER, "200", "300"] {
+    for n in [CALLER, "200", "300", "400", "401"] {
         node.add_extension(n, PASSWORD);
     }
     node.start();
@@ -140,6 +148,158 @@ fn a_dial_nobody_answers_goes_on_with_the_plan_on_the_same_call() {
     let cdr = newest_cdr(&node, "300");
     assert_eq!(&cdr[1..4], [CALLER, "300", "answered"], "{cdr:?}");
     node.assert_no_panic();
+    node.stop();
+}
+
+/// Registers `number` from a free port and runs the SIPp UAS `scenario` there.
+fn phone(node: &Node, number: &str, scenario: &str) -> crate::support::SippChild {
+    let port = free_port();
+    Sipp::new("register.xml", SippTransport::Udp)
+        .auth(number, PASSWORD)
+        .var("expires", "600")
+        .port(port)
+        .expect_pass(node);
+    let uas = Sipp::new(scenario, SippTransport::Udp)
+        .port(port)
+        .spawn(node);
+    std::thread::sleep(Duration::from_millis(300));
+    uas
+}
+
+/// A caller of `number` who talks (a 700 Hz tone) for 18 s and hangs up after 16: the
+/// default greeting and the beep take about 11 s.
+fn talking_caller(node: &Node, number: &str) -> Sipp {
+    let pcap = node.dir.path().join("speech.pcap");
+    if !pcap.exists() {
+        let tone: Vec<i16> = (0..144_000)
+            .map(|i| {
+                (8000.0 * (std::f64::consts::TAU * 700.0 * f64::from(i) / 8000.0).sin()) as i16
+            })
+            .collect();
+        crate::support::pcmu_pcap(&pcap, &tone);
+    }
+    let text = std::fs::read_to_string(crate::support::scenario("call_uac_rtp.xml"))
+        .expect("scenario")
+        .replace(
+            "/usr/share/sip-tester/g711a.pcap",
+            &pcap.display().to_string(),
+        )
+        .replace(
+            "<pause milliseconds=\"2500\"/>",
+            "<pause milliseconds=\"16000\"/>",
+        );
+    let scenario = node.dir.path().join("call_uac_talk.xml");
+    std::fs::write(&scenario, text).expect("write");
+    let mut s = Sipp::new("call_uac_rtp.xml", SippTransport::Udp)
+        .service(number)
+        .auth(CALLER, PASSWORD)
+        .var("caller", CALLER);
+    s.scenario = scenario;
+    s
+}
+
+/// The messages' files in `mailbox`, oldest first.
+fn message_files(node: &Node, mailbox: &str) -> Vec<PathBuf> {
+    let dir = node.dir.path().join("data").join("voicemail").join(mailbox);
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "wav"))
+                .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files.into_iter().map(|(_, p)| p).collect()
+}
+
+#[test]
+fn a_caller_leaves_voicemail_when_the_extension_is_busy_and_when_nobody_answers() {
+    let mut node = plan_node(47000);
+    let mut busy = phone(&node, "400", "call_uas_busy.xml");
+    talking_caller(&node, "400").expect_pass(&node);
+    busy.expect_pass(&node);
+    let first = wait_for("the first message", Duration::from_secs(5), || {
+        message_files(&node, "400").into_iter().next()
+    });
+    let mut ringing = phone(&node, "400", "call_uas_ring.xml");
+    talking_caller(&node, "400").expect_pass(&node);
+    ringing.expect_pass(&node);
+    let files = wait_for("the second message", Duration::from_secs(5), || {
+        Some(message_files(&node, "400")).filter(|f| f.len() == 2)
+    });
+    assert_eq!(files[0], first);
+    for file in &files {
+        // The greeting and the beep come first: what is left of the 16 s is the
+        // message, and it is the caller's tone.
+        let heard = crate::baresip::Heard::of(file);
+        assert!(
+            (2.0..8.0).contains(&heard.seconds),
+            "{}: {heard:?}",
+            file.display()
+        );
+        assert!(
+            (600.0..800.0).contains(&heard.rough_hz),
+            "{}: {heard:?}",
+            file.display()
+        );
+    }
+    let log = node.log_text();
+    assert_eq!(
+        log.matches("voicemail left").count(),
+        2,
+        "two messages logged"
+    );
+    let cdrs = node.cli_ok(&["cdr"]);
+    assert_eq!(cdrs.lines().count(), 2, "{cdrs}");
+    assert!(cdrs.lines().all(|l| l.contains("\tanswered\t")), "{cdrs}");
+    node.assert_no_panic();
+    node.stop();
+}
+
+/// `ringfort voicemail list MAILBOX`: (id, folder, file) per message.
+fn listed(node: &Node, mailbox: &str) -> Vec<(String, String, PathBuf)> {
+    node.cli_ok(&["voicemail", "list", mailbox])
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].to_owned(), f[1].to_owned(), PathBuf::from(f[5]))
+        })
+        .collect()
+}
+
+#[test]
+fn a_crash_loses_no_saved_message_and_keeps_the_one_being_recorded() {
+    let mut node = plan_node(48000);
+    // 401 has no phone: straight to its voicemail. The first message is saved...
+    talking_caller(&node, "401").expect_pass(&node);
+    let saved = wait_for("the saved message", Duration::from_secs(5), || {
+        listed(&node, "401").into_iter().next()
+    });
+    let saved_bytes = std::fs::read(&saved.2).expect("saved file");
+    // ...and the node dies while the second caller speaks (the greeting and the beep
+    // take about 11 s; 3 s of speech are on disk when it dies).
+    let mut second = talking_caller(&node, "401").spawn(&node);
+    std::thread::sleep(Duration::from_millis(14_500));
+    node.kill();
+    drop(second.wait(Duration::from_secs(1)));
+    node.start();
+    let messages = listed(&node, "401");
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(
+        messages[0].0, saved.0,
+        "the saved message is still the first"
+    );
+    assert_eq!(
+        std::fs::read(&messages[0].2).expect("saved file"),
+        saved_bytes,
+        "the saved message is intact"
+    );
+    let cut = crate::baresip::Heard::of(&messages[1].2);
+    assert!((1.0..6.0).contains(&cut.seconds), "{cut:?}");
+    assert!((600.0..800.0).contains(&cut.rough_hz), "{cut:?}");
+    assert!(node.log_text().contains("kept as a message"));
     node.stop();
 }
 

@@ -9,6 +9,7 @@ mod baresip;
 mod calls;
 mod cli;
 mod dialplan;
+mod mwi;
 mod nat;
 mod register;
 mod relay;

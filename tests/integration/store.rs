@@ -9,8 +9,8 @@
 use std::future::Future;
 
 use ringfort::store::{
-    ActiveCall, AdminAccount, Backend, Binding, Cdr, CdrFilter, Extension, ExtensionRouting, Store,
-    StoreError,
+    ActiveCall, AdminAccount, Backend, Binding, Cdr, CdrFilter, Extension, ExtensionRouting,
+    GreetingKind, Store, StoreError, VoicemailCounts, VoicemailFolder, VoicemailMessage,
 };
 // `Executor::execute`, not `RawSql::execute`: the latter's future is not provably `Send`.
 use sqlx::{Connection, Executor};
@@ -46,7 +46,8 @@ where
                 "0002_calls".to_owned(),
                 "0003_recordings".to_owned(),
                 "0004_admin".to_owned(),
-                "0005_extension_routing".to_owned()
+                "0005_extension_routing".to_owned(),
+                "0006_voicemail".to_owned()
             ]
         );
         f(Ctx {
@@ -177,6 +178,8 @@ battery!(
     calls_left_by_a_crash_become_cdrs,
     admins_sessions_and_tokens,
     admin_api_pages_and_filters,
+    voicemail_messages_and_counts,
+    voicemail_boxes_pin_and_greetings,
 );
 
 // ---- helpers ----
@@ -261,7 +264,7 @@ async fn newer_schema_is_refused(cx: Ctx) {
     match cx.store.migrate().await {
         Err(StoreError::NewerSchema {
             db_version: 9999,
-            binary_version: 5,
+            binary_version: 6,
         }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
@@ -966,4 +969,110 @@ async fn admin_api_pages_and_filters(cx: Ctx) {
     };
     assert_eq!(ids(s.query_cdrs(&f, 10, 0).await.expect("q")), ["x2"]);
     assert_eq!(s.count_cdrs(&all).await.expect("count"), 3);
+}
+
+// ---- voicemail ----
+
+fn vm_message(id: &str, mailbox: &str, received_at: i64) -> VoicemailMessage {
+    VoicemailMessage {
+        id: id.to_owned(),
+        mailbox: mailbox.to_owned(),
+        caller: "200".to_owned(),
+        caller_name: "Zoë \"Z\" O'Neil".to_owned(),
+        received_at,
+        duration_ms: 4_250,
+        folder: VoicemailFolder::New,
+        path: format!("voicemail/{mailbox}/{id}.wav"),
+    }
+}
+
+async fn voicemail_messages_and_counts(cx: Ctx) {
+    let s = &cx.store;
+    assert_eq!(
+        s.voicemail_counts("100").await.expect("counts"),
+        VoicemailCounts::default()
+    );
+    let (a, b, c) = (
+        vm_message("m1", "100", 30),
+        vm_message("m2", "100", 10),
+        vm_message("m3", "101", 20),
+    );
+    for m in [&a, &b, &c] {
+        s.insert_voicemail_message(m).await.expect("insert");
+    }
+    assert!(matches!(
+        s.insert_voicemail_message(&a).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Oldest first within a folder.
+    assert_eq!(
+        s.voicemail_messages("100").await.expect("list"),
+        vec![b.clone(), a.clone()]
+    );
+    assert_eq!(
+        s.voicemail_counts("100").await.expect("counts"),
+        VoicemailCounts { new: 2, old: 0 }
+    );
+    // Heard: to old; new ones come first.
+    assert!(s
+        .move_voicemail_message("100", "m2", VoicemailFolder::Old)
+        .await
+        .expect("move"));
+    let listed = s.voicemail_messages("100").await.expect("list");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|m| (m.id.as_str(), m.folder))
+            .collect::<Vec<_>>(),
+        [("m1", VoicemailFolder::New), ("m2", VoicemailFolder::Old)]
+    );
+    assert_eq!(
+        s.voicemail_counts("100").await.expect("counts"),
+        VoicemailCounts { new: 1, old: 1 }
+    );
+    // Another mailbox's message is not this mailbox's to move or delete.
+    assert!(!s
+        .move_voicemail_message("100", "m3", VoicemailFolder::Old)
+        .await
+        .expect("move"));
+    assert!(!s.delete_voicemail_message("100", "m3").await.expect("del"));
+    assert!(s.delete_voicemail_message("100", "m1").await.expect("del"));
+    assert!(!s.delete_voicemail_message("100", "m1").await.expect("del"));
+    assert_eq!(
+        s.voicemail_counts("100").await.expect("counts"),
+        VoicemailCounts { new: 0, old: 1 }
+    );
+    let all = s.all_voicemail_messages().await.expect("all");
+    assert_eq!(
+        all.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["m2", "m3"]
+    );
+}
+
+async fn voicemail_boxes_pin_and_greetings(cx: Ctx) {
+    let s = &cx.store;
+    assert_eq!(s.voicemail_box("100").await.expect("get"), None);
+    s.set_voicemail_pin("100", Some("$argon2id$fake"))
+        .await
+        .expect("pin");
+    s.set_voicemail_greeting("100", GreetingKind::Busy, Some("voicemail/100/busy.wav"))
+        .await
+        .expect("greeting");
+    let b = s.voicemail_box("100").await.expect("get").expect("row");
+    assert_eq!(b.pin_hash.as_deref(), Some("$argon2id$fake"));
+    assert_eq!(b.greeting_busy.as_deref(), Some("voicemail/100/busy.wav"));
+    assert_eq!(b.greeting_unavailable, None);
+    assert!(
+        !format!("{b:?}").contains("fake"),
+        "the hash stays out of logs"
+    );
+    // Each setter leaves the other columns alone; None clears.
+    s.set_voicemail_pin("100", None).await.expect("clear");
+    let b = s.voicemail_box("100").await.expect("get").expect("row");
+    assert_eq!(b.pin_hash, None);
+    assert_eq!(b.greeting_busy.as_deref(), Some("voicemail/100/busy.wav"));
+    assert!(matches!(
+        s.set_voicemail_pin("a b", None).await,
+        Err(StoreError::Invalid(_))
+    ));
 }

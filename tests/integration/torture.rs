@@ -109,9 +109,12 @@ fn application_answer(data: &[u8], manifest_code: Option<u16>) -> Vec<u16> {
         b"INVITE" => vec![manifest_code.unwrap_or(407), 407, 481],
         // Methods the node does not serve outside a call: 405 for SIP's own, 501 for the
         // unknown; 481 when they name a dialog (To tag).
-        b"MESSAGE" | b"BYE" | b"INFO" | b"NOTIFY" | b"SUBSCRIBE" => {
+        b"MESSAGE" | b"BYE" | b"INFO" | b"NOTIFY" => {
             vec![manifest_code.unwrap_or(405), 405, 481]
         }
+        // SUBSCRIBE is served for message-summary only: 489 for other events, else
+        // challenged (407) like an INVITE, or 481 in a dialog nobody has.
+        b"SUBSCRIBE" => vec![manifest_code.unwrap_or(489), 489, 407, 481],
         _ => vec![manifest_code.unwrap_or(501), 501],
     }
 }
