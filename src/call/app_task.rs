@@ -466,12 +466,14 @@ impl Channel for SipChannel {
         };
         let link = self
             .rooms
-            .join(room, self.rate, member)
+            .join(room, self.rate, member, opts.announce)
             .await
             .map_err(|e| ChannelError::Conference {
                 room: room.to_owned(),
                 reason: e.to_string(),
             })?;
+        let controls = link.controls();
+        let mut others_muted = false;
         self.send(Request::Link(Some(Box::new(link))))?;
         let guard = StopOnDrop {
             requests: self.requests.clone(),
@@ -484,6 +486,13 @@ impl Channel for SipChannel {
                     self.digits.pop_back();
                     drop(guard);
                     return Ok(ConferenceEnd::Key(digit));
+                }
+                Ok(EndpointEvent::Digit { digit, .. })
+                    if opts.moderator && digit == super::channel::MODERATOR_MUTE_KEY =>
+                {
+                    self.digits.pop_back();
+                    others_muted = !others_muted;
+                    controls.mute_others(others_muted);
                 }
                 Ok(_) => {}
                 Err(e) => {

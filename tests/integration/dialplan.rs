@@ -34,6 +34,13 @@ on_busy = [{ voicemail = "${EXTEN}", greeting = "busy" }]
 on_noanswer = [{ voicemail = "${EXTEN}", greeting = "unavailable" }]
 on_unavailable = [{ voicemail = "${EXTEN}", greeting = "unavailable" }]
 
+[[context.internal.route]]
+match = "8100"
+steps = [{ conference = "8100" }]
+
+[conference.8100]
+announce = false
+
 [menu.main]
 prompt = "main-menu"
 timeout = 10
@@ -300,6 +307,54 @@ fn a_crash_loses_no_saved_message_and_keeps_the_one_being_recorded() {
     assert!((1.0..6.0).contains(&cut.seconds), "{cut:?}");
     assert!((600.0..800.0).contains(&cut.rough_hz), "{cut:?}");
     assert!(node.log_text().contains("kept as a message"));
+    node.stop();
+}
+
+#[test]
+fn three_phones_in_a_dialplan_room_each_hear_the_other_two() {
+    use crate::baresip::{Baresip, PhoneSetup};
+    let mut node = plan_node(49000);
+    let phone = |number, tone_hz| {
+        Baresip::new(
+            node.dir.path(),
+            &PhoneSetup {
+                number,
+                password: PASSWORD,
+                registrar: node.addr(),
+                ip: "127.0.0.1",
+                sip_port: free_port(),
+                tone_hz,
+                netns: None,
+                codecs: "PCMU",
+            },
+        )
+    };
+    let tones = [("100", 440u32), ("200", 1000), ("300", 1700)];
+    let mut phones: Vec<Baresip> = tones.iter().map(|(n, hz)| phone(n, *hz)).collect();
+    for p in phones.iter_mut() {
+        p.start(&["/dial 8100".to_owned()], Duration::from_secs(20));
+    }
+    for p in &phones {
+        p.wait_call_ended(Duration::from_secs(15));
+    }
+    for (i, p) in phones.iter().enumerate() {
+        let heard = p.received();
+        let own = f64::from(tones[i].1);
+        for (j, (other, hz)) in tones.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            assert!(
+                heard.power_at(f64::from(*hz)) > 10.0 * heard.power_at(own),
+                "{} hears {other}'s {hz} Hz over its own {own} Hz: {heard:?}",
+                tones[i].0
+            );
+        }
+    }
+    for p in phones.iter_mut() {
+        p.stop();
+    }
+    node.assert_no_panic();
     node.stop();
 }
 
