@@ -35,6 +35,10 @@ on_noanswer = [{ voicemail = "${EXTEN}", greeting = "unavailable" }]
 on_unavailable = [{ voicemail = "${EXTEN}", greeting = "unavailable" }]
 
 [[context.internal.route]]
+match = "*97"
+steps = [{ voicemail_main = true }]
+
+[[context.internal.route]]
 match = "8100"
 steps = [{ conference = "8100" }]
 
@@ -354,6 +358,53 @@ fn three_phones_in_a_dialplan_room_each_hear_the_other_two() {
     for p in phones.iter_mut() {
         p.stop();
     }
+    node.assert_no_panic();
+    node.stop();
+}
+
+#[test]
+fn the_lamp_lights_for_a_new_message_and_goes_out_when_the_owner_deletes_it() {
+    let mut node = plan_node(41500);
+    node.cli_ok(&["voicemail", "pin", "401", "1234"]);
+    let flags = tempfile::tempdir().expect("tempdir");
+    let flag = flags.path().join("step");
+    // 401's phone watches its mailbox.
+    let mut lamp = Sipp::new("mwi_watch_read_delete.xml", SippTransport::Udp)
+        .service("401")
+        .auth("401", PASSWORD)
+        .var("flag", &flag.display().to_string())
+        .spawn(&node);
+    let mut reached = |n: &str| {
+        let file = flag.with_extension(n);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !file.exists() {
+            if std::time::Instant::now() > deadline {
+                let (_, text) = lamp.wait(Duration::from_secs(1));
+                panic!(
+                    "SIPp never got past NOTIFY {n}:\n{text}\n--- node log\n{}",
+                    node.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    reached("1");
+    // 100 leaves a message (401 has no phone to ring): the lamp lights, 1 new.
+    talking_caller(&node, "401").expect_pass(&node);
+    reached("2");
+    // The owner dials *97 from 401: PIN, listen (the lamp: 0 new, 1 old), delete (off).
+    Sipp::new("vm_retrieve.xml", SippTransport::Udp)
+        .service("*97")
+        .auth("401", PASSWORD)
+        .var("caller", "401")
+        .expect_pass(&node);
+    lamp.expect_pass(&node);
+    assert!(
+        node.cli_ok(&["voicemail", "list", "401"]).trim().is_empty(),
+        "the message is gone"
+    );
+    let log = node.log_text();
+    assert!(log.contains("voicemail login"), "logged in with the PIN");
     node.assert_no_panic();
     node.stop();
 }
