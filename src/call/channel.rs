@@ -60,7 +60,8 @@ impl Sound {
 /// How to play.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PlayOptions {
-    /// A key press stops the playlist (the digit stays in the buffer).
+    /// A key press stops the playlist (the digit stays in the buffer); a key already
+    /// typed ahead skips it (nothing plays).
     pub barge_in: bool,
     /// Start over at the end until stopped (music on hold): the future only ends by
     /// barge-in, by being dropped, or by the caller hanging up.

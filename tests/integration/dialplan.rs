@@ -35,6 +35,18 @@ on_noanswer = [{ voicemail = "${EXTEN}", greeting = "unavailable" }]
 on_unavailable = [{ voicemail = "${EXTEN}", greeting = "unavailable" }]
 
 [[context.internal.route]]
+match = "6"
+steps = [{ menu = "strict" }]
+
+[menu.strict]
+prompt = "main-menu"
+timeout = 10
+retries = 3
+invalid_prompt = "invalid"
+timeout_prompt = "timeout"
+options = { "7" = [{ play = "beep" }] }
+
+[[context.internal.route]]
 match = "*97"
 steps = [{ voicemail_main = true }]
 
@@ -127,6 +139,33 @@ fn keys_route_the_caller_through_nested_menus() {
     let cdr = newest_cdr(&node, "0");
     assert_eq!(&cdr[1..4], [CALLER, "0", "answered"], "{cdr:?}");
     assert!(cdr.iter().any(|f| f == "hangup=callee"), "{cdr:?}");
+    node.assert_no_panic();
+    node.stop();
+}
+
+#[test]
+fn a_key_a_menu_does_not_offer_gets_the_invalid_prompt_and_another_try() {
+    let mut node = plan_node(43500);
+    // The 7 comes 4 s after the 5: after the invalid prompt, during the menu's again
+    // (keys typed during the invalid prompt itself are dropped with the wrong one).
+    let text = std::fs::read_to_string(crate::support::scenario("app_dtmf.xml"))
+        .expect("scenario")
+        .replace(
+            "<pause milliseconds=\"1500\"/>",
+            "<pause milliseconds=\"4000\"/>",
+        );
+    let mut caller = keying_caller("6");
+    caller.scenario = write_file(node.dir.path(), "app_dtmf_slow.xml", &text);
+    caller.expect_pass(&node);
+    let log = node.log_text();
+    let line = |what: &str, keys: &str| {
+        log.lines()
+            .position(|l| l.contains(what) && l.contains(keys))
+            .unwrap_or_else(|| panic!("no {what:?} with {keys} in the log"))
+    };
+    assert!(line("menu: invalid", "keys=5") < line("menu: chosen", "keys=7"));
+    let cdr = newest_cdr(&node, "6");
+    assert_eq!(&cdr[1..4], [CALLER, "6", "answered"], "{cdr:?}");
     node.assert_no_panic();
     node.stop();
 }
@@ -432,7 +471,7 @@ fn refusing_plan(status: u16) -> String {
 
 #[test]
 fn reload_swaps_in_a_valid_plan_and_keeps_the_old_one_when_the_new_is_bad() {
-    let mut node = plan_node(46000);
+    let mut node = plan_node(42600);
     let plan_file = node.dir.path().join("plans").join("plan.toml");
     std::fs::write(&plan_file, refusing_plan(403)).expect("write");
     // The node started with PLAN; the folder now says 9 -> 403.
