@@ -34,6 +34,11 @@ on_busy = [{ voicemail = "${EXTEN}", greeting = "busy" }]
 on_noanswer = [{ voicemail = "${EXTEN}", greeting = "unavailable" }]
 on_unavailable = [{ voicemail = "${EXTEN}", greeting = "unavailable" }]
 
+# 7402: 402's mailbox straight away.
+[[context.internal.route]]
+match = "7402"
+steps = [{ voicemail = "402", greeting = "none" }]
+
 [[context.internal.route]]
 match = "6"
 steps = [{ menu = "strict" }]
@@ -78,12 +83,17 @@ options = { "7" = [{ play = "beep" }] }
 /// A node routing by [`PLAN`], extensions 100 (the caller), 200 and 300 (never
 /// registered), app and relay ports in 4xxxx (the scenarios check the SDP names them).
 fn plan_node(ports: u16) -> Node {
+    plan_node_with(ports, "")
+}
+
+/// [`plan_node`] with more config sections.
+fn plan_node_with(ports: u16, more: &str) -> Node {
     let sounds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sounds");
     let mut node = Node::new(NodeOptions {
         sip: "tcp_idle_timeout_secs = 30\nt1_ms = 100\nt2_ms = 400".into(),
         extra: format!(
             "[media]\nrtp_port_min = {ports}\nrtp_port_max = {}\n\n\
-             [paths]\nsounds = \"{}\"\ndialplans = \"plans\"\n",
+             [paths]\nsounds = \"{}\"\ndialplans = \"plans\"\n\n{more}\n",
             ports + 998,
             sounds.display()
         ),
@@ -92,7 +102,7 @@ fn plan_node(ports: u16) -> Node {
     let plans = node.dir.path().join("plans");
     std::fs::create_dir_all(&plans).expect("plans folder");
     write_file(&plans, "plan.toml", PLAN);
-    for n in [CALLER, "200", "300", "400", "401"] {
+    for n in [CALLER, "200", "300", "400", "401", "402"] {
         node.add_extension(n, PASSWORD);
     }
     node.start();
@@ -444,6 +454,77 @@ fn the_lamp_lights_for_a_new_message_and_goes_out_when_the_owner_deletes_it() {
     );
     let log = node.log_text();
     assert!(log.contains("voicemail login"), "logged in with the PIN");
+    node.assert_no_panic();
+    node.stop();
+}
+
+/// The next message-waiting NOTIFY on `sock` (answered 200, as a phone does): its
+/// `Messages-Waiting` and `Voice-Message` values. Retransmissions of one already
+/// answered are answered again and skipped.
+fn next_notify(sock: &std::net::UdpSocket, seen: &mut Vec<String>) -> (String, String) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = sock.recv_from(&mut buf).expect("a NOTIFY in time");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("NOTIFY ") {
+            continue;
+        }
+        let header = |name: &str| {
+            text.lines()
+                .find(|l| {
+                    l.to_ascii_lowercase()
+                        .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+                })
+                .map(|l| l[name.len() + 1..].trim().to_owned())
+                .unwrap_or_default()
+        };
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=phone\r\nCall-ID: {}\r\n\
+             CSeq: {}\r\nContent-Length: 0\r\n\r\n",
+            header("Via"),
+            header("From"),
+            header("To"),
+            header("Call-ID"),
+            header("CSeq")
+        );
+        sock.send_to(ok.as_bytes(), from)
+            .expect("200 to the NOTIFY");
+        let call_id = header("Call-ID");
+        if seen.contains(&call_id) {
+            continue;
+        }
+        seen.push(call_id);
+        assert!(text.contains("Event: message-summary"), "{text}");
+        assert!(text.contains("Message-Account: sip:402@"), "{text}");
+        return (header("Messages-Waiting"), header("Voice-Message"));
+    }
+}
+
+#[test]
+fn unsolicited_mwi_reaches_a_phone_that_registers_without_subscribing() {
+    let mut node = plan_node_with(41700, "[voicemail]\nunsolicited_mwi = true\n");
+    // 402's phone registers (SIPp), then its port is ours: NOTIFYs come to it.
+    let port = free_port();
+    Sipp::new("register.xml", SippTransport::Udp)
+        .auth("402", PASSWORD)
+        .var("expires", "600")
+        .port(port)
+        .expect_pass(&node);
+    let sock = std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the phone's port");
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut seen = Vec::new();
+    // Registering: the lamp's state at once (retransmitted until answered).
+    assert_eq!(
+        next_notify(&sock, &mut seen),
+        ("no".to_owned(), "0/0 (0/0)".to_owned())
+    );
+    // A message: the lamp lights.
+    talking_caller(&node, "7402").expect_pass(&node);
+    assert_eq!(
+        next_notify(&sock, &mut seen),
+        ("yes".to_owned(), "1/0 (0/0)".to_owned())
+    );
     node.assert_no_panic();
     node.stop();
 }
