@@ -585,3 +585,36 @@ fn reload_swaps_in_a_valid_plan_and_keeps_the_old_one_when_the_new_is_bad() {
     node.assert_no_panic();
     node.stop();
 }
+
+#[test]
+fn the_shipped_sample_sends_a_call_to_an_unregistered_extension_to_its_voicemail() {
+    let sounds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sounds");
+    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dialplans");
+    let mut node = Node::new(NodeOptions {
+        sip: "tcp_idle_timeout_secs = 30\nt1_ms = 100\nt2_ms = 400".into(),
+        extra: format!(
+            "[media]\nrtp_port_min = 41900\nrtp_port_max = 42898\n\n\
+             [paths]\nsounds = \"{}\"\ndialplans = \"{}\"\n",
+            sounds.display(),
+            sample.display()
+        ),
+        ..NodeOptions::default()
+    });
+    node.add_extension("1000", PASSWORD);
+    node.add_extension(CALLER, PASSWORD);
+    node.start();
+    // 100 is no extension of the sample's range, but a phone of the PBX all the same:
+    // it dials 1000, which has no phone registered.
+    talking_caller(&node, "1000").expect_pass(&node);
+    let messages = wait_for("the message", Duration::from_secs(5), || {
+        Some(listed(&node, "1000")).filter(|m| !m.is_empty())
+    });
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].1, "new");
+    assert!(
+        node.log_text().contains("default.toml"),
+        "routed by the sample"
+    );
+    node.assert_no_panic();
+    node.stop();
+}
