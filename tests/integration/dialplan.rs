@@ -39,6 +39,20 @@ on_unavailable = [{ voicemail = "${EXTEN}", greeting = "unavailable" }]
 match = "7402"
 steps = [{ voicemail = "402", greeting = "none" }]
 
+# 5: a menu for callers who say nothing: short prompt, short wait, two tries.
+[[context.internal.route]]
+match = "5"
+steps = [{ menu = "quiet" }]
+
+[menu.quiet]
+prompt = "beep"
+timeout = 1
+retries = 2
+invalid_prompt = "invalid"
+timeout_prompt = "timeout"
+on_fail = [{ play = "goodbye" }]
+options = { "1" = [{ play = "beep" }] }
+
 [[context.internal.route]]
 match = "6"
 steps = [{ menu = "strict" }]
@@ -148,6 +162,24 @@ fn keys_route_the_caller_through_nested_menus() {
     assert_menus_chosen(&node);
     let cdr = newest_cdr(&node, "0");
     assert_eq!(&cdr[1..4], [CALLER, "0", "answered"], "{cdr:?}");
+    assert!(cdr.iter().any(|f| f == "hangup=callee"), "{cdr:?}");
+    node.assert_no_panic();
+    node.stop();
+}
+
+#[test]
+fn a_caller_who_presses_nothing_hears_the_timeout_prompt_then_the_menu_gives_up() {
+    let mut node = plan_node(43800);
+    Sipp::new("call_uac_wait_bye.xml", SippTransport::Udp)
+        .service("5")
+        .auth(CALLER, PASSWORD)
+        .var("caller", CALLER)
+        .expect_pass(&node);
+    let log = node.log_text();
+    assert_eq!(log.matches("menu: no key").count(), 2, "two tries");
+    assert!(log.contains("menu: retries used up"));
+    let cdr = newest_cdr(&node, "5");
+    assert_eq!(&cdr[1..4], [CALLER, "5", "answered"], "{cdr:?}");
     assert!(cdr.iter().any(|f| f == "hangup=callee"), "{cdr:?}");
     node.assert_no_panic();
     node.stop();
