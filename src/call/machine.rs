@@ -32,6 +32,7 @@ use crate::sip::transaction::TxKey;
 use crate::sip::Peer;
 
 use super::codecs;
+use super::forks::{ForkState, Forks, Provisional};
 use super::CallError;
 
 const SDP: &str = "application/sdp";
@@ -265,38 +266,6 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ForkState {
-    Trying,
-    Ringing,
-    /// To be cancelled once it sends a provisional response (RFC 3261 9.1).
-    CancelPending,
-    Cancelling,
-    Failed(u16),
-    Answered,
-}
-
-impl ForkState {
-    fn pending(self) -> bool {
-        matches!(
-            self,
-            ForkState::Trying
-                | ForkState::Ringing
-                | ForkState::CancelPending
-                | ForkState::Cancelling
-        )
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Fork {
-    invite: InviteId,
-    peer: Peer,
-    state: ForkState,
-    /// A provisional response (100 included) came: it may be cancelled.
-    provisional: bool,
-}
-
 /// A request from one leg relayed to the other (re-INVITE, UPDATE, INFO), waiting for
 /// the other leg's final response, which goes back to the originator.
 #[derive(Debug, Clone)]
@@ -337,7 +306,7 @@ pub struct Call {
     a_dialog: DialogId,
     a_key: TxKey,
     callee_call_id: String,
-    forks: Vec<Fork>,
+    forks: Forks,
     winner: Option<DialogId>,
     /// The SDP offer as sent to leg B (what its answer is checked against).
     b_offer: SessionDescription,
@@ -514,7 +483,7 @@ impl Call {
             a_dialog,
             a_key: p.key.clone(),
             callee_call_id: p.callee_call_id.clone(),
-            forks: Vec::new(),
+            forks: Forks::default(),
             winner: None,
             last_sdp: [None, Some(b_offer.to_string())],
             b_offer,
@@ -571,12 +540,7 @@ impl Call {
                 },
             };
             let (invite, evs) = call.dialogs.invite(params, now)?;
-            call.forks.push(Fork {
-                invite,
-                peer: t.peer,
-                state: ForkState::Trying,
-                provisional: false,
-            });
+            call.forks.push(invite, t.peer);
             events.extend(evs);
         }
         call.absorb(events, now, &mut out);
@@ -609,7 +573,7 @@ impl Call {
     /// task may stop.
     pub fn is_finished(&self, now: Instant) -> bool {
         match self.ended_at {
-            Some(t) => !self.forks.iter().any(|f| f.state.pending()) || now >= t + self.linger,
+            Some(t) => !self.forks.any_pending() || now >= t + self.linger,
             None => false,
         }
     }
@@ -731,16 +695,6 @@ impl Call {
         }
     }
 
-    fn fork_mut(&mut self, invite: &InviteId) -> Option<&mut Fork> {
-        self.forks.iter_mut().find(|f| &f.invite == invite)
-    }
-
-    fn fork_of(&self, id: &DialogId) -> Option<usize> {
-        self.forks
-            .iter()
-            .position(|f| f.invite.call_id == id.call_id && f.invite.local_tag == id.local_tag)
-    }
-
     fn handle(
         &mut self,
         ev: DialogEvent,
@@ -765,10 +719,10 @@ impl Call {
                 return self.on_progress(&invite, id, &resp, now, out);
             }
             DialogEvent::InviteFailed { invite, resp } => {
-                if let Some(f) = self.fork_mut(&invite) {
+                if let Some(f) = self.forks.get_mut(&invite) {
                     f.state = ForkState::Failed(resp.status);
                 }
-                if self.phase == Phase::Ringing && !self.forks.iter().any(|f| f.state.pending()) {
+                if self.phase == Phase::Ringing && !self.forks.any_pending() {
                     let (status, disposition) = self.best_failure();
                     let hangup = if disposition == Disposition::Busy {
                         HangupLeg::Callee
@@ -787,7 +741,7 @@ impl Call {
                         return self.on_answer(id, resp, now, out);
                     }
                     // Another fork answered first, or the call is over: hang it up.
-                    if let Some(i) = self.fork_of(&id) {
+                    if let Some(i) = self.forks.index_of(&id) {
                         self.forks[i].state = ForkState::Failed(487);
                     }
                     return self.dialogs.bye(&id, now).unwrap_or_default();
@@ -820,26 +774,15 @@ impl Call {
         now: Instant,
         out: &mut Vec<Command>,
     ) -> Vec<DialogEvent> {
-        if let Some(f) = self.forks.iter_mut().find(|f| &f.invite == invite) {
-            f.provisional = true;
-            if f.state == ForkState::CancelPending {
-                f.state = ForkState::Cancelling;
-                if let Some(key) = self.dialogs.invite_key(invite) {
-                    out.push(Command::Cancel {
-                        invite: key.clone(),
-                        to: f.peer,
-                    });
-                }
-                return Vec::new();
-            }
+        if let Provisional::Cancel(cancel) =
+            self.forks
+                .on_provisional(invite, resp.status, &self.dialogs)
+        {
+            out.push(cancel);
+            return Vec::new();
         }
         if self.phase != Phase::Ringing || resp.status == 100 {
             return Vec::new();
-        }
-        if let Some(f) = self.fork_mut(invite) {
-            if f.state == ForkState::Trying {
-                f.state = ForkState::Ringing;
-            }
         }
         // A reliable 18x from the callee (PRACKed by the dialog layer already) goes on
         // reliably when the caller supports 100rel: its early SDP is then an answer the
@@ -1115,7 +1058,7 @@ impl Call {
         now: Instant,
         out: &mut Vec<Command>,
     ) -> Vec<DialogEvent> {
-        if let Some(i) = self.fork_of(&id) {
+        if let Some(i) = self.forks.index_of(&id) {
             self.forks[i].state = ForkState::Answered;
         }
         self.winner = Some(id.clone());
@@ -1164,14 +1107,7 @@ impl Call {
     /// The best final response for the caller when every fork failed (RFC 3261 16.7
     /// spirit: busy wins, then a decline, else temporarily unavailable).
     fn best_failure(&self) -> (u16, Disposition) {
-        let statuses: Vec<u16> = self
-            .forks
-            .iter()
-            .filter_map(|f| match f.state {
-                ForkState::Failed(s) => Some(s),
-                _ => None,
-            })
-            .collect();
+        let statuses = self.forks.failures();
         if statuses.iter().any(|s| *s == 486 || *s == 600) {
             (486, Disposition::Busy)
         } else if statuses.contains(&603) {
@@ -1224,21 +1160,7 @@ impl Call {
     /// is cancelled when its first provisional response comes (RFC 3261 9.1), or ends by
     /// its own timeout.
     fn cancel_forks(&mut self, out: &mut Vec<Command>) -> Vec<DialogEvent> {
-        for f in self.forks.iter_mut() {
-            if matches!(f.state, ForkState::Trying | ForkState::Ringing) {
-                if !f.provisional {
-                    f.state = ForkState::CancelPending;
-                    continue;
-                }
-                if let Some(key) = self.dialogs.invite_key(&f.invite) {
-                    out.push(Command::Cancel {
-                        invite: key.clone(),
-                        to: f.peer,
-                    });
-                }
-                f.state = ForkState::Cancelling;
-            }
-        }
+        out.extend(self.forks.cancel_all(&self.dialogs));
         Vec::new()
     }
 

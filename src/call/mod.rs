@@ -24,6 +24,7 @@ pub mod app_leg;
 pub mod app_task;
 pub mod channel;
 pub mod codecs;
+mod forks;
 pub mod machine;
 pub mod out_leg;
 pub mod records;

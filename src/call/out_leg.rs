@@ -36,8 +36,8 @@ use crate::sip::sdp::{
     SessionDescription, Timing,
 };
 use crate::sip::transaction::TxKey;
-use crate::sip::Peer;
 
+use super::forks::{ForkState, Forks, Provisional};
 use super::machine::{body_sdp, remote_of, Command, HangupLeg, SipIn, Target, ALLOW};
 use super::{codecs, CallError};
 
@@ -116,40 +116,6 @@ pub enum OutEvent {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ForkState {
-    Trying,
-    Ringing,
-    /// To be cancelled once it sends a provisional response (RFC 3261 9.1).
-    CancelPending,
-    Cancelling,
-    Failed(u16),
-    Answered,
-}
-
-impl ForkState {
-    fn pending(self) -> bool {
-        matches!(
-            self,
-            ForkState::Trying
-                | ForkState::Ringing
-                | ForkState::CancelPending
-                | ForkState::Cancelling
-        )
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Fork {
-    invite: InviteId,
-    peer: Peer,
-    state: ForkState,
-    /// A provisional response (100 included) came: it may be cancelled.
-    provisional: bool,
-    /// It sent a 180/183: a phone rang.
-    rang: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Calling,
     Answered,
@@ -160,7 +126,7 @@ enum Phase {
 pub struct OutLeg {
     dialogs: DialogSet,
     call_id: String,
-    forks: Vec<Fork>,
+    forks: Forks,
     winner: Option<DialogId>,
     phase: Phase,
     /// Our offer as sent (what answers are checked against).
@@ -245,7 +211,7 @@ impl OutLeg {
         let mut leg = OutLeg {
             dialogs: DialogSet::new(settings.dialog.clone(), StdRng::seed_from_u64(p.seed)),
             call_id: p.call_id.clone(),
-            forks: Vec::new(),
+            forks: Forks::default(),
             winner: None,
             phase: Phase::Calling,
             offer,
@@ -279,16 +245,10 @@ impl OutLeg {
                 opts,
             };
             let (invite, evs) = leg.dialogs.invite(params, now)?;
-            leg.forks.push(Fork {
-                invite,
-                peer: t.peer,
-                state: ForkState::Trying,
-                provisional: false,
-                rang: false,
-            });
+            leg.forks.push(invite, t.peer);
             events.extend(evs);
         }
-        if leg.forks.is_empty() {
+        if leg.forks.iter().next().is_none() {
             leg.fail(DialOutcome::Unavailable, 480, now, &mut out);
         }
         leg.absorb(events, now, &mut out);
@@ -316,9 +276,8 @@ impl OutLeg {
     /// Ended, and nothing left to wait for (every fork resolved, or 64*T1 passed): the
     /// task may forget the leg.
     pub fn is_finished(&self, now: Instant) -> bool {
-        self.ended_at.is_some_and(|t| {
-            !self.forks.iter().any(|f| f.state.pending()) || now >= t + self.linger
-        })
+        self.ended_at
+            .is_some_and(|t| !self.forks.any_pending() || now >= t + self.linger)
     }
 
     /// Ends the leg from our side: CANCEL while it rings, BYE once answered.
@@ -374,7 +333,8 @@ impl OutLeg {
                     Err(e) => {
                         let tag = self
                             .forks
-                            .first()
+                            .iter()
+                            .next()
                             .map(|f| f.invite.local_tag.clone())
                             .unwrap_or_default();
                         let resp = e.response(&req, &tag);
@@ -432,34 +392,18 @@ impl OutLeg {
     /// CANCELs every fork still trying or ringing; one that has sent nothing yet is
     /// cancelled when its first provisional comes (RFC 3261 9.1), or ends by its timeout.
     fn cancel_forks(&mut self, out: &mut Vec<OutEvent>) {
-        for f in self.forks.iter_mut() {
-            if matches!(f.state, ForkState::Trying | ForkState::Ringing) {
-                if !f.provisional {
-                    f.state = ForkState::CancelPending;
-                    continue;
-                }
-                if let Some(key) = self.dialogs.invite_key(&f.invite) {
-                    out.push(OutEvent::Sip(Command::Cancel {
-                        invite: key.clone(),
-                        to: f.peer,
-                    }));
-                }
-                f.state = ForkState::Cancelling;
-            }
-        }
+        out.extend(
+            self.forks
+                .cancel_all(&self.dialogs)
+                .into_iter()
+                .map(OutEvent::Sip),
+        );
     }
 
     /// Every fork failed: busy wins, then a phone that rang and gave up, else nothing
     /// could ring.
     fn outcome_of_failures(&self) -> (DialOutcome, u16) {
-        let statuses: Vec<u16> = self
-            .forks
-            .iter()
-            .filter_map(|f| match f.state {
-                ForkState::Failed(s) => Some(s),
-                _ => None,
-            })
-            .collect();
+        let statuses = self.forks.failures();
         if let Some(s) = statuses.iter().find(|s| matches!(s, 486 | 600 | 603)) {
             return (DialOutcome::Busy, *s);
         }
@@ -475,12 +419,6 @@ impl OutLeg {
                 statuses.first().copied().unwrap_or(480),
             )
         }
-    }
-
-    fn fork_of(&self, id: &DialogId) -> Option<usize> {
-        self.forks
-            .iter()
-            .position(|f| f.invite.call_id == id.call_id && f.invite.local_tag == id.local_tag)
     }
 
     fn absorb(&mut self, events: Vec<DialogEvent>, now: Instant, out: &mut Vec<OutEvent>) {
@@ -510,10 +448,10 @@ impl OutLeg {
                 self.on_progress(&invite, id, &resp, out)
             }
             DialogEvent::InviteFailed { invite, resp } => {
-                if let Some(f) = self.forks.iter_mut().find(|f| f.invite == invite) {
+                if let Some(f) = self.forks.get_mut(&invite) {
                     f.state = ForkState::Failed(resp.status);
                 }
-                if self.phase == Phase::Calling && !self.forks.iter().any(|f| f.state.pending()) {
+                if self.phase == Phase::Calling && !self.forks.any_pending() {
                     let (outcome, status) = self.outcome_of_failures();
                     info!(?outcome, status, "bridge: nobody answered");
                     self.fail(outcome, status, now, out);
@@ -528,7 +466,7 @@ impl OutLeg {
                         return self.on_answer(id, &resp, now, out);
                     }
                     // Answered after we gave up or hung up: it was ACKed, now BYE it.
-                    if let Some(i) = self.fork_of(&id) {
+                    if let Some(i) = self.forks.index_of(&id) {
                         self.forks[i].state = ForkState::Failed(487);
                     }
                     info!("bridge: a late answer is hung up");
@@ -571,26 +509,16 @@ impl OutLeg {
         resp: &Response,
         out: &mut Vec<OutEvent>,
     ) {
-        let Some(f) = self.forks.iter_mut().find(|f| &f.invite == invite) else {
-            return;
-        };
-        f.provisional = true;
-        if f.state == ForkState::CancelPending {
-            f.state = ForkState::Cancelling;
-            if let Some(key) = self.dialogs.invite_key(invite) {
-                out.push(OutEvent::Sip(Command::Cancel {
-                    invite: key.clone(),
-                    to: f.peer,
-                }));
-            }
-            return;
+        match self
+            .forks
+            .on_provisional(invite, resp.status, &self.dialogs)
+        {
+            Provisional::Unknown => return,
+            Provisional::Cancel(cancel) => return out.push(OutEvent::Sip(cancel)),
+            Provisional::Live => {}
         }
         if resp.status == 100 || self.phase != Phase::Calling {
             return;
-        }
-        f.rang = true;
-        if f.state == ForkState::Trying {
-            f.state = ForkState::Ringing;
         }
         if let (Some(id), Some(sdp)) = (id, response_sdp(resp)) {
             self.early.insert(id, sdp);
@@ -619,7 +547,7 @@ impl OutLeg {
         now: Instant,
         out: &mut Vec<OutEvent>,
     ) -> Vec<DialogEvent> {
-        if let Some(i) = self.fork_of(&id) {
+        if let Some(i) = self.forks.index_of(&id) {
             self.forks[i].state = ForkState::Answered;
         }
         self.winner = Some(id.clone());
@@ -793,6 +721,7 @@ mod tests {
     use super::super::test_sip::{parse_req, peer, settings};
     use super::*;
     use crate::sip::message::{self, Response};
+    use crate::sip::Peer;
 
     const ANSWER: &str = "v=0\r\no=b 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\n\
                           t=0 0\r\nm=audio 7000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
