@@ -857,7 +857,6 @@ impl Core {
             MwiCommand::Unsolicited { mailbox, counts } => {
                 let node_id = self.calls.node_id.clone();
                 let public = self.calls.public_address.clone();
-                let now = Instant::now().into_std();
                 for b in self.registrar.lookup(&mailbox) {
                     let Some(peer) = target_peer(&b, &node_id, |c| self.transport.is_open(c))
                     else {
@@ -880,41 +879,13 @@ impl Core {
                     );
                     debug!(mailbox, contact = %b.contact_uri, "unsolicited MWI NOTIFY");
                     // Its outcome matters to nobody: the next change sends another.
-                    match self.layer.send_request(req, peer, now) {
-                        Ok((_, actions)) => {
-                            for a in actions {
-                                self.act(a);
-                            }
-                        }
-                        Err(e) => debug!(error = %e, "NOTIFY refused by the transaction layer"),
-                    }
+                    self.start_transaction(req, peer, |_, _| {});
                 }
             }
             MwiCommand::SendNotify { req, to } => {
-                let now = Instant::now().into_std();
-                match self.layer.send_request(req, to, now) {
-                    Ok((key, actions)) => {
-                        self.mwi_txs.insert(key.clone());
-                        let mut failed = false;
-                        for a in actions {
-                            match a {
-                                Action::Send { msg, to } => {
-                                    if let Err(e) = self.transport.send(&msg, &to) {
-                                        debug!(error = %e, to = %to.remote, "NOTIFY not sent");
-                                        failed = true;
-                                    }
-                                }
-                                other => self.act(other),
-                            }
-                        }
-                        if failed {
-                            for a in self.layer.transport_error(&key) {
-                                self.act(a);
-                            }
-                        }
-                    }
-                    Err(e) => debug!(error = %e, "NOTIFY refused by the transaction layer"),
-                }
+                self.start_transaction(req, to, |core, key| {
+                    core.mwi_txs.insert(key.clone());
+                });
             }
         }
     }
@@ -980,16 +951,26 @@ impl Core {
     /// Starts a client transaction for a call; a send that fails at once is a transport
     /// error of the transaction (the call hears of it as a timeout).
     fn start_client(&mut self, call: CallRef, req: Request, to: Peer) {
+        self.start_transaction(req, to, |core, key| {
+            core.calls.by_tx.insert(key.clone(), call);
+        });
+    }
+
+    /// Starts a client transaction and sends its request; `track` records whom its
+    /// outcome goes to before anything is sent, since a send that fails at once is a
+    /// transport error of the transaction, reported at once.
+    fn start_transaction(&mut self, req: Request, to: Peer, track: impl FnOnce(&mut Self, &TxKey)) {
+        let method = req.method.clone();
         let now = Instant::now().into_std();
         match self.layer.send_request(req, to, now) {
             Ok((key, actions)) => {
-                self.calls.by_tx.insert(key.clone(), call);
+                track(self, &key);
                 let mut failed = false;
                 for a in actions {
                     match a {
                         Action::Send { msg, to } => {
                             if let Err(e) = self.transport.send(&msg, &to) {
-                                debug!(error = %e, to = %to.remote, "request not sent");
+                                debug!(error = %e, to = %to.remote, %method, "request not sent");
                                 failed = true;
                             }
                         }
@@ -1002,7 +983,7 @@ impl Core {
                     }
                 }
             }
-            Err(e) => debug!(error = %e, "request refused by the transaction layer"),
+            Err(e) => debug!(error = %e, %method, "request refused by the transaction layer"),
         }
     }
 

@@ -1103,12 +1103,14 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
         ),
     };
     // What the caller's leg is handed to the B2BUA with (a dial).
-    let handover = (
-        p.leg.from,
-        p.leg.offer.clone(),
-        p.caller.clone(),
-        p.dialled.clone(),
-    );
+    let origin = super::task::CallerOrigin {
+        key: key.clone(),
+        invite: invite.clone(),
+        from: p.leg.from,
+        offer: p.leg.offer.clone(),
+        caller: p.caller.clone(),
+        dialled: p.dialled.clone(),
+    };
     let refuse = |status: u16| {
         let mut resp = crate::sip::message::Response::for_request(
             &invite,
@@ -1244,22 +1246,7 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
                 Some(Request::Dial { numbers, timeout, fallback, done }) => {
                     match c.leg.hand_over(now()) {
                         Some(dialog) => {
-                            let (from, offer, caller, dialled) = handover.clone();
-                            let moved = std::mem::replace(
-                                &mut c.rec,
-                                Record::new(String::new(), Default::default(), Default::default(), String::new()),
-                            );
-                            c.rec.written = true;
-                            let caller_leg = super::CallerLeg {
-                                key: key.clone(),
-                                invite: invite.clone(),
-                                from,
-                                offer,
-                                caller,
-                                dialled,
-                                dialog: Some(dialog),
-                                record: Some(moved),
-                            };
+                            let caller_leg = origin.hand_over(dialog, &mut c.rec);
                             let _ = c
                                 .core
                                 .send(CoreCommand::Dial {

@@ -72,6 +72,47 @@ pub struct CallerLeg {
     pub record: Option<Record>,
 }
 
+/// A caller's INVITE as it came, kept by whoever has the caller's leg so it can hand the
+/// leg on (an app to the B2BUA for a dial, the B2BUA back to the dialplan).
+#[derive(Debug, Clone)]
+pub(super) struct CallerOrigin {
+    pub(super) key: crate::sip::transaction::TxKey,
+    pub(super) invite: crate::sip::message::Request,
+    pub(super) from: crate::sip::Peer,
+    pub(super) offer: crate::sip::sdp::SessionDescription,
+    pub(super) caller: String,
+    pub(super) dialled: String,
+}
+
+impl CallerOrigin {
+    /// The leg to hand on: its early `dialog` and the call's record, taken from `rec`
+    /// (which is left written, so the one handing over writes no CDR).
+    pub(super) fn hand_over(
+        &self,
+        dialog: crate::sip::dialog::Dialog,
+        rec: &mut Record,
+    ) -> CallerLeg {
+        let blank = Record::new(
+            String::new(),
+            Default::default(),
+            Default::default(),
+            String::new(),
+        );
+        let moved = std::mem::replace(rec, blank);
+        rec.written = true;
+        CallerLeg {
+            key: self.key.clone(),
+            invite: self.invite.clone(),
+            from: self.from,
+            offer: self.offer.clone(),
+            caller: self.caller.clone(),
+            dialled: self.dialled.clone(),
+            dialog: Some(dialog),
+            record: Some(moved),
+        }
+    }
+}
+
 /// Picks the app that takes a caller back after a dial nobody answered, by the outcome;
 /// `outcomes` are those it takes (for the others the caller gets the dial's failure).
 pub struct Fallback {
@@ -283,12 +324,14 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
         ),
     };
     // What the caller's leg is handed back with when nobody answers.
-    let handback = (
-        params.from,
-        params.offer.clone(),
-        params.caller.clone(),
-        params.callee.clone(),
-    );
+    let origin = CallerOrigin {
+        key: params.key.clone(),
+        invite: params.invite.clone(),
+        from: params.from,
+        offer: params.offer.clone(),
+        caller: params.caller.clone(),
+        dialled: params.callee.clone(),
+    };
     let mut recording = Recording {
         settings: settings.record.clone(),
         formats: [None, None],
@@ -363,27 +406,7 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
         if let (Some(outcome), Some(dialog)) = (unanswered, call.take_caller()) {
             // The caller goes on in the dialplan with this call's record; what is left
             // here (cancelling the forks) writes nothing.
-            let (from, offer, caller, dialled) = handback.clone();
-            let moved = std::mem::replace(
-                &mut rec,
-                Record::new(
-                    String::new(),
-                    Default::default(),
-                    Default::default(),
-                    String::new(),
-                ),
-            );
-            rec.written = true;
-            let leg = CallerLeg {
-                key: key.clone(),
-                invite: invite.clone(),
-                from,
-                offer,
-                caller,
-                dialled,
-                dialog: Some(dialog),
-                record: Some(moved),
-            };
+            let leg = origin.hand_over(dialog, &mut rec);
             let _ = core
                 .send(CoreCommand::Unanswered {
                     call: call_ref,

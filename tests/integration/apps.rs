@@ -18,7 +18,7 @@ use ringfort::media::dtmf::Digit;
 use ringfort::node::RunningNode;
 use ringfort::store::Store;
 
-use crate::baresip::{Baresip, Heard, PhoneSetup};
+use crate::baresip::{Baresip, Heard};
 use crate::support::{free_port, wait_for, Node, NodeOptions, Sipp, SippTransport};
 
 const PASSWORD: &str = "app-test-pass";
@@ -187,19 +187,7 @@ fn an_app_plays_a_prompt_to_baresip_and_records_what_it_says() {
         }),
     );
     let mut pbx = InProcess::start(&node, apps);
-    let mut phone = Baresip::new(
-        node.dir.path(),
-        &PhoneSetup {
-            number: "100",
-            password: PASSWORD,
-            registrar: node.addr(),
-            ip: "127.0.0.1",
-            sip_port: free_port(),
-            tone_hz: 1000,
-            netns: None,
-            codecs: "PCMU",
-        },
-    );
+    let mut phone = Baresip::local(&node, "100", PASSWORD, 1000);
     phone.start(&["/dial 801".to_owned()], Duration::from_secs(20));
     phone.wait_call_ended(Duration::from_secs(15));
     let (played, recorded) = result
@@ -252,21 +240,7 @@ fn two_baresip_phones_in_a_conference_hear_each_other_but_not_themselves() {
         }),
     );
     let mut pbx = InProcess::start(&node, apps);
-    let phone = |number, tone_hz| {
-        Baresip::new(
-            node.dir.path(),
-            &PhoneSetup {
-                number,
-                password: PASSWORD,
-                registrar: node.addr(),
-                ip: "127.0.0.1",
-                sip_port: free_port(),
-                tone_hz,
-                netns: None,
-                codecs: "PCMU",
-            },
-        )
-    };
+    let phone = |number, tone_hz| Baresip::local(&node, number, PASSWORD, tone_hz);
     let mut a = phone("100", 440);
     let mut b = phone("200", 1000);
     a.start(&["/dial 802".to_owned()], Duration::from_secs(20));
@@ -421,21 +395,7 @@ fn an_app_bridges_its_caller_to_a_baresip_extension_and_they_hear_each_other() {
         }),
     );
     let mut pbx = InProcess::start(&node, apps);
-    let phone = |number, tone_hz| {
-        Baresip::new(
-            node.dir.path(),
-            &PhoneSetup {
-                number,
-                password: PASSWORD,
-                registrar: node.addr(),
-                ip: "127.0.0.1",
-                sip_port: free_port(),
-                tone_hz,
-                netns: None,
-                codecs: "PCMU",
-            },
-        )
-    };
+    let phone = |number, tone_hz| Baresip::local(&node, number, PASSWORD, tone_hz);
     let mut callee = phone("200", 1000);
     callee.start(&[], Duration::from_secs(30));
     callee.wait_registered();

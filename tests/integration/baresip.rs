@@ -42,6 +42,29 @@ pub struct PhoneSetup<'a> {
 }
 
 impl Baresip {
+    /// A PCMU phone on 127.0.0.1 (its files under `node`'s folder) that registers to
+    /// `node` as `number` and sends a `tone_hz` tone.
+    pub fn local(
+        node: &crate::support::Node,
+        number: &str,
+        password: &str,
+        tone_hz: u32,
+    ) -> Baresip {
+        Baresip::new(
+            node.dir.path(),
+            &PhoneSetup {
+                number,
+                password,
+                registrar: node.addr(),
+                ip: "127.0.0.1",
+                sip_port: crate::support::free_port(),
+                tone_hz,
+                netns: None,
+                codecs: "PCMU",
+            },
+        )
+    }
+
     /// Writes the phone's config, account and tone under `parent/bs<number>`.
     pub fn new(parent: &Path, setup: &PhoneSetup<'_>) -> Baresip {
         let dir = parent.join(format!("bs{}", setup.number));

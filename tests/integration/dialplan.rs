@@ -397,23 +397,9 @@ fn a_crash_loses_no_saved_message_and_keeps_the_one_being_recorded() {
 
 #[test]
 fn three_phones_in_a_dialplan_room_each_hear_the_other_two() {
-    use crate::baresip::{Baresip, PhoneSetup};
+    use crate::baresip::Baresip;
     let mut node = plan_node(49000);
-    let phone = |number, tone_hz| {
-        Baresip::new(
-            node.dir.path(),
-            &PhoneSetup {
-                number,
-                password: PASSWORD,
-                registrar: node.addr(),
-                ip: "127.0.0.1",
-                sip_port: free_port(),
-                tone_hz,
-                netns: None,
-                codecs: "PCMU",
-            },
-        )
-    };
+    let phone = |number, tone_hz| Baresip::local(&node, number, PASSWORD, tone_hz);
     let tones = [("100", 440u32), ("200", 1000), ("300", 1700)];
     let mut phones: Vec<Baresip> = tones.iter().map(|(n, hz)| phone(n, *hz)).collect();
     for p in phones.iter_mut() {
@@ -455,24 +441,10 @@ fn the_lamp_lights_for_a_new_message_and_goes_out_when_the_owner_deletes_it() {
         .auth("401", PASSWORD)
         .var("flag", &flag.display().to_string())
         .spawn(&node);
-    let mut reached = |n: &str| {
-        let file = flag.with_extension(n);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !file.exists() {
-            if std::time::Instant::now() > deadline {
-                let (_, text) = lamp.wait(Duration::from_secs(1));
-                panic!(
-                    "SIPp never got past NOTIFY {n}:\n{text}\n--- node log\n{}",
-                    node.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    reached("1");
+    crate::support::wait_flag(&mut lamp, &node, &flag, "1");
     // 100 leaves a message (401 has no phone to ring): the lamp lights, 1 new.
     talking_caller(&node, "401").expect_pass(&node);
-    reached("2");
+    crate::support::wait_flag(&mut lamp, &node, &flag, "2");
     // The owner dials *97 from 401: PIN, listen (the lamp: 0 new, 1 old), delete (off).
     Sipp::new("vm_retrieve.xml", SippTransport::Udp)
         .service("*97")

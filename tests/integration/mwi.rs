@@ -25,21 +25,7 @@ fn a_subscriber_hears_a_message_arrive_and_go() {
         .var("flag", &flag.display().to_string())
         .spawn(&node);
     // Where SIPp has got to: it touches a file after each NOTIFY the test acts on.
-    let mut reached = |n: &str| {
-        let file = flag.with_extension(n);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !file.exists() {
-            if std::time::Instant::now() > deadline {
-                let (_, text) = sipp.wait(Duration::from_secs(1));
-                panic!(
-                    "SIPp never got past NOTIFY {n}:\n{text}\n--- node log\n{}",
-                    node.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    reached("1");
+    crate::support::wait_flag(&mut sipp, &node, &flag, "1");
     let vm = pbx.running().voicemail.clone();
     let saved = pbx.block_on(async {
         let pending = vm.start_message("100", "200", "Bob").expect("start");
@@ -55,7 +41,7 @@ fn a_subscriber_hears_a_message_arrive_and_go() {
             .expect("save")
             .expect("kept")
     });
-    reached("2");
+    crate::support::wait_flag(&mut sipp, &node, &flag, "2");
     pbx.block_on(async {
         assert!(vm.delete_message("100", &saved.id).await.expect("delete"));
     });

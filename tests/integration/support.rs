@@ -599,6 +599,24 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Waits (20 s at most) until the SIPp scenario `sipp` runs touched `<flag>.<step>`, as
+/// scenarios do with `<exec command="touch [$flag].N"/>` where a test must act; on a
+/// timeout, fails with SIPp's report and the node's log.
+pub fn wait_flag(sipp: &mut SippChild, node: &Node, flag: &Path, step: &str) {
+    let file = flag.with_extension(step);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !file.exists() {
+        if std::time::Instant::now() > deadline {
+            let (_, text) = sipp.wait(Duration::from_secs(1));
+            panic!(
+                "SIPp never reached step {step}:\n{text}\n--- node log\n{}",
+                node.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Writes `text` to a new file in `dir` and returns its path.
 pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
