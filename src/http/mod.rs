@@ -1,13 +1,16 @@
 //! The HTTP layer (axum): the admin API under `/api/v1` (JSON, documented by
-//! `openapi.json`), with session and token auth. The web panel, SIP over WebSocket and
-//! metrics come later. Holds no business logic: handlers parse, call [`crate::admin`] or
-//! the store, and serialise. No TLS yet: keep `[http] listen` on loopback or behind a
-//! proxy that terminates TLS.
+//! `openapi.json`), with session and token auth, its live feed (Server-Sent Events), and
+//! the web panel's static files (`web/`, embedded) at `/`. SIP over WebSocket and
+//! metrics come later. Holds no business logic: handlers parse, call [`crate::admin`],
+//! the store or the node (through [`crate::node::NodeControl`] orders), and serialise.
+//! No TLS yet: keep `[http] listen` on loopback or behind a proxy that terminates TLS.
 
 pub mod api;
 pub mod auth;
 pub mod error;
 pub mod limiter;
+pub mod live;
+pub mod panel;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,9 +23,10 @@ use axum::response::IntoResponse;
 use axum::routing::{on, MethodFilter};
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::node::NodeControl;
 use crate::registrar::Registrar;
 use crate::store::Store;
 use error::ApiError;
@@ -67,15 +71,23 @@ struct Shared {
     limiter: Mutex<LoginLimiter>,
     /// Cookies get `Secure` (on once TLS is served).
     secure_cookies: bool,
+    /// Orders to this node's core (hanging up a call).
+    control: mpsc::Sender<NodeControl>,
 }
 
 impl AppState {
-    pub fn new(registrar: Arc<Registrar>, node: NodeInfo, realm: impl Into<String>) -> Self {
-        Self::with_limits(registrar, node, realm, LimiterPolicy::default())
+    pub fn new(
+        registrar: Arc<Registrar>,
+        control: mpsc::Sender<NodeControl>,
+        node: NodeInfo,
+        realm: impl Into<String>,
+    ) -> Self {
+        Self::with_limits(registrar, control, node, realm, LimiterPolicy::default())
     }
 
     pub fn with_limits(
         registrar: Arc<Registrar>,
+        control: mpsc::Sender<NodeControl>,
         node: NodeInfo,
         realm: impl Into<String>,
         limits: LimiterPolicy,
@@ -84,6 +96,7 @@ impl AppState {
             inner: Arc::new(Shared {
                 store: registrar.store().clone(),
                 registrar,
+                control,
                 node,
                 realm: realm.into(),
                 limiter: Mutex::new(LoginLimiter::new(limits)),
@@ -140,13 +153,14 @@ fn routes() -> Routes {
     )
     .add("GET", "/api/v1/registrations", api::list_registrations)
     .add("GET", "/api/v1/calls", api::list_calls)
+    .add("DELETE", "/api/v1/calls/{id}", api::hang_up_call)
+    .add("GET", "/api/v1/events", live::events)
     .add("GET", "/api/v1/cdrs", api::list_cdrs)
 }
 
-/// The whole HTTP service.
+/// The whole HTTP service: the API and the panel's files.
 pub fn router(state: AppState) -> Router {
-    routes()
-        .router
+    panel::routes(routes().router)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

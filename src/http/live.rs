@@ -1,0 +1,142 @@
+//! The live feed, `GET /api/v1/events`: Server-Sent Events carrying snapshots of the
+//! registrations and the calls in progress whenever they change, for the panel's live
+//! pages. Owns: when to read and what to send. Must not: write anything, or learn of
+//! changes other than through [`crate::store::Store::changes`] and its timer.
+//!
+//! A snapshot (not a delta) per change: a page just replaces its table, and a client that
+//! missed events (a reconnect) is whole again with the next one. Wake-ups come from the
+//! store's change counters (bumped after each commit of bindings or call records, so the
+//! read after a wake-up sees the change); a timer re-reads every [`RECHECK`] as well, for
+//! what no commit here announces: registrations expiring and, in a cluster, other nodes'
+//! writes. A snapshot equal to the last one sent is not sent again.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+use serde::Serialize;
+use tokio::sync::watch;
+use tracing::warn;
+
+use super::api::{calls_now, registrations_now, CallView, RegistrationView};
+use super::auth::AdminOnly;
+use super::AppState;
+use crate::store::{Changes, Store};
+
+/// How often the feed re-reads without being told of a change.
+pub const RECHECK: Duration = Duration::from_secs(5);
+/// Comment lines that keep idle connections (and proxies) from timing out.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// `GET /api/v1/events`: `event: registrations` and `event: calls`, each with the whole
+/// list as JSON (the items of `GET /registrations` and `GET /calls`); both are sent at
+/// once on connecting.
+pub async fn events(
+    State(state): State<AppState>,
+    _: AdminOnly,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let feed = Feed::new(state.inner.store.clone());
+    let events = stream::unfold(feed, |mut feed| async move {
+        let event = feed.next().await;
+        Some((Ok(event), feed))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+/// One client's feed.
+struct Feed {
+    store: Store,
+    changes: watch::Receiver<Changes>,
+    recheck: tokio::time::Interval,
+    /// What was sent last (`None`: nothing yet).
+    registrations: Option<Vec<RegistrationView>>,
+    calls: Option<Vec<CallView>>,
+    ready: VecDeque<Event>,
+    /// Reads at once, before waiting for anything.
+    first: bool,
+    /// The store's change sender is gone (the node is stopping): the timer only.
+    changes_closed: bool,
+}
+
+impl Feed {
+    fn new(store: Store) -> Feed {
+        let mut changes = store.changes();
+        changes.mark_unchanged();
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Feed {
+            store,
+            changes,
+            recheck,
+            registrations: None,
+            calls: None,
+            ready: VecDeque::new(),
+            first: true,
+            changes_closed: false,
+        }
+    }
+
+    /// The next event to send; waits for a change when there is none.
+    async fn next(&mut self) -> Event {
+        loop {
+            if let Some(ev) = self.ready.pop_front() {
+                return ev;
+            }
+            if !self.first {
+                self.wait().await;
+            }
+            self.first = false;
+            self.read().await;
+        }
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            changed = self.changes.changed(), if !self.changes_closed => {
+                if changed.is_err() {
+                    self.changes_closed = true;
+                }
+            }
+            _ = self.recheck.tick() => {}
+        }
+    }
+
+    /// Reads both lists and queues those that differ from what was sent.
+    async fn read(&mut self) {
+        match registrations_now(&self.store).await {
+            Ok(now) => {
+                let same = self.registrations.as_ref().is_some_and(|last| {
+                    last.len() == now.len()
+                        && last
+                            .iter()
+                            .zip(&now)
+                            .all(|(a, b)| a.timeless() == b.timeless())
+                });
+                if !same {
+                    self.queue("registrations", &now);
+                    self.registrations = Some(now);
+                }
+            }
+            Err(e) => warn!(error = %e, "live feed: cannot read registrations"),
+        }
+        match calls_now(&self.store).await {
+            Ok(now) => {
+                if self.calls.as_ref() != Some(&now) {
+                    self.queue("calls", &now);
+                    self.calls = Some(now);
+                }
+            }
+            Err(e) => warn!(error = %e, "live feed: cannot read calls"),
+        }
+    }
+
+    fn queue<T: Serialize>(&mut self, name: &str, items: &T) {
+        match Event::default().event(name).json_data(items) {
+            Ok(ev) => self.ready.push_back(ev),
+            Err(e) => warn!(error = %e, "live feed: cannot serialise {name}"),
+        }
+    }
+}
