@@ -55,7 +55,8 @@ async function route() {
   } catch (e) {
     say(`Cannot show ${page.title}: ${e.message}`, true);
   }
-  document.getElementById('page').focus();
+  // Focus moves to the new page (screen readers announce it); the view stays put.
+  document.getElementById('page').focus({ preventScroll: true });
 }
 
 document.getElementById('login-form').addEventListener('submit', async (ev) => {

@@ -22,8 +22,12 @@ export async function mount(root) {
     }
   }
 
+  // Duration cells and when each call's clock started, ticked in place every second.
+  let clocks = [];
+
   function render() {
     const now = Date.now() / 1000;
+    clocks = [];
     box.replaceChildren(table({
       id: 'calls-table',
       caption: `${items.length} call${items.length === 1 ? '' : 's'} in progress`,
@@ -32,11 +36,13 @@ export async function mount(root) {
         const button = el('button', { type: 'button', class: 'danger hangup', 'aria-label': `Hang up the call from ${c.caller} to ${c.callee}` }, 'Hang up');
         button.addEventListener('click', () => hangUp(c, button));
         const since = c.answered_at ?? c.started_at;
+        const duration = el('td', { class: 'num' }, fmtDuration(now - since));
+        clocks.push([duration, since]);
         return el('tr', { 'data-call-id': c.id, 'data-caller': c.caller, 'data-callee': c.callee },
           el('th', { scope: 'row', class: 'mono' }, c.caller),
           el('td', { class: 'mono' }, c.callee),
           el('td', {}, el('span', { class: `badge ${c.state}` }, c.state)),
-          el('td', { class: 'num' }, fmtDuration(now - since)),
+          duration,
           el('td', {}, c.node),
           el('td', {}, button));
       }),
@@ -48,10 +54,10 @@ export async function mount(root) {
     items = calls;
     render();
   });
-  // Durations tick; only the numbers change, so redraw only when there are calls and
-  // focus is not on a button (a redraw would move it).
+  // Only the numbers change: the rows (and a focused button) stay.
   const timer = setInterval(() => {
-    if (items.length > 0 && !box.contains(document.activeElement)) render();
+    const now = Date.now() / 1000;
+    for (const [cell, since] of clocks) cell.textContent = fmtDuration(now - since);
   }, 1000);
   return () => {
     stop();

@@ -43,7 +43,7 @@ function drawChart(container, cdrs, now) {
     if (i >= 0 && i < 24) counts[i] += 1;
   }
   const max = Math.max(1, ...counts);
-  const W = 720, H = 220, left = 32, bottom = 24, top = 10;
+  const W = 1100, H = 220, left = 32, bottom = 24, top = 10;
   const barW = (W - left) / 24;
   const chart = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-labelledby': 'chart-title chart-desc', id: 'calls-chart' });
   chart.append(svg('title', { id: 'chart-title' }, 'Calls per hour, last 24 hours'));
