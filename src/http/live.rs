@@ -38,9 +38,9 @@ pub async fn events(
     State(state): State<AppState>,
     _: AdminOnly,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let feed = Feed::new(state.inner.store.clone());
+    let feed = Feed::new(state.inner.store.clone(), state.inner.closing.subscribe());
     let events = stream::unfold(feed, |mut feed| async move {
-        let event = feed.next().await;
+        let event = feed.next().await?;
         Some((Ok(event), feed))
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
@@ -59,10 +59,13 @@ struct Feed {
     first: bool,
     /// The store's change sender is gone (the node is stopping): the timer only.
     changes_closed: bool,
+    /// True once the server stops: the feed ends.
+    closing: watch::Receiver<bool>,
+    state_gone: bool,
 }
 
 impl Feed {
-    fn new(store: Store) -> Feed {
+    fn new(store: Store, closing: watch::Receiver<bool>) -> Feed {
         let mut changes = store.changes();
         changes.mark_unchanged();
         let mut recheck = tokio::time::interval(RECHECK);
@@ -76,14 +79,20 @@ impl Feed {
             ready: VecDeque::new(),
             first: true,
             changes_closed: false,
+            closing,
+            state_gone: false,
         }
     }
 
-    /// The next event to send; waits for a change when there is none.
-    async fn next(&mut self) -> Event {
+    /// The next event to send; waits for a change when there is none. `None` once the
+    /// server stops.
+    async fn next(&mut self) -> Option<Event> {
         loop {
+            if self.stopping() {
+                return None;
+            }
             if let Some(ev) = self.ready.pop_front() {
-                return ev;
+                return Some(ev);
             }
             if !self.first {
                 self.wait().await;
@@ -101,7 +110,18 @@ impl Feed {
                 }
             }
             _ = self.recheck.tick() => {}
+            // Back in `next`, the feed sees it.
+            stopped = self.closing.changed() => {
+                if stopped.is_err() {
+                    self.state_gone = true;
+                }
+            }
         }
+    }
+
+    /// The server is stopping (or its state is gone).
+    fn stopping(&self) -> bool {
+        self.state_gone || *self.closing.borrow()
     }
 
     /// Reads both lists and queues those that differ from what was sent.

@@ -23,7 +23,7 @@ use axum::response::IntoResponse;
 use axum::routing::{on, MethodFilter};
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::node::NodeControl;
@@ -73,6 +73,9 @@ struct Shared {
     secure_cookies: bool,
     /// Orders to this node's core (hanging up a call).
     control: mpsc::Sender<NodeControl>,
+    /// Flips to true when the server stops: live feeds end, so a graceful shutdown
+    /// does not wait on streams that would never finish.
+    closing: watch::Sender<bool>,
 }
 
 impl AppState {
@@ -97,12 +100,20 @@ impl AppState {
                 store: registrar.store().clone(),
                 registrar,
                 control,
+                closing: watch::Sender::new(false),
                 node,
                 realm: realm.into(),
                 limiter: Mutex::new(LoginLimiter::new(limits)),
                 secure_cookies: false,
             }),
         }
+    }
+}
+
+impl AppState {
+    /// Ends the live feeds (the server is stopping).
+    pub fn close_streams(&self) {
+        self.inner.closing.send_replace(true);
     }
 }
 
@@ -195,6 +206,7 @@ pub async fn serve(
 /// A server running in its own task.
 pub struct HttpServer {
     pub local_addr: SocketAddr,
+    state: AppState,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -204,6 +216,7 @@ impl HttpServer {
     pub fn spawn(listener: TcpListener, state: AppState) -> std::io::Result<HttpServer> {
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
+        let kept = state.clone();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
@@ -214,6 +227,7 @@ impl HttpServer {
         });
         Ok(HttpServer {
             local_addr,
+            state: kept,
             stop,
             task,
         })
@@ -221,6 +235,7 @@ impl HttpServer {
 
     /// Stops accepting, and waits (up to 5 s) for requests in flight.
     pub async fn shutdown(self) {
+        self.state.close_streams();
         let _ = self.stop.send(());
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
     }

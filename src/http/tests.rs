@@ -25,6 +25,7 @@ const PASSWORD: &str = "a long admin password";
 
 struct T {
     app: Router,
+    state: AppState,
     store: Store,
     registrar: Arc<Registrar>,
     /// The Call-IDs the fake node was told to hang up.
@@ -93,7 +94,8 @@ async fn setup() -> T {
         limits,
     );
     T {
-        app: router(state),
+        app: router(state.clone()),
+        state,
         store,
         registrar,
         hung_up,
@@ -1209,6 +1211,21 @@ async fn the_live_feed_sends_snapshots_at_once_and_on_every_change() {
         feed.next(quick).await,
         ("registrations".to_owned(), json!([]))
     );
+}
+
+#[tokio::test]
+async fn the_live_feed_ends_when_the_server_stops() {
+    use futures_util::StreamExt;
+    let t = setup().await;
+    let tok = token(&t).await;
+    let mut feed = open_feed(&t.app, &tok).await;
+    feed.next(Duration::from_secs(2)).await;
+    feed.next(Duration::from_secs(2)).await;
+    t.state.close_streams();
+    let end = tokio::time::timeout(Duration::from_secs(2), feed.body.next())
+        .await
+        .expect("the feed ends at once");
+    assert!(end.is_none(), "no more events: {end:?}");
 }
 
 // ---- hanging up calls ----
