@@ -29,8 +29,16 @@ function showLogin() {
 }
 
 function showApp(session) {
-  loggedIn = true;
   setCsrfToken(session.csrf_token || null);
+  if (session.role !== 'admin') {
+    // Every page reads endpoints that need the admin role: say so instead of failing.
+    showLogin();
+    document.getElementById('login-error').textContent =
+      `${session.name} has the ${session.role} role; the panel needs an admin account.`;
+    api('POST', '/logout').catch(() => {});
+    return;
+  }
+  loggedIn = true;
   document.getElementById('who-name').textContent = session.name;
   loginSection.hidden = true;
   top.hidden = false;

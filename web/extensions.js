@@ -15,7 +15,7 @@ export async function mount(root) {
 
   const form = el('form', { id: 'ext-form', class: 'inline-form card' },
     el('label', { for: 'ext-number' }, 'Number',
-      el('input', { id: 'ext-number', name: 'number', required: true, inputmode: 'numeric', pattern: '[0-9A-Za-z._-]+', size: 8 })),
+      el('input', { id: 'ext-number', name: 'number', required: true, maxlength: 32, size: 8, autocomplete: 'off' })),
     el('label', { for: 'ext-name' }, 'Name',
       el('input', { id: 'ext-name', name: 'name', size: 24 })),
     el('button', { type: 'submit' }, 'Add extension'));

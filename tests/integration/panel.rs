@@ -44,17 +44,41 @@ fn admin_panel_in_a_real_browser() {
     let browser = Browser::start();
     browser.goto(&format!("{base}/"));
 
+    // A wrong password, then an account without the admin role, are told apart.
+    let viewer = "viewer password 1";
+    node.cli_ok(&[
+        "admin",
+        "add",
+        "viewer",
+        "--role",
+        "user",
+        "--password",
+        viewer,
+    ]);
+    let login_error = |name: &str, password: &str| {
+        let field = browser.wait_for("#login-name", UI_WAIT);
+        browser.clear(&field);
+        browser.type_into(&field, name);
+        let field = browser.wait_for("#login-password", UI_WAIT);
+        browser.clear(&field);
+        browser.type_into(&field, password);
+        browser.click_on("#login-form button[type=submit]", UI_WAIT);
+        let error = browser.wait_for("#login-error", UI_WAIT);
+        wait_for("the login error", UI_WAIT, || {
+            Some(browser.text(&error)).filter(|t| !t.is_empty())
+        })
+    };
+    assert_eq!(
+        login_error("root", "wrong password!"),
+        "Wrong name or password."
+    );
+    let refused = login_error("viewer", viewer);
+    assert!(refused.contains("needs an admin account"), "{refused}");
+
     // Log in.
     let name = browser.wait_for("#login-name", UI_WAIT);
+    browser.clear(&name);
     browser.type_into(&name, "root");
-    let password = browser.wait_for("#login-password", UI_WAIT);
-    browser.type_into(&password, "wrong password!");
-    browser.click_on("#login-form button[type=submit]", UI_WAIT);
-    let error = browser.wait_for("#login-error", UI_WAIT);
-    wait_for("the login error", UI_WAIT, || {
-        (!browser.text(&error).is_empty()).then_some(())
-    });
-    assert_eq!(browser.text(&error), "Wrong name or password.");
     let password = browser.wait_for("#login-password", UI_WAIT);
     browser.clear(&password);
     browser.type_into(&password, &admin_password);
@@ -84,6 +108,17 @@ fn admin_panel_in_a_real_browser() {
         UI_WAIT,
     );
     browser.screenshot(&shots.join("panel-extensions.png"));
+    // Do-not-disturb from its checkbox, as the CLI then sees it.
+    browser.click_on(&format!("#dnd-{NEW_EXTENSION}"), UI_WAIT);
+    wait_for("DND on", UI_WAIT, || {
+        node.extension_line(NEW_EXTENSION)
+            .contains("\tdnd")
+            .then_some(())
+    });
+    browser.click_on(&format!("#dnd-{NEW_EXTENSION}"), UI_WAIT);
+    wait_for("DND off", UI_WAIT, || {
+        (!node.extension_line(NEW_EXTENSION).contains("\tdnd")).then_some(())
+    });
 
     // The registrations page; the phone registers while it is open.
     browser.click_on("nav a[href='#/registrations']", UI_WAIT);
