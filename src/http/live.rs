@@ -28,6 +28,10 @@ use crate::store::{Changes, Store};
 
 /// How often the feed re-reads without being told of a change.
 pub const RECHECK: Duration = Duration::from_secs(5);
+/// The least time between two reads: on a busy node the call records commit every few
+/// tens of milliseconds, and each client's read lists every registration and call; the
+/// changes of a quarter second go out together.
+pub const MIN_GAP: Duration = Duration::from_millis(250);
 /// Comment lines that keep idle connections (and proxies) from timing out.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -51,6 +55,8 @@ struct Feed {
     store: Store,
     changes: watch::Receiver<Changes>,
     recheck: tokio::time::Interval,
+    /// When the lists were last read.
+    last_read: tokio::time::Instant,
     /// What was sent last (`None`: nothing yet).
     registrations: Option<Vec<RegistrationView>>,
     calls: Option<Vec<CallView>>,
@@ -68,12 +74,14 @@ impl Feed {
     fn new(store: Store, closing: watch::Receiver<bool>) -> Feed {
         let mut changes = store.changes();
         changes.mark_unchanged();
-        let mut recheck = tokio::time::interval(RECHECK);
+        let now = tokio::time::Instant::now();
+        let mut recheck = tokio::time::interval_at(now + RECHECK, RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Feed {
             store,
             changes,
             recheck,
+            last_read: now,
             registrations: None,
             calls: None,
             ready: VecDeque::new(),
@@ -103,6 +111,7 @@ impl Feed {
     }
 
     async fn wait(&mut self) {
+        tokio::time::sleep_until(self.last_read + MIN_GAP).await;
         tokio::select! {
             changed = self.changes.changed(), if !self.changes_closed => {
                 if changed.is_err() {
@@ -126,6 +135,9 @@ impl Feed {
 
     /// Reads both lists and queues those that differ from what was sent.
     async fn read(&mut self) {
+        self.last_read = tokio::time::Instant::now();
+        // Whatever changed before this read is in it.
+        self.changes.mark_unchanged();
         match registrations_now(&self.store).await {
             Ok(now) => {
                 let same = self.registrations.as_ref().is_some_and(|last| {
