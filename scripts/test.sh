@@ -2,7 +2,7 @@
 # The whole test suite on a fresh Debian machine: installs what the build and the tests
 # need (libopus for the Opus codec, SIPp from `sip-tester`, PostgreSQL prepared for the
 # store tests, baresip and sox for the audio tests, iptables for the NAT test, tzdata for
-# the dialplan's time zones), then
+# the dialplan's time zones, Chromium and chromedriver for the web panel's browser test), then
 # checks formatting, lints and runs every test. Run as root (apt-get, pg_hba.conf). `.ci/run` calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,9 @@ command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 # The dialplan's time sets read zone rules from the system (tzdata).
 [ -e /usr/share/zoneinfo/Europe/Berlin ] || need+=(tzdata)
+# The panel's browser test drives headless Chromium through chromedriver (WebDriver).
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

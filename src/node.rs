@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn};
@@ -18,9 +18,9 @@ use crate::apps::dialplan::{self as dialplan_app, PlanCall, PlanEnd, PlanEnv};
 use crate::call::app_leg::AppLegParams;
 use crate::call::machine::parse_offer;
 use crate::call::{
-    spawn_app_call, spawn_call, spawn_writer, AppFn, AppTaskParams, Apps, CallHandle, CallLog,
-    CallParams, CallRef, CallSettings, CallerLeg, Command, CoreCommand, DialOutcome, Fallback,
-    RecordSettings, SipIn, SoundLibrary, Target, TargetResolver, TaskParams,
+    spawn_app_call, spawn_call, spawn_writer, AppFn, AppTaskParams, Apps, CallHandle, CallInput,
+    CallLog, CallParams, CallRef, CallSettings, CallerLeg, Command, CoreCommand, DialOutcome,
+    Fallback, RecordSettings, SipIn, SoundLibrary, Target, TargetResolver, TaskParams,
 };
 use crate::config::{Config, RecordMode};
 use crate::dialplan::{CallContext, Plan, Routing};
@@ -74,9 +74,22 @@ pub enum NodeError {
 /// SUBSCRIBE is for message waiting (`message-summary`) only.
 const ALLOWED: &str = "INVITE, ACK, CANCEL, BYE, REGISTER, OPTIONS, UPDATE, INFO, PRACK, SUBSCRIBE";
 
+/// Orders to the node from outside the SIP stack (the admin API).
+#[derive(Debug)]
+pub enum NodeControl {
+    /// End the call whose caller leg has this Call-ID as the system would
+    /// ([`CallInput::HangUp`]); `done` gets whether this node has that call.
+    HangUp {
+        caller_call_id: String,
+        done: oneshot::Sender<bool>,
+    },
+}
+
 /// A node that is up. Dropping it does not stop it; call [`RunningNode::shutdown`].
 pub struct RunningNode {
     pub bound: Bound,
+    /// Where the admin API sends its [`NodeControl`] orders.
+    pub control: mpsc::Sender<NodeControl>,
     pub transport: TransportHandle,
     pub registrar: Arc<Registrar>,
     /// Mailboxes and messages; the apps save through it, and MWI hears its counts.
@@ -228,6 +241,7 @@ pub async fn start_with_apps(
     let (answer_tx, answer_rx) = mpsc::channel::<Answer>(8192);
     let (write_tx, write_rx) = mpsc::channel::<(TxKey, PendingWrite)>(WRITE_QUEUE);
     let (call_tx, call_rx) = mpsc::channel::<CoreCommand>(8192);
+    let (control_tx, control_rx) = mpsc::channel::<NodeControl>(64);
     let (call_log, records_writer) = spawn_writer(registrar.store().clone());
     let core = Core {
         layer: TransactionLayer::new(timers),
@@ -286,7 +300,14 @@ pub async fn start_with_apps(
         },
     };
     let mut tasks = vec![
-        tokio::spawn(core.run(inbound_rx, answer_rx, call_rx, mwi_rx, shutdown_rx.clone())),
+        tokio::spawn(core.run(
+            inbound_rx,
+            answer_rx,
+            call_rx,
+            mwi_rx,
+            control_rx,
+            shutdown_rx.clone(),
+        )),
         mwi_task,
     ];
     tasks.push(tokio::spawn(binding_writer(
@@ -312,6 +333,7 @@ pub async fn start_with_apps(
     tasks.push(records_writer);
     Ok(RunningNode {
         bound,
+        control: control_tx,
         transport,
         registrar,
         voicemail,
@@ -519,7 +541,7 @@ impl Calls {
     /// Hands an event to a call; false when the call is gone.
     fn deliver(&self, call: CallRef, input: SipIn) -> bool {
         match self.handles.get(&call) {
-            Some((h, _)) => match h.try_send(input) {
+            Some((h, _)) => match h.try_send(CallInput::Sip(input)) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     debug!(call, "call queue full: event dropped");
@@ -528,6 +550,34 @@ impl Calls {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             },
             None => false,
+        }
+    }
+
+    /// Carries out an order from the admin API.
+    fn control(&self, order: NodeControl) {
+        match order {
+            NodeControl::HangUp {
+                caller_call_id,
+                done,
+            } => {
+                let found = match self.for_call_id(Some(&caller_call_id)) {
+                    // A full queue still ends the call: the order waits its turn.
+                    Some((call, h)) => match h.try_send(CallInput::HangUp) {
+                        Ok(()) => true,
+                        Err(mpsc::error::TrySendError::Full(input)) => {
+                            let h = h.clone();
+                            tokio::spawn(async move {
+                                let _ = h.send(input).await;
+                            });
+                            debug!(call, "call queue full: hang-up queued");
+                            true
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                    },
+                    None => false,
+                };
+                let _ = done.send(found);
+            }
         }
     }
 
@@ -665,6 +715,7 @@ impl Core {
         mut answers: mpsc::Receiver<Answer>,
         mut call_cmds: mpsc::Receiver<CoreCommand>,
         mut mwi_cmds: mpsc::Receiver<MwiCommand>,
+        mut control: mpsc::Receiver<NodeControl>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
@@ -695,6 +746,10 @@ impl Core {
                 }
                 Some(cmd) = mwi_cmds.recv() => {
                     self.mwi_command(cmd);
+                    Vec::new()
+                }
+                Some(order) = control.recv() => {
+                    self.calls.control(order);
                     Vec::new()
                 }
                 _ = sleep_until(deadline) => self.layer.on_timer(Instant::now().into_std()),

@@ -245,6 +245,29 @@ impl AppLeg {
         out
     }
 
+    /// The system ends the call (an admin's hang-up): BYE once answered, else 480.
+    pub fn hang_up(&mut self, now: Instant) -> Vec<AppOut> {
+        let mut out = Vec::new();
+        match self.phase {
+            Phase::Ended => {}
+            Phase::Offered => {
+                let evs = self
+                    .dialogs
+                    .respond(&self.dialog, &self.key, 480, MsgOpts::default(), now)
+                    .unwrap_or_default();
+                self.absorb(evs, now, &mut out);
+                self.end(Disposition::Cancelled, HangupLeg::System, now, &mut out);
+            }
+            Phase::Answered => {
+                info!("hung up by the system");
+                let evs = self.dialogs.bye(&self.dialog, now).unwrap_or_default();
+                self.absorb(evs, now, &mut out);
+                self.end(Disposition::Answered, HangupLeg::System, now, &mut out);
+            }
+        }
+        out
+    }
+
     /// No RTP for too long: the phone is gone.
     pub fn on_media_timeout(&mut self, now: Instant) -> Vec<AppOut> {
         let mut out = Vec::new();
@@ -745,6 +768,26 @@ mod tests {
         let out = t.leg.hangup(486, t.now);
         t.out.extend(out);
         assert_eq!(t.responses(&t.key.clone())[0].status, 486);
+    }
+
+    #[test]
+    fn a_system_hang_up_is_a_bye_once_answered_else_480() {
+        let mut t = start(OFFER).expect("leg");
+        t.answer();
+        t.request("ACK", 1, "", "");
+        let out = t.leg.hang_up(t.now);
+        assert!(out.iter().any(|o| matches!(
+            o,
+            AppOut::Sip(Command::SendRequest { req, .. }) if req.method == Method::Bye
+        )));
+        t.out.extend(out);
+        assert_eq!(t.ended(), vec![(Disposition::Answered, HangupLeg::System)]);
+
+        let mut t = start(OFFER).expect("leg");
+        let out = t.leg.hang_up(t.now);
+        t.out.extend(out);
+        assert_eq!(t.responses(&t.key.clone())[0].status, 480);
+        assert_eq!(t.ended(), vec![(Disposition::Cancelled, HangupLeg::System)]);
     }
 
     #[test]

@@ -1076,7 +1076,7 @@ async fn bridge_event(bridge: &mut Option<Bridge>) -> Option<EndpointTaskEvent> 
     }
 }
 
-async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
+async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::CallInput>) {
     let call_ref = p.call;
     let core = p.core;
     let key = p.leg.key.clone();
@@ -1206,7 +1206,13 @@ async fn run(p: AppTaskParams, mut inputs: mpsc::Receiver<super::SipIn>) {
         let deadline = c.next_deadline();
         tokio::select! {
             m = inputs.recv() => match m {
-                Some(input) => c.on_sip(input).await,
+                Some(super::CallInput::Sip(input)) => c.on_sip(input).await,
+                Some(super::CallInput::HangUp) => {
+                    // The app hears HungUp as when the caller leaves.
+                    c.stop_bridge().await;
+                    let outs = c.leg.hang_up(now());
+                    c.apply(outs).await;
+                }
                 None => break,
             },
             _ = sleep_until(deadline) => c.on_timer().await,

@@ -666,6 +666,34 @@ impl Call {
         out
     }
 
+    /// The system ends the call (an admin's hang-up): BYE both legs once answered; while
+    /// ringing, the forks are cancelled and the caller gets 480, with no dialplan
+    /// fallback (the admin wants the call gone, not sent to voicemail).
+    pub fn hang_up(&mut self, now: Instant) -> Vec<Command> {
+        let mut out = Vec::new();
+        match self.phase {
+            Phase::Answered => {
+                info!("hung up by the system");
+                self.hangup_both(now, &mut out);
+                self.end(Disposition::Answered, HangupLeg::System, now, &mut out);
+            }
+            Phase::Ringing => {
+                info!("hung up by the system while ringing");
+                self.held.clear();
+                let mut evs = self.cancel_forks(&mut out);
+                evs.extend(
+                    self.dialogs
+                        .respond(&self.a_dialog, &self.a_key, 480, MsgOpts::default(), now)
+                        .unwrap_or_default(),
+                );
+                self.end(Disposition::Cancelled, HangupLeg::System, now, &mut out);
+                self.absorb(evs, now, &mut out);
+            }
+            Phase::Ended => {}
+        }
+        out
+    }
+
     /// Fires what is due at `now`.
     pub fn on_timer(&mut self, now: Instant) -> Vec<Command> {
         let mut out = Vec::new();
@@ -2074,6 +2102,31 @@ mod tests {
         assert_eq!(t.byes_to("call-a"), 1);
         assert_eq!(t.byes_to("call-b"), 1);
         assert_eq!(t.ended, Some((Disposition::Answered, HangupLeg::System)));
+    }
+
+    #[test]
+    fn system_hang_up_of_an_answered_call_byes_both_legs() {
+        let mut t = answered_call();
+        let cmds = t.call.hang_up(t.now);
+        t.take(cmds);
+        assert_eq!(t.byes_to("call-a"), 1);
+        assert_eq!(t.byes_to("call-b"), 1);
+        assert_eq!(t.ended, Some((Disposition::Answered, HangupLeg::System)));
+        // Once ended, another hang-up does nothing.
+        let again = t.call.hang_up(t.now);
+        assert!(again.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn system_hang_up_while_ringing_cancels_and_refuses_without_fallback() {
+        let mut t = start_fallback(1);
+        t.fork_says(0, 180);
+        let cmds = t.call.hang_up(t.now);
+        t.take(cmds);
+        assert_eq!(t.last_to_a(), 480);
+        assert_eq!(t.cancels.len(), 1);
+        assert_eq!(t.unanswered, None, "no dialplan fallback");
+        assert_eq!(t.ended, Some((Disposition::Cancelled, HangupLeg::System)));
     }
 
     #[test]

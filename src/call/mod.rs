@@ -44,8 +44,8 @@ pub use machine::{
 };
 pub use records::{spawn_writer, CallLog};
 pub use task::{
-    spawn_call, CallHandle, CallRef, CallerLeg, CoreCommand, Fallback, Record, TaskParams,
-    CALL_QUEUE,
+    spawn_call, CallHandle, CallInput, CallRef, CallerLeg, CoreCommand, Fallback, Record,
+    TaskParams, CALL_QUEUE,
 };
 
 /// Why a call could not start or could not be recorded. Mapped to SIP statuses in

@@ -129,7 +129,20 @@ impl std::fmt::Debug for Fallback {
 }
 
 /// Inputs a call task takes from the core.
-pub type CallHandle = mpsc::Sender<SipIn>;
+pub type CallHandle = mpsc::Sender<CallInput>;
+
+/// What the core hands a call task: its SIP events, or an order from the node's owner.
+// Not boxed: nearly every input is SIP, and a box would cost an allocation per message
+// for the sake of the rare order.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum CallInput {
+    Sip(SipIn),
+    /// End the call as the system (an admin's "hang up"): BYE both answered legs; a
+    /// caller not answered yet gets 480 and the forks are cancelled; no dialplan
+    /// fallback runs. The CDR says hangup `system`.
+    HangUp,
+}
 
 /// Queue of SIP events per call; beyond it events are dropped (UDP retransmits them).
 pub const CALL_QUEUE: usize = 256;
@@ -292,7 +305,7 @@ impl Recording {
     }
 }
 
-async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
+async fn run(p: TaskParams, mut inputs: mpsc::Receiver<CallInput>) {
     let TaskParams {
         call: call_ref,
         id,
@@ -377,7 +390,8 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<SipIn>) {
         let deadline = call.next_deadline();
         let cmds = tokio::select! {
             m = inputs.recv() => match m {
-                Some(input) => call.on_sip(input, Instant::now().into_std()),
+                Some(CallInput::Sip(input)) => call.on_sip(input, Instant::now().into_std()),
+                Some(CallInput::HangUp) => call.hang_up(Instant::now().into_std()),
                 None => break,
             },
             _ = sleep_until(deadline) => call.on_timer(Instant::now().into_std()),

@@ -1,17 +1,20 @@
-//! The admin API's resources: extensions, registrations, live calls, CDRs, node status.
-//! Handlers parse, call the store or [`crate::admin`], and serialise; no rules here.
+//! The admin API's resources: extensions, registrations, live calls (and hanging one
+//! up), CDRs, node status. Handlers parse, call the store, [`crate::admin`] or the node,
+//! and serialise; no rules here.
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 use super::auth::AdminOnly;
 use super::error::{ApiError, ApiJson, ApiQuery};
 use super::AppState;
 use crate::admin::{self, extensions as ext_admin};
-use crate::store::{now_unix, ActiveCall, Binding, Cdr, CdrFilter, Extension};
+use crate::node::NodeControl;
+use crate::store::{now_unix, ActiveCall, Binding, Cdr, CdrFilter, Extension, Store, StoreError};
 
 /// Page size when none is asked for, and the largest one allowed.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -289,7 +292,7 @@ async fn refresh_extension(state: &AppState, number: &str) {
 
 // ---- registrations and calls ----
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone, PartialEq, Eq)]
 pub struct RegistrationView {
     extension: String,
     contact: String,
@@ -324,17 +327,33 @@ pub async fn list_registrations(
     _: AdminOnly,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<RegistrationView>>, ApiError> {
-    let now = now_unix();
-    let mut all = state.inner.store.all_bindings().await?;
-    all.retain(|b| b.expires_at > now);
-    let views = all
-        .into_iter()
-        .map(|b| RegistrationView::new(b, now))
-        .collect();
+    let views = registrations_now(&state.inner.store).await?;
     Ok(Json(page_of(views, &q)?))
 }
 
-#[derive(Serialize)]
+/// Current (unexpired) registrations, by extension.
+pub(super) async fn registrations_now(store: &Store) -> Result<Vec<RegistrationView>, StoreError> {
+    let now = now_unix();
+    let mut all = store.all_bindings().await?;
+    all.retain(|b| b.expires_at > now);
+    Ok(all
+        .into_iter()
+        .map(|b| RegistrationView::new(b, now))
+        .collect())
+}
+
+impl RegistrationView {
+    /// The same registration whatever the time: `expires_in` counts down every second,
+    /// which is no change worth telling a live view about.
+    pub(super) fn timeless(&self) -> RegistrationView {
+        RegistrationView {
+            expires_in: 0,
+            ..self.clone()
+        }
+    }
+}
+
+#[derive(Serialize, Clone, PartialEq, Eq)]
 pub struct CallView {
     id: String,
     caller: String,
@@ -369,11 +388,72 @@ pub async fn list_calls(
     _: AdminOnly,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<CallView>>, ApiError> {
-    let calls = state.inner.store.list_active_calls().await?;
-    Ok(Json(page_of(
-        calls.into_iter().map(Into::into).collect(),
-        &q,
-    )?))
+    let calls = calls_now(&state.inner.store).await?;
+    Ok(Json(page_of(calls, &q)?))
+}
+
+/// Calls in progress on every node, oldest first.
+pub(super) async fn calls_now(store: &Store) -> Result<Vec<CallView>, StoreError> {
+    Ok(store
+        .list_active_calls()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+/// How long the API waits for the node to take a hang-up order.
+const NODE_ORDER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `DELETE /api/v1/calls/{id}`: ends a call in progress on this node as the system
+/// would (BYE to answered legs; a ringing caller gets 480; the CDR says hangup `system`).
+pub async fn hang_up_call(
+    State(state): State<AppState>,
+    AdminOnly(who): AdminOnly,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let s = &state.inner;
+    let gone = || ApiError::not_found(format!("no call {id} in progress"));
+    let call = s
+        .store
+        .list_active_calls()
+        .await?
+        .into_iter()
+        .find(|c| c.id == id)
+        .ok_or_else(gone)?;
+    if call.node_id != s.node.id {
+        // Only the node running a call holds its dialogs; cross-node orders come with
+        // the cluster layer.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("call {id} runs on node {}: ask that node", call.node_id),
+        ));
+    }
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the node is not taking orders (shutting down?)",
+        )
+    };
+    let (done, found) = oneshot::channel();
+    s.control
+        .send(NodeControl::HangUp {
+            caller_call_id: call.caller_call_id,
+            done,
+        })
+        .await
+        .map_err(|_| unavailable())?;
+    match tokio::time::timeout(NODE_ORDER_TIMEOUT, found).await {
+        Ok(Ok(true)) => {
+            tracing::info!(admin = %who.name, call = %id, "call hung up by an admin");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        // It ended between the read and the order.
+        Ok(Ok(false)) => Err(gone()),
+        Ok(Err(_)) | Err(_) => Err(unavailable()),
+    }
 }
 
 // ---- CDRs ----

@@ -1,13 +1,16 @@
 //! The HTTP layer (axum): the admin API under `/api/v1` (JSON, documented by
-//! `openapi.json`), with session and token auth. The web panel, SIP over WebSocket and
-//! metrics come later. Holds no business logic: handlers parse, call [`crate::admin`] or
-//! the store, and serialise. No TLS yet: keep `[http] listen` on loopback or behind a
-//! proxy that terminates TLS.
+//! `openapi.json`), with session and token auth, its live feed (Server-Sent Events), and
+//! the web panel's static files (`web/`, embedded) at `/`. SIP over WebSocket and
+//! metrics come later. Holds no business logic: handlers parse, call [`crate::admin`],
+//! the store or the node (through [`crate::node::NodeControl`] orders), and serialise.
+//! No TLS yet: keep `[http] listen` on loopback or behind a proxy that terminates TLS.
 
 pub mod api;
 pub mod auth;
 pub mod error;
 pub mod limiter;
+pub mod live;
+pub mod panel;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,9 +23,10 @@ use axum::response::IntoResponse;
 use axum::routing::{on, MethodFilter};
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::node::NodeControl;
 use crate::registrar::Registrar;
 use crate::store::Store;
 use error::ApiError;
@@ -67,15 +71,26 @@ struct Shared {
     limiter: Mutex<LoginLimiter>,
     /// Cookies get `Secure` (on once TLS is served).
     secure_cookies: bool,
+    /// Orders to this node's core (hanging up a call).
+    control: mpsc::Sender<NodeControl>,
+    /// Flips to true when the server stops: live feeds end, so a graceful shutdown
+    /// does not wait on streams that would never finish.
+    closing: watch::Sender<bool>,
 }
 
 impl AppState {
-    pub fn new(registrar: Arc<Registrar>, node: NodeInfo, realm: impl Into<String>) -> Self {
-        Self::with_limits(registrar, node, realm, LimiterPolicy::default())
+    pub fn new(
+        registrar: Arc<Registrar>,
+        control: mpsc::Sender<NodeControl>,
+        node: NodeInfo,
+        realm: impl Into<String>,
+    ) -> Self {
+        Self::with_limits(registrar, control, node, realm, LimiterPolicy::default())
     }
 
     pub fn with_limits(
         registrar: Arc<Registrar>,
+        control: mpsc::Sender<NodeControl>,
         node: NodeInfo,
         realm: impl Into<String>,
         limits: LimiterPolicy,
@@ -84,12 +99,21 @@ impl AppState {
             inner: Arc::new(Shared {
                 store: registrar.store().clone(),
                 registrar,
+                control,
+                closing: watch::Sender::new(false),
                 node,
                 realm: realm.into(),
                 limiter: Mutex::new(LoginLimiter::new(limits)),
                 secure_cookies: false,
             }),
         }
+    }
+}
+
+impl AppState {
+    /// Ends the live feeds (the server is stopping).
+    pub fn close_streams(&self) {
+        self.inner.closing.send_replace(true);
     }
 }
 
@@ -140,13 +164,14 @@ fn routes() -> Routes {
     )
     .add("GET", "/api/v1/registrations", api::list_registrations)
     .add("GET", "/api/v1/calls", api::list_calls)
+    .add("DELETE", "/api/v1/calls/{id}", api::hang_up_call)
+    .add("GET", "/api/v1/events", live::events)
     .add("GET", "/api/v1/cdrs", api::list_cdrs)
 }
 
-/// The whole HTTP service.
+/// The whole HTTP service: the API and the panel's files.
 pub fn router(state: AppState) -> Router {
-    routes()
-        .router
+    panel::routes(routes().router)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -181,6 +206,7 @@ pub async fn serve(
 /// A server running in its own task.
 pub struct HttpServer {
     pub local_addr: SocketAddr,
+    state: AppState,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -190,6 +216,7 @@ impl HttpServer {
     pub fn spawn(listener: TcpListener, state: AppState) -> std::io::Result<HttpServer> {
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
+        let kept = state.clone();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
@@ -200,6 +227,7 @@ impl HttpServer {
         });
         Ok(HttpServer {
             local_addr,
+            state: kept,
             stop,
             task,
         })
@@ -207,6 +235,7 @@ impl HttpServer {
 
     /// Stops accepting, and waits (up to 5 s) for requests in flight.
     pub async fn shutdown(self) {
+        self.state.close_streams();
         let _ = self.stop.send(());
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
     }

@@ -1,6 +1,7 @@
 //! The admin API against a real SQLite store in a temp dir, through the router without a
 //! socket (`tower::ServiceExt::oneshot`): every endpoint, auth failures, CSRF, bad JSON,
-//! pagination, CSV.
+//! pagination, CSV, the live feed, hanging up calls (a fake node answers the orders),
+//! the panel's files.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,15 +18,46 @@ use super::limiter::LimiterPolicy;
 use super::*;
 use crate::admin::accounts::{self, Role};
 use crate::config::Config;
+use crate::node::NodeControl;
 use crate::store::{ActiveCall, Binding, Cdr};
 
 const PASSWORD: &str = "a long admin password";
 
 struct T {
     app: Router,
+    state: AppState,
     store: Store,
     registrar: Arc<Registrar>,
+    /// The Call-IDs the fake node was told to hang up.
+    hung_up: Arc<std::sync::Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
+}
+
+/// A node that has the calls whose caller Call-ID starts with `a-live`.
+fn fake_node() -> (
+    tokio::sync::mpsc::Sender<NodeControl>,
+    Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<NodeControl>(8);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Some(order) = rx.recv().await {
+            match order {
+                NodeControl::HangUp {
+                    caller_call_id,
+                    done,
+                } => {
+                    let found = caller_call_id.starts_with("a-live");
+                    if let Ok(mut l) = log.lock() {
+                        l.push(caller_call_id);
+                    }
+                    let _ = done.send(found);
+                }
+            }
+        }
+    });
+    (tx, seen)
 }
 
 async fn setup() -> T {
@@ -53,16 +85,20 @@ async fn setup() -> T {
         max_per_ip: 10,
         lockout: Duration::from_secs(60),
     };
+    let (control, hung_up) = fake_node();
     let state = AppState::with_limits(
         registrar.clone(),
+        control,
         NodeInfo::new("test1"),
         "ringfort",
         limits,
     );
     T {
-        app: router(state),
+        app: router(state.clone()),
+        state,
         store,
         registrar,
+        hung_up,
         _dir: dir,
     }
 }
@@ -390,7 +426,7 @@ async fn every_endpoint_but_login_and_the_document_needs_auth() {
         if matches!(path, "/api/v1/login" | "/api/v1/openapi.json") {
             continue;
         }
-        let uri = path.replace("{number}", "1000");
+        let uri = path.replace("{number}", "1000").replace("{id}", "c1");
         let body = matches!(method, "POST" | "PUT").then(|| json!({"name": "x"}));
         for auth in [
             Auth::None,
@@ -469,7 +505,7 @@ async fn the_user_role_is_refused_admin_endpoints() {
         ) {
             continue;
         }
-        let uri = path.replace("{number}", "1000");
+        let uri = path.replace("{number}", "1000").replace("{id}", "c1");
         let body = matches!(method, "POST" | "PUT").then(|| json!({"number": "1000"}));
         let r = call(&t.app, method, &uri, &viewer, body).await;
         assert_eq!(
@@ -1037,4 +1073,325 @@ async fn unknown_paths_and_methods_answer_json() {
         (r.status, r.code()),
         (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".into())
     );
+}
+
+// ---- the live feed ----
+
+fn active_call(id: &str, caller_call_id: &str, node: &str) -> ActiveCall {
+    ActiveCall {
+        id: id.into(),
+        caller: "100".into(),
+        callee: "101".into(),
+        state: "answered".into(),
+        started_at: 10,
+        answered_at: Some(12),
+        caller_call_id: caller_call_id.into(),
+        callee_call_id: format!("b-{id}"),
+        node_id: node.into(),
+    }
+}
+
+/// Server-Sent Events as (event name, JSON data), read from a streaming body.
+struct EventReader {
+    body: axum::body::BodyDataStream,
+    buf: String,
+}
+
+impl EventReader {
+    /// The next event, or a panic after `within`.
+    async fn next(&mut self, within: Duration) -> (String, Value) {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let mut name = String::new();
+                let mut data = String::new();
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if name.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                let value = serde_json::from_str(&data).expect("event data is JSON");
+                return (name, value);
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .expect("an event in time")
+                .expect("the feed stays open")
+                .expect("body chunk");
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+async fn open_feed(app: &Router, auth: &Auth) -> EventReader {
+    let resp = app
+        .clone()
+        .oneshot(request("GET", "/api/v1/events", auth, None))
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()[header::CONTENT_TYPE],
+        "text/event-stream",
+        "SSE content type"
+    );
+    EventReader {
+        body: resp.into_body().into_data_stream(),
+        buf: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn the_live_feed_needs_an_admin() {
+    let t = setup().await;
+    let r = call(&t.app, "GET", "/api/v1/events", &Auth::None, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "unauthorized".into())
+    );
+    let viewer = login(&t.app, "viewer").await;
+    let r = call(&t.app, "GET", "/api/v1/events", &viewer, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "forbidden".into())
+    );
+}
+
+#[tokio::test]
+async fn the_live_feed_sends_snapshots_at_once_and_on_every_change() {
+    let t = setup().await;
+    crate::admin::extensions::add(&t.store, "ringfort", "100", "", "sip-pass-1")
+        .await
+        .expect("add");
+    let session = login(&t.app, "root").await;
+    let mut feed = open_feed(&t.app, &session).await;
+    let quick = Duration::from_secs(2);
+    // Both lists at once, empty.
+    let mut first = [feed.next(quick).await, feed.next(quick).await];
+    first.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(first[0], ("calls".to_owned(), json!([])));
+    assert_eq!(first[1], ("registrations".to_owned(), json!([])));
+
+    // A phone registers: told well before the periodic re-check (5 s).
+    let now = crate::store::now_unix();
+    t.store
+        .replace_bindings("100", &[binding("100", "a", now + 600)])
+        .await
+        .expect("bind");
+    let (name, regs) = feed.next(quick).await;
+    assert_eq!(name, "registrations");
+    assert_eq!(regs[0]["extension"], "100");
+    assert_eq!(regs[0]["user_agent"], "Phone/1");
+
+    // A call starts, then ends: the calls list follows, registrations are not re-sent.
+    t.store
+        .insert_active_call(&active_call("c1", "a-c1", "test1"))
+        .await
+        .expect("call");
+    let (name, calls) = feed.next(quick).await;
+    assert_eq!(name, "calls");
+    assert_eq!(calls[0]["id"], "c1");
+    assert_eq!(calls[0]["state"], "answered");
+    t.store
+        .finish_call(&cdr("c1", "100", "answered", 10))
+        .await
+        .expect("finish");
+    assert_eq!(feed.next(quick).await, ("calls".to_owned(), json!([])));
+
+    // The phone unregisters (its binding set emptied).
+    t.store.replace_bindings("100", &[]).await.expect("unbind");
+    assert_eq!(
+        feed.next(quick).await,
+        ("registrations".to_owned(), json!([]))
+    );
+}
+
+#[tokio::test]
+async fn the_live_feed_ends_when_the_server_stops() {
+    use futures_util::StreamExt;
+    let t = setup().await;
+    let tok = token(&t).await;
+    let mut feed = open_feed(&t.app, &tok).await;
+    feed.next(Duration::from_secs(2)).await;
+    feed.next(Duration::from_secs(2)).await;
+    t.state.close_streams();
+    let end = tokio::time::timeout(Duration::from_secs(2), feed.body.next())
+        .await
+        .expect("the feed ends at once");
+    assert!(end.is_none(), "no more events: {end:?}");
+}
+
+// ---- hanging up calls ----
+
+#[tokio::test]
+async fn hanging_up_a_call_needs_csrf_and_an_admin_and_reaches_the_node() {
+    let t = setup().await;
+    for c in [
+        active_call("live1", "a-live1", "test1"),
+        active_call("gone1", "a-gone1", "test1"),
+        active_call("far1", "a-live-far", "other-node"),
+    ] {
+        t.store.insert_active_call(&c).await.expect("call");
+    }
+    let Auth::Session(cookie, csrf) = login(&t.app, "root").await else {
+        unreachable!()
+    };
+    let uri = "/api/v1/calls/live1";
+
+    let r = call(
+        &t.app,
+        "DELETE",
+        uri,
+        &Auth::Session(cookie.clone(), None),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "csrf_failed".into())
+    );
+    let viewer = login(&t.app, "viewer").await;
+    let r = call(&t.app, "DELETE", uri, &viewer, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "forbidden".into())
+    );
+    let r = call(&t.app, "DELETE", uri, &Auth::None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        t.hung_up.lock().expect("log").is_empty(),
+        "refused requests reach no node"
+    );
+
+    let admin = Auth::Session(cookie, csrf);
+    let r = call(&t.app, "DELETE", "/api/v1/calls/nope", &admin, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+    let r = call(&t.app, "DELETE", "/api/v1/calls/far1", &admin, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "conflict".into())
+    );
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("other-node"));
+
+    let r = call(&t.app, "DELETE", uri, &admin, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    // Listed, but the node no longer has it (it ended meanwhile): 404.
+    let r = call(&t.app, "DELETE", "/api/v1/calls/gone1", &admin, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+    // A token needs no CSRF header.
+    let tok = token(&t).await;
+    let r = call(&t.app, "DELETE", uri, &tok, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(
+        *t.hung_up.lock().expect("log"),
+        vec!["a-live1", "a-gone1", "a-live1"],
+        "orders name the caller's Call-ID"
+    );
+}
+
+#[tokio::test]
+async fn hanging_up_when_the_node_is_gone_is_503() {
+    let t = setup().await;
+    let (control, rx) = tokio::sync::mpsc::channel(1);
+    drop(rx);
+    let app = router(AppState::new(
+        t.registrar.clone(),
+        control,
+        NodeInfo::new("test1"),
+        "ringfort",
+    ));
+    t.store
+        .insert_active_call(&active_call("live1", "a-live1", "test1"))
+        .await
+        .expect("call");
+    let tok = token(&t).await;
+    let r = call(&app, "DELETE", "/api/v1/calls/live1", &tok, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable".into())
+    );
+}
+
+// ---- the panel's files ----
+
+#[tokio::test]
+async fn the_panel_is_served_with_types_cache_and_security_headers() {
+    let t = setup().await;
+    let r = call(&t.app, "GET", "/", &Auth::None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    assert!(r
+        .text
+        .contains("<script type=\"module\" src=\"/assets/app.js\">"));
+    let csp = r.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .expect("csp");
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-cache");
+    assert_eq!(r.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+
+    let r = call(&t.app, "GET", "/assets/app.js", &Auth::None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.headers[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    let etag = r.headers[header::ETAG].to_str().expect("etag").to_owned();
+    let req = Request::builder()
+        .uri("/assets/app.js")
+        .header(header::IF_NONE_MATCH, &etag)
+        .body(Body::empty())
+        .expect("request");
+    let r = send(&t.app, req).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert!(r.text.is_empty());
+    let r = call(&t.app, "GET", "/assets/app.css", &Auth::None, None).await;
+    assert_eq!(r.headers[header::CONTENT_TYPE], "text/css; charset=utf-8");
+    let r = call(&t.app, "GET", "/assets/nope.js", &Auth::None, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn every_file_the_panel_loads_is_embedded() {
+    // The page's <script>/<link> and every module's `import ... from './x.js'`.
+    let served: Vec<&str> = panel::ASSETS.iter().map(|a| a.path).collect();
+    for asset in panel::ASSETS {
+        let text = std::str::from_utf8(asset.body).expect("UTF-8");
+        let mut wanted: Vec<String> = Vec::new();
+        for part in text.split("from '").skip(1) {
+            let name = part.split('\'').next().unwrap_or_default();
+            wanted.push(format!("/assets/{}", name.trim_start_matches("./")));
+        }
+        for attr in ["src=\"", "href=\""] {
+            for part in text.split(attr).skip(1) {
+                let url = part.split('"').next().unwrap_or_default();
+                if url.starts_with("/assets/") {
+                    wanted.push(url.to_owned());
+                }
+            }
+        }
+        for w in wanted {
+            assert!(
+                served.contains(&w.as_str()),
+                "{} loads {w}, which is not embedded",
+                asset.path
+            );
+        }
+    }
 }

@@ -170,6 +170,21 @@ pub fn valid_extension_number(s: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Inner,
+    /// Bumped after each commit that changed bindings or calls through this handle or
+    /// its clones (see [`Store::changes`]).
+    changes: std::sync::Arc<tokio::sync::watch::Sender<Changes>>,
+}
+
+/// Counters of committed changes, for watchers (the admin panel's live view): a
+/// counter moving means "read again", it does not say what changed. Local to this
+/// process: another node's writes (cluster mode) do not move them, so a watcher that
+/// must see those also re-reads on a timer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Binding sets written or expired rows deleted.
+    pub bindings: u64,
+    /// Calls started, answered or finished (`active_calls` and CDRs).
+    pub calls: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -436,9 +451,7 @@ impl Store {
                     .max_lifetime(None);
             }
             let pool = pool_opts.connect_with(opts).await.map_err(connect_err)?;
-            Ok(Store {
-                inner: Inner::Sqlite(pool),
-            })
+            Ok(Store::with_inner(Inner::Sqlite(pool)))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url).map_err(connect_err)?;
             let pool = PgPoolOptions::new()
@@ -447,12 +460,33 @@ impl Store {
                 .connect_with(opts)
                 .await
                 .map_err(connect_err)?;
-            Ok(Store {
-                inner: Inner::Postgres(pool),
-            })
+            Ok(Store::with_inner(Inner::Postgres(pool)))
         } else {
             Err(StoreError::UnsupportedUrl(redact_url(url)))
         }
+    }
+
+    fn with_inner(inner: Inner) -> Store {
+        Store {
+            inner,
+            changes: std::sync::Arc::new(tokio::sync::watch::Sender::new(Changes::default())),
+        }
+    }
+
+    /// Watches [`Changes`]: the receiver wakes after each commit that changed bindings
+    /// or calls (only once it is committed, so a read after the wake-up sees it).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<Changes> {
+        self.changes.subscribe()
+    }
+
+    fn bindings_changed(&self) {
+        self.changes
+            .send_modify(|c| c.bindings = c.bindings.wrapping_add(1));
+    }
+
+    fn calls_changed(&self) {
+        self.changes
+            .send_modify(|c| c.calls = c.calls.wrapping_add(1));
     }
 
     pub fn backend(&self) -> Backend {
@@ -539,6 +573,10 @@ impl Store {
         let sql = "DELETE FROM extensions WHERE number = $1";
         with_pool!(self, pool => {
             let res = sqlx::query(sql).bind(number).execute(pool).await?;
+            if res.rows_affected() > 0 {
+                // Its bindings went with it (ON DELETE CASCADE).
+                self.bindings_changed();
+            }
             Ok(res.rows_affected() > 0)
         })
     }
@@ -644,6 +682,9 @@ impl Store {
             tx.commit().await
         }
         .await);
+        if res.is_ok() {
+            self.bindings_changed();
+        }
         res.map_err(|err| match err {
             sqlx::Error::RowNotFound => StoreError::UnknownExtension(aor.to_owned()),
             // The extension was removed between our check and the insert (SQLite cannot
@@ -723,6 +764,9 @@ impl Store {
             tx.commit().await
         }
         .await);
+        if res.is_ok() {
+            self.bindings_changed();
+        }
         res.map_err(|err| match err {
             ref e if is_fk_violation(e) => {
                 StoreError::UnknownExtension("one of a batch of AORs".to_owned())
@@ -765,6 +809,9 @@ impl Store {
         let sql = "DELETE FROM bindings WHERE expires_at <= $1";
         with_pool!(self, pool => {
             let res = sqlx::query(sql).bind(now_unix).execute(pool).await?;
+            if res.rows_affected() > 0 {
+                self.bindings_changed();
+            }
             Ok(res.rows_affected())
         })
     }
@@ -897,6 +944,9 @@ impl Store {
             tx.commit().await
         }
         .await);
+        if res.is_ok() {
+            self.calls_changed();
+        }
         res.map_err(|e| match e {
             ref e if is_unique_violation(e) => {
                 StoreError::Conflict("a call record exists already".into())
@@ -943,6 +993,9 @@ impl Store {
             Ok(ids)
         }
         .await);
+        if matches!(&res, Ok(ids) if !ids.is_empty()) {
+            self.calls_changed();
+        }
         Ok(res?)
     }
 
