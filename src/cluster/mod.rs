@@ -5,4 +5,6 @@
 //! Must not: write SQL (everything goes through `crate::store`), or know about SIP, calls
 //! or media; cross-node routing and call recovery are still to come (see DESIGN.md).
 
+pub mod agent;
 pub mod election;
+pub mod status;
