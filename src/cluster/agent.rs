@@ -138,8 +138,13 @@ impl VipAddress for IpCommand {
         let shown = format!("ip {}", args.join(" "));
         match run("ip", args).await? {
             Ok(()) => Ok(()),
-            // Not configured: what we wanted.
-            Err(e) if e.contains("Cannot assign requested address") => Ok(()),
+            // Not configured: what we wanted (older and newer iproute2 wording).
+            Err(e)
+                if e.contains("Cannot assign requested address")
+                    || e.contains("Address not found") =>
+            {
+                Ok(())
+            }
             Err(e) => Err(failed(shown, e)),
         }
     }
@@ -149,6 +154,16 @@ impl VipAddress for IpCommand {
             // IPv6: the kernel sends unsolicited neighbour advertisements itself.
             return Ok(());
         };
+        if !arping_installed() {
+            static TOLD: std::sync::Once = std::sync::Once::new();
+            TOLD.call_once(|| {
+                tracing::info!(
+                    "arping is not installed (iputils-arping): no gratuitous ARP; neighbours \
+                     learn that the VIP moved when their ARP entries expire"
+                );
+            });
+            return Ok(());
+        }
         let mut args: Vec<String> = ["-U", "-c", "1", "-I", &self.interface, &addr.to_string()]
             .map(String::from)
             .to_vec();
@@ -167,16 +182,21 @@ impl VipAddress for IpCommand {
             match run(program, args).await {
                 Ok(Ok(())) => tracing::debug!(command = %shown, "gratuitous ARP sent"),
                 Ok(Err(e)) => tracing::warn!(command = %shown, error = %e, "gratuitous ARP failed"),
-                Err(AgentError::Spawn { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    tracing::info!("arping is not installed (iputils-arping): no gratuitous ARP; neighbours learn the move when their ARP entries expire")
-                }
                 Err(e) => tracing::warn!(error = %e, "gratuitous ARP failed"),
             }
         });
         Ok(())
     }
+}
+
+/// Whether an `arping` executable is on the PATH (looked up once).
+fn arping_installed() -> bool {
+    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(|| {
+        std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| dir.join("arping").is_file())
+        })
+    })
 }
 
 /// What one VIP's agent needs.

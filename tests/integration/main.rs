@@ -8,6 +8,7 @@ mod bad_input;
 mod baresip;
 mod calls;
 mod cli;
+mod cluster;
 mod dialplan;
 mod mwi;
 mod nat;
