@@ -11,6 +11,7 @@
 //! after the last renewal, before the lease (1.5 s by default) can be taken over. That is
 //! a backstop; the election's own timer is what the safety argument rests on.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -20,7 +21,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::election::{AcquireOutcome, Command, Election, ElectionTiming, Lease, RenewOutcome};
+use super::election::{
+    AcquireOutcome, Command, Election, ElectionTiming, Lease, LeaseRead, RenewOutcome,
+};
 use crate::config::{Config, VIP_DROP_MARGIN_MS};
 use crate::store::{NodeHeartbeat, Store};
 
@@ -79,42 +82,31 @@ impl IpCommand {
     }
 }
 
-/// Runs a program off the runtime's threads; `Ok(Err(stderr))` when it exits non-zero.
-async fn run(program: &str, args: Vec<String>) -> Result<Result<(), String>, AgentError> {
+/// Runs a program off the runtime's threads; a non-zero exit is [`AgentError::Failed`]
+/// with its stderr.
+async fn run(program: &str, args: Vec<String>) -> Result<(), AgentError> {
     let command = format!("{program} {}", args.join(" "));
     let program = program.to_owned();
-    let out = tokio::task::spawn_blocking(move || {
+    let spawned = tokio::task::spawn_blocking(move || {
         std::process::Command::new(program)
             .args(&args)
             .stdin(std::process::Stdio::null())
             .output()
     })
     .await
-    .map_err(|e| AgentError::Spawn {
-        command: command.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?
-    .map_err(|source| AgentError::Spawn {
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    let out = spawned.map_err(|source| AgentError::Spawn {
         command: command.clone(),
         source,
     })?;
     if out.status.success() {
-        return Ok(Ok(()));
+        return Ok(());
     }
-    Ok(Err(format!(
-        "{}|{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    )))
-}
-
-fn failed(command: String, err: String) -> AgentError {
-    let (status, stderr) = err.split_once('|').unwrap_or((&err, ""));
-    AgentError::Failed {
+    Err(AgentError::Failed {
         command,
-        status: status.to_owned(),
-        stderr: stderr.to_owned(),
-    }
+        status: out.status.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    })
 }
 
 impl VipAddress for IpCommand {
@@ -128,24 +120,21 @@ impl VipAddress for IpCommand {
             // would keep the address unusable for a second.
             args.push("nodad".into());
         }
-        let shown = format!("ip {}", args.join(" "));
-        run("ip", args).await?.map_err(|e| failed(shown, e))
+        run("ip", args).await
     }
 
     async fn remove(&self) -> Result<(), AgentError> {
         let mut args = self.ip_args();
         args.extend(["addr", "del", &self.prefix(), "dev", &self.interface].map(String::from));
-        let shown = format!("ip {}", args.join(" "));
-        match run("ip", args).await? {
-            Ok(()) => Ok(()),
+        match run("ip", args).await {
             // Not configured: what we wanted (older and newer iproute2 wording).
-            Err(e)
-                if e.contains("Cannot assign requested address")
-                    || e.contains("Address not found") =>
+            Err(AgentError::Failed { stderr, .. })
+                if stderr.contains("Cannot assign requested address")
+                    || stderr.contains("Address not found") =>
             {
                 Ok(())
             }
-            Err(e) => Err(failed(shown, e)),
+            other => other,
         }
     }
 
@@ -180,8 +169,7 @@ impl VipAddress for IpCommand {
         let shown = format!("{program} {}", args.join(" "));
         tokio::spawn(async move {
             match run(program, args).await {
-                Ok(Ok(())) => tracing::debug!(command = %shown, "gratuitous ARP sent"),
-                Ok(Err(e)) => tracing::warn!(command = %shown, error = %e, "gratuitous ARP failed"),
+                Ok(()) => tracing::debug!(command = %shown, "gratuitous ARP sent"),
                 Err(e) => tracing::warn!(error = %e, "gratuitous ARP failed"),
             }
         });
@@ -223,7 +211,7 @@ impl VipAgentParams {
 
 /// A database answer on its way to the election.
 enum DbAnswer {
-    Read(Result<Option<Lease>, ()>),
+    Read(LeaseRead),
     Acquire(AcquireOutcome),
     Renew(RenewOutcome),
 }
@@ -249,33 +237,33 @@ pub async fn run_vip<A: VipAddress>(
         params.priority,
         Instant::now(),
     );
-    let mut queue = election.start(Instant::now());
+    let mut queue: VecDeque<Command> = election.start(Instant::now()).into();
     let mut op: Option<DbOp> = None;
     let mut stopping = false;
     loop {
-        for command in std::mem::take(&mut queue) {
+        while let Some(command) = queue.pop_front() {
             match command {
                 Command::ReadLease => {
                     let (s, v) = (store.clone(), vip.clone());
                     op = Some(Box::pin(async move {
-                        DbAnswer::Read(
-                            match tokio::time::timeout(op_timeout, s.vip_lease(&v)).await {
-                                Ok(Ok(l)) => Ok(l.map(|l| Lease {
-                                    holder: l.holder,
-                                    term: l.term,
-                                    expires_at_ms: l.expires_at_ms,
-                                    db_now_ms: l.db_now_ms,
-                                })),
-                                Ok(Err(e)) => {
-                                    tracing::warn!(error = %e, "cannot read the VIP lease");
-                                    Err(())
-                                }
-                                Err(_) => {
-                                    tracing::warn!("reading the VIP lease timed out");
-                                    Err(())
-                                }
-                            },
-                        )
+                        let res = tokio::time::timeout(op_timeout, s.vip_lease(&v)).await;
+                        DbAnswer::Read(match res {
+                            Ok(Ok(Some(l))) => LeaseRead::Found(Lease {
+                                holder: l.holder,
+                                term: l.term,
+                                expires_at_ms: l.expires_at_ms,
+                                db_now_ms: l.db_now_ms,
+                            }),
+                            Ok(Ok(None)) => LeaseRead::Absent,
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %e, "cannot read the VIP lease");
+                                LeaseRead::DbError
+                            }
+                            Err(_) => {
+                                tracing::warn!("reading the VIP lease timed out");
+                                LeaseRead::DbError
+                            }
+                        })
                     }));
                 }
                 Command::TryAcquire => {
@@ -337,7 +325,12 @@ pub async fn run_vip<A: VipAddress>(
                 }
                 Command::AddAddress => match address.add(lifetime).await {
                     Ok(()) => tracing::info!(term = ?election.term(), "VIP address added"),
-                    Err(e) => tracing::error!(error = %e, "cannot add the VIP address"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot add the VIP address: giving the VIP up for a lease period");
+                        // Not the rest of this batch (the announce): the election's way out.
+                        queue = election.address_failed(Instant::now()).into();
+                        op = None;
+                    }
                 },
                 Command::KeepAddress => {
                     if let Err(e) = address.add(lifetime).await {
@@ -359,7 +352,7 @@ pub async fn run_vip<A: VipAddress>(
             break;
         }
         if *shutdown.borrow() {
-            queue = election.release(Instant::now());
+            queue = election.release(Instant::now()).into();
             op = None;
             stopping = true;
             continue;
@@ -373,15 +366,16 @@ pub async fn run_vip<A: VipAddress>(
                     DbAnswer::Read(r) => election.lease_read(now, r),
                     DbAnswer::Acquire(a) => election.acquire_result(now, a),
                     DbAnswer::Renew(r) => election.renew_result(now, r),
-                };
+                }
+                .into();
             }
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
-                queue = election.tick(Instant::now());
+                queue = election.tick(Instant::now()).into();
             }
             changed = shutdown.changed() => {
                 if changed.is_err() {
                     // The node is gone without a word: stop the same way.
-                    queue = election.release(Instant::now());
+                    queue = election.release(Instant::now()).into();
                     op = None;
                     stopping = true;
                 }

@@ -120,6 +120,16 @@ pub enum AcquireOutcome {
     DbError,
 }
 
+/// What reading the lease row returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseRead {
+    Found(Lease),
+    /// Nobody ever took this VIP.
+    Absent,
+    /// The database did not answer (or failed).
+    DbError,
+}
+
 /// What a renewal returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RenewOutcome {
@@ -303,8 +313,8 @@ impl Election {
         out
     }
 
-    /// The lease row was read (`None`: no row yet), or the read failed (`Err`).
-    pub fn lease_read(&mut self, now: Instant, lease: Result<Option<Lease>, ()>) -> Vec<Command> {
+    /// The lease row was read, or the read failed.
+    pub fn lease_read(&mut self, now: Instant, lease: LeaseRead) -> Vec<Command> {
         if self.in_flight == Some(InFlight::Read) {
             self.in_flight = None;
         }
@@ -313,12 +323,15 @@ impl Election {
         }
         let head_start = PRIORITY_STEP * u32::from(MAX_PRIORITY - self.priority);
         let (next_check, try_after) = match lease {
-            Err(()) => (now + self.timing.renew, None),
+            LeaseRead::DbError => (now + self.timing.renew, None),
             // Our own row (a restart of this node): nobody else can hold it, take it back
             // now with a new term.
-            Ok(Some(l)) if l.holder == self.node_id => (now, Some(now)),
-            Ok(lease) => {
-                let remaining = lease.as_ref().map_or(Duration::ZERO, Lease::remaining);
+            LeaseRead::Found(l) if l.holder == self.node_id => (now, Some(now)),
+            lease => {
+                let remaining = match &lease {
+                    LeaseRead::Found(l) => l.remaining(),
+                    _ => Duration::ZERO,
+                };
                 let try_at = now + remaining + head_start;
                 // Re-read at least every R, so a release or a new holder is seen.
                 (try_at.min(now + self.timing.renew), Some(try_at))
@@ -428,6 +441,21 @@ impl Election {
         }
         out.extend(self.tick(now));
         out
+    }
+
+    /// The address could not be added (no such interface, no permission): serving the
+    /// VIP from here is impossible, so hand it over (drop, release) and stay away for a
+    /// lease period, letting a node that can serve it take it.
+    pub fn address_failed(&mut self, now: Instant) -> Vec<Command> {
+        let Role::Holder { term, .. } = self.role else {
+            return Vec::new();
+        };
+        self.in_flight = None;
+        self.role = Role::Follower {
+            next_check: now + self.timing.lease,
+            try_after: None,
+        };
+        vec![Command::DropAddress, Command::Release { term }]
     }
 
     /// Graceful stop (shutdown, handover): drop the address, then end the lease so another

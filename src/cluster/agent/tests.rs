@@ -18,6 +18,8 @@ type Log = Arc<Mutex<Vec<(String, Event)>>>;
 struct FakeAddress {
     node: String,
     log: Log,
+    /// Adding fails (a missing interface, no permission).
+    broken: bool,
 }
 
 impl FakeAddress {
@@ -30,6 +32,13 @@ impl FakeAddress {
 
 impl VipAddress for FakeAddress {
     async fn add(&self, _lifetime: Duration) -> Result<(), AgentError> {
+        if self.broken {
+            return Err(AgentError::Failed {
+                command: "ip addr replace".into(),
+                status: "exit status: 2".into(),
+                stderr: "Cannot find device".into(),
+            });
+        }
         self.record(Event::Add);
         Ok(())
     }
@@ -64,10 +73,20 @@ async fn store() -> Store {
 }
 
 fn start(store: &Store, node: &str, log: &Log) -> (watch::Sender<bool>, JoinHandle<()>) {
+    start_with(store, node, log, false)
+}
+
+fn start_with(
+    store: &Store,
+    node: &str,
+    log: &Log,
+    broken: bool,
+) -> (watch::Sender<bool>, JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
     let address = FakeAddress {
         node: node.to_owned(),
         log: log.clone(),
+        broken,
     };
     let task = tokio::spawn(run_vip(store.clone(), params(node), address, rx));
     (tx, task)
@@ -180,4 +199,24 @@ fn the_address_lifetime_fits_the_hold_window() {
     let mut p = params("a");
     p.timing.lease = Duration::from_millis(10_000);
     assert_eq!(p.address_lifetime(), Duration::from_secs(8));
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_add_the_address_lets_another_serve_the_vip() {
+    let s = store().await;
+    let log = Log::default();
+    let (stop_a, task_a) = start_with(&s, "a", &log, true);
+    // a takes the free VIP first, fails to add it and releases it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (stop_b, task_b) = start(&s, "b", &log);
+    let took = wait_for_holder(&log, "b", Duration::from_secs(3)).await;
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(holders_over_time(&log).last(), Some(&Some("b".to_owned())));
+    let l = s.vip_lease("192.0.2.10").await.expect("read").expect("row");
+    assert_eq!((l.holder.as_str(), l.term), ("b", 2));
+    for (stop, task) in [(stop_a, task_a), (stop_b, task_b)] {
+        stop.send(true).expect("stop");
+        task.await.expect("task");
+    }
 }

@@ -25,7 +25,7 @@ enum Op {
 
 #[derive(Debug)]
 enum Reply {
-    Read(Result<Option<Lease>, ()>),
+    Read(LeaseRead),
     Acquire(AcquireOutcome),
     Renew(RenewOutcome),
     None,
@@ -204,12 +204,15 @@ impl World {
         let now = self.db_now();
         let lease = self.timing.lease.as_millis() as i64;
         match op {
-            Op::Read => Reply::Read(Ok(self.row.as_ref().map(|(h, term, exp)| Lease {
-                holder: h.clone(),
-                term: *term,
-                expires_at_ms: *exp,
-                db_now_ms: now,
-            }))),
+            Op::Read => Reply::Read(match &self.row {
+                Some((h, term, exp)) => LeaseRead::Found(Lease {
+                    holder: h.clone(),
+                    term: *term,
+                    expires_at_ms: *exp,
+                    db_now_ms: now,
+                }),
+                None => LeaseRead::Absent,
+            }),
             Op::Acquire => match &mut self.row {
                 None => {
                     self.row = Some((me, 1, now + lease));
@@ -286,7 +289,7 @@ impl World {
                 (_, Some(Reply::Read(r))) if !lost => e.lease_read(now, r),
                 (_, Some(Reply::Acquire(a))) if !lost => e.acquire_result(now, a),
                 (_, Some(Reply::Renew(r))) if !lost => e.renew_result(now, r),
-                (Op::Read, _) => e.lease_read(now, Err(())),
+                (Op::Read, _) => e.lease_read(now, LeaseRead::DbError),
                 (Op::Acquire, _) => e.acquire_result(now, AcquireOutcome::DbError),
                 (Op::Renew(_), _) => e.renew_result(now, RenewOutcome::DbError),
             };
@@ -640,4 +643,32 @@ fn clock_skew_beyond_the_bound_is_what_breaks_it() {
     w.nodes[a].partitioned = true;
     w.advance(4000);
     assert!(!w.violations.is_empty(), "expected an overlap");
+}
+
+#[test]
+fn a_node_that_cannot_add_the_address_hands_the_vip_over() {
+    let mut w = World::new(timing());
+    let a = w.add("a", MAX_PRIORITY);
+    let b = w.add("b", MAX_PRIORITY - 10);
+    w.start(a, MAX_PRIORITY);
+    w.advance(20);
+    w.start(b, MAX_PRIORITY - 10);
+    w.advance(500);
+    assert_eq!(w.holder(), Some(a));
+    // The agent reports that adding failed (as if it had): a gives the VIP up at once.
+    let now = w.local_now(a);
+    let cmds = w.nodes[a].election.address_failed(now);
+    assert_eq!(
+        cmds,
+        vec![Command::DropAddress, Command::Release { term: 1 }]
+    );
+    w.run(a, cmds);
+    w.advance(w.drop_delay);
+    let (n, took) = w.until_held(1000).expect("b takes it");
+    assert_eq!(n, b);
+    assert!(took <= 400 + 60, "{took} ms");
+    // a stays away for a lease period, then follows the new holder quietly.
+    w.advance(3000);
+    assert_eq!(w.holder(), Some(b));
+    w.assert_safe();
 }
