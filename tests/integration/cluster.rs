@@ -275,3 +275,58 @@ async fn scenario(url: String, ns: [String; 2], ifname: [String; 2]) {
         samples.len()
     );
 }
+
+/// `ringfort serve` with `[cluster] enabled` on PostgreSQL: the node's heartbeat shows in
+/// `ringfort cluster status`, and its VIP agent runs. The VIP names an interface that does
+/// not exist (the node runs in the host's own namespace, which the test must not change),
+/// so the agent takes the lease, fails to add the address, and hands the VIP back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clustered_node_heartbeats_and_runs_its_vip_agent() {
+    let (mut admin, schema, url) = pg_schema().await;
+    let res = tokio::task::spawn_blocking(move || {
+        let mut node = crate::support::Node::new(crate::support::NodeOptions {
+            database_url: url,
+            extra: "[cluster]\nenabled = true\nsip_address = \"127.0.0.1:5060\"\n\
+                    heartbeat_ms = 200\n\
+                    [[cluster.vip]]\naddress = \"198.51.100.78\"\ninterface = \"rfnosuchif0\"\n"
+                .into(),
+            ..Default::default()
+        });
+        node.start();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let out = loop {
+            let out = node.cli_ok(&["cluster", "status"]);
+            if out.contains("vip 198.51.100.78\tholder=test1") || Instant::now() > deadline {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            out.starts_with("node test1\thealthy\theartbeat 0."),
+            "{out}\n{}",
+            node.log_text()
+        );
+        assert!(out.contains("\tsip=127.0.0.1:5060\t"), "{out}");
+        assert!(
+            out.contains("vip 198.51.100.78\tholder=test1\tterm="),
+            "{out}"
+        );
+        assert!(
+            node.log_text().contains("cannot add the VIP address"),
+            "{}",
+            node.log_text()
+        );
+        node.stop();
+    })
+    .await;
+    admin
+        .execute(sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")))
+        .await
+        .expect("drop schema");
+    if let Err(e) = res {
+        match e.try_into_panic() {
+            Ok(p) => std::panic::resume_unwind(p),
+            Err(e) => panic!("test: {e}"),
+        }
+    }
+}
