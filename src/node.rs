@@ -212,7 +212,10 @@ pub async fn start_with_apps(
     let (mwi_tx, mwi_rx) = mpsc::channel::<MwiCommand>(1024);
     let (mwi, mwi_task) = spawn_mwi(
         voicemail.clone(),
-        MwiConfig::default(),
+        MwiConfig {
+            unsolicited: cfg.voicemail.unsolicited_mwi,
+            ..MwiConfig::default()
+        },
         mwi_tx,
         shutdown_rx.clone(),
     );
@@ -859,6 +862,42 @@ impl Core {
     fn mwi_command(&mut self, cmd: MwiCommand) {
         match cmd {
             MwiCommand::Respond { key, resp } => self.reply(&key, resp),
+            MwiCommand::Unsolicited { mailbox, counts } => {
+                let node_id = self.calls.node_id.clone();
+                let public = self.calls.public_address.clone();
+                let now = Instant::now().into_std();
+                for b in self.registrar.lookup(&mailbox) {
+                    let Some(peer) = target_peer(&b, &node_id, |c| self.transport.is_open(c))
+                    else {
+                        continue;
+                    };
+                    let host = host_for(public.as_deref(), &peer);
+                    let req = mwi::unsolicited_notify(
+                        &mwi::UnsolicitedTarget {
+                            contact_uri: &b.contact_uri,
+                            peer,
+                            route: &b.path,
+                            local_contact: &contact_for(&host, &peer),
+                            domain: &host,
+                        },
+                        &mailbox,
+                        counts,
+                        &format!("{:032x}", rand::random::<u128>()),
+                        &format!("{:08x}", rand::random::<u32>()),
+                        &crate::sip::transaction::new_branch(&mut rand::thread_rng()),
+                    );
+                    debug!(mailbox, contact = %b.contact_uri, "unsolicited MWI NOTIFY");
+                    // Its outcome matters to nobody: the next change sends another.
+                    match self.layer.send_request(req, peer, now) {
+                        Ok((_, actions)) => {
+                            for a in actions {
+                                self.act(a);
+                            }
+                        }
+                        Err(e) => debug!(error = %e, "NOTIFY refused by the transaction layer"),
+                    }
+                }
+            }
             MwiCommand::SendNotify { req, to } => {
                 let now = Instant::now().into_std();
                 match self.layer.send_request(req, to, now) {
@@ -1377,6 +1416,11 @@ impl Core {
         match self.registrar.process(&req, &from) {
             Outcome::Respond(resp) => self.reply(&key, resp),
             Outcome::Persist(write) => {
+                if write.adds_binding() {
+                    let _ = self.mwi.try_send(MwiIn::Registered {
+                        mailbox: write.aor.clone(),
+                    });
+                }
                 if let Err(e) = self.writes.try_send((key, write)) {
                     let (key, write) = match e {
                         mpsc::error::TrySendError::Full(v)

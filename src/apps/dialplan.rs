@@ -426,8 +426,15 @@ async fn conference<C: Channel>(ch: &mut C, room: &Room) -> Result<(), ChannelEr
             .await?;
     }
     // A leave key would end the plan's step; the room is left by hanging up.
-    ch.join_conference(&room.name, ConferenceOptions::default())
-        .await?;
+    ch.join_conference(
+        &room.name,
+        ConferenceOptions {
+            moderator,
+            announce: room.announce,
+            ..ConferenceOptions::default()
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -186,6 +186,12 @@ impl Channel for FakeChannel {
     }
 
     async fn play(&mut self, sounds: &[Sound], opts: PlayOptions) -> Result<PlayEnd, ChannelError> {
+        self.live()?;
+        if let (true, Some(d)) = (opts.barge_in, self.digits.front()) {
+            let end = PlayEnd::BargeIn(*d);
+            self.log.push(Op::Played(sounds.to_vec(), end));
+            return Ok(end);
+        }
         let keys = self.step()?;
         let end = match keys.first() {
             Some(d) if opts.barge_in => PlayEnd::BargeIn(*d),

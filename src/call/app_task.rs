@@ -332,12 +332,22 @@ impl Channel for SipChannel {
         if self.hung_up {
             return Err(ChannelError::HungUp);
         }
+        // A key pressed before the prompt began (the endpoint only barges in on keys
+        // during playback) is an answer to it already.
+        if let (true, Some(d)) = (opts.barge_in, self.digits.front()) {
+            return Ok(PlayEnd::BargeIn(*d));
+        }
         let library = self.sounds.clone();
         let list = sounds.to_vec();
         let rate = self.rate;
         let items = tokio::task::spawn_blocking(move || library.items(&list, rate))
             .await
             .map_err(|_| ChannelError::MediaGone)??;
+        // Keys pressed while the sounds were read count as well.
+        self.take_pending_events();
+        if let (true, Some(d)) = (opts.barge_in, self.digits.front()) {
+            return Ok(PlayEnd::BargeIn(*d));
+        }
         let id = self.id();
         self.send(Request::Play { id, items, opts })?;
         let guard = StopOnDrop {
@@ -350,6 +360,11 @@ impl Channel for SipChannel {
                 Ok(EndpointEvent::PlayDone { id: done, end }) if done == id => {
                     guard.done();
                     return Ok(end);
+                }
+                // A key the endpoint saw before it started this playlist (so it did not
+                // stop it itself): the guard stops it.
+                Ok(EndpointEvent::Digit { digit, .. }) if opts.barge_in => {
+                    return Ok(PlayEnd::BargeIn(digit));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -466,12 +481,14 @@ impl Channel for SipChannel {
         };
         let link = self
             .rooms
-            .join(room, self.rate, member)
+            .join(room, self.rate, member, opts.announce)
             .await
             .map_err(|e| ChannelError::Conference {
                 room: room.to_owned(),
                 reason: e.to_string(),
             })?;
+        let controls = link.controls();
+        let mut others_muted = false;
         self.send(Request::Link(Some(Box::new(link))))?;
         let guard = StopOnDrop {
             requests: self.requests.clone(),
@@ -484,6 +501,13 @@ impl Channel for SipChannel {
                     self.digits.pop_back();
                     drop(guard);
                     return Ok(ConferenceEnd::Key(digit));
+                }
+                Ok(EndpointEvent::Digit { digit, .. })
+                    if opts.moderator && digit == super::channel::MODERATOR_MUTE_KEY =>
+                {
+                    self.digits.pop_back();
+                    others_muted = !others_muted;
+                    controls.mute_others(others_muted);
                 }
                 Ok(_) => {}
                 Err(e) => {

@@ -60,7 +60,8 @@ impl Sound {
 /// How to play.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PlayOptions {
-    /// A key press stops the playlist (the digit stays in the buffer).
+    /// A key press stops the playlist (the digit stays in the buffer); a key already
+    /// typed ahead skips it (nothing plays).
     pub barge_in: bool,
     /// Start over at the end until stopped (music on hold): the future only ends by
     /// barge-in, by being dropped, or by the caller hanging up.
@@ -124,7 +125,14 @@ pub struct ConferenceOptions {
     pub deaf: bool,
     /// Keys that take the caller out of the room (consumed).
     pub leave_keys: Vec<Digit>,
+    /// The room's moderator: `1` mutes everyone else, pressed again unmutes them.
+    pub moderator: bool,
+    /// Join and leave tones, when this caller starts the room.
+    pub announce: bool,
 }
+
+/// The key a moderator mutes (and unmutes) the others with.
+pub const MODERATOR_MUTE_KEY: Digit = Digit::D1;
 
 /// Why [`Channel::join_conference`] returned (while the caller is still on the line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

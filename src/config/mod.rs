@@ -49,6 +49,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub media: MediaConfig,
     pub calls: CallsConfig,
+    pub voicemail: VoicemailConfig,
     pub cluster: ClusterConfig,
 }
 
@@ -238,6 +239,16 @@ impl Default for LogConfig {
             format: LogFormat::Text,
         }
     }
+}
+
+/// `[voicemail]`
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VoicemailConfig {
+    /// Also send message-waiting NOTIFYs to registered phones that do not subscribe
+    /// (phones configured for unsolicited MWI): when the counts change and when one
+    /// registers.
+    pub unsolicited_mwi: bool,
 }
 
 /// `[http]`: the admin API (and later the web panel)

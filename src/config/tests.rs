@@ -46,7 +46,7 @@ fn sample_file_equals_the_defaults() {
 fn sample_file_lists_every_key() {
     let doc: Doc = toml::from_str(SAMPLE).unwrap();
     let schema = Schema::get();
-    assert_eq!(schema.sections.len(), 10);
+    assert_eq!(schema.sections.len(), 11);
     for section in &schema.sections {
         for (key, _) in &section.keys {
             assert!(
@@ -126,7 +126,7 @@ fn unknown_section_and_non_table_section() {
     assert_eq!(
         err("\n[sipp]\nrealm = \"x\"\n"),
         "ringfort.toml:2: unknown section \"sipp\", expected one of node, sip, registrar, \
-         database, paths, log, http, media, calls, cluster"
+         database, paths, log, http, media, calls, voicemail, cluster"
     );
     assert_eq!(
         err("sip = 5\n"),
@@ -333,7 +333,7 @@ fn env_names_are_derived_and_unambiguous() {
         .flat_map(|s| s.keys.iter().map(|(k, _)| env_var_name(&s.name, k)))
         .collect();
     let count = names.len();
-    assert_eq!(count, 45);
+    assert_eq!(count, 46);
     names.sort();
     names.dedup();
     assert_eq!(names.len(), count, "two keys map to one variable");

@@ -106,6 +106,8 @@ enum Command {
     Leave(ParticipantId),
     Mute(ParticipantId, bool),
     MuteAll(bool),
+    /// Everyone but this member (the moderator).
+    MuteOthers(ParticipantId, bool),
 }
 
 struct Member {
@@ -126,6 +128,29 @@ pub struct RoomLink {
 impl RoomLink {
     pub fn set_muted(&self, on: bool) {
         let _ = self.room.send(Command::Mute(self.id, on));
+    }
+
+    /// What a member keeps to act on the room once the link itself is handed to the
+    /// media endpoint.
+    pub fn controls(&self) -> MemberControls {
+        MemberControls {
+            id: self.id,
+            room: self.room.clone(),
+        }
+    }
+}
+
+/// A member's controls over the room (a moderator's "mute everyone else").
+#[derive(Clone)]
+pub struct MemberControls {
+    id: ParticipantId,
+    room: mpsc::UnboundedSender<Command>,
+}
+
+impl MemberControls {
+    /// Mutes (or unmutes) every other member.
+    pub fn mute_others(&self, on: bool) {
+        let _ = self.room.send(Command::MuteOthers(self.id, on));
     }
 }
 
@@ -202,31 +227,38 @@ impl Rooms {
         }
     }
 
-    /// The room called `name`, started if it is not running.
-    fn handle(&self, name: &str, fresh: bool) -> Result<RoomHandle, ConferenceError> {
+    /// The room called `name`, started if it is not running (with join and leave tones
+    /// when `tones`, as its first member asks).
+    fn handle(&self, name: &str, fresh: bool, tones: bool) -> Result<RoomHandle, ConferenceError> {
         let mut rooms = self.rooms.lock().map_err(|_| ConferenceError::Closed)?;
         if !fresh {
             if let Some(h) = rooms.get(name) {
                 return Ok(h.clone());
             }
         }
-        let h = RoomHandle::spawn(name, self.config)?;
+        let config = MixerConfig {
+            tones: self.config.tones && tones,
+            ..self.config
+        };
+        let h = RoomHandle::spawn(name, config)?;
         rooms.insert(name.to_owned(), h.clone());
         Ok(h)
     }
 
-    /// Joins room `name` with frames at `rate`.
+    /// Joins room `name` with frames at `rate`; a room this starts plays join and leave
+    /// tones when `tones`.
     pub async fn join(
         &self,
         name: &str,
         rate: u32,
         opts: MemberOptions,
+        tones: bool,
     ) -> Result<RoomLink, ConferenceError> {
-        if let Some(link) = self.handle(name, false)?.join(rate, opts).await? {
+        if let Some(link) = self.handle(name, false, tones)?.join(rate, opts).await? {
             return Ok(link);
         }
         // The room ended between its last leave and this join: start it again.
-        self.handle(name, true)?
+        self.handle(name, true, tones)?
             .join(rate, opts)
             .await?
             .ok_or(ConferenceError::Closed)
@@ -287,6 +319,12 @@ async fn run(name: String, mut mixer: Mixer, mut cmds: mpsc::UnboundedReceiver<C
                             let _ = mixer.set_muted(m.id, on);
                         }
                     }
+                    Command::MuteOthers(keep, on) => {
+                        for m in members.iter().filter(|m| m.id != keep) {
+                            let _ = mixer.set_muted(m.id, on);
+                        }
+                        info!(room = %name, muted = on, "moderator muted the others");
+                    }
                 }
             }
             _ = clock.tick(), if !members.is_empty() => {
@@ -335,5 +373,63 @@ mod tests {
         assert_eq!(out, [9, 9, 0, 0]);
         let free = q.inner.lock().expect("lock").free.len();
         assert!(free <= QUEUE_MAX + 1, "buffers are reused: {free}");
+    }
+
+    fn tone(hz: f64, amplitude: f64, start: usize) -> Vec<i16> {
+        (start..start + 160)
+            .map(|i| (amplitude * (std::f64::consts::TAU * hz * i as f64 / 8000.0).sin()) as i16)
+            .collect()
+    }
+
+    /// Feeds the members for `frames` ticks; returns the peak each heard in the last half.
+    async fn talk(links: &mut [RoomLink], voices: &[Option<f64>], frames: usize) -> Vec<i16> {
+        let mut peak = vec![0i16; links.len()];
+        let mut out = vec![0i16; 160];
+        for f in 0..frames {
+            for (link, voice) in links.iter_mut().zip(voices) {
+                let frame = match voice {
+                    Some(hz) => tone(*hz, 8000.0, f * 160),
+                    None => vec![0; 160],
+                };
+                link.put(&frame);
+            }
+            tokio::time::sleep(Duration::from_millis(u64::from(TICK_MS))).await;
+            for (i, link) in links.iter_mut().enumerate() {
+                while link.take(&mut out) {
+                    if f >= frames / 2 {
+                        let p = out.iter().map(|s| s.saturating_abs()).max().unwrap_or(0);
+                        peak[i] = peak[i].max(p);
+                    }
+                }
+            }
+        }
+        peak
+    }
+
+    #[tokio::test]
+    async fn a_moderator_mutes_everyone_else_and_is_still_heard() {
+        let rooms = Rooms::new(MixerConfig {
+            tones: false,
+            ..MixerConfig::default()
+        });
+        let mut links = Vec::new();
+        for _ in 0..3 {
+            links.push(
+                rooms
+                    .join("r", 8000, MemberOptions::default(), false)
+                    .await
+                    .expect("join"),
+            );
+        }
+        // The moderator (0) is silent, 1 talks: the moderator hears 1.
+        let peak = talk(&mut links, &[None, Some(500.0), None], 20).await;
+        assert!(peak[0] > 1000, "the moderator hears member 1: {peak:?}");
+        links[0].controls().mute_others(true);
+        let peak = talk(&mut links, &[Some(700.0), Some(500.0), None], 20).await;
+        assert!(peak[0] < 100, "member 1 is muted: {peak:?}");
+        assert!(peak[2] > 1000, "member 2 hears the moderator: {peak:?}");
+        links[0].controls().mute_others(false);
+        let peak = talk(&mut links, &[None, Some(500.0), None], 20).await;
+        assert!(peak[0] > 1000, "member 1 is heard again: {peak:?}");
     }
 }

@@ -83,6 +83,15 @@ pub struct PendingWrite {
     received: String,
 }
 
+impl PendingWrite {
+    /// A new contact registers (not a refresh or a removal).
+    pub fn adds_binding(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|c| matches!(c, Change::Added { .. }))
+    }
+}
+
 struct CachedExtension {
     ext: Option<Extension>,
     loaded_at: i64,

@@ -40,6 +40,9 @@ pub struct MwiConfig {
     pub max_expires: u32,
     /// When the SUBSCRIBE has no Expires (RFC 3842 leaves it to the notifier).
     pub default_expires: u32,
+    /// Also NOTIFY registered phones of a mailbox nobody subscribes to
+    /// (`[voicemail] unsolicited_mwi`).
+    pub unsolicited: bool,
 }
 
 impl Default for MwiConfig {
@@ -48,6 +51,7 @@ impl Default for MwiConfig {
             min_expires: 60,
             max_expires: 3600,
             default_expires: 3600,
+            unsolicited: false,
         }
     }
 }
@@ -133,6 +137,11 @@ impl Subscriptions {
 
     pub fn is_empty(&self) -> bool {
         self.subs.is_empty()
+    }
+
+    /// Whether a subscription watches `mailbox` (its phones need no unsolicited NOTIFY).
+    pub fn watches(&self, mailbox: &str) -> bool {
+        self.subs.values().any(|s| s.mailbox == mailbox)
     }
 
     /// The mailboxes someone watches.
@@ -463,6 +472,63 @@ fn accepts_summary(req: &Request) -> bool {
     !any
 }
 
+/// One registered phone an unsolicited NOTIFY goes to (no subscription, no dialog).
+#[derive(Debug, Clone)]
+pub struct UnsolicitedTarget<'a> {
+    /// The Contact it registered: the Request-URI.
+    pub contact_uri: &'a str,
+    /// The flow it registered over.
+    pub peer: Peer,
+    /// Route headers (the binding's Path).
+    pub route: &'a [String],
+    /// Our Contact on that flow, and the host of our From / To URIs.
+    pub local_contact: &'a str,
+    pub domain: &'a str,
+}
+
+/// An unsolicited message-summary NOTIFY (what phones configured for "unsolicited MWI"
+/// take: a request outside any dialog, `Subscription-State: active`, the RFC 3842 body).
+/// `call_id`, `tag` and `branch` are fresh per NOTIFY.
+pub fn unsolicited_notify(
+    to: &UnsolicitedTarget<'_>,
+    mailbox: &str,
+    counts: VoicemailCounts,
+    call_id: &str,
+    tag: &str,
+    branch: &str,
+) -> Request {
+    let account = format!("sip:{mailbox}@{}", to.domain);
+    let mut h = Headers::new();
+    h.push(
+        HeaderName::Via,
+        format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            to.peer.transport.via_name(),
+            to.peer.local
+        ),
+    );
+    h.push(HeaderName::MaxForwards, "70");
+    for r in to.route {
+        h.push(HeaderName::Route, r.clone());
+    }
+    h.push(HeaderName::From, format!("<{account}>;tag={tag}"));
+    h.push(HeaderName::To, format!("<{account}>"));
+    h.push(HeaderName::CallId, call_id.to_owned());
+    h.push(HeaderName::CSeq, "1 NOTIFY");
+    h.push(HeaderName::Contact, format!("<{}>", to.local_contact));
+    h.push(HeaderName::Event, EVENT);
+    h.push(HeaderName::Other("Subscription-State".into()), "active");
+    h.push(HeaderName::ContentType, CONTENT_TYPE);
+    let body = summary_body(&account, counts);
+    h.push(HeaderName::ContentLength, body.len().to_string());
+    Request {
+        method: Method::Notify,
+        uri: to.contact_uri.to_owned(),
+        headers: h,
+        body: Bytes::from(body),
+    }
+}
+
 /// The RFC 3842 body: waiting or not, the account, and new/old voice messages (with the
 /// urgent counts, which we do not keep, as 0/0).
 pub fn summary_body(account: &str, counts: VoicemailCounts) -> String {
@@ -477,6 +543,51 @@ pub fn summary_body(account: &str, counts: VoicemailCounts) -> String {
 mod tests {
     use super::*;
     use crate::sip::Transport;
+
+    #[test]
+    fn an_unsolicited_notify_goes_to_the_registered_contact_outside_a_dialog() {
+        let peer = Peer {
+            transport: Transport::Udp,
+            remote: "192.0.2.7:5062".parse().expect("addr"),
+            local: "203.0.113.1:5060".parse().expect("addr"),
+            conn: None,
+        };
+        let route = vec!["<sip:edge.example;lr>".to_owned()];
+        let req = unsolicited_notify(
+            &UnsolicitedTarget {
+                contact_uri: "sip:401@192.0.2.7:5062",
+                peer,
+                route: &route,
+                local_contact: "sip:ringfort@203.0.113.1:5060",
+                domain: "203.0.113.1",
+            },
+            "401",
+            VoicemailCounts { new: 2, old: 1 },
+            "cid",
+            "tag1",
+            "z9hG4bKx",
+        );
+        assert_eq!(req.method, Method::Notify);
+        assert_eq!(req.uri, "sip:401@192.0.2.7:5062");
+        let h = |n: HeaderName| req.headers.get(&n).unwrap_or_default().to_owned();
+        assert!(!h(HeaderName::To).contains("tag="), "no dialog");
+        assert_eq!(h(HeaderName::Route), "<sip:edge.example;lr>");
+        assert_eq!(h(HeaderName::Event), EVENT);
+        let body = String::from_utf8_lossy(&req.body).into_owned();
+        assert!(body.contains("Messages-Waiting: yes"), "{body}");
+        assert!(
+            body.contains("Message-Account: sip:401@203.0.113.1"),
+            "{body}"
+        );
+        assert!(body.contains("Voice-Message: 2/1"), "{body}");
+        // The transaction layer parses what it sends: the message must serialize whole.
+        let bytes = crate::sip::message::SipMessage::Request(req).to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.starts_with("NOTIFY sip:401@192.0.2.7:5062 SIP/2.0\r\n"),
+            "{text}"
+        );
+    }
 
     fn peer() -> Peer {
         Peer {

@@ -29,6 +29,9 @@ pub enum MwiIn {
     /// A NOTIFY's client transaction ended: its final status, `None` for a timeout or a
     /// transport error.
     NotifyResult { key: TxKey, status: Option<u16> },
+    /// A phone of `mailbox` registered a new contact: it gets the lamp's state unasked
+    /// when unsolicited MWI is on and nobody subscribes to the mailbox.
+    Registered { mailbox: String },
 }
 
 /// A SUBSCRIBE the core hands over (boxed: it is large beside the other inputs).
@@ -48,6 +51,12 @@ pub enum MwiCommand {
     Respond { key: TxKey, resp: Response },
     /// Start a NOTIFY client transaction and report how it ends ([`MwiIn::NotifyResult`]).
     SendNotify { req: Request, to: Peer },
+    /// NOTIFY every registered phone of `mailbox`, unsolicited
+    /// ([`super::mwi::unsolicited_notify`]): the core knows the bindings.
+    Unsolicited {
+        mailbox: String,
+        counts: VoicemailCounts,
+    },
 }
 
 /// SUBSCRIBEs queued for the task; beyond it the core answers 503 (UDP phones retry).
@@ -105,11 +114,32 @@ async fn run(
                     }
                     Vec::new()
                 }
+                Some(MwiIn::Registered { mailbox }) => {
+                    if cfg.unsolicited && !subs.watches(&mailbox) {
+                        match vm.counts(&mailbox).await {
+                            Ok(counts) => {
+                                if commands.send(MwiCommand::Unsolicited { mailbox, counts }).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => warn!(mailbox, error = %e, "voicemail counts unread"),
+                        }
+                    }
+                    Vec::new()
+                }
             },
             c = changes.recv() => {
                 let now = tokio::time::Instant::now().into_std();
                 match c {
-                    Ok(c) => tag(subs.on_counts(&c.mailbox, c.counts, now)),
+                    Ok(c) => {
+                        if cfg.unsolicited && !subs.watches(&c.mailbox) {
+                            let cmd = MwiCommand::Unsolicited { mailbox: c.mailbox.clone(), counts: c.counts };
+                            if commands.send(cmd).await.is_err() {
+                                return;
+                            }
+                        }
+                        tag(subs.on_counts(&c.mailbox, c.counts, now))
+                    }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         debug!(missed = n, "MWI fell behind the counts: reading them again");
                         let mut out = Vec::new();

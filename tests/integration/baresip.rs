@@ -109,6 +109,57 @@ impl Baresip {
     /// Starts baresip, running `commands` (e.g. `/dial 200`) once it is up. It quits by
     /// itself after `max` at the latest.
     pub fn start(&mut self, commands: &[String], max: Duration) {
+        // A SIP port picked free can be taken by another test before baresip binds it:
+        // then it says "init failed" at once, and gets another port.
+        for _ in 0..3 {
+            self.spawn(commands, max);
+            if !self.failed_to_start() {
+                return;
+            }
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            self.move_sip_port();
+        }
+        self.spawn(commands, max);
+    }
+
+    /// Whether baresip gave up at start (it does so within a few milliseconds).
+    fn failed_to_start(&mut self) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_millis(300);
+        while std::time::Instant::now() < deadline {
+            if self.log_text().contains("init failed") {
+                return true;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return self.log_text().contains("init failed");
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Rewrites `sip_listen` with a new free port.
+    fn move_sip_port(&self) {
+        let path = self.dir.join("config");
+        let text = std::fs::read_to_string(&path).expect("baresip config");
+        let moved: Vec<String> = text
+            .lines()
+            .map(|l| match l.strip_prefix("sip_listen ") {
+                Some(addr) => {
+                    let ip = addr.rsplit_once(':').map_or(addr, |(ip, _)| ip);
+                    format!("sip_listen {ip}:{}", crate::support::free_port())
+                }
+                None => l.to_owned(),
+            })
+            .collect();
+        std::fs::write(&path, moved.join("\n") + "\n").expect("baresip config");
+    }
+
+    fn spawn(&mut self, commands: &[String], max: Duration) {
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");

@@ -21,7 +21,7 @@ fn check_accepts_the_sample_config() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ok"));
     // The sample config points at the sample dialplans.
-    assert!(out.contains("dialplans: ok, 3 contexts, 6 routes"), "{out}");
+    assert!(out.contains("dialplans: ok, 3 contexts, 7 routes"), "{out}");
 }
 
 #[test]

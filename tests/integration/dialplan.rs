@@ -34,6 +34,48 @@ on_busy = [{ voicemail = "${EXTEN}", greeting = "busy" }]
 on_noanswer = [{ voicemail = "${EXTEN}", greeting = "unavailable" }]
 on_unavailable = [{ voicemail = "${EXTEN}", greeting = "unavailable" }]
 
+# 7402: 402's mailbox straight away.
+[[context.internal.route]]
+match = "7402"
+steps = [{ voicemail = "402", greeting = "none" }]
+
+# 5: a menu for callers who say nothing: short prompt, short wait, two tries.
+[[context.internal.route]]
+match = "5"
+steps = [{ menu = "quiet" }]
+
+[menu.quiet]
+prompt = "beep"
+timeout = 1
+retries = 2
+invalid_prompt = "invalid"
+timeout_prompt = "timeout"
+on_fail = [{ play = "goodbye" }]
+options = { "1" = [{ play = "beep" }] }
+
+[[context.internal.route]]
+match = "6"
+steps = [{ menu = "strict" }]
+
+[menu.strict]
+prompt = "main-menu"
+timeout = 10
+retries = 3
+invalid_prompt = "invalid"
+timeout_prompt = "timeout"
+options = { "7" = [{ play = "beep" }] }
+
+[[context.internal.route]]
+match = "*97"
+steps = [{ voicemail_main = true }]
+
+[[context.internal.route]]
+match = "8100"
+steps = [{ conference = "8100" }]
+
+[conference.8100]
+announce = false
+
 [menu.main]
 prompt = "main-menu"
 timeout = 10
@@ -55,12 +97,17 @@ options = { "7" = [{ play = "beep" }] }
 /// A node routing by [`PLAN`], extensions 100 (the caller), 200 and 300 (never
 /// registered), app and relay ports in 4xxxx (the scenarios check the SDP names them).
 fn plan_node(ports: u16) -> Node {
+    plan_node_with(ports, "")
+}
+
+/// [`plan_node`] with more config sections.
+fn plan_node_with(ports: u16, more: &str) -> Node {
     let sounds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sounds");
     let mut node = Node::new(NodeOptions {
         sip: "tcp_idle_timeout_secs = 30\nt1_ms = 100\nt2_ms = 400".into(),
         extra: format!(
             "[media]\nrtp_port_min = {ports}\nrtp_port_max = {}\n\n\
-             [paths]\nsounds = \"{}\"\ndialplans = \"plans\"\n",
+             [paths]\nsounds = \"{}\"\ndialplans = \"plans\"\n\n{more}\n",
             ports + 998,
             sounds.display()
         ),
@@ -69,7 +116,7 @@ fn plan_node(ports: u16) -> Node {
     let plans = node.dir.path().join("plans");
     std::fs::create_dir_all(&plans).expect("plans folder");
     write_file(&plans, "plan.toml", PLAN);
-    for n in [CALLER, "200", "300", "400", "401"] {
+    for n in [CALLER, "200", "300", "400", "401", "402"] {
         node.add_extension(n, PASSWORD);
     }
     node.start();
@@ -116,6 +163,51 @@ fn keys_route_the_caller_through_nested_menus() {
     let cdr = newest_cdr(&node, "0");
     assert_eq!(&cdr[1..4], [CALLER, "0", "answered"], "{cdr:?}");
     assert!(cdr.iter().any(|f| f == "hangup=callee"), "{cdr:?}");
+    node.assert_no_panic();
+    node.stop();
+}
+
+#[test]
+fn a_caller_who_presses_nothing_hears_the_timeout_prompt_then_the_menu_gives_up() {
+    let mut node = plan_node(43800);
+    Sipp::new("call_uac_wait_bye.xml", SippTransport::Udp)
+        .service("5")
+        .auth(CALLER, PASSWORD)
+        .var("caller", CALLER)
+        .expect_pass(&node);
+    let log = node.log_text();
+    assert_eq!(log.matches("menu: no key").count(), 2, "two tries");
+    assert!(log.contains("menu: retries used up"));
+    let cdr = newest_cdr(&node, "5");
+    assert_eq!(&cdr[1..4], [CALLER, "5", "answered"], "{cdr:?}");
+    assert!(cdr.iter().any(|f| f == "hangup=callee"), "{cdr:?}");
+    node.assert_no_panic();
+    node.stop();
+}
+
+#[test]
+fn a_key_a_menu_does_not_offer_gets_the_invalid_prompt_and_another_try() {
+    let mut node = plan_node(43500);
+    // The 7 comes 4 s after the 5: after the invalid prompt, during the menu's again
+    // (keys typed during the invalid prompt itself are dropped with the wrong one).
+    let text = std::fs::read_to_string(crate::support::scenario("app_dtmf.xml"))
+        .expect("scenario")
+        .replace(
+            "<pause milliseconds=\"1500\"/>",
+            "<pause milliseconds=\"4000\"/>",
+        );
+    let mut caller = keying_caller("6");
+    caller.scenario = write_file(node.dir.path(), "app_dtmf_slow.xml", &text);
+    caller.expect_pass(&node);
+    let log = node.log_text();
+    let line = |what: &str, keys: &str| {
+        log.lines()
+            .position(|l| l.contains(what) && l.contains(keys))
+            .unwrap_or_else(|| panic!("no {what:?} with {keys} in the log"))
+    };
+    assert!(line("menu: invalid", "keys=5") < line("menu: chosen", "keys=7"));
+    let cdr = newest_cdr(&node, "6");
+    assert_eq!(&cdr[1..4], [CALLER, "6", "answered"], "{cdr:?}");
     node.assert_no_panic();
     node.stop();
 }
@@ -303,6 +395,172 @@ fn a_crash_loses_no_saved_message_and_keeps_the_one_being_recorded() {
     node.stop();
 }
 
+#[test]
+fn three_phones_in_a_dialplan_room_each_hear_the_other_two() {
+    use crate::baresip::{Baresip, PhoneSetup};
+    let mut node = plan_node(49000);
+    let phone = |number, tone_hz| {
+        Baresip::new(
+            node.dir.path(),
+            &PhoneSetup {
+                number,
+                password: PASSWORD,
+                registrar: node.addr(),
+                ip: "127.0.0.1",
+                sip_port: free_port(),
+                tone_hz,
+                netns: None,
+                codecs: "PCMU",
+            },
+        )
+    };
+    let tones = [("100", 440u32), ("200", 1000), ("300", 1700)];
+    let mut phones: Vec<Baresip> = tones.iter().map(|(n, hz)| phone(n, *hz)).collect();
+    for p in phones.iter_mut() {
+        p.start(&["/dial 8100".to_owned()], Duration::from_secs(20));
+    }
+    for p in &phones {
+        p.wait_call_ended(Duration::from_secs(15));
+    }
+    for (i, p) in phones.iter().enumerate() {
+        let heard = p.received();
+        let own = f64::from(tones[i].1);
+        for (j, (other, hz)) in tones.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            assert!(
+                heard.power_at(f64::from(*hz)) > 10.0 * heard.power_at(own),
+                "{} hears {other}'s {hz} Hz over its own {own} Hz: {heard:?}",
+                tones[i].0
+            );
+        }
+    }
+    for p in phones.iter_mut() {
+        p.stop();
+    }
+    node.assert_no_panic();
+    node.stop();
+}
+
+#[test]
+fn the_lamp_lights_for_a_new_message_and_goes_out_when_the_owner_deletes_it() {
+    let mut node = plan_node(41500);
+    node.cli_ok(&["voicemail", "pin", "401", "1234"]);
+    let flags = tempfile::tempdir().expect("tempdir");
+    let flag = flags.path().join("step");
+    // 401's phone watches its mailbox.
+    let mut lamp = Sipp::new("mwi_watch_read_delete.xml", SippTransport::Udp)
+        .service("401")
+        .auth("401", PASSWORD)
+        .var("flag", &flag.display().to_string())
+        .spawn(&node);
+    let mut reached = |n: &str| {
+        let file = flag.with_extension(n);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !file.exists() {
+            if std::time::Instant::now() > deadline {
+                let (_, text) = lamp.wait(Duration::from_secs(1));
+                panic!(
+                    "SIPp never got past NOTIFY {n}:\n{text}\n--- node log\n{}",
+                    node.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    reached("1");
+    // 100 leaves a message (401 has no phone to ring): the lamp lights, 1 new.
+    talking_caller(&node, "401").expect_pass(&node);
+    reached("2");
+    // The owner dials *97 from 401: PIN, listen (the lamp: 0 new, 1 old), delete (off).
+    Sipp::new("vm_retrieve.xml", SippTransport::Udp)
+        .service("*97")
+        .auth("401", PASSWORD)
+        .var("caller", "401")
+        .expect_pass(&node);
+    lamp.expect_pass(&node);
+    assert!(
+        node.cli_ok(&["voicemail", "list", "401"]).trim().is_empty(),
+        "the message is gone"
+    );
+    let log = node.log_text();
+    assert!(log.contains("voicemail login"), "logged in with the PIN");
+    node.assert_no_panic();
+    node.stop();
+}
+
+/// The next message-waiting NOTIFY on `sock` (answered 200, as a phone does): its
+/// `Messages-Waiting` and `Voice-Message` values. Retransmissions of one already
+/// answered are answered again and skipped.
+fn next_notify(sock: &std::net::UdpSocket, seen: &mut Vec<String>) -> (String, String) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = sock.recv_from(&mut buf).expect("a NOTIFY in time");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("NOTIFY ") {
+            continue;
+        }
+        let header = |name: &str| {
+            text.lines()
+                .find(|l| {
+                    l.to_ascii_lowercase()
+                        .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+                })
+                .map(|l| l[name.len() + 1..].trim().to_owned())
+                .unwrap_or_default()
+        };
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=phone\r\nCall-ID: {}\r\n\
+             CSeq: {}\r\nContent-Length: 0\r\n\r\n",
+            header("Via"),
+            header("From"),
+            header("To"),
+            header("Call-ID"),
+            header("CSeq")
+        );
+        sock.send_to(ok.as_bytes(), from)
+            .expect("200 to the NOTIFY");
+        let call_id = header("Call-ID");
+        if seen.contains(&call_id) {
+            continue;
+        }
+        seen.push(call_id);
+        assert!(text.contains("Event: message-summary"), "{text}");
+        assert!(text.contains("Message-Account: sip:402@"), "{text}");
+        return (header("Messages-Waiting"), header("Voice-Message"));
+    }
+}
+
+#[test]
+fn unsolicited_mwi_reaches_a_phone_that_registers_without_subscribing() {
+    let mut node = plan_node_with(41700, "[voicemail]\nunsolicited_mwi = true\n");
+    // 402's phone registers (SIPp), then its port is ours: NOTIFYs come to it.
+    let port = free_port();
+    Sipp::new("register.xml", SippTransport::Udp)
+        .auth("402", PASSWORD)
+        .var("expires", "600")
+        .port(port)
+        .expect_pass(&node);
+    let sock = std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the phone's port");
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut seen = Vec::new();
+    // Registering: the lamp's state at once (retransmitted until answered).
+    assert_eq!(
+        next_notify(&sock, &mut seen),
+        ("no".to_owned(), "0/0 (0/0)".to_owned())
+    );
+    // A message: the lamp lights.
+    talking_caller(&node, "7402").expect_pass(&node);
+    assert_eq!(
+        next_notify(&sock, &mut seen),
+        ("yes".to_owned(), "1/0 (0/0)".to_owned())
+    );
+    node.assert_no_panic();
+    node.stop();
+}
+
 /// A caller of `number` expecting the final `status`.
 fn refused_caller(node: &Node, number: &str, status: u16) -> Sipp {
     let text =
@@ -326,7 +584,7 @@ fn refusing_plan(status: u16) -> String {
 
 #[test]
 fn reload_swaps_in_a_valid_plan_and_keeps_the_old_one_when_the_new_is_bad() {
-    let mut node = plan_node(46000);
+    let mut node = plan_node(42600);
     let plan_file = node.dir.path().join("plans").join("plan.toml");
     std::fs::write(&plan_file, refusing_plan(403)).expect("write");
     // The node started with PLAN; the folder now says 9 -> 403.
@@ -356,6 +614,39 @@ fn reload_swaps_in_a_valid_plan_and_keeps_the_old_one_when_the_new_is_bad() {
         (node.log_text().matches("dialplan reloaded").count() >= 2).then_some(())
     });
     refused_caller(&node, "9", 486).expect_pass(&node);
+    node.assert_no_panic();
+    node.stop();
+}
+
+#[test]
+fn the_shipped_sample_sends_a_call_to_an_unregistered_extension_to_its_voicemail() {
+    let sounds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sounds");
+    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dialplans");
+    let mut node = Node::new(NodeOptions {
+        sip: "tcp_idle_timeout_secs = 30\nt1_ms = 100\nt2_ms = 400".into(),
+        extra: format!(
+            "[media]\nrtp_port_min = 41900\nrtp_port_max = 42898\n\n\
+             [paths]\nsounds = \"{}\"\ndialplans = \"{}\"\n",
+            sounds.display(),
+            sample.display()
+        ),
+        ..NodeOptions::default()
+    });
+    node.add_extension("1000", PASSWORD);
+    node.add_extension(CALLER, PASSWORD);
+    node.start();
+    // 100 is no extension of the sample's range, but a phone of the PBX all the same:
+    // it dials 1000, which has no phone registered.
+    talking_caller(&node, "1000").expect_pass(&node);
+    let messages = wait_for("the message", Duration::from_secs(5), || {
+        Some(listed(&node, "1000")).filter(|m| !m.is_empty())
+    });
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].1, "new");
+    assert!(
+        node.log_text().contains("default.toml"),
+        "routed by the sample"
+    );
     node.assert_no_panic();
     node.stop();
 }
