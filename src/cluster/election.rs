@@ -31,15 +31,20 @@
 //! cannot fence). Offsets between node clocks play no part; only the rate bound does.
 //!
 //! # Timing and failover
-//! The holder renews every R (< L - S, retried every R/2 after an error), so one or more
-//! renewals may fail before it must drop. A follower reads the lease, sleeps until the
+//! The holder renews every R (2R <= L - S, the config's rule; R/2 after an error), so a
+//! renewal may fail before it must drop. A follower reads the lease, sleeps until the
 //! database says it ends (re-reading at least every R, so a graceful release is seen
 //! within R), then tries to acquire. Priority is a head start: a node tries
 //! `(MAX_PRIORITY - priority) * PRIORITY_STEP` after the expiry it observed, so the
 //! preferred live node wins a free VIP; there is no pre-emption of a live holder (that
-//! would cost a gap for nothing; `handover` is the admin's way). Failover after a holder
-//! dies is at most L + R/2-ish (the last renew can have just landed) plus one database
-//! round trip and the address change; with the defaults (L = 1.5 s) about 1.5-1.6 s.
+//! would cost a gap for nothing; a graceful release is the way to move a VIP on purpose).
+//! Failover after a holder dies: its lease ends at most L after its last renewal, which
+//! may have landed just before the death; the follower's timer is set to that expiry (plus
+//! its head start), then one database round trip and the address change. With the
+//! defaults (L = 1.5 s) that is about 1.5 s; the namespace test measures ~1.45 s.
+//!
+//! A process that dies or hangs cannot run its timer: the agent's kernel lifetime on the
+//! address covers that case (see `super::agent`).
 
 use std::time::{Duration, Instant};
 
