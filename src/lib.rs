@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod apps;
 pub mod call;
+pub mod cluster;
 pub mod config;
 pub mod dialplan;
 pub mod http;

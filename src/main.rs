@@ -52,6 +52,9 @@ enum Command {
     /// Voicemail: list a mailbox's messages, set its PIN.
     #[command(subcommand)]
     Voicemail(VoicemailCommand),
+    /// The cluster: nodes and floating IPs.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// List call detail records, newest first, one a line (a recorded call's file last,
     /// as recording=PATH).
     Cdr {
@@ -59,6 +62,14 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// One line per node (healthy while its last heartbeat is younger than 3 heartbeat
+    /// periods, with its age, addresses and version), then one per floating IP: holder,
+    /// fencing term, time until its lease expires.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -332,6 +343,27 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Voicemail(cmd) => voicemail(cmd, &cfg).await,
+        Command::Cluster(ClusterCommand::Status) => {
+            let store = open_store(&cfg).await?;
+            let nodes = store.list_cluster_nodes().await?;
+            let leases = store.list_vip_leases().await?;
+            store.close().await;
+            let configured: Vec<String> = cfg
+                .cluster
+                .vip
+                .iter()
+                .map(|v| v.address.to_string())
+                .collect();
+            for line in ringfort::cluster::status::render(
+                &nodes,
+                &leases,
+                &configured,
+                cfg.cluster.heartbeat_ms,
+            ) {
+                println!("{line}");
+            }
+            Ok(())
+        }
         Command::Cdr { limit } => {
             let store = open_store(&cfg).await?;
             for c in store.list_cdrs(limit).await? {

@@ -323,6 +323,14 @@ pub async fn start_with_apps(
             shutdown_rx.clone(),
         )));
     }
+    if cfg.cluster.enabled {
+        // Heartbeat and floating IPs; on shutdown they drop the addresses and release.
+        tasks.extend(crate::cluster::agent::spawn(
+            cfg,
+            registrar.store().clone(),
+            shutdown_rx.clone(),
+        ));
+    }
     tasks.push(tokio::spawn(sweeper(
         registrar.clone(),
         Duration::from_secs(cfg.registrar.sweep_interval_secs),

@@ -50,6 +50,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub calls: CallsConfig,
     pub voicemail: VoicemailConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// `[node]`
@@ -320,6 +321,82 @@ impl Default for CallsConfig {
     }
 }
 
+/// `[cluster]`: several nodes on one PostgreSQL database, and the floating IPs they share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Join the cluster: heartbeats and the floating-IP agent (needs PostgreSQL).
+    pub enabled: bool,
+    /// `IP:port` where the other nodes reach this one for SIP; None: not announced.
+    #[serde(
+        deserialize_with = "values::optional_socket_addr",
+        serialize_with = "values::serialize_optional_socket_addr"
+    )]
+    pub sip_address: Option<SocketAddr>,
+    /// This node's own media address, announced to the others; None: not announced.
+    #[serde(
+        deserialize_with = "values::optional_ip",
+        serialize_with = "values::serialize_optional_ip"
+    )]
+    pub media_address: Option<std::net::IpAddr>,
+    /// How often the node writes its heartbeat, ms (100..=60000).
+    #[serde(deserialize_with = "values::ranged::<_, u64, 100, 60_000>")]
+    pub heartbeat_ms: u64,
+    /// How long a floating-IP lease lasts by the database's clock, ms (1500..=60000).
+    #[serde(deserialize_with = "values::ranged::<_, u64, 1500, 60_000>")]
+    pub lease_ms: u64,
+    /// How often the holder renews its lease, ms (100..=30000; see the rule with lease_ms).
+    #[serde(deserialize_with = "values::ranged::<_, u64, 100, 30_000>")]
+    pub renew_ms: u64,
+    /// How much a node's clock may run slow against the database's over one lease, ms
+    /// (0..=10000).
+    #[serde(deserialize_with = "values::ranged::<_, u64, 0, 10_000>")]
+    pub max_clock_skew_ms: u64,
+    /// The floating IPs this node may hold (`[[cluster.vip]]`), distinct addresses.
+    #[serde(deserialize_with = "values::vip_list")]
+    pub vip: Vec<VipConfig>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enabled: false,
+            sip_address: None,
+            media_address: None,
+            heartbeat_ms: 1000,
+            lease_ms: 1500,
+            renew_ms: 400,
+            max_clock_skew_ms: 200,
+            vip: Vec::new(),
+        }
+    }
+}
+
+/// The time the floating-IP agent allows for removing an address (spawning `ip`), ms;
+/// part of the margin a holder keeps before its lease could end.
+pub const VIP_DROP_MARGIN_MS: u64 = 100;
+
+/// One `[[cluster.vip]]`: a floating IP, the interface it goes on, this node's priority.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipConfig {
+    #[serde(deserialize_with = "values::ip")]
+    pub address: std::net::IpAddr,
+    /// A network interface name (1-15 characters, no '/', ':' or whitespace).
+    #[serde(deserialize_with = "values::interface_name")]
+    pub interface: String,
+    /// 1..=100, higher preferred: a head start when the VIP is free (default 100).
+    #[serde(
+        default = "default_vip_priority",
+        deserialize_with = "values::ranged::<_, u8, 1, 100>"
+    )]
+    pub priority: u8,
+}
+
+fn default_vip_priority() -> u8 {
+    100
+}
+
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
@@ -572,6 +649,49 @@ impl Config {
             ("media", "rtp_port_max", self.media.rtp_port_max.into()),
             true,
         );
+        let c = &self.cluster;
+        let needed = 2 * c.renew_ms + c.max_clock_skew_ms + VIP_DROP_MARGIN_MS;
+        if needed > c.lease_ms {
+            let rule = format!(
+                "2 x cluster.renew_ms + cluster.max_clock_skew_ms + {VIP_DROP_MARGIN_MS} ms \
+                 (removing the address) = {needed} must be <= cluster.lease_ms = {} (a \
+                 holder must be able to miss one renewal and still drop the address before \
+                 its lease can end)",
+                c.lease_ms
+            );
+            out.push(Violation {
+                blame: vec![
+                    (
+                        ("cluster", "renew_ms"),
+                        format!("cluster.renew_ms = {}: {rule}", c.renew_ms),
+                    ),
+                    (
+                        ("cluster", "max_clock_skew_ms"),
+                        format!(
+                            "cluster.max_clock_skew_ms = {}: {rule}",
+                            c.max_clock_skew_ms
+                        ),
+                    ),
+                    (
+                        ("cluster", "lease_ms"),
+                        format!("cluster.lease_ms = {}: {rule}", c.lease_ms),
+                    ),
+                ],
+            });
+        }
+        let on_postgres = ["postgres://", "postgresql://"]
+            .iter()
+            .any(|p| self.database.url.starts_with(p));
+        if c.enabled && !on_postgres {
+            let reason = "cluster.enabled = true needs database.url = \"postgres://...\": the \
+                          nodes share registrations and leases through PostgreSQL";
+            out.push(Violation {
+                blame: vec![
+                    (("cluster", "enabled"), reason.to_owned()),
+                    (("database", "url"), reason.to_owned()),
+                ],
+            });
+        }
         if self.sip.udp_listen.is_empty() && self.sip.tcp_listen.is_empty() {
             let reason = "sip.udp_listen and sip.tcp_listen are both empty: \
                           Ringfort would accept no SIP traffic";

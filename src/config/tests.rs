@@ -46,7 +46,7 @@ fn sample_file_equals_the_defaults() {
 fn sample_file_lists_every_key() {
     let doc: Doc = toml::from_str(SAMPLE).unwrap();
     let schema = Schema::get();
-    assert_eq!(schema.sections.len(), 10);
+    assert_eq!(schema.sections.len(), 11);
     for section in &schema.sections {
         for (key, _) in &section.keys {
             assert!(
@@ -126,7 +126,7 @@ fn unknown_section_and_non_table_section() {
     assert_eq!(
         err("\n[sipp]\nrealm = \"x\"\n"),
         "ringfort.toml:2: unknown section \"sipp\", expected one of node, sip, registrar, \
-         database, paths, log, http, media, calls, voicemail"
+         database, paths, log, http, media, calls, voicemail, cluster"
     );
     assert_eq!(
         err("sip = 5\n"),
@@ -333,7 +333,7 @@ fn env_names_are_derived_and_unambiguous() {
         .flat_map(|s| s.keys.iter().map(|(k, _)| env_var_name(&s.name, k)))
         .collect();
     let count = names.len();
-    assert_eq!(count, 38);
+    assert_eq!(count, 46);
     names.sort();
     names.dedup();
     assert_eq!(names.len(), count, "two keys map to one variable");
@@ -606,5 +606,115 @@ fn call_recording_mode() {
             .unwrap()
             .recordings_dir(),
         std::path::Path::new("/srv/pbx/recordings")
+    );
+}
+
+#[test]
+fn cluster_and_floating_ips() {
+    let c = parse(
+        "[database]\nurl = \"postgres://pbx@db/pbx\"\n[cluster]\nenabled = true\n\
+         sip_address = \"10.0.0.1:5060\"\nmedia_address = \"10.0.0.1\"\n\
+         [[cluster.vip]]\naddress = \"192.0.2.10\"\ninterface = \"eth0\"\n\
+         [[cluster.vip]]\naddress = \"2001:db8::10\"\ninterface = \"eth1\"\npriority = 40\n",
+    )
+    .unwrap();
+    assert!(c.cluster.enabled);
+    assert_eq!(
+        c.cluster.sip_address,
+        Some("10.0.0.1:5060".parse().unwrap())
+    );
+    assert_eq!(c.cluster.media_address, Some("10.0.0.1".parse().unwrap()));
+    assert_eq!(
+        c.cluster.vip,
+        vec![
+            VipConfig {
+                address: "192.0.2.10".parse().unwrap(),
+                interface: "eth0".into(),
+                priority: 100,
+            },
+            VipConfig {
+                address: "2001:db8::10".parse().unwrap(),
+                interface: "eth1".into(),
+                priority: 40,
+            },
+        ]
+    );
+    assert_eq!(
+        err("[cluster]\nvip = [{ address = \"192.0.2.10/32\", interface = \"eth0\" }]\n"),
+        "ringfort.toml:2: cluster.vip: invalid IP address \"192.0.2.10/32\" (give an IPv4 or \
+         IPv6 address without a prefix length)"
+    );
+    let e = err("[cluster]\n[[cluster.vip]]\naddress = \"192.0.2.10\"\ninterface = \"eth0:1\"\n");
+    assert!(
+        e.starts_with("ringfort.toml:4: cluster.vip: invalid interface name \"eth0:1\""),
+        "{e}"
+    );
+    let e = err(
+        "[cluster]\n[[cluster.vip]]\naddress = \"192.0.2.10\"\ninterface = \"eth0\"\nprio = 1\n",
+    );
+    assert!(e.starts_with("ringfort.toml:5: "), "{e}");
+    assert!(e.contains("unknown field `prio`"), "{e}");
+    let e = err("[cluster]\n[[cluster.vip]]\naddress = \"192.0.2.10\"\ninterface = \"eth0\"\npriority = 0\n");
+    assert!(
+        e.starts_with("ringfort.toml:5: cluster.vip: must be between 1 and 100, got 0"),
+        "{e}"
+    );
+    let e = err(
+        "[cluster]\n[[cluster.vip]]\naddress = \"192.0.2.10\"\ninterface = \"eth0\"\n\
+         [[cluster.vip]]\naddress = \"192.0.2.10\"\ninterface = \"eth1\"\n",
+    );
+    assert!(
+        e.contains("cluster.vip: floating IP 192.0.2.10 is listed twice"),
+        "{e}"
+    );
+    assert!(e.starts_with("ringfort.toml:"), "{e}");
+}
+
+#[test]
+fn cluster_timing_and_database_rules() {
+    assert_eq!(
+        err("[cluster]\nlease_ms = 2000\nrenew_ms = 900\n"),
+        "ringfort.toml:3: cluster.renew_ms = 900: 2 x cluster.renew_ms + \
+         cluster.max_clock_skew_ms + 100 ms (removing the address) = 2100 must be <= \
+         cluster.lease_ms = 2000 (a holder must be able to miss one renewal and still drop the \
+         address before its lease can end)"
+    );
+    let e = err("[cluster]\nmax_clock_skew_ms = 1000\n");
+    assert!(
+        e.starts_with("ringfort.toml:2: cluster.max_clock_skew_ms = 1000: "),
+        "{e}"
+    );
+    assert_eq!(
+        err("[cluster]\nlease_ms = 1000\n"),
+        "ringfort.toml:2: cluster.lease_ms: must be between 1500 and 60000, got 1000"
+    );
+    assert_eq!(
+        err("[cluster]\nenabled = true\n"),
+        "ringfort.toml:2: cluster.enabled = true needs database.url = \"postgres://...\": the \
+         nodes share registrations and leases through PostgreSQL"
+    );
+    let e = env_err("", &[("RINGFORT_CLUSTER_ENABLED", "true")]);
+    assert!(
+        e.starts_with("environment RINGFORT_CLUSTER_ENABLED: cluster.enabled"),
+        "{e}"
+    );
+    let c = parse_env(
+        "",
+        &[
+            ("RINGFORT_CLUSTER_ENABLED", "true"),
+            ("RINGFORT_DATABASE_URL", "postgres://pbx@db/pbx"),
+            (
+                "RINGFORT_CLUSTER_VIP",
+                "[{ address = \"192.0.2.10\", interface = \"eth0\" }]",
+            ),
+        ],
+    )
+    .unwrap();
+    assert!(c.cluster.enabled);
+    assert_eq!(c.cluster.vip.len(), 1);
+    assert_eq!(
+        err("[cluster]\nsip_address = \"10.0.0.1\"\n"),
+        "ringfort.toml:2: cluster.sip_address: invalid socket address \"10.0.0.1\" (expected \
+         IP:port, e.g. \"0.0.0.0:5060\" or \"[::]:5060\")"
     );
 }

@@ -522,3 +522,66 @@ pub(crate) fn rtp_port_min<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Er
     }
     Ok(v)
 }
+
+/// `""` means none; anything else must be `IP:port`.
+pub(crate) fn optional_socket_addr<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    s.parse::<Addr>()
+        .map(|a| Some(a.0))
+        .map_err(de::Error::custom)
+}
+
+pub(crate) fn serialize_optional_socket_addr<S: Serializer>(
+    a: &Option<SocketAddr>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match a {
+        Some(a) => s.collect_str(a),
+        None => s.serialize_str(""),
+    }
+}
+
+/// An IP address (no port).
+pub(crate) fn ip<'de, D: Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.trim().parse::<IpAddr>().map_err(|_| {
+        de::Error::custom(format!(
+            "invalid IP address {s:?} (give an IPv4 or IPv6 address without a prefix length)"
+        ))
+    })
+}
+
+/// A Linux interface name: 1-15 bytes, no '/', ':' (alias syntax), whitespace or control.
+pub(crate) fn interface_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let ok = (1..=15).contains(&s.len())
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    if !ok {
+        return Err(de::Error::custom(format!(
+            "invalid interface name {s:?}: 1 to 15 characters, no '/', ':' or spaces"
+        )));
+    }
+    Ok(s)
+}
+
+/// The `[[cluster.vip]]` entries: no address twice.
+pub(crate) fn vip_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<super::VipConfig>, D::Error> {
+    let list = Vec::<super::VipConfig>::deserialize(d)?;
+    for (i, v) in list.iter().enumerate() {
+        if list[..i].iter().any(|o| o.address == v.address) {
+            return Err(de::Error::custom(format!(
+                "floating IP {} is listed twice",
+                v.address
+            )));
+        }
+    }
+    Ok(list)
+}

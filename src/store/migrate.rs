@@ -50,6 +50,7 @@ migrations! {
     4 "admin" "0004_admin.sql",
     5 "extension_routing" "0005_extension_routing.sql",
     6 "voicemail" "0006_voicemail.sql",
+    7 "cluster" "0007_cluster.sql",
 }
 
 pub(crate) fn for_backend(backend: Backend) -> &'static [Migration] {

@@ -1030,6 +1030,8 @@ impl Store {
 
 mod admin;
 pub use admin::{AdminAccount, ApiTokenInfo, CdrFilter, SessionRecord};
+mod cluster;
+pub use cluster::{ClusterNode, NodeHeartbeat, VipLease};
 mod voicemail;
 pub use voicemail::{
     GreetingKind, VoicemailBox, VoicemailCounts, VoicemailFolder, VoicemailMessage,
@@ -1189,7 +1191,8 @@ mod tests {
                 "0003_recordings",
                 "0004_admin",
                 "0005_extension_routing",
-                "0006_voicemail"
+                "0006_voicemail",
+                "0007_cluster"
             ]
         );
         let e = Extension {
@@ -1246,6 +1249,19 @@ mod tests {
         is_send(s.voicemail_box(""));
         is_send(s.set_voicemail_pin("", None));
         is_send(s.set_voicemail_greeting("", GreetingKind::Busy, None));
+        is_send(s.heartbeat_node(&NodeHeartbeat {
+            node_id: "",
+            sip_address: "",
+            media_address: "",
+            started_at_ms: 0,
+            version: "",
+        }));
+        is_send(s.list_cluster_nodes());
+        is_send(s.vip_lease(""));
+        is_send(s.list_vip_leases());
+        is_send(s.acquire_vip_lease("", "", 1));
+        is_send(s.renew_vip_lease("", "", 1, 1));
+        is_send(s.release_vip_lease("", "", 1));
         is_send(s.close());
     }
 }

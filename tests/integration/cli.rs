@@ -265,6 +265,22 @@ fn migrate_is_idempotent() {
     assert!(first.contains("applied 0004_admin"), "{first}");
     assert!(first.contains("applied 0005_extension_routing"), "{first}");
     assert!(first.contains("applied 0006_voicemail"), "{first}");
+    assert!(first.contains("applied 0007_cluster"), "{first}");
     let second = node.cli_ok(&["migrate"]);
     assert!(second.contains("up to date"), "{second}");
+}
+
+#[test]
+fn cluster_status_lists_nodes_and_floating_ips() {
+    let node = Node::new(NodeOptions {
+        extra: "[cluster]\n[[cluster.vip]]\naddress = \"192.0.2.10\"\ninterface = \"eth0\"\n"
+            .into(),
+        ..NodeOptions::default()
+    });
+    let out = node.cli_ok(&["cluster", "status"]);
+    assert_eq!(
+        out,
+        "no nodes: none has sent a heartbeat ([cluster] enabled = true)\n\
+         vip 192.0.2.10\tholder=-\tterm=0\tnever taken\n"
+    );
 }

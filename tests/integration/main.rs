@@ -9,6 +9,7 @@ mod baresip;
 mod browser;
 mod calls;
 mod cli;
+mod cluster;
 mod dialplan;
 mod mwi;
 mod nat;

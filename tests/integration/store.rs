@@ -10,7 +10,8 @@ use std::future::Future;
 
 use ringfort::store::{
     ActiveCall, AdminAccount, Backend, Binding, Cdr, CdrFilter, Extension, ExtensionRouting,
-    GreetingKind, Store, StoreError, VoicemailCounts, VoicemailFolder, VoicemailMessage,
+    GreetingKind, NodeHeartbeat, Store, StoreError, VoicemailCounts, VoicemailFolder,
+    VoicemailMessage,
 };
 // `Executor::execute`, not `RawSql::execute`: the latter's future is not provably `Send`.
 use sqlx::{Connection, Executor};
@@ -47,7 +48,8 @@ where
                 "0003_recordings".to_owned(),
                 "0004_admin".to_owned(),
                 "0005_extension_routing".to_owned(),
-                "0006_voicemail".to_owned()
+                "0006_voicemail".to_owned(),
+                "0007_cluster".to_owned()
             ]
         );
         f(Ctx {
@@ -180,6 +182,10 @@ battery!(
     admin_api_pages_and_filters,
     voicemail_messages_and_counts,
     voicemail_boxes_pin_and_greetings,
+    cluster_node_heartbeats,
+    vip_lease_acquire_renew_release,
+    vip_lease_expires_by_the_database_clock,
+    vip_lease_concurrent_acquirers_one_wins,
 );
 
 // ---- helpers ----
@@ -264,7 +270,7 @@ async fn newer_schema_is_refused(cx: Ctx) {
     match cx.store.migrate().await {
         Err(StoreError::NewerSchema {
             db_version: 9999,
-            binary_version: 6,
+            binary_version: 7,
         }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
@@ -1075,4 +1081,201 @@ async fn voicemail_boxes_pin_and_greetings(cx: Ctx) {
         s.set_voicemail_pin("a b", None).await,
         Err(StoreError::Invalid(_))
     ));
+}
+
+// ---- cluster ----
+
+fn heartbeat<'a>(node_id: &'a str, sip: &'a str, started_at_ms: i64) -> NodeHeartbeat<'a> {
+    NodeHeartbeat {
+        node_id,
+        sip_address: sip,
+        media_address: "192.0.2.1",
+        started_at_ms,
+        version: "0.1.0",
+    }
+}
+
+async fn cluster_node_heartbeats(cx: Ctx) {
+    let s = &cx.store;
+    assert_eq!(s.list_cluster_nodes().await.expect("list"), vec![]);
+    s.heartbeat_node(&heartbeat("node-b", "192.0.2.2:5060", 5))
+        .await
+        .expect("hb b");
+    s.heartbeat_node(&heartbeat("node-a", "192.0.2.1:5060", 7))
+        .await
+        .expect("hb a");
+    let first = s.list_cluster_nodes().await.expect("list");
+    assert_eq!(
+        first.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(),
+        ["node-a", "node-b"]
+    );
+    let a = &first[0];
+    assert_eq!(
+        (a.sip_address.as_str(), a.media_address.as_str()),
+        ("192.0.2.1:5060", "192.0.2.1")
+    );
+    assert_eq!((a.started_at_ms, a.version.as_str()), (7, "0.1.0"));
+    // The database's clock, in ms since the epoch (2020..2100), and no age yet.
+    assert!((1_577_836_800_000..4_102_444_800_000).contains(&a.heartbeat_at_ms));
+    assert!((0..5_000).contains(&(a.db_now_ms - a.heartbeat_at_ms)));
+    // A later heartbeat moves the time forward and updates the row in place.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    s.heartbeat_node(&heartbeat("node-a", "192.0.2.9:5060", 9))
+        .await
+        .expect("hb a again");
+    let second = s.list_cluster_nodes().await.expect("list");
+    assert_eq!(second.len(), 2);
+    assert_eq!(second[0].sip_address, "192.0.2.9:5060");
+    assert_eq!(second[0].started_at_ms, 9);
+    assert!(second[0].heartbeat_at_ms >= a.heartbeat_at_ms + 15);
+    assert!(s.remove_cluster_node("node-b").await.expect("remove"));
+    assert!(!s.remove_cluster_node("node-b").await.expect("remove again"));
+    assert_eq!(s.list_cluster_nodes().await.expect("list").len(), 1);
+}
+
+async fn vip_lease_acquire_renew_release(cx: Ctx) {
+    let s = &cx.store;
+    let vip = "192.0.2.100";
+    assert_eq!(s.vip_lease(vip).await.expect("read"), None);
+    assert_eq!(
+        s.acquire_vip_lease(vip, "a", 60_000)
+            .await
+            .expect("acquire"),
+        Some(1)
+    );
+    let l = s.vip_lease(vip).await.expect("read").expect("row");
+    assert_eq!((l.holder.as_str(), l.term), ("a", 1));
+    assert!((59_000..=60_000).contains(&l.remaining_ms()), "{l:?}");
+    // Held: another node cannot take it, and cannot renew or release it.
+    assert_eq!(
+        s.acquire_vip_lease(vip, "b", 60_000).await.expect("b"),
+        None
+    );
+    assert!(!s
+        .renew_vip_lease(vip, "b", 1, 60_000)
+        .await
+        .expect("b renew"));
+    assert!(!s.release_vip_lease(vip, "b", 1).await.expect("b release"));
+    // The holder renews with its term; a stale term is refused.
+    assert!(s.renew_vip_lease(vip, "a", 1, 60_000).await.expect("renew"));
+    assert!(!s.renew_vip_lease(vip, "a", 0, 60_000).await.expect("stale"));
+    // The same node again (a restart): a new term.
+    assert_eq!(
+        s.acquire_vip_lease(vip, "a", 60_000).await.expect("again"),
+        Some(2)
+    );
+    assert!(!s
+        .renew_vip_lease(vip, "a", 1, 60_000)
+        .await
+        .expect("old term"));
+    // A graceful release: free at once, and the next holder gets the next term.
+    assert!(s.release_vip_lease(vip, "a", 2).await.expect("release"));
+    let l = s.vip_lease(vip).await.expect("read").expect("row");
+    assert!(l.remaining_ms() <= 0 && l.expires_at_ms == 0, "{l:?}");
+    assert_eq!(
+        s.acquire_vip_lease(vip, "b", 60_000).await.expect("b"),
+        Some(3)
+    );
+    assert!(!s
+        .renew_vip_lease(vip, "a", 2, 60_000)
+        .await
+        .expect("a fenced"));
+    // Other VIPs are separate rows.
+    assert_eq!(
+        s.acquire_vip_lease("192.0.2.101", "a", 60_000)
+            .await
+            .expect("other"),
+        Some(1)
+    );
+    let all = s.list_vip_leases().await.expect("list");
+    assert_eq!(
+        all.iter()
+            .map(|l| (l.vip.as_str(), l.holder.as_str(), l.term))
+            .collect::<Vec<_>>(),
+        [("192.0.2.100", "b", 3), ("192.0.2.101", "a", 1)]
+    );
+    assert!(matches!(
+        s.acquire_vip_lease(vip, "a", 0).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+async fn vip_lease_expires_by_the_database_clock(cx: Ctx) {
+    let s = &cx.store;
+    let vip = "192.0.2.100";
+    assert_eq!(
+        s.acquire_vip_lease(vip, "a", 150).await.expect("a"),
+        Some(1)
+    );
+    assert_eq!(
+        s.acquire_vip_lease(vip, "b", 150).await.expect("b early"),
+        None
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        s.vip_lease(vip)
+            .await
+            .expect("read")
+            .expect("row")
+            .remaining_ms()
+            < 0
+    );
+    assert_eq!(
+        s.acquire_vip_lease(vip, "b", 150).await.expect("b"),
+        Some(2)
+    );
+    // a's late renewal is refused: b holds it with a newer term.
+    assert!(!s.renew_vip_lease(vip, "a", 1, 150).await.expect("a late"));
+    let l = s.vip_lease(vip).await.expect("read").expect("row");
+    assert_eq!((l.holder.as_str(), l.term), ("b", 2));
+}
+
+async fn vip_lease_concurrent_acquirers_one_wins(cx: Ctx) {
+    // Rounds of several nodes racing for a free VIP, each on its own connection pool (as
+    // separate nodes would be): exactly one wins each round, with the next term.
+    let stores: Vec<Store> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(open(&cx.url).await);
+        }
+        v
+    };
+    let vip = "192.0.2.100";
+    let mut expected_term = 0;
+    for round in 0..15 {
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(stores.len()));
+        let tasks: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let (s, start) = (s.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let me = format!("n{i}");
+                    (me.clone(), s.acquire_vip_lease(vip, &me, 60_000).await)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            let (me, res) = t.await.expect("task");
+            if let Some(term) = res.unwrap_or_else(|e| panic!("round {round}: {e}")) {
+                winners.push((me, term));
+            }
+        }
+        expected_term += 1;
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        assert_eq!(winners[0].1, expected_term, "round {round}");
+        let l = cx.store.vip_lease(vip).await.expect("read").expect("row");
+        assert_eq!(l.holder, winners[0].0);
+        // Free it for the next round.
+        assert!(cx
+            .store
+            .release_vip_lease(vip, &winners[0].0, expected_term)
+            .await
+            .expect("release"));
+    }
+    for s in stores {
+        s.close().await;
+    }
 }

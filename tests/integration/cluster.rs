@@ -1,0 +1,332 @@
+//! Floating-IP failover for real: two network namespaces the test creates (and removes),
+//! joined by a veth pair, stand for two hosts; two VIP agents (in this process, each
+//! driving `ip -n NS`) elect the holder through a lease row in PostgreSQL. A sampler
+//! reads both namespaces' addresses every few milliseconds for the whole test.
+//!
+//! The holder's agent is killed (its task aborted: no release, no drop, as a crashed
+//! process), the other takes the VIP once the lease ran out, and no sample ever saw the
+//! address in both namespaces: the dead agent's address went away by the kernel lifetime
+//! the agent gave it, before the lease could be taken over.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ringfort::cluster::agent::{run_vip, IpCommand, VipAgentParams};
+use ringfort::cluster::election::ElectionTiming;
+use ringfort::store::Store;
+use sqlx::{Connection, Executor};
+use tokio::sync::watch;
+
+const VIP: &str = "198.51.100.77";
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed (the cluster test needs root and iproute2): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two namespaces with one end of a veth pair each; dropped = deleted.
+struct Hosts {
+    ns: [String; 2],
+    ifname: [String; 2],
+}
+
+impl Hosts {
+    fn new() -> Hosts {
+        let id = std::process::id() % 100_000;
+        let h = Hosts {
+            ns: [format!("rf{id}vipa"), format!("rf{id}vipb")],
+            ifname: [format!("rf{id}va"), format!("rf{id}vb")],
+        };
+        for ns in &h.ns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            sh(&["ip", "netns", "add", ns]);
+        }
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &h.ifname[0],
+            "netns",
+            &h.ns[0],
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &h.ifname[1],
+            "netns",
+            &h.ns[1],
+        ]);
+        for i in 0..2 {
+            sh(&["ip", "-n", &h.ns[i], "link", "set", &h.ifname[i], "up"]);
+        }
+        h
+    }
+
+    fn has_vip(ns: &str, ifname: &str) -> bool {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-4", "addr", "show", "dev", ifname])
+            .output()
+            .expect("ip addr show");
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/32"))
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for ns in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Samples both namespaces until stopped: (time since start, a has it, b has it).
+struct Sampler {
+    samples: Arc<Mutex<Vec<(Duration, bool, bool)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(ns: [String; 2], ifname: [String; 2]) -> Sampler {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (samples, stop) = (samples.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let t0 = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let a = Hosts::has_vip(&ns[0], &ifname[0]);
+                    let b = Hosts::has_vip(&ns[1], &ifname[1]);
+                    if let Ok(mut s) = samples.lock() {
+                        s.push((t0.elapsed(), a, b));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        Sampler {
+            samples,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn last(&self) -> Option<(bool, bool)> {
+        self.samples
+            .lock()
+            .ok()
+            .and_then(|s| s.last().map(|&(_, a, b)| (a, b)))
+    }
+
+    async fn wait_for(&self, want: (bool, bool), limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            if self.last() == Some(want) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no sample with (a, b) = {want:?} within {limit:?}; last {:?}",
+                self.last()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn finish(mut self) -> Vec<(Duration, bool, bool)> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.samples.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// A fresh schema on the test server, dropped by the caller.
+async fn pg_schema() -> (sqlx::PgConnection, String, String) {
+    let base = std::env::var("RINGFORT_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.into());
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is unreachable at {base}: {e}; start it with `sudo scripts/pg-test-setup.sh`")
+    });
+    let schema = format!("rf_test_{:016x}", rand::random::<u64>());
+    admin
+        .execute(sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")))
+        .await
+        .expect("create schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    (admin, schema, url)
+}
+
+fn params(node: &str, priority: u8) -> VipAgentParams {
+    VipAgentParams {
+        node_id: node.to_owned(),
+        vip: VIP.parse().expect("vip"),
+        priority,
+        // The defaults of [cluster].
+        timing: ElectionTiming {
+            lease: Duration::from_millis(1500),
+            renew: Duration::from_millis(400),
+            max_clock_skew: Duration::from_millis(200),
+            drop_margin: Duration::from_millis(100),
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_holder_loses_the_vip_and_two_namespaces_never_share_it() {
+    let (mut admin, schema, url) = pg_schema().await;
+    let hosts = Hosts::new();
+    let res = tokio::spawn(scenario(url, hosts.ns.clone(), hosts.ifname.clone())).await;
+    drop(hosts);
+    admin
+        .execute(sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")))
+        .await
+        .expect("drop schema");
+    if let Err(e) = res {
+        match e.try_into_panic() {
+            Ok(p) => std::panic::resume_unwind(p),
+            Err(e) => panic!("scenario: {e}"),
+        }
+    }
+}
+
+async fn scenario(url: String, ns: [String; 2], ifname: [String; 2]) {
+    let store = Store::connect(&url, 4).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let sampler = Sampler::start(ns.clone(), ifname.clone());
+
+    let agent = |i: usize, node: &str, priority: u8| {
+        let (tx, rx) = watch::channel(false);
+        let address = IpCommand {
+            address: VIP.parse().expect("vip"),
+            interface: ifname[i].clone(),
+            netns: Some(ns[i].clone()),
+        };
+        let task = tokio::spawn(run_vip(store.clone(), params(node, priority), address, rx));
+        (tx, task)
+    };
+    // Both start at once; a is preferred (b waits 250 ms more on a free VIP).
+    let (_stop_a, task_a) = agent(0, "a", 100);
+    let (stop_b, task_b) = agent(1, "b", 50);
+    sampler
+        .wait_for((true, false), Duration::from_secs(3))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        sampler.last(),
+        Some((true, false)),
+        "a keeps it while renewing"
+    );
+    let lease = store.vip_lease(VIP).await.expect("read").expect("row");
+    assert_eq!((lease.holder.as_str(), lease.term), ("a", 1));
+
+    // Kill a's agent: no release, no address removal by the agent.
+    task_a.abort();
+    let _ = task_a.await;
+    let killed = Instant::now();
+    sampler
+        .wait_for((false, true), Duration::from_secs(5))
+        .await;
+    let failover = killed.elapsed();
+    assert!(
+        failover < Duration::from_millis(2500),
+        "failover took {failover:?}"
+    );
+    let lease = store.vip_lease(VIP).await.expect("read").expect("row");
+    assert_eq!((lease.holder.as_str(), lease.term), ("b", 2));
+
+    // b stops gracefully: the address goes and the lease is released at once.
+    stop_b.send(true).expect("stop b");
+    tokio::time::timeout(Duration::from_secs(3), task_b)
+        .await
+        .expect("b stops")
+        .expect("b task");
+    // The agent removed it before returning; the sampler sees it within a sample or two.
+    sampler
+        .wait_for((false, false), Duration::from_secs(2))
+        .await;
+    let lease = store.vip_lease(VIP).await.expect("read").expect("row");
+    assert_eq!(lease.expires_at_ms, 0, "released");
+    store.close().await;
+
+    let samples = sampler.finish();
+    // Each sample runs `ip` twice; on a busy machine that is tens of milliseconds.
+    let max_gap = samples
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .max()
+        .unwrap_or_default();
+    assert!(samples.len() >= 50, "sampled only {} times", samples.len());
+    let both: Vec<_> = samples.iter().filter(|&&(_, a, b)| a && b).collect();
+    assert!(both.is_empty(), "both namespaces had the VIP at {both:?}");
+    eprintln!(
+        "failover after kill: {failover:?}; {} samples (largest gap {max_gap:?}), none with both",
+        samples.len()
+    );
+}
+
+/// `ringfort serve` with `[cluster] enabled` on PostgreSQL: the node's heartbeat shows in
+/// `ringfort cluster status`, and its VIP agent runs. The VIP names an interface that does
+/// not exist (the node runs in the host's own namespace, which the test must not change),
+/// so the agent takes the lease, fails to add the address, and hands the VIP back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clustered_node_heartbeats_and_runs_its_vip_agent() {
+    let (mut admin, schema, url) = pg_schema().await;
+    let res = tokio::task::spawn_blocking(move || {
+        let mut node = crate::support::Node::new(crate::support::NodeOptions {
+            database_url: url,
+            extra: "[cluster]\nenabled = true\nsip_address = \"127.0.0.1:5060\"\n\
+                    heartbeat_ms = 200\n\
+                    [[cluster.vip]]\naddress = \"198.51.100.78\"\ninterface = \"rfnosuchif0\"\n"
+                .into(),
+            ..Default::default()
+        });
+        node.start();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let out = loop {
+            let out = node.cli_ok(&["cluster", "status"]);
+            if out.contains("vip 198.51.100.78\tholder=test1") || Instant::now() > deadline {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            out.starts_with("node test1\thealthy\theartbeat 0."),
+            "{out}\n{}",
+            node.log_text()
+        );
+        assert!(out.contains("\tsip=127.0.0.1:5060\t"), "{out}");
+        assert!(
+            out.contains("vip 198.51.100.78\tholder=test1\tterm="),
+            "{out}"
+        );
+        assert!(
+            node.log_text().contains("cannot add the VIP address"),
+            "{}",
+            node.log_text()
+        );
+        node.stop();
+    })
+    .await;
+    admin
+        .execute(sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")))
+        .await
+        .expect("drop schema");
+    if let Err(e) = res {
+        match e.try_into_panic() {
+            Ok(p) => std::panic::resume_unwind(p),
+            Err(e) => panic!("test: {e}"),
+        }
+    }
+}
