@@ -10,6 +10,7 @@ pub mod config;
 pub mod dialplan;
 pub mod http;
 pub mod media;
+pub mod metrics;
 pub mod node;
 pub mod registrar;
 pub mod sip;

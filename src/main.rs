@@ -418,12 +418,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         ringfort::http::AppState::new(
             node.registrar.clone(),
             node.control.clone(),
-            ringfort::http::NodeInfo::new(cfg.node.id.to_string()),
+            ringfort::http::NodeInfo::new(cfg.node.id.to_string())
+                .with_metrics(node.metrics.clone()),
             cfg.sip.realm.clone(),
         ),
     )?;
     ringfort::node::log_started(&cfg, &node.bound);
-    tracing::info!(addr = %http.local_addr, "admin panel on http://{}/ (API under /api/v1)", http.local_addr);
+    tracing::info!(addr = %http.local_addr, "admin panel on http://{}/ (API under /api/v1, metrics at /metrics)", http.local_addr);
     if extensions == 0 {
         tracing::info!(
             "no extensions yet: add one with `ringfort extension add 1000 --name \"Front desk\"`"

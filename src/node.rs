@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ use crate::media::endpoint_task::EndpointConfig;
 use crate::media::mixer::MixerConfig;
 use crate::media::recorder::{repair_dir, Layout, Repair};
 use crate::media::{PortAllocator, Relay, RelayConfig, Remote};
+use crate::metrics::NodeMetrics;
 use crate::registrar::{
     AuthOutcome, Outcome, PendingWrite, Policy, Registrar, RegistrarConfig, SUPPORTED,
 };
@@ -94,6 +96,8 @@ pub struct RunningNode {
     pub registrar: Arc<Registrar>,
     /// Mailboxes and messages; the apps save through it, and MWI hears its counts.
     pub voicemail: Voicemail,
+    /// Counters the core and the binding writer keep (served at `/metrics`).
+    pub metrics: Arc<NodeMetrics>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// The dialplan new calls are routed by, and where it is read from.
@@ -243,7 +247,9 @@ pub async fn start_with_apps(
     let (call_tx, call_rx) = mpsc::channel::<CoreCommand>(8192);
     let (control_tx, control_rx) = mpsc::channel::<NodeControl>(64);
     let (call_log, records_writer) = spawn_writer(registrar.store().clone());
+    let metrics = Arc::new(NodeMetrics::default());
     let core = Core {
+        metrics: metrics.clone(),
         layer: TransactionLayer::new(timers),
         transport: transport.clone(),
         registrar: registrar.clone(),
@@ -314,6 +320,7 @@ pub async fn start_with_apps(
         registrar.clone(),
         write_rx,
         answer_tx,
+        metrics.clone(),
     )));
     if cfg.registrar.nat_keepalive_secs > 0 {
         tasks.push(tokio::spawn(nat_keepalives(
@@ -345,6 +352,7 @@ pub async fn start_with_apps(
         transport,
         registrar,
         voicemail,
+        metrics,
         shutdown: shutdown_tx,
         tasks,
         plan: plan_tx,
@@ -454,6 +462,7 @@ async fn binding_writer(
     registrar: Arc<Registrar>,
     mut writes: mpsc::Receiver<(TxKey, PendingWrite)>,
     answers: mpsc::Sender<Answer>,
+    metrics: Arc<NodeMetrics>,
 ) {
     let mut batch: Vec<(TxKey, PendingWrite)> = Vec::with_capacity(WRITE_BATCH);
     while let Some(first) = writes.recv().await {
@@ -474,9 +483,11 @@ async fn binding_writer(
         let (keys, pending): (Vec<TxKey>, Vec<PendingWrite>) = batch.drain(..).unzip();
         let started = std::time::Instant::now();
         let results = registrar.persist(&pending).await;
+        let took = started.elapsed();
+        metrics.binding_commits.observe(took);
         debug!(
             count = pending.len(),
-            elapsed_us = started.elapsed().as_micros() as u64,
+            elapsed_us = took.as_micros() as u64,
             "binding batch committed"
         );
         for ((key, w), ok) in keys.into_iter().zip(pending).zip(results) {
@@ -503,6 +514,7 @@ struct Core {
     mwi: mpsc::Sender<MwiIn>,
     mwi_txs: std::collections::HashSet<TxKey>,
     calls: Calls,
+    metrics: Arc<NodeMetrics>,
 }
 
 /// The calls of this node as the core routes to them.
@@ -766,6 +778,11 @@ impl Core {
             for action in actions {
                 self.act(action);
             }
+            // Two relaxed stores per event: cheaper than a timer, and never stale by
+            // more than the time the core is idle (when nothing changes anyway).
+            let m = &self.metrics;
+            m.transactions.store(self.layer.len() as u64, Relaxed);
+            m.calls_up.store(self.calls.handles.len() as u64, Relaxed);
         }
     }
 
@@ -1292,6 +1309,7 @@ impl Core {
         };
         let call = self.calls.next_ref;
         self.calls.next_ref += 1;
+        self.metrics.calls_started.fetch_add(1, Relaxed);
         let id = leg
             .record
             .as_ref()
@@ -1338,6 +1356,7 @@ impl Core {
             .to_owned();
         let call = self.calls.next_ref;
         self.calls.next_ref += 1;
+        self.metrics.calls_started.fetch_add(1, Relaxed);
         let id = leg
             .record
             .as_ref()

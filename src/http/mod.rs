@@ -1,7 +1,7 @@
 //! The HTTP layer (axum): the admin API under `/api/v1` (JSON, documented by
 //! `openapi.json`), with session and token auth, its live feed (Server-Sent Events), and
-//! the web panel's static files (`web/`, embedded) at `/`. SIP over WebSocket and
-//! metrics come later. Holds no business logic: handlers parse, call [`crate::admin`],
+//! the web panel's static files (`web/`, embedded) at `/`, and Prometheus metrics at
+//! `/metrics` (same auth). SIP over WebSocket comes later. Holds no business logic: handlers parse, call [`crate::admin`],
 //! the store or the node (through [`crate::node::NodeControl`] orders), and serialise.
 //! No TLS yet: keep `[http] listen` on loopback or behind a proxy that terminates TLS.
 
@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error;
 pub mod limiter;
 pub mod live;
+pub mod metrics;
 pub mod panel;
 
 use std::future::Future;
@@ -43,6 +44,8 @@ pub struct NodeInfo {
     pub started: Instant,
     /// Unix seconds.
     pub started_at: i64,
+    /// The running node's counters (fresh ones, all zero, until [`NodeInfo::with_metrics`]).
+    pub metrics: Arc<crate::metrics::NodeMetrics>,
 }
 
 impl NodeInfo {
@@ -52,7 +55,14 @@ impl NodeInfo {
             id: id.into(),
             started: Instant::now(),
             started_at: crate::store::now_unix(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Serves these counters at `/metrics` (the running node's).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::NodeMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -167,6 +177,7 @@ fn routes() -> Routes {
     .add("DELETE", "/api/v1/calls/{id}", api::hang_up_call)
     .add("GET", "/api/v1/events", live::events)
     .add("GET", "/api/v1/cdrs", api::list_cdrs)
+    .add("GET", "/metrics", metrics::metrics)
 }
 
 /// The whole HTTP service: the API and the panel's files.

@@ -1395,3 +1395,85 @@ fn every_file_the_panel_loads_is_embedded() {
         }
     }
 }
+
+// ---- metrics ----
+
+#[tokio::test]
+async fn metrics_need_an_admin_and_speak_prometheus_text() {
+    let t = setup().await;
+    let r = call(&t.app, "GET", "/metrics", &Auth::None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "unauthorized");
+    let viewer = login(&t.app, "viewer").await;
+    let r = call(&t.app, "GET", "/metrics", &viewer, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "forbidden".into())
+    );
+
+    crate::admin::extensions::add(&t.store, "ringfort", "1000", "", "sip-pass-1")
+        .await
+        .expect("add");
+    let now = crate::store::now_unix();
+    t.store
+        .replace_bindings(
+            "1000",
+            &[
+                binding("1000", "a", now + 300),
+                binding("1000", "b", now - 1),
+            ],
+        )
+        .await
+        .expect("bind");
+    t.state
+        .inner
+        .node
+        .metrics
+        .calls_started
+        .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+    for auth in [login(&t.app, "root").await, token(&t).await] {
+        let r = call(&t.app, "GET", "/metrics", &auth, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(
+            r.headers[header::CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        let text = &r.text;
+        assert!(text.contains("ringfort_registrations 1\n"), "{text}");
+        assert!(text.contains("ringfort_extensions 1\n"), "{text}");
+        assert!(text.contains("ringfort_calls_started_total 3\n"), "{text}");
+        assert!(text.contains(&format!(
+            "ringfort_node_info{{version=\"{}\",node=\"test1\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+        // Every family is announced before its samples, every sample is `name value`.
+        let mut declared = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.push(rest.split(' ').next().unwrap_or_default().to_owned());
+                continue;
+            }
+            if line.starts_with("# HELP ") {
+                continue;
+            }
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            assert!(name.starts_with("ringfort_"), "{line}");
+            assert!(
+                declared.iter().any(|d| name.starts_with(d.as_str())),
+                "{line} before its # TYPE"
+            );
+            let value = line.rsplit(' ').next().unwrap_or_default();
+            assert!(value.parse::<f64>().is_ok() || value == "+Inf", "{line}");
+        }
+        for family in [
+            "ringfort_extensions",
+            "ringfort_calls_active",
+            "ringfort_sip_transactions",
+            "ringfort_rtp_relayed_packets_total",
+            "ringfort_rtp_dropped_packets_total",
+            "ringfort_binding_commit_seconds",
+        ] {
+            assert!(declared.iter().any(|d| d == family), "{family} missing");
+        }
+    }
+}

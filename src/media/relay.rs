@@ -261,6 +261,20 @@ impl RelayStats {
 }
 
 impl Shared {
+    /// Adds this relay's final counts to the node's totals and counts it as ended: once,
+    /// when the task stops, so the hot path touches only the per-call counters.
+    fn add_to_totals(&self, totals: &crate::metrics::RelayTotals) {
+        for c in &self.legs {
+            let rtp_sent = c
+                .tx_packets
+                .load(Relaxed)
+                .saturating_sub(c.rtcp_tx_packets.load(Relaxed));
+            totals.rtp_relayed.fetch_add(rtp_sent, Relaxed);
+            totals.dropped.fetch_add(c.dropped.load(Relaxed), Relaxed);
+        }
+        totals.running.fetch_sub(1, Relaxed);
+    }
+
     fn snapshot(&self) -> RelayStats {
         let sources = *self.sources.lock().unwrap_or_else(|e| e.into_inner());
         let leg = |i: usize| {
@@ -516,6 +530,7 @@ async fn run(
     // The media clock, only while transcoding: the fast path has no timer per call.
     let mut media_clock: Option<tokio::time::Interval> = None;
     debug!(a = %io[0].rtp_addr(), b = %io[1].rtp_addr(), "relay started");
+    crate::metrics::RELAYS.running.fetch_add(1, Relaxed);
     loop {
         let (leg, rtcp) = tokio::select! {
             // Commands first: a leg's remote address (the callee's answer) is sent before
@@ -564,6 +579,7 @@ async fn run(
         };
         core.drain(&io, leg, rtcp, &mut buf);
     }
+    core.shared.add_to_totals(&crate::metrics::RELAYS);
     debug!(a = %io[0].rtp_addr(), b = %io[1].rtp_addr(), "relay stopped");
 }
 
