@@ -1,7 +1,8 @@
 //! The admin API against a real SQLite store in a temp dir, through the router without a
 //! socket (`tower::ServiceExt::oneshot`): every endpoint, auth failures, CSRF, bad JSON,
 //! pagination, CSV, the live feed, hanging up calls (a fake node answers the orders),
-//! the panel's files.
+//! the panel's files, `/metrics`, and an OWASP-basics scan of every routed endpoint
+//! (access control, CSRF, secrets in answers).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -1474,6 +1475,260 @@ async fn metrics_need_an_admin_and_speak_prometheus_text() {
             "ringfort_binding_commit_seconds",
         ] {
             assert!(declared.iter().any(|d| d == family), "{family} missing");
+        }
+    }
+}
+
+// ---- an OWASP-basics scan over every route ----
+//
+// Walks the router's own table (held equal to openapi.json above), so a route added later
+// is scanned without anyone remembering to: broken access control (no session: 401),
+// CSRF (a session without the header: 403, nothing changed), and sensitive data exposure
+// (no GET answer carries a password, a hash or someone else's session).
+
+/// A route's path with its parameters filled with values that exist in [`secret_scan`]'s
+/// fixture (and harmless dummies elsewhere).
+fn concrete(path: &str) -> String {
+    path.replace("{number}", "1000").replace("{id}", "c-scan")
+}
+
+/// Routes anyone may call: logging in and the API's description. The panel's files (`/`,
+/// `/assets/*`) are outside the table and public too.
+fn is_public(path: &str) -> bool {
+    matches!(path, "/api/v1/login" | "/api/v1/openapi.json")
+}
+
+#[tokio::test]
+async fn scan_every_route_refuses_callers_without_a_session_with_a_json_401() {
+    let t = setup().await;
+    for (method, path) in routes().table {
+        if is_public(path) {
+            continue;
+        }
+        let uri = concrete(path);
+        let body = matches!(method, "POST" | "PUT").then(|| json!({"number": "1000"}));
+        let r = call(&t.app, method, &uri, &Auth::None, body).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        assert_eq!(
+            r.headers[header::CONTENT_TYPE],
+            "application/json",
+            "{method} {uri}"
+        );
+        assert_eq!(r.code(), "unauthorized", "{method} {uri}");
+        assert!(
+            r.headers.get(header::SET_COOKIE).is_none(),
+            "{method} {uri}"
+        );
+    }
+    // The public ones really are.
+    let r = call(&t.app, "GET", "/api/v1/openapi.json", &Auth::None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = call(&t.app, "GET", "/", &Auth::None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn scan_every_state_changing_route_needs_the_csrf_header_on_a_session() {
+    let t = setup().await;
+    let admin = login(&t.app, "root").await;
+    let Auth::Session(cookie, _) = admin.clone() else {
+        unreachable!()
+    };
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/extensions",
+        &admin,
+        Some(json!({"number": "1000", "name": "Before", "password": "sip-pass-1"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    t.store
+        .insert_active_call(&active_call("c-scan", "a-live-scan", "test1"))
+        .await
+        .expect("call");
+    let mut checked = 0;
+    for (method, path) in routes().table {
+        if method == "GET" || is_public(path) {
+            continue;
+        }
+        let uri = concrete(path);
+        let body =
+            matches!(method, "POST" | "PUT").then(|| json!({"number": "1001", "name": "After"}));
+        for csrf in [None, Some("0".repeat(64)), Some(String::new())] {
+            let auth = Auth::Session(cookie.clone(), csrf.clone());
+            let r = call(&t.app, method, &uri, &auth, body.clone()).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {uri} {csrf:?}");
+            assert_eq!(r.code(), "csrf_failed", "{method} {uri} {csrf:?}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 5, "the table has POST, PUT and DELETE routes");
+    // Nothing happened: the extension is as it was, none was added, the call was not
+    // hung up, the session is still open.
+    let e = t.store.get_extension("1000").await.expect("get");
+    assert_eq!(e.map(|e| e.display_name), Some("Before".into()));
+    assert!(t.store.get_extension("1001").await.expect("get").is_none());
+    assert!(t.hung_up.lock().map(|l| l.is_empty()).unwrap_or(false));
+    let r = call(&t.app, "GET", "/api/v1/me", &admin, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+/// Every key of a JSON value, at any depth.
+fn json_keys(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                out.push(k.to_lowercase());
+                json_keys(v, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| json_keys(v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn scan_no_get_answer_carries_a_secret() {
+    const SIP_PASSWORD: &str = "Sip-Scan-Secret-7781";
+    const PIN: &str = "9081726354";
+    let t = setup().await;
+    let admin = login(&t.app, "root").await;
+    let Auth::Session(own_session, _) = admin.clone() else {
+        unreachable!()
+    };
+    // Secrets of others that exist meanwhile: another session of the same admin, a
+    // viewer's session and CSRF token, an API token.
+    let Auth::Session(other_session, other_csrf) = login(&t.app, "root").await else {
+        unreachable!()
+    };
+    let Auth::Session(viewer_session, viewer_csrf) = login(&t.app, "viewer").await else {
+        unreachable!()
+    };
+    let Auth::Token(api_token) = token(&t).await else {
+        unreachable!()
+    };
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/extensions",
+        &admin,
+        Some(json!({"number": "1000", "name": "Scan", "password": SIP_PASSWORD})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let voicemail = crate::voicemail::Voicemail::open(t.store.clone(), t._dir.path())
+        .await
+        .expect("voicemail");
+    voicemail.set_pin("1000", PIN).await.expect("pin");
+    // Something in every list.
+    let now = crate::store::now_unix();
+    t.store
+        .replace_bindings("1000", &[binding("1000", "a", now + 600)])
+        .await
+        .expect("bind");
+    t.store
+        .insert_active_call(&active_call("c-scan", "a-live-scan", "test1"))
+        .await
+        .expect("call");
+    t.store
+        .finish_call(&cdr("cdr-scan", "1000", "answered", now - 60))
+        .await
+        .expect("cdr");
+
+    let ext = t
+        .store
+        .get_extension("1000")
+        .await
+        .expect("get")
+        .expect("extension");
+    let pin_hash = t
+        .store
+        .voicemail_box("1000")
+        .await
+        .expect("mailbox")
+        .and_then(|b| b.pin_hash)
+        .expect("pin hash");
+    let mut secrets: Vec<(&str, String)> = vec![
+        ("the SIP password", SIP_PASSWORD.into()),
+        ("the MD5 HA1", ext.ha1_md5.clone()),
+        ("the SHA-256 HA1", ext.ha1_sha256.clone()),
+        ("an argon2 hash", "$argon2".into()),
+        ("the PIN", PIN.into()),
+        ("the PIN hash", pin_hash),
+        ("another session", other_session.clone()),
+        ("a viewer's session", viewer_session.clone()),
+        ("the API token", api_token.clone()),
+        ("a stored session hash", accounts::secret_hash(&own_session)),
+        (
+            "a stored session hash",
+            accounts::secret_hash(&other_session),
+        ),
+        ("a stored token hash", accounts::secret_hash(&api_token)),
+        // The caller's own cookie is HttpOnly: no body should hand it to a script either.
+        ("the caller's session", own_session.clone()),
+    ];
+    for csrf in [other_csrf, viewer_csrf].into_iter().flatten() {
+        secrets.push(("another session's CSRF token", csrf));
+    }
+
+    let mut answers: Vec<(String, String)> = Vec::new();
+    for (method, path) in routes().table {
+        if method != "GET" {
+            continue;
+        }
+        let uri = concrete(path);
+        if path == "/api/v1/events" {
+            // A stream that does not end: its first snapshots are what it says.
+            let mut feed = open_feed(&t.app, &admin).await;
+            for _ in 0..2 {
+                let (name, data) = feed.next(Duration::from_secs(5)).await;
+                answers.push((format!("{uri} ({name})"), data.to_string()));
+            }
+            continue;
+        }
+        let r = call(&t.app, method, &uri, &admin, None).await;
+        assert_eq!(r.status, StatusCode::OK, "GET {uri}: {}", r.text);
+        answers.push((uri, r.text));
+    }
+    for uri in ["/api/v1/cdrs?format=csv", "/api/v1/extensions?limit=500"] {
+        let r = call(&t.app, "GET", uri, &admin, None).await;
+        answers.push((uri.into(), r.text));
+    }
+    assert!(answers.len() >= 10, "every GET route was read");
+    // The scan read real data, not empty lists.
+    let said = |uri: &str, needle: &str| {
+        answers
+            .iter()
+            .any(|(u, body)| u.starts_with(uri) && body.contains(needle))
+    };
+    assert!(said("/api/v1/extensions/1000", "Scan"));
+    assert!(said("/api/v1/registrations", "sip:1000@"));
+    assert!(said("/api/v1/calls", "c-scan"));
+    assert!(said("/api/v1/cdrs?format=csv", "cdr-scan"));
+    assert!(said("/api/v1/events (registrations)", "sip:1000@"));
+    assert!(said("/metrics", "ringfort_extensions 1"));
+    for (uri, body) in &answers {
+        for (what, secret) in &secrets {
+            assert!(!secret.is_empty());
+            assert!(!body.contains(secret.as_str()), "GET {uri} shows {what}");
+        }
+        // Field names too (the document describes the login's password field, which is
+        // no leak).
+        if uri == "/api/v1/openapi.json" {
+            continue;
+        }
+        if let Ok(v) = serde_json::from_str::<Value>(body) {
+            let mut keys = Vec::new();
+            json_keys(&v, &mut keys);
+            for k in keys {
+                assert!(
+                    !["password", "ha1", "hash", "pin", "secret", "session_id"]
+                        .iter()
+                        .any(|bad| k.contains(bad)),
+                    "GET {uri} has a field {k}"
+                );
+            }
         }
     }
 }
