@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::support::{Node, NodeOptions};
+use crate::support::{Node, NodeOptions, Sipp, SippTransport};
 
 /// One HTTP/1.1 exchange (Connection: close); (status, head, body).
 fn http(
@@ -149,4 +149,59 @@ fn first_admin_logs_in_and_manages_extensions_over_http() {
         Some(2)
     );
     node.stop();
+}
+
+/// `/metrics` of a running node over a real socket: auth, the content type Prometheus
+/// expects, and counters that moved because a phone registered (the binding writer's
+/// commit histogram, the store's registrations).
+#[test]
+fn metrics_count_a_registration_and_need_a_token() {
+    let mut node = Node::new(NodeOptions::default());
+    node.add_extension("1000", "s3cret-pass");
+    node.start();
+    node.cli_ok(&[
+        "admin",
+        "add",
+        "root",
+        "--password",
+        "a long admin password",
+    ]);
+    let out = node.cli_ok(&["admin", "token", "root", "prometheus"]);
+    let token = out.rsplit(' ').next().unwrap_or_default().trim().to_owned();
+    let bearer = format!("Bearer {token}");
+    let addr = node.http_addr();
+
+    let (status, _, body) = http(addr, "GET", "/metrics", &[], None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"unauthorized\""), "{body}");
+
+    Sipp::new("register.xml", SippTransport::Udp)
+        .auth("1000", "s3cret-pass")
+        .var("expires", "600")
+        .expect_pass(&node);
+    let (status, head, body) = http(addr, "GET", "/metrics", &[("Authorization", &bearer)], None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        header(&head, "content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    for line in [
+        "ringfort_registrations 1",
+        "ringfort_extensions 1",
+        "# TYPE ringfort_calls_started_total counter",
+        "# TYPE ringfort_binding_commit_seconds histogram",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} in:\n{body}");
+    }
+    let commits: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("ringfort_binding_commit_seconds_count "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(commits >= 1, "the REGISTER's commit was timed:\n{body}");
+    assert!(
+        body.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{body}"
+    );
+    node.assert_no_panic();
 }

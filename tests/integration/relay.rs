@@ -173,8 +173,21 @@ async fn relay_both_ways_untouched_with_nat_latching_rtcp_and_release() {
     assert_eq!((sb.rx_packets, sb.dropped), (5, 0));
     assert_eq!((sa.tx_packets, sa.tx_bytes), (5, 4 * 172 + 32));
 
+    // The node-wide totals get this relay's counts once, when it ends (other tests'
+    // relays may add to them meanwhile, hence at least).
+    use std::sync::atomic::Ordering::Relaxed;
+    let totals = &ringfort::metrics::RELAYS;
+    let (relayed, dropped) = (
+        totals.rtp_relayed.load(Relaxed),
+        totals.dropped.load(Relaxed),
+    );
     let last = h.close().await;
     assert_eq!(last.leg(Leg::A).rx_packets, 12);
+    assert!(
+        totals.rtp_relayed.load(Relaxed) >= relayed + 8,
+        "4 RTP each way"
+    );
+    assert!(totals.dropped.load(Relaxed) >= dropped + 7);
     assert_eq!(alloc.leased(), 0, "ports given back after close");
     for p in ports {
         StdUdpSocket::bind((LO, p)).unwrap_or_else(|e| panic!("port {p} still bound: {e}"));
