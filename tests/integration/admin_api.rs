@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::support::{Node, NodeOptions, Sipp, SippTransport};
 
 /// One HTTP/1.1 exchange (Connection: close); (status, head, body).
-fn http(
+pub(crate) fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -43,7 +43,7 @@ fn http(
     (status, head.to_owned(), body.to_owned())
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
         k.eq_ignore_ascii_case(name).then(|| v.trim())

@@ -229,6 +229,60 @@ fn rtp_is_relayed_both_ways() {
     node.stop();
 }
 
+/// A relayed call moves the node's metrics: one call started, none up once it ended, its
+/// relay's RTP in the relayed total (added when the relay closed).
+#[test]
+fn a_relayed_call_shows_in_the_metrics() {
+    let mut node = call_node();
+    node.cli_ok(&[
+        "admin",
+        "add",
+        "root",
+        "--password",
+        "a long admin password",
+    ]);
+    let out = node.cli_ok(&["admin", "token", "root", "prometheus"]);
+    let bearer = format!(
+        "Bearer {}",
+        out.rsplit(' ').next().unwrap_or_default().trim()
+    );
+    let port = free_port();
+    register_from(&node, CALLEE, port);
+    let mut uas = Sipp::new("call_uas_answer.xml", SippTransport::Udp)
+        .port(port)
+        .arg("-rtp_echo")
+        .spawn(&node);
+    std::thread::sleep(Duration::from_millis(300));
+    caller("call_uac_rtp.xml", CALLEE).expect_pass(&node);
+    uas.expect_pass(&node);
+    assert_cdr(&node, "answered", "caller");
+    let value = |body: &str, name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in:\n{body}"))
+    };
+    let body = wait_for("the relay's totals", Duration::from_secs(10), || {
+        let (status, _, body) = crate::admin_api::http(
+            node.http_addr(),
+            "GET",
+            "/metrics",
+            &[("Authorization", &bearer)],
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        (value(&body, "ringfort_rtp_relays_active") == 0.0
+            && value(&body, "ringfort_calls_active") == 0.0)
+            .then_some(body)
+    });
+    assert_eq!(value(&body, "ringfort_calls_started_total"), 1.0);
+    assert!(
+        value(&body, "ringfort_rtp_relayed_packets_total") > 20.0,
+        "{body}"
+    );
+    node.stop();
+}
+
 #[test]
 fn a_call_cut_by_a_crash_becomes_a_failed_cdr() {
     let mut node = call_node();
