@@ -310,6 +310,13 @@ pub async fn start_with_apps(
         )),
         mwi_task,
     ];
+    {
+        // Other nodes' registrations reach this node's cache (PostgreSQL clusters).
+        let (registrar, shutdown) = (registrar.clone(), shutdown_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            registrar.follow_other_nodes(shutdown).await
+        }));
+    }
     tasks.push(tokio::spawn(binding_writer(
         registrar.clone(),
         write_rx,

@@ -458,7 +458,64 @@ impl Registrar {
             }
             results.push(ok);
         }
+        // The other nodes refresh these AORs in their caches (PostgreSQL only). A lost
+        // announcement only delays them until their next sweep.
+        let written: Vec<&str> = ok_by_aor
+            .iter()
+            .filter(|(_, ok)| **ok)
+            .map(|(aor, _)| *aor)
+            .collect();
+        if let Err(e) = self
+            .store
+            .announce_bindings(&self.cfg.policy.node_id, &written)
+            .await
+        {
+            warn!(error = %e, "cannot announce binding changes to the other nodes");
+        }
         results
+    }
+
+    /// Keeps the location cache fresh with the binding sets other nodes commit (LISTEN on
+    /// PostgreSQL; returns at once on SQLite) until `shutdown`: each announced AOR is
+    /// re-read alone. A broken connection loses announcements, so after reconnecting the
+    /// whole cache is re-read once.
+    pub async fn follow_other_nodes(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut reconnecting = false;
+        loop {
+            let mut changes = match self.store.binding_changes().await {
+                Ok(Some(c)) => c,
+                Ok(None) => return,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for other nodes' registrations: retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            };
+            if reconnecting {
+                if let Err(e) = self.load_bindings().await {
+                    warn!(error = %e, "cannot re-read the registrations after reconnecting");
+                }
+            }
+            reconnecting = true;
+            loop {
+                tokio::select! {
+                    change = changes.next() => match change {
+                        Ok(c) if c.node_id != self.cfg.policy.node_id => {
+                            debug!(node = %c.node_id, aor = %c.aor, "registration changed on another node");
+                            self.restore(&c.aor).await;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            warn!(error = %e, "lost the other nodes' registrations feed: reconnecting");
+                            break;
+                        }
+                    },
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
     }
 
     /// Puts the stored binding set of `aor` back into memory.
