@@ -555,9 +555,12 @@ impl Registrar {
             .location
             .read()
             .map(|l| {
+                // Only the node that holds a phone's flow pings it: the caches of a
+                // cluster hold every node's bindings, and N pings per contact would be
+                // N-1 too many (from addresses the NAT may not even map).
                 l.values()
                     .flatten()
-                    .filter(|b| b.expires_at > now)
+                    .filter(|b| b.expires_at > now && b.node_id == self.cfg.policy.node_id)
                     .filter_map(bindings::udp_nat_target)
                     .collect()
             })
@@ -645,6 +648,57 @@ mod tests {
             updated_at: 1,
             routing,
         }
+    }
+
+    #[tokio::test]
+    async fn only_the_node_holding_a_flow_sends_its_nat_keepalives() {
+        let store = Store::connect("sqlite::memory:", 1).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let cfg = crate::node::registrar_config(&crate::config::Config::default());
+        let me = cfg.policy.node_id.clone();
+        for (n, node, from) in [
+            ("201", me.as_str(), "203.0.113.5:40000"),
+            ("202", "other-node", "203.0.113.6:40000"),
+        ] {
+            store
+                .add_extension(&ext(n, ExtensionRouting::default()))
+                .await
+                .expect("add");
+            let natted = Binding {
+                aor: n.into(),
+                binding_key: format!("sip:{n}@192.168.1.20:5060"),
+                contact_uri: format!("sip:{n}@192.168.1.20:5060"),
+                q: None,
+                expires_at: now_unix() + 3600,
+                call_id: "c".into(),
+                cseq: 1,
+                received: from.into(),
+                transport: "udp".into(),
+                local_addr: "10.0.0.1:5060".into(),
+                flow: None,
+                path: vec![],
+                user_agent: String::new(),
+                instance_id: None,
+                reg_id: None,
+                node_id: node.into(),
+                updated_at: 1,
+            };
+            store.replace_bindings(n, &[natted]).await.expect("bind");
+        }
+        let r = Registrar::load(store, cfg).await.expect("load");
+        assert_eq!(
+            r.lookup("202").len(),
+            1,
+            "the other node's phone is known here"
+        );
+        assert_eq!(
+            r.nat_keepalive_targets(),
+            vec![(
+                "10.0.0.1:5060".parse().expect("addr"),
+                "203.0.113.5:40000".parse().expect("addr")
+            )],
+            "and pinged by its own node only"
+        );
     }
 
     #[tokio::test]
