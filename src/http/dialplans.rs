@@ -133,8 +133,8 @@ fn read_folder(dir: &FsPath) -> Result<BTreeMap<String, String>, FolderError> {
             continue;
         }
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            // load_dir reads it too; the API cannot name it, so a save's check still
-            // counts it through the folder's own load at reload.
+            // Not UTF-8, so the API can neither show nor name it. load_dir still reads
+            // it: if it breaks the plan, a save's reload says so (409 reload_failed).
             continue;
         };
         let text = std::fs::read_to_string(&path).map_err(io(&path, "cannot read"))?;
