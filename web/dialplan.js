@@ -194,6 +194,13 @@ export async function mount(root) {
     text.focus();
   });
 
+  // Closing the tab with unsaved edits asks first (moving to another page of the panel
+  // cannot be held back: the router has already left).
+  const guard = (ev) => {
+    if (edited().length > 0) ev.preventDefault();
+  };
+  window.addEventListener('beforeunload', guard);
+
   open(current);
-  return null;
+  return () => window.removeEventListener('beforeunload', guard);
 }
