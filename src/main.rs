@@ -420,6 +420,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             node.control.clone(),
             ringfort::http::NodeInfo::new(cfg.node.id.to_string()),
             cfg.sip.realm.clone(),
+            cfg.paths.dialplans.clone(),
         ),
     )?;
     ringfort::node::log_started(&cfg, &node.bound);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::support::{Node, NodeOptions};
 
 /// One HTTP/1.1 exchange (Connection: close); (status, head, body).
-fn http(
+pub(crate) fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
