@@ -421,6 +421,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             ringfort::http::NodeInfo::new(cfg.node.id.to_string())
                 .with_metrics(node.metrics.clone()),
             cfg.sip.realm.clone(),
+            cfg.paths.dialplans.clone(),
         ),
     )?;
     ringfort::node::log_started(&cfg, &node.bound);

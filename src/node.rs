@@ -85,6 +85,29 @@ pub enum NodeControl {
         caller_call_id: String,
         done: oneshot::Sender<bool>,
     },
+    /// Read the dialplan folder again and route new calls by it when it is valid, as
+    /// [`RunningNode::reload_plan`] does; `done` gets the plan now in force or why the
+    /// folder was refused (the old plan then stays).
+    ReloadPlan {
+        done: oneshot::Sender<Result<Arc<Plan>, crate::dialplan::DialplanError>>,
+    },
+}
+
+/// Where the dialplan comes from and the plan new calls are routed by. Shared by the
+/// node's handle (SIGHUP) and its core (the admin API's orders), so both reload the same
+/// way.
+struct PlanSource {
+    dir: std::path::PathBuf,
+    plan: watch::Sender<Arc<Plan>>,
+}
+
+impl PlanSource {
+    /// Blocking (reads files): call it off the core's task.
+    fn reload(&self) -> Result<Arc<Plan>, crate::dialplan::DialplanError> {
+        let plan = Arc::new(Plan::load_dir(&self.dir)?);
+        self.plan.send_replace(plan.clone());
+        Ok(plan)
+    }
 }
 
 /// A node that is up. Dropping it does not stop it; call [`RunningNode::shutdown`].
@@ -101,8 +124,7 @@ pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// The dialplan new calls are routed by, and where it is read from.
-    plan: watch::Sender<Arc<Plan>>,
-    dialplans: std::path::PathBuf,
+    plans: Arc<PlanSource>,
 }
 
 impl RunningNode {
@@ -110,9 +132,7 @@ impl RunningNode {
     /// (calls in progress keep the plan they started with). An invalid folder changes
     /// nothing; its errors say `file:line: reason`.
     pub fn reload_plan(&self) -> Result<Arc<Plan>, crate::dialplan::DialplanError> {
-        let plan = Arc::new(Plan::load_dir(&self.dialplans)?);
-        self.plan.send_replace(plan.clone());
-        Ok(plan)
+        self.plans.reload()
     }
 
     pub async fn shutdown(self) {
@@ -224,6 +244,10 @@ pub async fn start_with_apps(
     });
     let ports = PortAllocator::new(bind_ip, cfg.media.rtp_port_min, cfg.media.rtp_port_max)?;
     let (plan_tx, plan_rx) = watch::channel(Arc::new(Plan::load_dir(&cfg.paths.dialplans)?));
+    let plans = Arc::new(PlanSource {
+        dir: cfg.paths.dialplans.clone(),
+        plan: plan_tx,
+    });
     // Before any call: reconciles what a crash left in the mailboxes.
     let voicemail = Voicemail::open(store.clone(), &cfg.node.data_dir).await?;
     let (mwi_tx, mwi_rx) = mpsc::channel::<MwiCommand>(1024);
@@ -301,6 +325,7 @@ pub async fn start_with_apps(
             by_call_id: HashMap::new(),
             by_tx: HashMap::new(),
             plan: plan_rx,
+            plans: plans.clone(),
             fallbacks: HashMap::new(),
             voicemail: voicemail.clone(),
         },
@@ -316,6 +341,13 @@ pub async fn start_with_apps(
         )),
         mwi_task,
     ];
+    {
+        // Other nodes' registrations reach this node's cache (PostgreSQL clusters).
+        let (registrar, shutdown) = (registrar.clone(), shutdown_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            registrar.follow_other_nodes(shutdown).await
+        }));
+    }
     tasks.push(tokio::spawn(binding_writer(
         registrar.clone(),
         write_rx,
@@ -355,8 +387,7 @@ pub async fn start_with_apps(
         metrics,
         shutdown: shutdown_tx,
         tasks,
-        plan: plan_tx,
-        dialplans: cfg.paths.dialplans.clone(),
+        plans,
     })
 }
 
@@ -546,6 +577,8 @@ struct Calls {
     by_tx: HashMap<TxKey, CallRef>,
     /// The dialplan new calls are routed by (swapped by [`RunningNode::reload_plan`]).
     plan: watch::Receiver<Arc<Plan>>,
+    /// Reloads `plan` on the admin API's order.
+    plans: Arc<PlanSource>,
     /// Dials with a fallback -> what takes their caller back.
     fallbacks: HashMap<CallRef, Fallback>,
     /// The mailboxes, for the dialplan's voicemail steps.
@@ -597,6 +630,13 @@ impl Calls {
                     None => false,
                 };
                 let _ = done.send(found);
+            }
+            NodeControl::ReloadPlan { done } => {
+                // Reading the folder blocks: not on the core's task, which serves SIP.
+                let plans = self.plans.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = done.send(plans.reload());
+                });
             }
         }
     }

@@ -9,10 +9,12 @@ export function setCsrfToken(token) {
 }
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, errors) {
     super(message);
     this.status = status;
     this.code = code;
+    // Itemised mistakes (an invalid dialplan's [{file, line, reason}]), when given.
+    this.errors = errors || [];
   }
 }
 
@@ -37,7 +39,7 @@ export async function api(method, path, body) {
   if (!resp.ok) {
     const err = data && data.error ? data.error : {};
     if (resp.status === 401) window.dispatchEvent(new CustomEvent('ringfort:logged-out'));
-    throw new ApiError(resp.status, err.code || 'http_' + resp.status, err.message || resp.statusText);
+    throw new ApiError(resp.status, err.code || 'http_' + resp.status, err.message || resp.statusText, err.errors);
   }
   return data;
 }

@@ -7,8 +7,9 @@ import * as extensions from './extensions.js';
 import * as registrations from './registrations.js';
 import * as calls from './calls.js';
 import * as history from './history.js';
+import * as dialplan from './dialplan.js';
 
-const pages = { dashboard, extensions, registrations, calls, history };
+const pages = { dashboard, extensions, registrations, calls, history, dialplan };
 
 const loginSection = document.getElementById('login');
 const top = document.getElementById('top');

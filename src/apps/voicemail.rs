@@ -80,6 +80,17 @@ pub fn say_digits(number: &str) -> Vec<Sound> {
         .collect()
 }
 
+/// Who left a message: "from extension 1 0 0", or "unknown caller".
+fn caller_said(caller: &str) -> Vec<Sound> {
+    let digits = say_digits(caller);
+    if digits.is_empty() {
+        return vec![sound("vm/unknown-caller")];
+    }
+    let mut p = vec![sound("vm/from"), sound("vm/extension")];
+    p.extend(digits);
+    p
+}
+
 /// A count as words ("twenty three"), from the `digits/` prompts.
 pub fn say_number(n: u32) -> Vec<Sound> {
     let mut out = Vec::new();
@@ -365,6 +376,7 @@ async fn listen<C: Channel>(
             } else {
                 "vm/next-message"
             })];
+            intro.extend(caller_said(&messages[at].caller));
             intro.push(Sound::Silence(200));
             intro.push(Sound::File(vm.absolute(&messages[at].path)));
             let end = ch.play(&intro, barge()).await?;

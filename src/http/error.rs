@@ -22,6 +22,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, for 429.
     pub retry_after: Option<u64>,
+    /// Itemised mistakes, sent as `error.errors` (an invalid dialplan's `file:line`s).
+    pub errors: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -31,7 +33,14 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            errors: None,
         }
+    }
+
+    /// The same error with its mistakes itemised.
+    pub fn with_errors(mut self, errors: serde_json::Value) -> Self {
+        self.errors = Some(errors);
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -57,9 +66,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "code": self.code, "message": self.message }
-        });
+        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some(errors) = self.errors {
+            error["errors"] = errors;
+        }
+        let body = serde_json::json!({ "error": error });
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

@@ -84,9 +84,9 @@ impl Exposition {
     }
 
     /// A gauge of one sample with labels (an "info" metric, value 1).
-    pub fn labelled_gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], v: f64) {
+    pub fn labelled_gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
         self.header(name, help, Kind::Gauge);
-        self.sample(name, labels, v);
+        self.sample(name, labels, value);
     }
 
     pub fn histogram(&mut self, name: &str, help: &str, h: &HistogramSnapshot) {

@@ -1,12 +1,14 @@
 //! The HTTP layer (axum): the admin API under `/api/v1` (JSON, documented by
 //! `openapi.json`), with session and token auth, its live feed (Server-Sent Events), and
 //! the web panel's static files (`web/`, embedded) at `/`, and Prometheus metrics at
-//! `/metrics` (same auth). SIP over WebSocket comes later. Holds no business logic: handlers parse, call [`crate::admin`],
-//! the store or the node (through [`crate::node::NodeControl`] orders), and serialise.
+//! `/metrics` (same auth). SIP over WebSocket comes later. Holds no business logic:
+//! handlers parse, call [`crate::admin`], the store, the dialplan folder or the node
+//! (through [`crate::node::NodeControl`] orders), and serialise.
 //! No TLS yet: keep `[http] listen` on loopback or behind a proxy that terminates TLS.
 
 pub mod api;
 pub mod auth;
+pub mod dialplans;
 pub mod error;
 pub mod limiter;
 pub mod live;
@@ -15,6 +17,7 @@ pub mod panel;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -81,8 +84,13 @@ struct Shared {
     limiter: Mutex<LoginLimiter>,
     /// Cookies get `Secure` (on once TLS is served).
     secure_cookies: bool,
-    /// Orders to this node's core (hanging up a call).
+    /// Orders to this node's core (hanging up a call, reloading the dialplan).
     control: mpsc::Sender<NodeControl>,
+    /// The dialplan folder (`[paths] dialplans`) the API reads and writes.
+    dialplans: PathBuf,
+    /// Held from validating a dialplan change to reloading it, so two saves cannot
+    /// each validate against a folder the other is about to change.
+    dialplan_edits: tokio::sync::Mutex<()>,
     /// Flips to true when the server stops: live feeds end, so a graceful shutdown
     /// does not wait on streams that would never finish.
     closing: watch::Sender<bool>,
@@ -94,8 +102,16 @@ impl AppState {
         control: mpsc::Sender<NodeControl>,
         node: NodeInfo,
         realm: impl Into<String>,
+        dialplans: PathBuf,
     ) -> Self {
-        Self::with_limits(registrar, control, node, realm, LimiterPolicy::default())
+        Self::with_limits(
+            registrar,
+            control,
+            node,
+            realm,
+            dialplans,
+            LimiterPolicy::default(),
+        )
     }
 
     pub fn with_limits(
@@ -103,6 +119,7 @@ impl AppState {
         control: mpsc::Sender<NodeControl>,
         node: NodeInfo,
         realm: impl Into<String>,
+        dialplans: PathBuf,
         limits: LimiterPolicy,
     ) -> Self {
         AppState {
@@ -110,6 +127,8 @@ impl AppState {
                 store: registrar.store().clone(),
                 registrar,
                 control,
+                dialplans,
+                dialplan_edits: tokio::sync::Mutex::new(()),
                 closing: watch::Sender::new(false),
                 node,
                 realm: realm.into(),
@@ -177,6 +196,9 @@ fn routes() -> Routes {
     .add("DELETE", "/api/v1/calls/{id}", api::hang_up_call)
     .add("GET", "/api/v1/events", live::events)
     .add("GET", "/api/v1/cdrs", api::list_cdrs)
+    .add("GET", "/api/v1/dialplans", dialplans::list)
+    .add("POST", "/api/v1/dialplans/validate", dialplans::validate)
+    .add("PUT", "/api/v1/dialplans/{name}", dialplans::save)
     .add("GET", "/metrics", metrics::metrics)
 }
 

@@ -43,6 +43,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("/assets/registrations.js", "registrations.js", JS),
     asset!("/assets/calls.js", "calls.js", JS),
     asset!("/assets/history.js", "history.js", JS),
+    asset!("/assets/dialplan.js", "dialplan.js", JS),
 ];
 
 /// Scripts and styles come from this origin only (no inline code), so an injected

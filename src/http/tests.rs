@@ -24,18 +24,28 @@ use crate::store::{ActiveCall, Binding, Cdr};
 
 const PASSWORD: &str = "a long admin password";
 
+/// The test folder's one file: its start context includes one another file may define.
+const BASE_PLAN: &str = "[defaults]\ncontext = \"internal\"\n\n[context.internal]\n\n\
+                         [[context.internal.route]]\nmatch = \"_1XXX\"\nsteps = [{ dial = \"${EXTEN}\" }]\n";
+
 struct T {
     app: Router,
     state: AppState,
     store: Store,
     registrar: Arc<Registrar>,
-    /// The Call-IDs the fake node was told to hang up.
+    /// The Call-IDs the fake node was told to hang up, and `reload` for each plan
+    /// reload it was told to do.
     hung_up: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The dialplan folder the API edits (holds `base.toml`, [`BASE_PLAN`]).
+    dialplans: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
-/// A node that has the calls whose caller Call-ID starts with `a-live`.
-fn fake_node() -> (
+/// A node that has the calls whose caller Call-ID starts with `a-live`, and reloads its
+/// plan from `dialplans`.
+fn fake_node(
+    dialplans: std::path::PathBuf,
+) -> (
     tokio::sync::mpsc::Sender<NodeControl>,
     Arc<std::sync::Mutex<Vec<String>>>,
 ) {
@@ -54,6 +64,12 @@ fn fake_node() -> (
                         l.push(caller_call_id);
                     }
                     let _ = done.send(found);
+                }
+                NodeControl::ReloadPlan { done } => {
+                    if let Ok(mut l) = log.lock() {
+                        l.push("reload".to_owned());
+                    }
+                    let _ = done.send(crate::dialplan::Plan::load_dir(&dialplans).map(Arc::new));
                 }
             }
         }
@@ -86,12 +102,16 @@ async fn setup() -> T {
         max_per_ip: 10,
         lockout: Duration::from_secs(60),
     };
-    let (control, hung_up) = fake_node();
+    let dialplans = dir.path().join("dialplans");
+    std::fs::create_dir(&dialplans).expect("dialplans folder");
+    std::fs::write(dialplans.join("base.toml"), BASE_PLAN).expect("base plan");
+    let (control, hung_up) = fake_node(dialplans.clone());
     let state = AppState::with_limits(
         registrar.clone(),
         control,
         NodeInfo::new("test1"),
         "ringfort",
+        dialplans.clone(),
         limits,
     );
     T {
@@ -100,6 +120,7 @@ async fn setup() -> T {
         store,
         registrar,
         hung_up,
+        dialplans,
         _dir: dir,
     }
 }
@@ -1316,6 +1337,7 @@ async fn hanging_up_when_the_node_is_gone_is_503() {
         control,
         NodeInfo::new("test1"),
         "ringfort",
+        t.dialplans.clone(),
     ));
     t.store
         .insert_active_call(&active_call("live1", "a-live1", "test1"))
@@ -1395,6 +1417,299 @@ fn every_file_the_panel_loads_is_embedded() {
             );
         }
     }
+}
+
+// ---- dialplans ----
+
+/// A second file routing 2XXX numbers; with `step` as its only step.
+fn sales_plan(step: &str) -> String {
+    format!("[context.sales]\n\n[[context.sales.route]]\nmatch = \"_2XXX\"\nsteps = [{step}]\n")
+}
+
+#[tokio::test]
+async fn dialplans_are_listed_for_admins_only() {
+    let t = setup().await;
+    let r = call(&t.app, "GET", "/api/v1/dialplans", &Auth::None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let viewer = login(&t.app, "viewer").await;
+    let r = call(&t.app, "GET", "/api/v1/dialplans", &viewer, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "forbidden".into())
+    );
+    let tok = token(&t).await;
+    let r = call(&t.app, "GET", "/api/v1/dialplans", &tok, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json(),
+        json!({"files": [{"name": "base.toml", "text": BASE_PLAN}]})
+    );
+}
+
+#[tokio::test]
+async fn validating_checks_against_the_other_files_and_writes_nothing() {
+    let t = setup().await;
+    let tok = token(&t).await;
+    let good = sales_plan("{ dial = \"${EXTEN}\" }");
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/dialplans/validate",
+        &tok,
+        Some(json!({"name": "sales.toml", "text": good})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json(), json!({"ok": true, "routes": 2}));
+    assert!(!t.dialplans.join("sales.toml").exists());
+
+    // A step that does not exist, on line 5.
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/dialplans/validate",
+        &tok,
+        Some(json!({"name": "sales.toml", "text": sales_plan("{ juggle = true }")})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["errors"][0]["file"], "sales.toml", "{v}");
+    assert_eq!(v["errors"][0]["line"], 5, "{v}");
+    // Cross-file references: the base file including `sales` is wrong alone (line 5)
+    // and right with the file that defines it.
+    let base_with_sales = BASE_PLAN.replace(
+        "[context.internal]\n",
+        "[context.internal]\ninclude = [\"sales\"]\n",
+    );
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/dialplans/validate",
+        &tok,
+        Some(json!({"name": "base.toml", "text": base_with_sales})),
+    )
+    .await;
+    let v = r.json();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(
+        (&v["errors"][0]["file"], &v["errors"][0]["line"]),
+        (&json!("base.toml"), &json!(5)),
+        "{v}"
+    );
+    assert!(
+        v["errors"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("sales")),
+        "{v}"
+    );
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/dialplans/validate",
+        &tok,
+        Some(json!({"files": [
+            {"name": "base.toml", "text": base_with_sales},
+            {"name": "sales.toml", "text": good},
+        ]})),
+    )
+    .await;
+    assert_eq!(r.json(), json!({"ok": true, "routes": 2}), "{}", r.text);
+    assert_eq!(
+        std::fs::read_to_string(t.dialplans.join("base.toml")).expect("base"),
+        BASE_PLAN
+    );
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/dialplans/validate",
+        &tok,
+        Some(json!({"files": []})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_input".into())
+    );
+}
+
+#[tokio::test]
+async fn saving_needs_csrf_and_an_admin() {
+    let t = setup().await;
+    let body = json!({"text": sales_plan("{ dial = \"${EXTEN}\" }")});
+    let Auth::Session(cookie, _) = login(&t.app, "root").await else {
+        unreachable!("login gives a session")
+    };
+    let no_csrf = Auth::Session(cookie, None);
+    let r = call(
+        &t.app,
+        "PUT",
+        "/api/v1/dialplans/sales.toml",
+        &no_csrf,
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "csrf_failed".into())
+    );
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/dialplans/validate",
+        &no_csrf,
+        Some(json!({"name": "a.toml", "text": ""})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "csrf_failed".into())
+    );
+    let viewer = login(&t.app, "viewer").await;
+    let r = call(
+        &t.app,
+        "PUT",
+        "/api/v1/dialplans/sales.toml",
+        &viewer,
+        Some(body),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "forbidden".into())
+    );
+    assert!(!t.dialplans.join("sales.toml").exists());
+    assert!(t.hung_up.lock().expect("log").is_empty(), "no reload");
+}
+
+#[tokio::test]
+async fn file_names_cannot_leave_the_folder() {
+    let t = setup().await;
+    let tok = token(&t).await;
+    let body = json!({"text": sales_plan("{ dial = \"${EXTEN}\" }")});
+    for name in [
+        "..%2Fescape.toml",
+        "..%2F..%2Fescape.toml",
+        "escape",
+        ".hidden.toml",
+        "a%20b.toml",
+        "sales.toml.bak",
+        "%2Ftmp%2Fescape.toml",
+    ] {
+        let r = call(
+            &t.app,
+            "PUT",
+            &format!("/api/v1/dialplans/{name}"),
+            &tok,
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "bad_name".into()),
+            "{name}: {}",
+            r.text
+        );
+    }
+    // A path with a real slash is not this route at all.
+    let r = call(
+        &t.app,
+        "PUT",
+        "/api/v1/dialplans/../escape.toml",
+        &tok,
+        Some(body.clone()),
+    )
+    .await;
+    assert_ne!(r.status, StatusCode::OK);
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/dialplans/validate",
+        &tok,
+        Some(json!({"name": "../escape.toml", "text": ""})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "bad_name".into())
+    );
+    assert!(!t._dir.path().join("escape.toml").exists());
+    let names: Vec<_> = std::fs::read_dir(&t.dialplans)
+        .expect("folder")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["base.toml"]);
+}
+
+#[tokio::test]
+async fn an_invalid_save_is_422_with_the_line_and_changes_nothing() {
+    let t = setup().await;
+    let tok = token(&t).await;
+    let r = call(
+        &t.app,
+        "PUT",
+        "/api/v1/dialplans/sales.toml",
+        &tok,
+        Some(json!({"text": sales_plan("{ juggle = true }")})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_dialplan".into()),
+        "{}",
+        r.text
+    );
+    let errors = r.json()["error"]["errors"].clone();
+    assert_eq!(errors[0]["file"], "sales.toml", "{errors}");
+    assert_eq!(errors[0]["line"], 5, "{errors}");
+    assert!(errors[0]["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(!t.dialplans.join("sales.toml").exists());
+    assert!(t.hung_up.lock().expect("log").is_empty(), "no reload");
+}
+
+#[tokio::test]
+async fn a_valid_save_writes_the_file_and_reloads_the_node() {
+    let t = setup().await;
+    let admin = login(&t.app, "root").await;
+    let text = sales_plan("{ dial = \"${EXTEN}\" }");
+    let r = call(
+        &t.app,
+        "PUT",
+        "/api/v1/dialplans/sales.toml",
+        &admin,
+        Some(json!({"text": text})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json(),
+        json!({"name": "sales.toml", "routes": 2, "contexts": 2})
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.dialplans.join("sales.toml")).expect("saved"),
+        text
+    );
+    assert_eq!(*t.hung_up.lock().expect("log"), ["reload"]);
+    // Replacing it: still one file of that name, and no temp file left behind.
+    let r = call(
+        &t.app,
+        "PUT",
+        "/api/v1/dialplans/sales.toml",
+        &admin,
+        Some(json!({"text": "[context.sales]\n"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["routes"], 1);
+    let mut names: Vec<_> = std::fs::read_dir(&t.dialplans)
+        .expect("folder")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["base.toml", "sales.toml"]);
 }
 
 // ---- metrics ----
@@ -1489,7 +1804,9 @@ async fn metrics_need_an_admin_and_speak_prometheus_text() {
 /// A route's path with its parameters filled with values that exist in [`secret_scan`]'s
 /// fixture (and harmless dummies elsewhere).
 fn concrete(path: &str) -> String {
-    path.replace("{number}", "1000").replace("{id}", "c-scan")
+    path.replace("{number}", "1000")
+        .replace("{id}", "c-scan")
+        .replace("{name}", "scan.toml")
 }
 
 /// Routes anyone may call: logging in and the API's description. The panel's files (`/`,

@@ -458,7 +458,64 @@ impl Registrar {
             }
             results.push(ok);
         }
+        // The other nodes refresh these AORs in their caches (PostgreSQL only). A lost
+        // announcement only delays them until their next sweep.
+        let written: Vec<&str> = ok_by_aor
+            .iter()
+            .filter(|(_, ok)| **ok)
+            .map(|(aor, _)| *aor)
+            .collect();
+        if let Err(e) = self
+            .store
+            .announce_bindings(&self.cfg.policy.node_id, &written)
+            .await
+        {
+            warn!(error = %e, "cannot announce binding changes to the other nodes");
+        }
         results
+    }
+
+    /// Keeps the location cache fresh with the binding sets other nodes commit (LISTEN on
+    /// PostgreSQL; returns at once on SQLite) until `shutdown`: each announced AOR is
+    /// re-read alone. A broken connection loses announcements, so after reconnecting the
+    /// whole cache is re-read once.
+    pub async fn follow_other_nodes(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut reconnecting = false;
+        loop {
+            let mut changes = match self.store.binding_changes().await {
+                Ok(Some(c)) => c,
+                Ok(None) => return,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for other nodes' registrations: retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            };
+            if reconnecting {
+                if let Err(e) = self.load_bindings().await {
+                    warn!(error = %e, "cannot re-read the registrations after reconnecting");
+                }
+            }
+            reconnecting = true;
+            loop {
+                tokio::select! {
+                    change = changes.next() => match change {
+                        Ok(c) if c.node_id != self.cfg.policy.node_id => {
+                            debug!(node = %c.node_id, aor = %c.aor, "registration changed on another node");
+                            self.restore(&c.aor).await;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            warn!(error = %e, "lost the other nodes' registrations feed: reconnecting");
+                            break;
+                        }
+                    },
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
     }
 
     /// Puts the stored binding set of `aor` back into memory.
@@ -498,9 +555,12 @@ impl Registrar {
             .location
             .read()
             .map(|l| {
+                // Only the node that holds a phone's flow pings it: the caches of a
+                // cluster hold every node's bindings, and N pings per contact would be
+                // N-1 too many (from addresses the NAT may not even map).
                 l.values()
                     .flatten()
-                    .filter(|b| b.expires_at > now)
+                    .filter(|b| b.expires_at > now && b.node_id == self.cfg.policy.node_id)
                     .filter_map(bindings::udp_nat_target)
                     .collect()
             })
@@ -588,6 +648,57 @@ mod tests {
             updated_at: 1,
             routing,
         }
+    }
+
+    #[tokio::test]
+    async fn only_the_node_holding_a_flow_sends_its_nat_keepalives() {
+        let store = Store::connect("sqlite::memory:", 1).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let cfg = crate::node::registrar_config(&crate::config::Config::default());
+        let me = cfg.policy.node_id.clone();
+        for (n, node, from) in [
+            ("201", me.as_str(), "203.0.113.5:40000"),
+            ("202", "other-node", "203.0.113.6:40000"),
+        ] {
+            store
+                .add_extension(&ext(n, ExtensionRouting::default()))
+                .await
+                .expect("add");
+            let natted = Binding {
+                aor: n.into(),
+                binding_key: format!("sip:{n}@192.168.1.20:5060"),
+                contact_uri: format!("sip:{n}@192.168.1.20:5060"),
+                q: None,
+                expires_at: now_unix() + 3600,
+                call_id: "c".into(),
+                cseq: 1,
+                received: from.into(),
+                transport: "udp".into(),
+                local_addr: "10.0.0.1:5060".into(),
+                flow: None,
+                path: vec![],
+                user_agent: String::new(),
+                instance_id: None,
+                reg_id: None,
+                node_id: node.into(),
+                updated_at: 1,
+            };
+            store.replace_bindings(n, &[natted]).await.expect("bind");
+        }
+        let r = Registrar::load(store, cfg).await.expect("load");
+        assert_eq!(
+            r.lookup("202").len(),
+            1,
+            "the other node's phone is known here"
+        );
+        assert_eq!(
+            r.nat_keepalive_targets(),
+            vec![(
+                "10.0.0.1:5060".parse().expect("addr"),
+                "203.0.113.5:40000".parse().expect("addr")
+            )],
+            "and pinged by its own node only"
+        );
     }
 
     #[tokio::test]

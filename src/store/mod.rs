@@ -1032,6 +1032,8 @@ mod admin;
 pub use admin::{AdminAccount, ApiTokenInfo, CdrFilter, SessionRecord};
 mod cluster;
 pub use cluster::{ClusterNode, NodeHeartbeat, VipLease};
+mod notify;
+pub use notify::{BindingChange, BindingChanges, BINDINGS_CHANNEL};
 mod voicemail;
 pub use voicemail::{
     GreetingKind, VoicemailBox, VoicemailCounts, VoicemailFolder, VoicemailMessage,

@@ -330,3 +330,107 @@ async fn a_clustered_node_heartbeats_and_runs_its_vip_agent() {
         }
     }
 }
+
+/// A binding node "a" holds for `aor`.
+fn binding_on_a(aor: &str) -> ringfort::store::Binding {
+    ringfort::store::Binding {
+        aor: aor.to_owned(),
+        binding_key: format!("sip:{aor}@192.0.2.10:5060"),
+        contact_uri: format!("sip:{aor}@192.0.2.10:5060"),
+        q: None,
+        expires_at: ringfort::registrar::now_unix() + 600,
+        call_id: "cid".to_owned(),
+        cseq: 1,
+        received: "192.0.2.10:5060".to_owned(),
+        transport: "udp".to_owned(),
+        local_addr: "198.51.100.1:5060".to_owned(),
+        flow: None,
+        path: Vec::new(),
+        user_agent: String::new(),
+        instance_id: None,
+        reg_id: None,
+        node_id: "a".to_owned(),
+        updated_at: ringfort::registrar::now_unix(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_written_by_one_node_reaches_the_other_nodes_cache() {
+    let (mut admin, schema, url) = pg_schema().await;
+    let res = tokio::spawn(async move {
+        let store_a = Store::connect(&url, 2).await.expect("store a");
+        store_a.migrate().await.expect("migrate");
+        let store_b = Store::connect(&url, 2).await.expect("store b");
+        let aor = format!("7{:05}", rand::random::<u16>());
+        store_a
+            .add_extension(&ringfort::store::Extension {
+                number: aor.clone(),
+                display_name: String::new(),
+                realm: "pbx.example".to_owned(),
+                ha1_md5: "0".repeat(32),
+                ha1_sha256: "0".repeat(64),
+                created_at: 1_700_000_000,
+                updated_at: 1_700_000_000,
+                routing: ringfort::store::ExtensionRouting::default(),
+            })
+            .await
+            .expect("extension");
+        let mut cfg = ringfort::config::Config::default();
+        cfg.node.id = ringfort::config::NodeId::new("b").expect("node id");
+        let b = std::sync::Arc::new(
+            ringfort::registrar::Registrar::load(store_b, ringfort::node::registrar_config(&cfg))
+                .await
+                .expect("registrar b"),
+        );
+        let (stop, stopped) = watch::channel(false);
+        let follower = {
+            let b = b.clone();
+            tokio::spawn(async move { b.follow_other_nodes(stopped).await })
+        };
+        // Let the LISTEN be in place before node a writes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let wait = |want: usize| {
+            let (b, aor) = (b.clone(), aor.clone());
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while b.lookup(&aor).len() != want {
+                    assert!(
+                        Instant::now() < deadline,
+                        "node b never saw {want} binding(s)"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        store_a
+            .replace_bindings(&aor, &[binding_on_a(&aor)])
+            .await
+            .expect("write");
+        store_a
+            .announce_bindings("a", &[&aor])
+            .await
+            .expect("announce");
+        wait(1).await;
+        // The phone unregisters on node a: gone from b's cache too.
+        store_a.replace_bindings(&aor, &[]).await.expect("write");
+        store_a
+            .announce_bindings("a", &[&aor])
+            .await
+            .expect("announce");
+        wait(0).await;
+        let _ = stop.send(true);
+        follower.await.expect("follower");
+        store_a.close().await;
+    })
+    .await;
+    admin
+        .execute(sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")))
+        .await
+        .expect("drop schema");
+    if let Err(e) = res {
+        match e.try_into_panic() {
+            Ok(p) => std::panic::resume_unwind(p),
+            Err(e) => panic!("scenario: {e}"),
+        }
+    }
+}

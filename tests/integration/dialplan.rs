@@ -622,3 +622,47 @@ fn the_shipped_sample_sends_a_call_to_an_unregistered_extension_to_its_voicemail
     node.assert_no_panic();
     node.stop();
 }
+
+#[test]
+fn a_save_through_the_admin_api_routes_the_next_call_by_it() {
+    let mut node = plan_node(50000);
+    node.cli_ok(&["admin", "add", "root"]);
+    let out = node.cli_ok(&["admin", "token", "root", "plans"]);
+    let bearer = format!(
+        "Bearer {}",
+        out.rsplit(' ').next().unwrap_or_default().trim()
+    );
+    let addr = node.http_addr();
+    let put = |text: String| {
+        crate::admin_api::http(
+            addr,
+            "PUT",
+            "/api/v1/dialplans/plan.toml",
+            &[("Authorization", &bearer)],
+            Some(&serde_json::json!({ "text": text }).to_string()),
+        )
+    };
+    let plan_file = node.dir.path().join("plans").join("plan.toml");
+
+    let (status, _, body) = put(refusing_plan(486));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"routes\":1"), "{body}");
+    assert_eq!(
+        std::fs::read_to_string(&plan_file).expect("read"),
+        refusing_plan(486)
+    );
+    refused_caller(&node, "9", 486).expect_pass(&node);
+
+    // A mistake on line 7: 422 with file and line, nothing written, the plan kept.
+    let (status, _, body) =
+        put(refusing_plan(403).replace("hangup = 403", "hangup = 403, color = 1"));
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("\"file\":\"plan.toml\",\"line\":7"), "{body}");
+    assert_eq!(
+        std::fs::read_to_string(&plan_file).expect("read"),
+        refusing_plan(486)
+    );
+    refused_caller(&node, "9", 486).expect_pass(&node);
+    node.assert_no_panic();
+    node.stop();
+}

@@ -3,7 +3,8 @@
 //! the page, a SIPp phone registers with it and shows up on the registrations page
 //! without a reload (the live feed), a SIPp call shows up on the live calls page and is
 //! hung up with its button (BYE to both SIPps, CDR hangup=system), and the history
-//! lists it. Screenshots of each page go to `<target dir>/screenshots/panel-*.png`.
+//! lists it; on the dialplan page a broken line is refused on Save with its line, and
+//! the fixed file saves. Screenshots of each page go to `<target dir>/screenshots/panel-*.png`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,6 +17,10 @@ use crate::support::{free_port, wait_for, Node, NodeOptions, Sipp, SippTransport
 const CALLER: &str = "1001";
 const CALLER_PASSWORD: &str = "panel-caller-pass";
 const NEW_EXTENSION: &str = "2001";
+/// The dialplan the page edits; line 8 is the route's steps.
+const PLAN: &str = "[defaults]\ncontext = \"internal\"\n\n[context.internal]\n\n\
+                    [[context.internal.route]]\nmatch = \"_2XXX\"\n\
+                    steps = [{ dial = \"${EXTEN}\", timeout = 20 }]\n";
 /// Waits in the page: generous for a loaded 2-core machine, still bounded.
 const UI_WAIT: Duration = Duration::from_secs(10);
 
@@ -205,6 +210,77 @@ fn admin_panel_in_a_real_browser() {
     }
     browser.wait_for("#calls-chart rect.bar[height]:not([height='0'])", UI_WAIT);
     browser.screenshot(&shots.join("panel-dashboard.png"));
+
+    // The dialplan page: a file whose line 8 gets a step that does not exist is refused
+    // on Save with that line (the file on disk unchanged); the error moves the caret
+    // there; the fixed text saves and the node reloads it.
+    let plan_file = node.dir.path().join("dialplans").join("main.toml");
+    std::fs::create_dir_all(plan_file.parent().expect("folder")).expect("dialplans folder");
+    std::fs::write(&plan_file, PLAN).expect("plan file");
+    browser.click_on("nav a[href='#/dialplan']", UI_WAIT);
+    browser.wait_for(
+        "#plan-files button[data-file='main.toml'][aria-current]",
+        UI_WAIT,
+    );
+    browser.wait_for("#plan-text", UI_WAIT);
+    assert_eq!(
+        browser.eval(
+            "return document.getElementById('plan-text').value;",
+            json!([])
+        ),
+        json!(PLAN)
+    );
+    // Set as a paste would (typing a whole file key by key only slows the test down).
+    let set_text = |text: &str| {
+        browser.eval(
+            "const t = document.getElementById('plan-text'); t.value = arguments[0]; \
+             t.dispatchEvent(new Event('input'));",
+            json!([text]),
+        );
+    };
+    let broken = PLAN.replace(
+        "steps = [{ dial = \"${EXTEN}\", timeout = 20 }]",
+        "steps = [{ juggle = true }]",
+    );
+    assert_ne!(broken, PLAN);
+    set_text(&broken);
+    browser.click_on("#plan-save", UI_WAIT);
+    let error = browser.wait_for(
+        "#plan-errors button[data-file='main.toml'][data-line='8']",
+        UI_WAIT,
+    );
+    let shown = browser.text(&error);
+    assert!(shown.starts_with("main.toml:8: "), "{shown}");
+    assert_eq!(
+        std::fs::read_to_string(&plan_file).expect("plan file"),
+        PLAN,
+        "nothing saved"
+    );
+    browser.click(&error);
+    let caret = browser.wait_for("#plan-caret", UI_WAIT);
+    wait_for("the caret on line 8", UI_WAIT, || {
+        browser.text(&caret).starts_with("Line 8 of").then_some(())
+    });
+    assert_eq!(
+        browser.eval("return document.activeElement.id;", json!([])),
+        json!("plan-text")
+    );
+    browser.screenshot(&shots.join("panel-dialplan.png"));
+    let fixed = PLAN.replace("timeout = 20", "timeout = 25");
+    assert_ne!(fixed, PLAN);
+    set_text(&fixed);
+    browser.click_on("#plan-save", UI_WAIT);
+    let ok = browser.wait_for("#plan-ok", UI_WAIT);
+    assert!(
+        browser.text(&ok).contains("1 route"),
+        "{}",
+        browser.text(&ok)
+    );
+    browser.wait_gone("#plan-errors", UI_WAIT);
+    assert_eq!(
+        std::fs::read_to_string(&plan_file).expect("plan file"),
+        fixed
+    );
 
     // Logging out goes back to the login form.
     browser.click_on("#logout", UI_WAIT);

@@ -212,21 +212,26 @@ async fn the_owner_listens_deletes_and_saves() {
     );
     assert_eq!(
         p[2],
-        vec![
-            sound("vm/first-message"),
-            Sound::Silence(200),
-            Sound::File(f.vm.absolute(&first.path))
+        [
+            vec![sound("vm/first-message")],
+            caller_said(&first.caller),
+            vec![Sound::Silence(200), Sound::File(f.vm.absolute(&first.path))]
         ]
+        .concat()
     );
     assert_eq!(p[3], vec![sound("vm/message-menu")]);
     assert_eq!(p[4], vec![sound("vm/deleted")]);
     assert_eq!(
         p[5],
-        vec![
-            sound("vm/first-message"),
-            Sound::Silence(200),
-            Sound::File(f.vm.absolute(&second.path))
-        ],
+        [
+            vec![sound("vm/first-message")],
+            caller_said(&second.caller),
+            vec![
+                Sound::Silence(200),
+                Sound::File(f.vm.absolute(&second.path))
+            ]
+        ]
+        .concat(),
         "the second is now the first"
     );
     assert_eq!(p[6], vec![sound("vm/saved")], "9 acted without the menu");
@@ -367,4 +372,21 @@ fn numbers_are_said_in_words() {
         say_digits("10*"),
         ["digits/1", "digits/0", "digits/star"].map(sound).to_vec()
     );
+}
+
+#[test]
+fn a_message_says_who_left_it() {
+    assert_eq!(
+        caller_said("102"),
+        [
+            "vm/from",
+            "vm/extension",
+            "digits/1",
+            "digits/0",
+            "digits/2"
+        ]
+        .map(sound)
+        .to_vec()
+    );
+    assert_eq!(caller_said(""), vec![sound("vm/unknown-caller")]);
 }
