@@ -385,43 +385,22 @@ impl Subscriptions {
         let branch = new_branch(&mut self.rng);
         let sub = self.subs.get_mut(id)?;
         sub.local_cseq += 1;
-        let mut h = Headers::new();
-        h.push(
-            HeaderName::Via,
-            format!(
-                "SIP/2.0/{} {};branch={branch};rport",
-                sub.peer.transport.via_name(),
-                sub.peer.local
-            ),
-        );
-        h.push(HeaderName::MaxForwards, "70");
-        for r in &sub.route_set {
-            h.push(HeaderName::Route, r.clone());
-        }
-        h.push(
-            HeaderName::From,
-            format!("<{}>;tag={}", sub.local_uri, id.local_tag),
-        );
-        h.push(
-            HeaderName::To,
-            format!("<{}>;tag={}", sub.remote_uri, id.remote_tag),
-        );
-        h.push(HeaderName::CallId, id.call_id.clone());
-        h.push(HeaderName::CSeq, format!("{} NOTIFY", sub.local_cseq));
-        h.push(HeaderName::Contact, format!("<{}>", sub.local_contact));
-        h.push(HeaderName::Event, EVENT);
-        h.push(HeaderName::Other("Subscription-State".into()), state);
-        h.push(HeaderName::ContentType, CONTENT_TYPE);
-        let body = summary_body(&sub.account, sub.sent);
-        h.push(HeaderName::ContentLength, body.len().to_string());
         Some(MwiOut::Notify {
             sub: id.clone(),
-            req: Request {
-                method: Method::Notify,
-                uri: sub.remote_target.clone(),
-                headers: h,
-                body: Bytes::from(body),
-            },
+            req: notify_request(&Notify {
+                target: &sub.remote_target,
+                peer: sub.peer,
+                route: &sub.route_set,
+                from: &format!("<{}>;tag={}", sub.local_uri, id.local_tag),
+                to: &format!("<{}>;tag={}", sub.remote_uri, id.remote_tag),
+                call_id: &id.call_id,
+                cseq: sub.local_cseq,
+                local_contact: &sub.local_contact,
+                state,
+                account: &sub.account,
+                counts: sub.sent,
+                branch: &branch,
+            }),
             to: sub.peer,
         })
     }
@@ -498,32 +477,68 @@ pub fn unsolicited_notify(
     branch: &str,
 ) -> Request {
     let account = format!("sip:{mailbox}@{}", to.domain);
+    notify_request(&Notify {
+        target: to.contact_uri,
+        peer: to.peer,
+        route: to.route,
+        from: &format!("<{account}>;tag={tag}"),
+        to: &format!("<{account}>"),
+        call_id,
+        cseq: 1,
+        local_contact: to.local_contact,
+        state: "active",
+        account: &account,
+        counts,
+        branch,
+    })
+}
+
+/// What a message-summary NOTIFY says, in a subscription's dialog or unsolicited.
+struct Notify<'a> {
+    target: &'a str,
+    peer: Peer,
+    route: &'a [String],
+    /// The From and To header values (with their tags).
+    from: &'a str,
+    to: &'a str,
+    call_id: &'a str,
+    cseq: u32,
+    local_contact: &'a str,
+    /// `Subscription-State`.
+    state: &'a str,
+    account: &'a str,
+    counts: VoicemailCounts,
+    branch: &'a str,
+}
+
+fn notify_request(n: &Notify<'_>) -> Request {
     let mut h = Headers::new();
     h.push(
         HeaderName::Via,
         format!(
-            "SIP/2.0/{} {};branch={branch};rport",
-            to.peer.transport.via_name(),
-            to.peer.local
+            "SIP/2.0/{} {};branch={};rport",
+            n.peer.transport.via_name(),
+            n.peer.local,
+            n.branch
         ),
     );
     h.push(HeaderName::MaxForwards, "70");
-    for r in to.route {
+    for r in n.route {
         h.push(HeaderName::Route, r.clone());
     }
-    h.push(HeaderName::From, format!("<{account}>;tag={tag}"));
-    h.push(HeaderName::To, format!("<{account}>"));
-    h.push(HeaderName::CallId, call_id.to_owned());
-    h.push(HeaderName::CSeq, "1 NOTIFY");
-    h.push(HeaderName::Contact, format!("<{}>", to.local_contact));
+    h.push(HeaderName::From, n.from.to_owned());
+    h.push(HeaderName::To, n.to.to_owned());
+    h.push(HeaderName::CallId, n.call_id.to_owned());
+    h.push(HeaderName::CSeq, format!("{} NOTIFY", n.cseq));
+    h.push(HeaderName::Contact, format!("<{}>", n.local_contact));
     h.push(HeaderName::Event, EVENT);
-    h.push(HeaderName::Other("Subscription-State".into()), "active");
+    h.push(HeaderName::Other("Subscription-State".into()), n.state);
     h.push(HeaderName::ContentType, CONTENT_TYPE);
-    let body = summary_body(&account, counts);
+    let body = summary_body(n.account, n.counts);
     h.push(HeaderName::ContentLength, body.len().to_string());
     Request {
         method: Method::Notify,
-        uri: to.contact_uri.to_owned(),
+        uri: n.target.to_owned(),
         headers: h,
         body: Bytes::from(body),
     }
