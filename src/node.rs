@@ -1289,14 +1289,8 @@ impl Core {
             .ports
             .allocate()
             .and_then(|a| Ok((a, self.calls.ports.allocate()?)));
-        let (sock_a, sock_b) = match socks {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "no media ports: 503");
-                let mut r = self.simple(&leg.invite, 503);
-                r.headers.push(HeaderName::Other("Retry-After".into()), "5");
-                return self.reply(&leg.key, r);
-            }
+        let Some((sock_a, sock_b)) = self.ports_or_503(&leg, socks) else {
+            return;
         };
         let relay_ports = [sock_a.rtp_addr().port(), sock_b.rtp_addr().port()];
         let media_ip = self.media_ip_towards(&leg.from);
@@ -1377,17 +1371,31 @@ impl Core {
             .insert(call, (handle, [caller_call_id, callee_call_id]));
     }
 
-    /// A call answered by an app (a test app by number, or the dialplan's): one leg,
-    /// ended on our media endpoint.
-    fn start_app(&mut self, leg: CallerLeg, app: AppFn) {
-        let sockets = match self.calls.ports.allocate() {
-            Ok(s) => s,
+    /// The media sockets a call got, or `None` once its caller was told 503 (with
+    /// Retry-After: ports free up as calls end).
+    fn ports_or_503<T>(
+        &mut self,
+        leg: &CallerLeg,
+        allocated: Result<T, crate::media::MediaError>,
+    ) -> Option<T> {
+        match allocated {
+            Ok(s) => Some(s),
             Err(e) => {
                 warn!(error = %e, "no media ports: 503");
                 let mut r = self.simple(&leg.invite, 503);
                 r.headers.push(HeaderName::Other("Retry-After".into()), "5");
-                return self.reply(&leg.key, r);
+                self.reply(&leg.key, r);
+                None
             }
+        }
+    }
+
+    /// A call answered by an app (a test app by number, or the dialplan's): one leg,
+    /// ended on our media endpoint.
+    fn start_app(&mut self, leg: CallerLeg, app: AppFn) {
+        let allocated = self.calls.ports.allocate();
+        let Some(sockets) = self.ports_or_503(&leg, allocated) else {
+            return;
         };
         let media_ip = self.media_ip_towards(&leg.from);
         let public = self.calls.public_address.clone();
