@@ -14,23 +14,20 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tracing::info;
 
-use crate::media::dtmf::{parse_info, Digit, InfoFormat};
+use crate::media::dtmf::Digit;
 use crate::media::transcode::LegFormat;
 use crate::media::Remote;
 use crate::sip::dialog::{Body, DialogEvent, DialogId, DialogSet, MsgOpts, TerminateReason};
 use crate::sip::message::{HeaderName, Method, Request};
-use crate::sip::sdp::{
-    Connection, Direction, MediaDescription, OriginState, SessionDescription, Timing,
-};
+use crate::sip::sdp::{Direction, MediaDescription, OriginState, SessionDescription};
 use crate::sip::transaction::TxKey;
 use crate::sip::Peer;
 
 use super::machine::{
     body_sdp, remote_of, CallSettings, Command, Disposition, HangupLeg, SipIn, ALLOW,
 };
+use super::own_leg::{answer_in_dialog, endpoint_sdp};
 use super::{codecs, CallError};
-
-const SDP: &str = "application/sdp";
 
 /// What an app call starts from.
 #[derive(Debug, Clone)]
@@ -350,19 +347,7 @@ impl AppLeg {
                 }
             })
             .collect();
-        let mut sdp = SessionDescription {
-            session_name: "ringfort".into(),
-            connection: Some(Connection::from_ip(self.media_ip)),
-            times: vec![Timing {
-                start: 0,
-                stop: 0,
-                repeats: Vec::new(),
-            }],
-            media,
-            ..SessionDescription::default()
-        };
-        self.origin.stamp(&mut sdp);
-        Body::new(SDP, sdp.to_string().into_bytes())
+        endpoint_sdp(self.media_ip, &mut self.origin, media)
     }
 
     /// The phone's offer says whether it holds us: it does not want our audio (sendonly,
@@ -495,33 +480,11 @@ impl AppLeg {
                 };
                 self.respond(id, key, 200, opts, now)
             }
-            Method::Info => {
-                let format = ct.and_then(InfoFormat::from_content_type);
-                match format.map(|f| parse_info(f, &req.body)) {
-                    Some(Ok(d)) => {
-                        info!(digit = %d.digit, "DTMF by INFO");
-                        out.push(AppOut::Digit(d.digit));
-                        self.respond(id, key, 200, MsgOpts::default(), now)
-                    }
-                    Some(Err(e)) => {
-                        info!(error = %e, "bad DTMF INFO");
-                        self.respond(id, key, 400, MsgOpts::default(), now)
-                    }
-                    // Another INFO package: not ours to take (RFC 6086 4.2.2).
-                    None => self.respond(id, key, 415, MsgOpts::default(), now),
-                }
+            _ => {
+                let (status, opts, digit) = answer_in_dialog(req);
+                out.extend(digit.map(AppOut::Digit));
+                self.respond(id, key, status, opts, now)
             }
-            Method::Options => {
-                let opts = MsgOpts {
-                    headers: vec![
-                        (HeaderName::Allow, ALLOW.into()),
-                        (HeaderName::Other("Accept".into()), SDP.into()),
-                    ],
-                    ..MsgOpts::default()
-                };
-                self.respond(id, key, 200, opts, now)
-            }
-            _ => self.respond(id, key, 501, MsgOpts::default(), now),
         }
     }
 }
@@ -532,6 +495,7 @@ mod tests {
     use super::*;
     use crate::media::codec::CodecKind;
     use crate::sip::message::Response;
+    use crate::sip::sdp::Connection;
 
     const OFFER: &str = "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\n\
                          t=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\

@@ -679,13 +679,7 @@ impl AppCall {
         for out in outs {
             match out {
                 AppOut::Sip(cmd) => {
-                    let _ = self
-                        .core
-                        .send(CoreCommand::Sip {
-                            call: self.call,
-                            cmd,
-                        })
-                        .await;
+                    self.to_core(cmd).await;
                 }
                 AppOut::Remote(r) => self.endpoint.set_remote(r),
                 AppOut::Hold(on) => self.endpoint.set_sending(!on),
@@ -763,17 +757,22 @@ impl AppCall {
             && self.retired.iter().all(|l| l.is_finished(now))
     }
 
+    /// Hands a leg's SIP command to the core (the transaction layer's owner).
+    async fn to_core(&self, cmd: Command) {
+        let _ = self
+            .core
+            .send(CoreCommand::Sip {
+                call: self.call,
+                cmd,
+            })
+            .await;
+    }
+
     /// Only the SIP of a dialled leg that no longer bridges anything.
     async fn send_sip(&mut self, outs: Vec<OutEvent>) {
         for out in outs {
             if let OutEvent::Sip(cmd) = out {
-                let _ = self
-                    .core
-                    .send(CoreCommand::Sip {
-                        call: self.call,
-                        cmd,
-                    })
-                    .await;
+                self.to_core(cmd).await;
             }
         }
     }
@@ -892,13 +891,7 @@ impl AppCall {
         for out in outs {
             match out {
                 OutEvent::Sip(cmd) => {
-                    let _ = self
-                        .core
-                        .send(CoreCommand::Sip {
-                            call: self.call,
-                            cmd,
-                        })
-                        .await;
+                    self.to_core(cmd).await;
                 }
                 OutEvent::Ringing => self.ringback().await,
                 OutEvent::Answered { remote, format } => self.bridged(remote, format).await,

@@ -27,6 +27,7 @@ pub mod codecs;
 mod forks;
 pub mod machine;
 pub mod out_leg;
+mod own_leg;
 pub mod records;
 pub mod task;
 #[cfg(test)]

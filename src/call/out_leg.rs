@@ -23,7 +23,7 @@ use rand::SeedableRng;
 use tracing::info;
 
 use crate::media::codec::{CodecKind, CodecList, CodecParams};
-use crate::media::dtmf::{format_info, parse_info, Digit, InfoDigit, InfoFormat};
+use crate::media::dtmf::{format_info, Digit, InfoDigit, InfoFormat};
 use crate::media::transcode::LegFormat;
 use crate::media::Remote;
 use crate::sip::dialog::{
@@ -39,6 +39,7 @@ use crate::sip::transaction::TxKey;
 
 use super::forks::{ForkState, Forks, Provisional};
 use super::machine::{body_sdp, remote_of, Command, HangupLeg, SipIn, Target, ALLOW};
+use super::own_leg::{answer_in_dialog, endpoint_sdp};
 use super::{codecs, CallError};
 
 const SDP: &str = "application/sdp";
@@ -622,19 +623,7 @@ impl OutLeg {
             m.set_direction(Some(self.direction));
             media.push(m);
         }
-        let mut sdp = SessionDescription {
-            session_name: "ringfort".into(),
-            connection: Some(Connection::from_ip(self.media_ip)),
-            times: vec![Timing {
-                start: 0,
-                stop: 0,
-                repeats: Vec::new(),
-            }],
-            media,
-            ..SessionDescription::default()
-        };
-        self.origin.stamp(&mut sdp);
-        Body::new(SDP, sdp.to_string().into_bytes())
+        endpoint_sdp(self.media_ip, &mut self.origin, media)
     }
 
     fn respond(
@@ -690,28 +679,11 @@ impl OutLeg {
                 };
                 self.respond(id, key, 200, opts, now)
             }
-            Method::Info => {
-                let format = ct.and_then(InfoFormat::from_content_type);
-                match format.map(|f| parse_info(f, &req.body)) {
-                    Some(Ok(d)) => {
-                        out.push(OutEvent::Digit(d.digit));
-                        self.respond(id, key, 200, MsgOpts::default(), now)
-                    }
-                    Some(Err(_)) => self.respond(id, key, 400, MsgOpts::default(), now),
-                    None => self.respond(id, key, 415, MsgOpts::default(), now),
-                }
+            _ => {
+                let (status, opts, digit) = answer_in_dialog(req);
+                out.extend(digit.map(OutEvent::Digit));
+                self.respond(id, key, status, opts, now)
             }
-            Method::Options => {
-                let opts = MsgOpts {
-                    headers: vec![
-                        (HeaderName::Allow, ALLOW.into()),
-                        (HeaderName::Other("Accept".into()), SDP.into()),
-                    ],
-                    ..MsgOpts::default()
-                };
-                self.respond(id, key, 200, opts, now)
-            }
-            _ => self.respond(id, key, 501, MsgOpts::default(), now),
         }
     }
 }
