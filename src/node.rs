@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn};
 
-use crate::apps::dialplan::{self as dialplan_app, PlanCall, PlanEnd, PlanEnv};
+use crate::apps::dialplan::{self as dialplan_app, DialStep, PlanCall, PlanEnv};
 use crate::call::app_leg::AppLegParams;
 use crate::call::machine::parse_offer;
 use crate::call::{
@@ -1239,7 +1239,7 @@ impl Core {
             caller: leg.caller.clone(),
         };
         match dialplan_app::leading_dial(&actions) {
-            Some(PlanEnd::Dial {
+            Some(DialStep {
                 numbers,
                 timeout,
                 then,
@@ -1247,7 +1247,7 @@ impl Core {
                 let fallback = dialplan_app::fallback(env, call, then);
                 self.dial(leg, numbers, timeout, Some(fallback))
             }
-            _ => self.start_app(leg, dialplan_app::app(env, call, actions)),
+            None => self.start_app(leg, dialplan_app::app(env, call, actions)),
         }
     }
 

@@ -85,13 +85,18 @@ impl AfterDial {
 pub enum PlanEnd {
     /// The steps ran out (the call was hung up) or the caller hung up.
     Done,
-    /// Ring `numbers` (all at once, for `timeout`) for the caller, who is not answered
-    /// yet; `then` says what runs if nobody answers. An answered call ends the plan.
-    Dial {
-        numbers: Vec<String>,
-        timeout: Duration,
-        then: AfterDial,
-    },
+    /// Ring for the caller, who is not answered yet (the B2BUA does). An answered call
+    /// ends the plan.
+    Dial(DialStep),
+}
+
+/// One dial as the runtime carries it out: ring `numbers` (all at once, for `timeout`);
+/// `then` says what runs if nobody answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialStep {
+    pub numbers: Vec<String>,
+    pub timeout: Duration,
+    pub then: AfterDial,
 }
 
 /// The dialplan's app for a call: runs `actions`; a dial of the caller not answered yet
@@ -101,11 +106,11 @@ pub fn app(env: PlanEnv, call: PlanCall, actions: Vec<Action>) -> AppFn {
         let (env, call, actions) = (env.clone(), call.clone(), actions.clone());
         async move {
             match run(&mut ch, &env, &call, actions).await {
-                Ok(PlanEnd::Dial {
+                Ok(PlanEnd::Dial(DialStep {
                     numbers,
                     timeout,
                     then,
-                }) => {
+                })) => {
                     let fallback = fallback(env, call, then);
                     if let Err(e) = ch.dial(numbers, timeout, fallback).await {
                         debug!(error = %e, "dial not started");
@@ -134,22 +139,22 @@ pub fn fallback(env: PlanEnv, call: PlanCall, then: AfterDial) -> Fallback {
 
 /// The first thing to do for `actions` on a caller not answered yet: a leading dial goes
 /// straight to the B2BUA (no app task at all for a plain call between extensions).
-pub fn leading_dial(actions: &[Action]) -> Option<PlanEnd> {
+pub fn leading_dial(actions: &[Action]) -> Option<DialStep> {
     match actions.split_first() {
-        Some((Action::Dial(d), rest)) => Some(dial_end(d, rest.to_vec())),
+        Some((Action::Dial(d), rest)) => Some(dial_step(d, rest.to_vec())),
         _ => None,
     }
 }
 
 /// A hunt rings its targets one at a time: the first now, and whatever outcome it has,
 /// the hunt goes on with the others (the last one's outcome picks the dial's handlers).
-fn dial_end(d: &Dial, rest: Vec<Action>) -> PlanEnd {
+fn dial_step(d: &Dial, rest: Vec<Action>) -> DialStep {
     let numbers: Vec<String> = d.targets.iter().map(|t| t.number.clone()).collect();
     if d.strategy == Strategy::Hunt && numbers.len() > 1 {
         let mut others = d.clone();
         others.targets.remove(0);
         let next: Vec<Action> = std::iter::once(Action::Dial(others)).chain(rest).collect();
-        return PlanEnd::Dial {
+        return DialStep {
             numbers: numbers[..1].to_vec(),
             timeout: d.timeout,
             then: AfterDial {
@@ -159,7 +164,7 @@ fn dial_end(d: &Dial, rest: Vec<Action>) -> PlanEnd {
             },
         };
     }
-    PlanEnd::Dial {
+    DialStep {
         numbers,
         timeout: d.timeout,
         then: AfterDial::new(d, rest),
@@ -180,21 +185,15 @@ pub async fn run<C: Channel>(
         debug!(?step, "step");
         match step {
             Action::Dial(d) => {
-                let PlanEnd::Dial {
+                let dial = dial_step(&d, steps.into());
+                if !answered {
+                    return Ok(PlanEnd::Dial(dial));
+                }
+                let DialStep {
                     numbers,
                     timeout,
                     then,
-                } = dial_end(&d, steps.into())
-                else {
-                    return Ok(PlanEnd::Done);
-                };
-                if !answered {
-                    return Ok(PlanEnd::Dial {
-                        numbers,
-                        timeout,
-                        then,
-                    });
-                }
+                } = dial;
                 // Answered already (a menu's choice): the channel rings and bridges.
                 let end = ch
                     .bridge(
@@ -537,7 +536,7 @@ announce = true
     async fn a_leading_dial_goes_to_the_b2bua_with_its_outcomes() {
         let env = env(PLAN);
         let actions = route(&env, "1001");
-        let Some(PlanEnd::Dial {
+        let Some(DialStep {
             numbers,
             timeout,
             then,
@@ -556,17 +555,17 @@ announce = true
     async fn a_hunt_rings_one_target_then_the_next() {
         let env = env(PLAN);
         let actions = route(&env, "2000");
-        let Some(PlanEnd::Dial { numbers, then, .. }) = leading_dial(&actions) else {
+        let Some(DialStep { numbers, then, .. }) = leading_dial(&actions) else {
             panic!("not a dial");
         };
         assert_eq!(numbers, ["1001"]);
         let next = then.steps(Outcome::NoAnswer);
-        let Some(PlanEnd::Dial { numbers, then, .. }) = leading_dial(&next) else {
+        let Some(DialStep { numbers, then, .. }) = leading_dial(&next) else {
             panic!("not a dial: {next:?}");
         };
         assert_eq!(numbers, ["1002"]);
         let last = then.steps(Outcome::Busy);
-        let Some(PlanEnd::Dial { numbers, then, .. }) = leading_dial(&last) else {
+        let Some(DialStep { numbers, then, .. }) = leading_dial(&last) else {
             panic!("not a dial");
         };
         assert_eq!(numbers, ["1003"]);
@@ -750,9 +749,6 @@ announce = true
             on_noanswer: None,
             on_unavailable: None,
         };
-        let PlanEnd::Dial { numbers, .. } = dial_end(&d, Vec::new()) else {
-            panic!()
-        };
-        assert_eq!(numbers, ["1", "2"]);
+        assert_eq!(dial_step(&d, Vec::new()).numbers, ["1", "2"]);
     }
 }
