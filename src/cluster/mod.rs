@@ -3,8 +3,11 @@
 //! Owns: the VIP lease election (`election`, sans-IO), the task that drives it against the
 //! store and the interface (`agent`), and the heartbeat of this node.
 //! Must not: write SQL (everything goes through `crate::store`), or know about SIP, calls
-//! or media; cross-node routing and call recovery are still to come (see DESIGN.md).
+//! or media beyond the pure routing answer in `routing`; call recovery is still to come
+//! (see DESIGN.md).
 
 pub mod agent;
 pub mod election;
+pub mod routing;
 pub mod status;
+pub mod view;

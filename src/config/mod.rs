@@ -692,6 +692,27 @@ impl Config {
                 ],
             });
         }
+        if c.enabled && !c.vip.is_empty() {
+            // The floating IPs get their own sockets on the same ports (IP_FREEBIND), so a
+            // node answers and sends from the VIP itself; a wildcard socket on the port
+            // would take the port and reply from the interface's own address.
+            for (key, list) in [
+                ("udp_listen", &self.sip.udp_listen),
+                ("tcp_listen", &self.sip.tcp_listen),
+            ] {
+                if let Some(any) = list.iter().find(|a| a.ip().is_unspecified()) {
+                    let reason = format!(
+                        "sip.{key} has {any}: with [[cluster.vip]] list this node's own \
+                         addresses (e.g. \"10.0.0.11:{port}\"); Ringfort adds each floating \
+                         IP on port {port} by itself",
+                        port = any.port()
+                    );
+                    out.push(Violation {
+                        blame: vec![(("sip", key), reason.clone()), (("cluster", "vip"), reason)],
+                    });
+                }
+            }
+        }
         if self.sip.udp_listen.is_empty() && self.sip.tcp_listen.is_empty() {
             let reason = "sip.udp_listen and sip.tcp_listen are both empty: \
                           Ringfort would accept no SIP traffic";

@@ -612,7 +612,8 @@ fn call_recording_mode() {
 #[test]
 fn cluster_and_floating_ips() {
     let c = parse(
-        "[database]\nurl = \"postgres://pbx@db/pbx\"\n[cluster]\nenabled = true\n\
+        "[sip]\nudp_listen = [\"10.0.0.1:5060\"]\ntcp_listen = [\"10.0.0.1:5060\"]\n\
+         [database]\nurl = \"postgres://pbx@db/pbx\"\n[cluster]\nenabled = true\n\
          sip_address = \"10.0.0.1:5060\"\nmedia_address = \"10.0.0.1\"\n\
          [[cluster.vip]]\naddress = \"192.0.2.10\"\ninterface = \"eth0\"\n\
          [[cluster.vip]]\naddress = \"2001:db8::10\"\ninterface = \"eth1\"\npriority = 40\n",
@@ -707,11 +708,21 @@ fn cluster_timing_and_database_rules() {
                 "RINGFORT_CLUSTER_VIP",
                 "[{ address = \"192.0.2.10\", interface = \"eth0\" }]",
             ),
+            ("RINGFORT_SIP_UDP_LISTEN", "[\"10.0.0.1:5060\"]"),
+            ("RINGFORT_SIP_TCP_LISTEN", "[]"),
         ],
     )
     .unwrap();
     assert!(c.cluster.enabled);
     assert_eq!(c.cluster.vip.len(), 1);
+    // Floating IPs get their own sockets on the SIP ports: a wildcard would take them.
+    let e = err("[sip]\nudp_listen = [\"0.0.0.0:5060\"]\ntcp_listen = []\n\
+         [database]\nurl = \"postgres://pbx@db/pbx\"\n[cluster]\nenabled = true\n\
+         [[cluster.vip]]\naddress = \"192.0.2.10\"\ninterface = \"eth0\"\n");
+    assert!(
+        e.starts_with("ringfort.toml:2: sip.udp_listen has 0.0.0.0:5060: with [[cluster.vip]]"),
+        "{e}"
+    );
     assert_eq!(
         err("[cluster]\nsip_address = \"10.0.0.1\"\n"),
         "ringfort.toml:2: cluster.sip_address: invalid socket address \"10.0.0.1\" (expected \

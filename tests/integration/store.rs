@@ -49,7 +49,8 @@ where
                 "0004_admin".to_owned(),
                 "0005_extension_routing".to_owned(),
                 "0006_voicemail".to_owned(),
-                "0007_cluster".to_owned()
+                "0007_cluster".to_owned(),
+                "0008_cluster_secret".to_owned()
             ]
         );
         f(Ctx {
@@ -186,6 +187,7 @@ battery!(
     vip_lease_acquire_renew_release,
     vip_lease_expires_by_the_database_clock,
     vip_lease_concurrent_acquirers_one_wins,
+    cluster_secret_is_written_once,
 );
 
 // ---- helpers ----
@@ -270,7 +272,7 @@ async fn newer_schema_is_refused(cx: Ctx) {
     match cx.store.migrate().await {
         Err(StoreError::NewerSchema {
             db_version: 9999,
-            binary_version: 7,
+            binary_version: 8,
         }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
@@ -1278,4 +1280,12 @@ async fn vip_lease_concurrent_acquirers_one_wins(cx: Ctx) {
     for s in stores {
         s.close().await;
     }
+}
+
+async fn cluster_secret_is_written_once(cx: Ctx) {
+    let s = &cx.store;
+    let first = s.cluster_secret("first").await.expect("first");
+    assert_eq!(first, "first");
+    // A second node with its own candidate gets the stored one.
+    assert_eq!(s.cluster_secret("second").await.expect("second"), "first");
 }
