@@ -327,7 +327,7 @@ pub async fn start_with_apps(
                     reach.targets(numbers, call_id, true)
                 })
             },
-            reach,
+            reach: reach.clone(),
             node_id: cfg.node.id.to_string(),
             commands: call_tx,
             log: call_log,
@@ -368,8 +368,7 @@ pub async fn start_with_apps(
     )));
     if cfg.registrar.nat_keepalive_secs > 0 {
         tasks.push(tokio::spawn(nat_keepalives(
-            registrar.clone(),
-            transport.clone(),
+            reach.clone(),
             Duration::from_secs(cfg.registrar.nat_keepalive_secs),
             shutdown_rx.clone(),
         )));
@@ -519,18 +518,16 @@ fn recordings(cfg: &Config) -> Result<Option<RecordSettings>, NodeError> {
 
 /// Keeps NAT mappings of UDP phones open: a CRLF pair from the socket each registered to,
 /// which phones ignore (RFC 5626 keepalive bytes) and NATs count as traffic.
-async fn nat_keepalives(
-    registrar: Arc<Registrar>,
-    transport: TransportHandle,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn nat_keepalives(reach: Arc<Reacher>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let (registrar, transport) = (&reach.registrar, &reach.transport);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                for (local, remote) in registrar.nat_keepalive_targets() {
+                // The node that would ring a phone keeps its NAT pinhole open: in a
+                // cluster, whoever holds the VIP it registered through now.
+                for (local, remote) in registrar.nat_keepalive_targets(|b| reach.reaches(b)) {
                     if let Err(e) = transport.send_datagram(local, remote, b"\r\n\r\n") {
                         debug!(to = %remote, error = %e, "keepalive not sent");
                     }
@@ -865,6 +862,17 @@ impl Reacher {
             }
         }
         targets
+    }
+
+    /// Whether this node sends to the phone of `b` itself.
+    fn reaches(&self, b: &crate::store::Binding) -> bool {
+        match &self.cluster {
+            None => b.node_id == self.node_id,
+            Some(link) => {
+                let view = link.view.borrow();
+                view.reach(b, &self.node_id, |a| self.transport.listens_on(a)) == Reach::Local
+            }
+        }
     }
 
     /// A fork to another node for `number`: sent from our cluster address, signed.
