@@ -19,6 +19,8 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 # A node that takes a floating IP over announces it with gratuitous ARP (the cluster test's
 # phones still hold the dead holder's MAC otherwise).
 command -v arping >/dev/null 2>&1 || need+=(iputils-arping)
+# The HTTPS test makes its certificate with openssl.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The dialplan's time sets read zone rules from the system (tzdata).
 [ -e /usr/share/zoneinfo/Europe/Berlin ] || need+=(tzdata)
 # The panel's browser test drives headless Chromium through chromedriver (WebDriver).

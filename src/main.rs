@@ -406,6 +406,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
     let extensions = store.list_extensions().await?.len();
     let admins = store.count_admins().await?;
+    // A certificate that does not load stops the start: falling back to plain HTTP would
+    // send admin passwords in the clear.
+    let tls = if cfg.http.tls() {
+        Some(ringfort::http::tls::server_config(
+            &cfg.http.tls_cert,
+            &cfg.http.tls_key,
+        )?)
+    } else {
+        None
+    };
     // Bound before SIP comes up: once the node answers, so does the API.
     let http_listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
@@ -413,19 +423,25 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let node = ringfort::node::start(&cfg, store)
         .await
         .context("cannot start the SIP listeners")?;
-    let http = ringfort::http::HttpServer::spawn(
-        http_listener,
-        ringfort::http::AppState::new(
-            node.registrar.clone(),
-            node.control.clone(),
-            ringfort::http::NodeInfo::new(cfg.node.id.to_string())
-                .with_metrics(node.metrics.clone()),
-            cfg.sip.realm.clone(),
-            cfg.paths.dialplans.clone(),
+    let state = ringfort::http::AppState::new(
+        node.registrar.clone(),
+        node.control.clone(),
+        ringfort::http::NodeInfo::new(cfg.node.id.to_string()).with_metrics(node.metrics.clone()),
+        cfg.sip.realm.clone(),
+        cfg.paths.dialplans.clone(),
+    );
+    let (http, scheme) = match &tls {
+        Some(tls) => (
+            ringfort::http::HttpServer::spawn_tls(http_listener, state, tls.clone())?,
+            "https",
         ),
-    )?;
+        None => (
+            ringfort::http::HttpServer::spawn(http_listener, state)?,
+            "http",
+        ),
+    };
     ringfort::node::log_started(&cfg, &node.bound);
-    tracing::info!(addr = %http.local_addr, "admin panel on http://{}/ (API under /api/v1, metrics at /metrics)", http.local_addr);
+    tracing::info!(addr = %http.local_addr, "admin panel on {scheme}://{}/ (API under /api/v1, metrics at /metrics)", http.local_addr);
     if extensions == 0 {
         tracing::info!(
             "no extensions yet: add one with `ringfort extension add 1000 --name \"Front desk\"`"

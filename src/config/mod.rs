@@ -257,12 +257,26 @@ pub struct VoicemailConfig {
 pub struct HttpConfig {
     #[serde(deserialize_with = "values::socket_addr")]
     pub listen: SocketAddr,
+    /// PEM certificate chain (leaf first) for HTTPS; empty = plain HTTP. Resolved against
+    /// the config file's folder.
+    pub tls_cert: PathBuf,
+    /// PEM private key of `tls_cert`; set both or neither.
+    pub tls_key: PathBuf,
+}
+
+impl HttpConfig {
+    /// Whether the admin port serves HTTPS.
+    pub fn tls(&self) -> bool {
+        !self.tls_cert.as_os_str().is_empty()
+    }
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
         }
     }
 }
@@ -611,6 +625,11 @@ impl Config {
         self.node.data_dir = resolve(base, &self.node.data_dir);
         self.paths.dialplans = resolve(base, &self.paths.dialplans);
         self.paths.sounds = resolve(base, &self.paths.sounds);
+        for p in [&mut self.http.tls_cert, &mut self.http.tls_key] {
+            if !p.as_os_str().is_empty() {
+                *p = resolve(base, p);
+            }
+        }
         if let Some(rest) = self.database.url.strip_prefix("sqlite://") {
             let (path, query) = match rest.find('?') {
                 Some(i) => rest.split_at(i),
@@ -712,6 +731,19 @@ impl Config {
                     });
                 }
             }
+        }
+        let h = &self.http;
+        if h.tls_cert.as_os_str().is_empty() != h.tls_key.as_os_str().is_empty() {
+            let reason = "http.tls_cert and http.tls_key go together: set both for HTTPS, or \
+                          neither for plain HTTP";
+            let set = if h.tls_cert.as_os_str().is_empty() {
+                "tls_key"
+            } else {
+                "tls_cert"
+            };
+            out.push(Violation {
+                blame: vec![(("http", set), reason.to_owned())],
+            });
         }
         if self.sip.udp_listen.is_empty() && self.sip.tcp_listen.is_empty() {
             let reason = "sip.udp_listen and sip.tcp_listen are both empty: \

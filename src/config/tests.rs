@@ -333,7 +333,7 @@ fn env_names_are_derived_and_unambiguous() {
         .flat_map(|s| s.keys.iter().map(|(k, _)| env_var_name(&s.name, k)))
         .collect();
     let count = names.len();
-    assert_eq!(count, 46);
+    assert_eq!(count, 48);
     names.sort();
     names.dedup();
     assert_eq!(names.len(), count, "two keys map to one variable");
@@ -727,5 +727,20 @@ fn cluster_timing_and_database_rules() {
         err("[cluster]\nsip_address = \"10.0.0.1\"\n"),
         "ringfort.toml:2: cluster.sip_address: invalid socket address \"10.0.0.1\" (expected \
          IP:port, e.g. \"0.0.0.0:5060\" or \"[::]:5060\")"
+    );
+}
+
+#[test]
+fn https_needs_both_files_resolved_against_the_config_folder() {
+    let text = "[http]\ntls_cert = \"tls/cert.pem\"\ntls_key = \"/etc/k.pem\"\n";
+    let c = Config::from_str_with(text, "x.toml", Path::new("/etc/ringfort"), Vec::new()).unwrap();
+    assert!(c.http.tls());
+    assert_eq!(c.http.tls_cert, Path::new("/etc/ringfort/tls/cert.pem"));
+    assert_eq!(c.http.tls_key, std::path::PathBuf::from("/etc/k.pem"));
+    assert!(!parse("").unwrap().http.tls());
+    assert_eq!(
+        err("[http]\ntls_cert = \"cert.pem\"\n"),
+        "ringfort.toml:2: http.tls_cert and http.tls_key go together: set both for HTTPS, or \
+         neither for plain HTTP"
     );
 }

@@ -14,6 +14,7 @@ pub mod limiter;
 pub mod live;
 pub mod metrics;
 pub mod panel;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -82,8 +83,8 @@ struct Shared {
     /// `sip.realm`: extension passwords are hashed for it.
     realm: String,
     limiter: Mutex<LoginLimiter>,
-    /// Cookies get `Secure` (on once TLS is served).
-    secure_cookies: bool,
+    /// Cookies get `Secure`: set when the server runs over TLS ([`HttpServer::spawn_tls`]).
+    secure_cookies: std::sync::atomic::AtomicBool,
     /// Orders to this node's core (hanging up a call, reloading the dialplan).
     control: mpsc::Sender<NodeControl>,
     /// The dialplan folder (`[paths] dialplans`) the API reads and writes.
@@ -133,7 +134,7 @@ impl AppState {
                 node,
                 realm: realm.into(),
                 limiter: Mutex::new(LoginLimiter::new(limits)),
-                secure_cookies: false,
+                secure_cookies: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -245,6 +246,33 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
+    /// Starts serving HTTPS on an already bound listener; session cookies get `Secure`.
+    pub fn spawn_tls(
+        listener: TcpListener,
+        state: AppState,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<HttpServer> {
+        let local_addr = listener.local_addr()?;
+        state
+            .inner
+            .secure_cookies
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let kept = state.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            tls::serve_tls(listener, tls, router(state), shutdown).await;
+        });
+        Ok(HttpServer {
+            local_addr,
+            state: kept,
+            stop,
+            task,
+        })
+    }
+
     /// Starts serving on an already bound listener.
     pub fn spawn(listener: TcpListener, state: AppState) -> std::io::Result<HttpServer> {
         let local_addr = listener.local_addr()?;

@@ -310,6 +310,13 @@ impl Node {
         ]);
     }
 
+    /// Adds lines to the config's `[http]` section (before the node starts).
+    pub fn set_http(&mut self, lines: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let text = text.replacen("[http]\n", &format!("[http]\n{lines}"), 1);
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
     /// The `extension list` line of `number`.
     pub fn extension_line(&self, number: &str) -> String {
         self.cli_ok(&["extension", "list"])
