@@ -382,6 +382,12 @@ pub async fn start_with_apps(
             shutdown_rx.clone(),
         ));
     }
+    tasks.push(tokio::spawn(sample_counts(
+        registrar.store().clone(),
+        cfg.node.id.to_string(),
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(sweeper(
         registrar.clone(),
         Duration::from_secs(cfg.registrar.sweep_interval_secs),
@@ -533,6 +539,43 @@ async fn nat_keepalives(reach: Arc<Reacher>, every: Duration, mut shutdown: watc
                     }
                 }
             }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// How often a node samples its counts for the panel's charts.
+const SAMPLE_EVERY: Duration = Duration::from_secs(60);
+/// How long samples are kept (the charts show a day; a week back stays possible).
+const SAMPLES_KEPT_SECS: i64 = 8 * 24 * 3600;
+
+/// Writes this node's calls and the live registrations once a minute (on the minute,
+/// and once at start) to the store, and prunes its samples past a week.
+async fn sample_counts(
+    store: Store,
+    node_id: String,
+    metrics: Arc<NodeMetrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let now = crate::registrar::now_unix();
+        let at = now - now.rem_euclid(SAMPLE_EVERY.as_secs() as i64);
+        let sample = async {
+            let sample = crate::store::NodeSample {
+                node_id: node_id.clone(),
+                at,
+                registrations: store.count_live_bindings(now).await?,
+                calls: metrics.calls_up.load(Relaxed) as i64,
+            };
+            store.record_sample(&sample).await?;
+            store.prune_samples(&node_id, at - SAMPLES_KEPT_SECS).await
+        };
+        if let Err(e) = sample.await {
+            debug!(error = %e, "cannot write the node's sample");
+        }
+        let next = (at + SAMPLE_EVERY.as_secs() as i64 - now).max(1) as u64;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(next)) => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -126,13 +126,7 @@ pub async fn metrics(
     let now = now_unix();
     // The same count as `/api/v1/status`: the store's bindings that have not expired
     // (the whole cluster's, since bindings are shared).
-    let registrations = s
-        .store
-        .all_bindings()
-        .await?
-        .iter()
-        .filter(|b| b.expires_at > now)
-        .count();
+    let registrations = s.store.count_live_bindings(now).await?;
     let extensions = s.store.count_extensions().await?;
 
     let mut out = Exposition::default();

@@ -14,6 +14,7 @@ pub mod limiter;
 pub mod live;
 pub mod metrics;
 pub mod panel;
+pub mod stats;
 pub mod tls;
 
 use std::future::Future;
@@ -183,6 +184,7 @@ fn routes() -> Routes {
     .add("POST", "/api/v1/logout", auth::logout)
     .add("GET", "/api/v1/me", auth::me)
     .add("GET", "/api/v1/status", api::status)
+    .add("GET", "/api/v1/stats/history", stats::history)
     .add("GET", "/api/v1/extensions", api::list_extensions)
     .add("POST", "/api/v1/extensions", api::create_extension)
     .add("GET", "/api/v1/extensions/{number}", api::get_extension)

@@ -2049,3 +2049,48 @@ async fn scan_no_get_answer_carries_a_secret() {
         }
     }
 }
+
+#[tokio::test]
+async fn stats_history_buckets_the_nodes_samples_for_admins() {
+    let t = setup().await;
+    let now = crate::store::now_unix();
+    let at = now - now.rem_euclid(300) - 600;
+    for (node, off, regs, calls) in [("a", 0, 4, 2), ("b", 0, 4, 3), ("a", 60, 5, 1)] {
+        t.store
+            .record_sample(&crate::store::NodeSample {
+                node_id: node.into(),
+                at: at + off,
+                registrations: regs,
+                calls,
+            })
+            .await
+            .expect("sample");
+    }
+    let a = token(&t).await;
+    let r = call(
+        &t.app,
+        "GET",
+        "/api/v1/stats/history?hours=1&step=300",
+        &a,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let body = r.json();
+    assert_eq!(body["step"], 300);
+    assert_eq!(
+        body["points"],
+        json!([{ "at": at, "calls": 5, "registrations": 5 }])
+    );
+    for bad in ["hours=0", "hours=169", "step=59", "step=x", "days=1"] {
+        let r = call(
+            &t.app,
+            "GET",
+            &format!("/api/v1/stats/history?{bad}"),
+            &a,
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+}

@@ -52,6 +52,7 @@ migrations! {
     6 "voicemail" "0006_voicemail.sql",
     7 "cluster" "0007_cluster.sql",
     8 "cluster_secret" "0008_cluster_secret.sql",
+    9 "node_samples" "0009_node_samples.sql",
 }
 
 pub(crate) fn for_backend(backend: Backend) -> &'static [Migration] {

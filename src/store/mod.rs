@@ -1034,6 +1034,8 @@ mod cluster;
 pub use cluster::{ClusterNode, NodeHeartbeat, VipLease};
 mod notify;
 pub use notify::{BindingChange, BindingChanges, BINDINGS_CHANNEL};
+mod stats;
+pub use stats::NodeSample;
 mod voicemail;
 pub use voicemail::{
     GreetingKind, VoicemailBox, VoicemailCounts, VoicemailFolder, VoicemailMessage,
@@ -1195,7 +1197,8 @@ mod tests {
                 "0005_extension_routing",
                 "0006_voicemail",
                 "0007_cluster",
-                "0008_cluster_secret"
+                "0008_cluster_secret",
+                "0009_node_samples"
             ]
         );
         let e = Extension {

@@ -50,7 +50,8 @@ where
                 "0005_extension_routing".to_owned(),
                 "0006_voicemail".to_owned(),
                 "0007_cluster".to_owned(),
-                "0008_cluster_secret".to_owned()
+                "0008_cluster_secret".to_owned(),
+                "0009_node_samples".to_owned()
             ]
         );
         f(Ctx {
@@ -272,7 +273,7 @@ async fn newer_schema_is_refused(cx: Ctx) {
     match cx.store.migrate().await {
         Err(StoreError::NewerSchema {
             db_version: 9999,
-            binary_version: 8,
+            binary_version: 9,
         }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
