@@ -181,6 +181,11 @@ pub async fn metrics(
         "Datagrams the relays received and did not forward (unknown source, no destination yet, send failed); added when a call's relay ends.",
         RELAYS.dropped.load(Relaxed),
     );
+    out.counter(
+        "ringfort_rtp_lost_packets_total",
+        "RTP packets missing from what the phones sent to the relays (sequence gaps, RFC 3550 A.3); added when a call's relay ends.",
+        RELAYS.lost.load(Relaxed),
+    );
     out.histogram(
         "ringfort_binding_commit_seconds",
         "Time to commit one batch of registrations to the store.",
