@@ -289,20 +289,6 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// The URL without a password, for messages.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
     match command {
         Command::Check => Ok(()),
@@ -311,7 +297,10 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             let store = open_store_no_migrate(&cfg).await?;
             let applied = store.migrate().await.context("database migration failed")?;
             if applied.is_empty() {
-                println!("{}: schema is up to date", redact_url(&url));
+                println!(
+                    "{}: schema is up to date",
+                    ringfort::store::redact_url(&url)
+                );
             } else {
                 for name in applied {
                     println!("applied {name}");
@@ -399,7 +388,12 @@ async fn open_store_no_migrate(cfg: &Config) -> anyhow::Result<Store> {
     let url = cfg.database_url();
     Store::connect(&url, cfg.database.max_connections)
         .await
-        .with_context(|| format!("cannot open the database {}", redact_url(&url)))
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                ringfort::store::redact_url(&url)
+            )
+        })
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
@@ -426,7 +420,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let state = ringfort::http::AppState::new(
         node.registrar.clone(),
         node.control.clone(),
-        ringfort::http::NodeInfo::new(cfg.node.id.to_string()).with_metrics(node.metrics.clone()),
+        ringfort::http::NodeInfo::new(cfg.node.id.to_string())
+            .with_metrics(node.metrics.clone())
+            .with_config(&cfg),
         cfg.sip.realm.clone(),
         cfg.paths.dialplans.clone(),
     );

@@ -14,6 +14,7 @@ pub mod limiter;
 pub mod live;
 pub mod metrics;
 pub mod panel;
+pub mod settings;
 pub mod stats;
 pub mod tls;
 
@@ -51,6 +52,12 @@ pub struct NodeInfo {
     pub started_at: i64,
     /// The running node's counters (fresh ones, all zero, until [`NodeInfo::with_metrics`]).
     pub metrics: Arc<crate::metrics::NodeMetrics>,
+    /// The effective configuration as `/api/v1/settings` shows it
+    /// ([`settings::config_view`]; set by [`NodeInfo::with_config`]).
+    pub config: Arc<serde_json::Value>,
+    /// `[cluster] enabled`, and its heartbeat period (for health in `/api/v1/cluster`).
+    pub clustered: bool,
+    pub heartbeat_ms: u64,
 }
 
 impl NodeInfo {
@@ -61,7 +68,18 @@ impl NodeInfo {
             started: Instant::now(),
             started_at: crate::store::now_unix(),
             metrics: Arc::default(),
+            config: Arc::new(settings::config_view(&crate::config::Config::default())),
+            clustered: false,
+            heartbeat_ms: crate::config::Config::default().cluster.heartbeat_ms,
         }
+    }
+
+    /// The configuration the node runs with.
+    pub fn with_config(mut self, cfg: &crate::config::Config) -> Self {
+        self.config = Arc::new(settings::config_view(cfg));
+        self.clustered = cfg.cluster.enabled;
+        self.heartbeat_ms = cfg.cluster.heartbeat_ms;
+        self
     }
 
     /// Serves these counters at `/metrics` (the running node's).
@@ -185,6 +203,8 @@ fn routes() -> Routes {
     .add("GET", "/api/v1/me", auth::me)
     .add("GET", "/api/v1/status", api::status)
     .add("GET", "/api/v1/stats/history", stats::history)
+    .add("GET", "/api/v1/cluster", settings::cluster)
+    .add("GET", "/api/v1/settings", settings::settings)
     .add("GET", "/api/v1/extensions", api::list_extensions)
     .add("POST", "/api/v1/extensions", api::create_extension)
     .add("GET", "/api/v1/extensions/{number}", api::get_extension)

@@ -2094,3 +2094,47 @@ async fn stats_history_buckets_the_nodes_samples_for_admins() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
     }
 }
+
+#[tokio::test]
+async fn settings_and_cluster_status_are_read_only_views_for_admins() {
+    let t = setup().await;
+    let a = token(&t).await;
+    let r = call(&t.app, "GET", "/api/v1/settings", &a, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let body = r.json();
+    assert!(body["config"]["sip"]["udp_listen"].is_array(), "{body}");
+    assert!(body["config"]["database"]["url"].is_string(), "{body}");
+
+    let r = call(&t.app, "GET", "/api/v1/cluster", &a, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json(),
+        json!({ "enabled": false, "nodes": [], "vips": [] })
+    );
+    t.store
+        .heartbeat_node(&crate::store::NodeHeartbeat {
+            node_id: "n1",
+            sip_address: "10.0.0.1:5060",
+            media_address: "10.0.0.1",
+            started_at_ms: 1_700_000_000_000,
+            version: "9.9",
+        })
+        .await
+        .expect("heartbeat");
+    t.store
+        .acquire_vip_lease("10.0.0.100", "n1", 60_000)
+        .await
+        .expect("lease");
+    let body = call(&t.app, "GET", "/api/v1/cluster", &a, None)
+        .await
+        .json();
+    assert_eq!(body["nodes"][0]["node_id"], "n1");
+    assert_eq!(body["nodes"][0]["healthy"], true);
+    assert_eq!(body["nodes"][0]["started_at"], 1_700_000_000);
+    assert_eq!(body["vips"][0]["holder"], "n1");
+    assert_eq!(body["vips"][0]["state"], "held");
+    assert!(
+        body["vips"][0]["remaining_ms"].as_i64().unwrap_or(0) > 50_000,
+        "{body}"
+    );
+}

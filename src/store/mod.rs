@@ -1063,8 +1063,9 @@ fn create_dir(dir: &Path) -> Result<(), StoreError> {
     })
 }
 
-/// `scheme://user:secret@host/db` -> `scheme://user:***@host/db`.
-fn redact_url(url: &str) -> String {
+/// `scheme://user:secret@host/db` -> `scheme://user:***@host/db`: a database URL fit for
+/// messages and the admin API.
+pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };

@@ -286,6 +286,24 @@ fn admin_panel_in_a_real_browser() {
         fixed
     );
 
+    // Settings: this node's facts, the cluster (alone here) and the configuration it
+    // runs with, the database URL without a password.
+    browser.click_on("nav a[href='#/settings']", UI_WAIT);
+    let facts = browser.wait_for("#node-facts", UI_WAIT);
+    assert!(
+        browser.text(&facts).contains("test1"),
+        "{}",
+        browser.text(&facts)
+    );
+    browser.wait_for("#cluster-nodes", UI_WAIT);
+    let sip = browser.wait_for("#config-sip", UI_WAIT);
+    assert!(
+        browser.text(&sip).contains("udp_listen"),
+        "{}",
+        browser.text(&sip)
+    );
+    browser.screenshot(&shots.join("panel-settings.png"));
+
     // Logging out goes back to the login form.
     browser.click_on("#logout", UI_WAIT);
     browser.wait_for("#login-form", UI_WAIT);
