@@ -1394,18 +1394,8 @@ impl Core {
                 return self.reply(&key, r);
             }
         };
-        let Some(offer) = self.offer_or_refuse(&key, &req) else {
+        let Some(leg) = self.new_caller_leg(key, req, from, user, callee) else {
             return;
-        };
-        let leg = CallerLeg {
-            key,
-            invite: req,
-            from,
-            offer,
-            caller: user,
-            dialled: callee,
-            dialog: None,
-            record: None,
         };
         if let Some(app) = self.calls.apps.get(&leg.dialled).cloned() {
             return self.start_app(leg, app);
@@ -1449,18 +1439,8 @@ impl Core {
         if self.registrar.cached_extension(&callee).is_none() {
             return self.load_then_retry(callee, key, req, from);
         }
-        let Some(offer) = self.offer_or_refuse(&key, &req) else {
+        let Some(leg) = self.new_caller_leg(key, req, from, caller, callee.clone()) else {
             return;
-        };
-        let leg = CallerLeg {
-            key,
-            invite: req,
-            from,
-            offer,
-            caller,
-            dialled: callee.clone(),
-            dialog: None,
-            record: None,
         };
         // The forwarding node owns the ring timeout: it cancels this leg when it gives up.
         self.dial(leg, vec![callee], RELAYED_RING_LIMIT, None, Some(node));
@@ -1731,6 +1711,29 @@ impl Core {
 
     /// The INVITE's SDP offer; without a usable one the INVITE is answered (488 or 400,
     /// the reason in the phrase) and `None` returned.
+    /// The caller's leg of a new INVITE from `caller` to `dialled`, or `None` once the
+    /// caller was refused for its offer.
+    fn new_caller_leg(
+        &mut self,
+        key: TxKey,
+        req: Request,
+        from: Peer,
+        caller: String,
+        dialled: String,
+    ) -> Option<CallerLeg> {
+        let offer = self.offer_or_refuse(&key, &req)?;
+        Some(CallerLeg {
+            key,
+            invite: req,
+            from,
+            offer,
+            caller,
+            dialled,
+            dialog: None,
+            record: None,
+        })
+    }
+
     fn offer_or_refuse(&mut self, key: &TxKey, req: &Request) -> Option<SessionDescription> {
         match parse_offer(req) {
             Ok(o) => Some(o),

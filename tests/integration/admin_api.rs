@@ -16,10 +16,14 @@ pub(crate) fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, String, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    exchange(&mut connect(addr), addr, method, path, headers, body)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    exchange(&mut s, addr, method, path, headers, body)
+    s
 }
 
 /// The same over TLS, trusting only the certificate in PEM file `ca`.
@@ -44,10 +48,7 @@ fn https(
         .with_no_client_auth();
     let name = rustls::pki_types::ServerName::from(addr.ip());
     let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("tls");
-    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let mut s = rustls::StreamOwned::new(conn, connect(addr));
     exchange(&mut s, addr, method, path, headers, body)
 }
 
