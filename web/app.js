@@ -8,9 +8,10 @@ import * as registrations from './registrations.js';
 import * as calls from './calls.js';
 import * as history from './history.js';
 import * as dialplan from './dialplan.js';
+import * as recordings from './recordings.js';
 import * as settings from './settings.js';
 
-const pages = { dashboard, extensions, registrations, calls, history, dialplan, settings };
+const pages = { dashboard, extensions, registrations, calls, history, recordings, dialplan, settings };
 
 const loginSection = document.getElementById('login');
 const top = document.getElementById('top');

@@ -25,11 +25,11 @@ pub const CSV_MAX_ROWS: u32 = 100_000;
 /// A page of a list.
 #[derive(Serialize)]
 pub struct Page<T> {
-    items: Vec<T>,
+    pub items: Vec<T>,
     /// How many items the whole list has.
-    total: i64,
-    limit: u32,
-    offset: u64,
+    pub total: i64,
+    pub limit: u32,
+    pub offset: u64,
 }
 
 /// `?limit=&offset=`
@@ -40,7 +40,7 @@ pub struct PageQuery {
     offset: Option<u64>,
 }
 
-fn page_params(limit: Option<u32>, offset: Option<u64>) -> Result<(u32, u64), ApiError> {
+pub(super) fn page_params(limit: Option<u32>, offset: Option<u64>) -> Result<(u32, u64), ApiError> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -524,6 +524,7 @@ pub async fn list_cdrs(
         disposition: q.disposition,
         from: q.from,
         to: q.to,
+        recorded: false,
     };
     let store = &state.inner.store;
     match q.format.as_deref().unwrap_or("json") {

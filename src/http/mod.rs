@@ -7,6 +7,7 @@
 //! No TLS yet: keep `[http] listen` on loopback or behind a proxy that terminates TLS.
 
 pub mod api;
+pub mod audio;
 pub mod auth;
 pub mod dialplans;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod limiter;
 pub mod live;
 pub mod metrics;
 pub mod panel;
+pub mod recordings;
 pub mod settings;
 pub mod stats;
 pub mod tls;
@@ -55,6 +57,8 @@ pub struct NodeInfo {
     /// The effective configuration as `/api/v1/settings` shows it
     /// ([`settings::config_view`]; set by [`NodeInfo::with_config`]).
     pub config: Arc<serde_json::Value>,
+    /// Where this node's call recordings are (`recordings` in `[node] data_dir`).
+    pub recordings_dir: std::path::PathBuf,
     /// `[cluster] enabled`, and its heartbeat period (for health in `/api/v1/cluster`).
     pub clustered: bool,
     pub heartbeat_ms: u64,
@@ -69,6 +73,7 @@ impl NodeInfo {
             started_at: crate::store::now_unix(),
             metrics: Arc::default(),
             config: Arc::new(settings::config_view(&crate::config::Config::default())),
+            recordings_dir: crate::config::Config::default().recordings_dir(),
             clustered: false,
             heartbeat_ms: crate::config::Config::default().cluster.heartbeat_ms,
         }
@@ -77,6 +82,7 @@ impl NodeInfo {
     /// The configuration the node runs with.
     pub fn with_config(mut self, cfg: &crate::config::Config) -> Self {
         self.config = Arc::new(settings::config_view(cfg));
+        self.recordings_dir = cfg.recordings_dir();
         self.clustered = cfg.cluster.enabled;
         self.heartbeat_ms = cfg.cluster.heartbeat_ms;
         self
@@ -219,6 +225,9 @@ fn routes() -> Routes {
     .add("DELETE", "/api/v1/calls/{id}", api::hang_up_call)
     .add("GET", "/api/v1/events", live::events)
     .add("GET", "/api/v1/cdrs", api::list_cdrs)
+    .add("GET", "/api/v1/recordings", recordings::list)
+    .add("GET", "/api/v1/recordings/{id}/audio", recordings::audio)
+    .add("DELETE", "/api/v1/recordings/{id}", recordings::delete)
     .add("GET", "/api/v1/dialplans", dialplans::list)
     .add("POST", "/api/v1/dialplans/validate", dialplans::validate)
     .add("PUT", "/api/v1/dialplans/{name}", dialplans::save)

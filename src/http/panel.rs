@@ -40,6 +40,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("/assets/ui.js", "ui.js", JS),
     asset!("/assets/dashboard.js", "dashboard.js", JS),
     asset!("/assets/extensions.js", "extensions.js", JS),
+    asset!("/assets/recordings.js", "recordings.js", JS),
     asset!("/assets/registrations.js", "registrations.js", JS),
     asset!("/assets/settings.js", "settings.js", JS),
     asset!("/assets/calls.js", "calls.js", JS),

@@ -38,6 +38,8 @@ struct T {
     hung_up: Arc<std::sync::Mutex<Vec<String>>>,
     /// The dialplan folder the API edits (holds `base.toml`, [`BASE_PLAN`]).
     dialplans: std::path::PathBuf,
+    /// This node's recordings folder.
+    recordings: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -106,10 +108,15 @@ async fn setup() -> T {
     std::fs::create_dir(&dialplans).expect("dialplans folder");
     std::fs::write(dialplans.join("base.toml"), BASE_PLAN).expect("base plan");
     let (control, hung_up) = fake_node(dialplans.clone());
+    let recordings = dir.path().join("recordings");
+    std::fs::create_dir(&recordings).expect("recordings folder");
     let state = AppState::with_limits(
         registrar.clone(),
         control,
-        NodeInfo::new("test1"),
+        NodeInfo {
+            recordings_dir: recordings.clone(),
+            ..NodeInfo::new("test1")
+        },
         "ringfort",
         dialplans.clone(),
         limits,
@@ -121,6 +128,7 @@ async fn setup() -> T {
         registrar,
         hung_up,
         dialplans,
+        recordings,
         _dir: dir,
     }
 }
@@ -1938,8 +1946,14 @@ async fn scan_no_get_answer_carries_a_secret() {
         .await
         .expect("voicemail");
     voicemail.set_pin("1000", PIN).await.expect("pin");
-    // Something in every list.
+    // Something in every list (the recording's CDR before the live call of the same id:
+    // writing a CDR ends the active call it names).
     let now = crate::store::now_unix();
+    let recording = t.recordings.join("c-scan.wav");
+    std::fs::write(&recording, b"RIFF").expect("recording");
+    let mut recorded = cdr("c-scan", "1000", "answered", now - 120);
+    recorded.recording = Some(recording.display().to_string());
+    t.store.finish_call(&recorded).await.expect("recorded cdr");
     t.store
         .replace_bindings("1000", &[binding("1000", "a", now + 600)])
         .await
@@ -2137,4 +2151,105 @@ async fn settings_and_cluster_status_are_read_only_views_for_admins() {
         body["vips"][0]["remaining_ms"].as_i64().unwrap_or(0) > 50_000,
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn recordings_are_listed_played_with_ranges_and_deleted_on_their_node() {
+    let t = setup().await;
+    let a = token(&t).await;
+    let here = t.recordings.join("c1.wav");
+    std::fs::write(&here, vec![7u8; 1000]).expect("recording");
+    let outside = t._dir.path().join("t.db");
+    for (id, node, file) in [
+        ("c1", "test1", Some(here.display().to_string())),
+        (
+            "c2",
+            "other",
+            Some("/var/lib/ringfort/recordings/c2.wav".to_owned()),
+        ),
+        ("c3", "test1", None),
+        ("c4", "test1", Some(outside.display().to_string())),
+    ] {
+        let mut c = cdr(id, "100", "answered", 1000);
+        c.node_id = node.into();
+        c.recording = file;
+        t.store.finish_call(&c).await.expect("cdr");
+    }
+    let r = call(&t.app, "GET", "/api/v1/recordings?limit=10", &a, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let body = r.json();
+    assert_eq!(body["total"], 3, "{body}");
+    let sizes: Vec<(String, Value)> = body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap_or("").to_owned(),
+                i["size_bytes"].clone(),
+            )
+        })
+        .collect();
+    assert!(sizes.contains(&("c1".into(), json!(1000))), "{sizes:?}");
+    assert!(sizes.contains(&("c2".into(), Value::Null)), "{sizes:?}");
+    assert!(
+        sizes.contains(&("c4".into(), Value::Null)),
+        "not in the folder: {sizes:?}"
+    );
+
+    let r = call(&t.app, "GET", "/api/v1/recordings/c1/audio", &a, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CONTENT_TYPE], "audio/wav");
+    assert_eq!(r.headers[header::ACCEPT_RANGES], "bytes");
+    assert_eq!(r.text.len(), 1000);
+    let mut req = request("GET", "/api/v1/recordings/c1/audio", &a, None);
+    req.headers_mut()
+        .insert(header::RANGE, "bytes=990-".parse().expect("header"));
+    let r = send(&t.app, req).await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers[header::CONTENT_RANGE], "bytes 990-999/1000");
+    assert_eq!(r.text.len(), 10);
+    let mut req = request("GET", "/api/v1/recordings/c1/audio", &a, None);
+    req.headers_mut()
+        .insert(header::RANGE, "bytes=1000-".parse().expect("header"));
+    assert_eq!(
+        send(&t.app, req).await.status,
+        StatusCode::RANGE_NOT_SATISFIABLE
+    );
+
+    for (id, status, code) in [
+        ("c2", StatusCode::CONFLICT, "on_another_node"),
+        ("c3", StatusCode::NOT_FOUND, "not_found"),
+        ("c4", StatusCode::NOT_FOUND, "not_found"),
+        ("nope", StatusCode::NOT_FOUND, "not_found"),
+    ] {
+        let r = call(
+            &t.app,
+            "GET",
+            &format!("/api/v1/recordings/{id}/audio"),
+            &a,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (status, code),
+            "{id}: {}",
+            r.text
+        );
+    }
+    let r = call(&t.app, "DELETE", "/api/v1/recordings/c2", &a, None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "another node's file stays");
+    let r = call(&t.app, "DELETE", "/api/v1/recordings/c1", &a, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert!(!here.exists());
+    let body = call(&t.app, "GET", "/api/v1/recordings", &a, None)
+        .await
+        .json();
+    assert_eq!(body["total"], 2);
+    let r = call(&t.app, "DELETE", "/api/v1/recordings/c1", &a, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // The call stays in the history.
+    let body = call(&t.app, "GET", "/api/v1/cdrs", &a, None).await.json();
+    assert_eq!(body["total"], 4);
 }

@@ -58,6 +58,8 @@ pub struct CdrFilter {
     pub disposition: Option<String>,
     pub from: Option<i64>,
     pub to: Option<i64>,
+    /// Only calls that were recorded (and whose recording was not deleted).
+    pub recorded: bool,
 }
 
 impl CdrFilter {
@@ -82,6 +84,9 @@ impl CdrFilter {
         if let Some(to) = self.to {
             args.push(Arg::Int(to));
             parts.push(format!("started_at < ${}", args.len()));
+        }
+        if self.recorded {
+            parts.push("recording IS NOT NULL".to_owned());
         }
         let clause = if parts.is_empty() {
             String::new()
@@ -480,6 +485,15 @@ mod tests {
         );
         assert_eq!(args.len(), 3);
         assert_eq!(CdrFilter::default().clause().0, "");
+        let recorded = CdrFilter {
+            caller: Some("100".into()),
+            recorded: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            recorded.clause().0,
+            " WHERE caller = $1 AND recording IS NOT NULL"
+        );
     }
 
     #[test]

@@ -1013,6 +1013,27 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Forgets a CDR's recording (its file was deleted). False when the CDR has none.
+    pub async fn clear_cdr_recording(&self, id: &str) -> Result<bool, StoreError> {
+        let n = with_pool!(self, pool => {
+            sqlx::query("UPDATE cdrs SET recording = NULL WHERE id = $1 AND recording IS NOT NULL")
+                .bind(id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// One CDR by id.
+    pub async fn get_cdr(&self, id: &str) -> Result<Option<Cdr>, StoreError> {
+        let sql = format!("SELECT {CDR_COLUMNS} FROM cdrs WHERE id = $1");
+        with_pool!(self, pool => {
+            let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
+            Ok(row.map(|r| cdr_from_row!(r)).transpose()?)
+        })
+    }
+
     /// The latest `limit` CDRs, newest first.
     pub async fn list_cdrs(&self, limit: u32) -> Result<Vec<Cdr>, StoreError> {
         let sql = format!(

@@ -36,7 +36,9 @@ fn admin_panel_in_a_real_browser() {
     let started = Instant::now();
     let mut node = Node::new(NodeOptions {
         // The call scenarios check the SDP names the relay's ports.
-        extra: "[media]\nrtp_port_min = 40000\nrtp_port_max = 40998\n".into(),
+        // Calls are recorded, for the recordings page.
+        extra: "[media]\nrtp_port_min = 40000\nrtp_port_max = 40998\n[calls]\nrecord = \"mixed\"\n"
+            .into(),
         ..NodeOptions::default()
     });
     node.add_extension(CALLER, CALLER_PASSWORD);
@@ -196,6 +198,26 @@ fn admin_panel_in_a_real_browser() {
         .unwrap_or_default()
         .contains("format=csv"));
     browser.screenshot(&shots.join("panel-history.png"));
+
+    // Recordings: the call hung up above was recorded; it plays in the page and is
+    // deleted (the call stays in the history).
+    browser.click_on("nav a[href='#/recordings']", UI_WAIT);
+    let callee_cell = browser.wait_for("#rec-table tr td:nth-child(3)", UI_WAIT);
+    assert_eq!(browser.text(&callee_cell), NEW_EXTENSION);
+    browser.click_on("#rec-table button.play", UI_WAIT);
+    browser.wait_for("#rec-audio", UI_WAIT);
+    wait_for("the recording to play", UI_WAIT, || {
+        let v = browser.eval(
+            "const a = document.getElementById('rec-audio'); \
+             return a && a.duration > 0 && (a.currentTime > 0 || a.ended) ? a.duration : null;",
+            json!([]),
+        );
+        v.as_f64()
+    });
+    browser.screenshot(&shots.join("panel-recordings.png"));
+    browser.eval("window.confirm = () => true; return null;", json!([]));
+    browser.click_on("#rec-table button.delete", UI_WAIT);
+    browser.wait_for("#rec-table td.empty", UI_WAIT);
 
     // Back on the dashboard: the registration and today's call are counted, the calls
     // per hour chart has its bar, and the concurrent calls and registrations charts
