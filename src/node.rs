@@ -1199,7 +1199,16 @@ impl Core {
             MwiCommand::Unsolicited { mailbox, counts } => {
                 let node_id = self.calls.node_id.clone();
                 let public = self.calls.public_address.clone();
-                for b in self.registrar.lookup(&mailbox) {
+                // Only phones this node reaches: another node's VIP is not ours to send
+                // from (that node sends its own phones' NOTIFYs, from its own mailbox
+                // counts).
+                let reach = self.calls.reach.clone();
+                let reachable = self
+                    .registrar
+                    .lookup(&mailbox)
+                    .into_iter()
+                    .filter(|b| reach.reaches(b));
+                for b in reachable {
                     let Some(peer) = target_peer(&b, &node_id, |c| self.transport.is_open(c))
                     else {
                         continue;
