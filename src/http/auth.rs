@@ -174,6 +174,8 @@ pub struct SessionView {
     csrf_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<i64>,
+    /// The extension the account owns (`null`: none).
+    extension: Option<String>,
 }
 
 /// `POST /api/v1/login`
@@ -220,6 +222,7 @@ pub async fn login(
         auth: "session",
         csrf_token: Some(session.csrf_token),
         expires_at: Some(session.expires_at),
+        extension: account.extension,
     };
     let mut resp = Json(body).into_response();
     resp.headers_mut().insert(
@@ -243,18 +246,28 @@ pub async fn logout(State(state): State<AppState>, p: Principal) -> Result<Respo
 }
 
 /// `GET /api/v1/me`
-pub async fn me(p: Principal) -> Json<SessionView> {
+pub async fn me(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<SessionView>, ApiError> {
+    let extension = state
+        .inner
+        .store
+        .get_admin(&p.name)
+        .await?
+        .and_then(|a| a.extension);
     let (auth, csrf_token) = match p.via {
         Via::Session { csrf_token, .. } => ("session", Some(csrf_token)),
         Via::Token => ("token", None),
     };
-    Json(SessionView {
+    Ok(Json(SessionView {
         name: p.name,
         role: p.role.as_str(),
         auth,
         csrf_token,
         expires_at: None,
-    })
+        extension,
+    }))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod limiter;
 pub mod live;
 pub mod metrics;
 pub mod panel;
+pub mod voicemail;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use tokio::task::JoinHandle;
 use crate::node::NodeControl;
 use crate::registrar::Registrar;
 use crate::store::Store;
+use crate::voicemail::Voicemail;
 use error::ApiError;
 use limiter::{LimiterPolicy, LoginLimiter};
 
@@ -88,6 +90,9 @@ struct Shared {
     control: mpsc::Sender<NodeControl>,
     /// The dialplan folder (`[paths] dialplans`) the API reads and writes.
     dialplans: PathBuf,
+    /// The mailboxes: the API lists, plays, moves and deletes through it, so MWI lamps
+    /// follow.
+    voicemail: Voicemail,
     /// Held from validating a dialplan change to reloading it, so two saves cannot
     /// each validate against a folder the other is about to change.
     dialplan_edits: tokio::sync::Mutex<()>,
@@ -103,6 +108,7 @@ impl AppState {
         node: NodeInfo,
         realm: impl Into<String>,
         dialplans: PathBuf,
+        voicemail: Voicemail,
     ) -> Self {
         Self::with_limits(
             registrar,
@@ -110,6 +116,7 @@ impl AppState {
             node,
             realm,
             dialplans,
+            voicemail,
             LimiterPolicy::default(),
         )
     }
@@ -120,6 +127,7 @@ impl AppState {
         node: NodeInfo,
         realm: impl Into<String>,
         dialplans: PathBuf,
+        voicemail: Voicemail,
         limits: LimiterPolicy,
     ) -> Self {
         AppState {
@@ -128,6 +136,7 @@ impl AppState {
                 registrar,
                 control,
                 dialplans,
+                voicemail,
                 dialplan_edits: tokio::sync::Mutex::new(()),
                 closing: watch::Sender::new(false),
                 node,
@@ -199,6 +208,27 @@ fn routes() -> Routes {
     .add("GET", "/api/v1/dialplans", dialplans::list)
     .add("POST", "/api/v1/dialplans/validate", dialplans::validate)
     .add("PUT", "/api/v1/dialplans/{name}", dialplans::save)
+    .add("GET", "/api/v1/voicemail", voicemail::list_mailboxes)
+    .add(
+        "GET",
+        "/api/v1/voicemail/{number}/messages",
+        voicemail::list_messages,
+    )
+    .add(
+        "PUT",
+        "/api/v1/voicemail/{number}/messages/{id}",
+        voicemail::update_message,
+    )
+    .add(
+        "DELETE",
+        "/api/v1/voicemail/{number}/messages/{id}",
+        voicemail::delete_message,
+    )
+    .add(
+        "GET",
+        "/api/v1/voicemail/{number}/messages/{id}/audio",
+        voicemail::message_audio,
+    )
     .add("GET", "/metrics", metrics::metrics)
 }
 

@@ -1194,7 +1194,8 @@ mod tests {
                 "0004_admin",
                 "0005_extension_routing",
                 "0006_voicemail",
-                "0007_cluster"
+                "0007_cluster",
+                "0008_account_extension"
             ]
         );
         let e = Extension {

@@ -122,7 +122,7 @@ fn first_admin_logs_in_and_manages_extensions_over_http() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(json_str(&body, "node_id"), "test1");
     let list = node.cli_ok(&["admin", "list"]);
-    assert_eq!(list.trim(), "root\tadmin\ttokens=backup");
+    assert_eq!(list.trim(), "root\tadmin\textension=-\ttokens=backup");
     node.cli_ok(&["admin", "token", "root", "backup", "--revoke"]);
     let (status, _, _) = http(
         addr,

@@ -49,7 +49,8 @@ where
                 "0004_admin".to_owned(),
                 "0005_extension_routing".to_owned(),
                 "0006_voicemail".to_owned(),
-                "0007_cluster".to_owned()
+                "0007_cluster".to_owned(),
+                "0008_account_extension".to_owned()
             ]
         );
         f(Ctx {
@@ -270,7 +271,7 @@ async fn newer_schema_is_refused(cx: Ctx) {
     match cx.store.migrate().await {
         Err(StoreError::NewerSchema {
             db_version: 9999,
-            binary_version: 7,
+            binary_version: 8,
         }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
@@ -815,6 +816,7 @@ fn admin(name: &str, role: &str) -> AdminAccount {
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         created_at: 1,
         updated_at: 1,
+        extension: None,
     }
 }
 
