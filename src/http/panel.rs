@@ -44,6 +44,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("/assets/calls.js", "calls.js", JS),
     asset!("/assets/history.js", "history.js", JS),
     asset!("/assets/dialplan.js", "dialplan.js", JS),
+    asset!("/assets/voicemail.js", "voicemail.js", JS),
 ];
 
 /// Scripts and styles come from this origin only (no inline code), so an injected
