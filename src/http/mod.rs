@@ -12,6 +12,7 @@ pub mod dialplans;
 pub mod error;
 pub mod limiter;
 pub mod live;
+pub mod me;
 pub mod metrics;
 pub mod panel;
 pub mod voicemail;
@@ -190,6 +191,14 @@ fn routes() -> Routes {
     .add("POST", "/api/v1/login", auth::login)
     .add("POST", "/api/v1/logout", auth::logout)
     .add("GET", "/api/v1/me", auth::me)
+    .add("GET", "/api/v1/me/extension", me::get_extension)
+    .add("PUT", "/api/v1/me/extension", me::update_extension)
+    .add(
+        "POST",
+        "/api/v1/me/extension/password",
+        me::new_sip_password,
+    )
+    .add("PUT", "/api/v1/me/voicemail-pin", me::set_voicemail_pin)
     .add("GET", "/api/v1/status", api::status)
     .add("GET", "/api/v1/extensions", api::list_extensions)
     .add("POST", "/api/v1/extensions", api::create_extension)

@@ -45,6 +45,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("/assets/history.js", "history.js", JS),
     asset!("/assets/dialplan.js", "dialplan.js", JS),
     asset!("/assets/voicemail.js", "voicemail.js", JS),
+    asset!("/assets/selfservice.js", "selfservice.js", JS),
 ];
 
 /// Scripts and styles come from this origin only (no inline code), so an injected

@@ -2152,6 +2152,160 @@ async fn a_user_reaches_only_their_own_extensions_mailbox() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
 
+// ---- self-service ----
+
+#[tokio::test]
+async fn a_user_manages_their_own_extension_and_nothing_else() {
+    let t = setup().await;
+    add_extension(&t, "1000").await;
+    add_extension(&t, "1001").await;
+    let viewer = login(&t.app, "viewer").await;
+    // Owning none: a clear 404 on each.
+    for (method, uri, body) in [
+        ("GET", "/api/v1/me/extension", None),
+        ("PUT", "/api/v1/me/extension", Some(json!({"dnd": true}))),
+        ("POST", "/api/v1/me/extension/password", None),
+        (
+            "PUT",
+            "/api/v1/me/voicemail-pin",
+            Some(json!({"pin": "2468"})),
+        ),
+    ] {
+        let r = call(&t.app, method, uri, &viewer, body).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::NOT_FOUND, "not_found".into()),
+            "{method} {uri}"
+        );
+    }
+    accounts::link_extension(&t.store, "viewer", Some("1001"))
+        .await
+        .expect("link");
+    let r = call(&t.app, "GET", "/api/v1/me/extension", &viewer, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (r.json()["number"].clone(), r.json()["dnd"].clone()),
+        (json!("1001"), json!(false))
+    );
+    let r = call(
+        &t.app,
+        "PUT",
+        "/api/v1/me/extension",
+        &viewer,
+        Some(json!({"dnd": true, "forward_noanswer": "1000"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let e = t
+        .store
+        .get_extension("1001")
+        .await
+        .expect("get")
+        .expect("1001");
+    assert!(e.routing.dnd);
+    assert_eq!(e.routing.forward_noanswer.as_deref(), Some("1000"));
+    // The registrar's cache follows at once (calls see the DND).
+    let cached = t.registrar.extension_state("1001");
+    assert!(cached.is_some_and(|e| e.dnd));
+    // Not the name, not the password this way, not a forward to itself.
+    for bad in [
+        json!({"name": "Mine"}),
+        json!({"password": "chosen-by-me-1"}),
+        json!({"number": "1000", "dnd": false}),
+        json!({"forward_always": "1001"}),
+    ] {
+        let r = call(
+            &t.app,
+            "PUT",
+            "/api/v1/me/extension",
+            &viewer,
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+    let other = t
+        .store
+        .get_extension("1000")
+        .await
+        .expect("get")
+        .expect("1000");
+    assert!(!other.routing.dnd, "the other extension untouched");
+    // A new SIP password: generated, shown once, and the one the extension now has.
+    let before = t
+        .store
+        .get_extension("1001")
+        .await
+        .expect("get")
+        .expect("1001");
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/me/extension/password",
+        &viewer,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let password = r.json()["password"].as_str().expect("password").to_owned();
+    assert_eq!(password.len(), 20);
+    let after = t
+        .store
+        .get_extension("1001")
+        .await
+        .expect("get")
+        .expect("1001");
+    assert_ne!(before.ha1_md5, after.ha1_md5);
+    assert_eq!(
+        after.ha1_md5,
+        crate::sip::digest::Algorithm::Md5.ha1("1001", "ringfort", &password),
+        "the HA1 of the password shown"
+    );
+    // The voicemail PIN: checked, stored hashed, never shown.
+    for bad in ["12", "12ab", "12345678901"] {
+        let r = call(
+            &t.app,
+            "PUT",
+            "/api/v1/me/voicemail-pin",
+            &viewer,
+            Some(json!({"pin": bad})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let r = call(
+        &t.app,
+        "PUT",
+        "/api/v1/me/voicemail-pin",
+        &viewer,
+        Some(json!({"pin": "246810"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert!(t
+        .voicemail
+        .verify_pin("1001", "246810")
+        .await
+        .expect("verify"));
+    assert!(!t.voicemail.has_pin("1000").await.expect("pin"));
+    // CSRF as everywhere.
+    let Auth::Session(cookie, _) = viewer else {
+        unreachable!()
+    };
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/me/extension/password",
+        &Auth::Session(cookie, None),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "csrf_failed".into())
+    );
+}
+
 // ---- an OWASP-basics scan over every route ----
 //
 // Walks the router's own table (held equal to openapi.json above), so a route added later
@@ -2190,7 +2344,9 @@ async fn scan_message(t: &T) {
 /// Routes a `user` account may call too (for its own extension only; the voicemail tests
 /// and the live feed's hold them to that). Every other route is admin-only.
 fn for_users(path: &str) -> bool {
-    path.starts_with("/api/v1/voicemail") || path == "/api/v1/events"
+    path.starts_with("/api/v1/voicemail")
+        || path.starts_with("/api/v1/me/")
+        || path == "/api/v1/events"
 }
 
 /// Routes anyone may call: logging in and the API's description. The panel's files (`/`,
@@ -2299,11 +2455,13 @@ async fn scan_every_admin_route_refuses_a_user_session_with_403() {
     let viewer = login(&t.app, "viewer").await;
     let mut refused = 0;
     for (method, path) in routes().table {
-        // Their own session, their own mailbox list and their own live feed.
+        // Their own session, their own extension, their own mailbox list and their own
+        // live feed.
         if is_public(path)
+            || path.starts_with("/api/v1/me")
             || matches!(
                 path,
-                "/api/v1/me" | "/api/v1/logout" | "/api/v1/voicemail" | "/api/v1/events"
+                "/api/v1/logout" | "/api/v1/voicemail" | "/api/v1/events"
             )
         {
             continue;
@@ -2377,6 +2535,10 @@ async fn scan_no_get_answer_carries_a_secret() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     t.voicemail.set_pin("1000", PIN).await.expect("pin");
     scan_message(&t).await;
+    // The admin owns 1000, so `/me/extension` reads it too.
+    accounts::link_extension(&t.store, "root", Some("1000"))
+        .await
+        .expect("link");
     // Something in every list.
     let now = crate::store::now_unix();
     t.store
