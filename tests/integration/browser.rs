@@ -183,7 +183,8 @@ impl Browser {
                 "binary": CHROMIUM,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                          "--disable-dev-shm-usage", "--window-size=1366,860",
-                         "--no-first-run", "--lang=en-US"],
+                         "--no-first-run", "--lang=en-US",
+                         "--autoplay-policy=no-user-gesture-required"],
             },
         }}});
         let v = browser.command("POST", "/session", Some(caps));

@@ -258,36 +258,10 @@ fn phone(node: &Node, number: &str, scenario: &str) -> crate::support::SippChild
     uas
 }
 
-/// A caller of `number` who talks (a 700 Hz tone) for 18 s and hangs up after 16: the
-/// default greeting and the beep take about 11 s.
+/// A caller of `number` who talks (a 700 Hz tone) and hangs up after 16 s: the default
+/// greeting and the beep take about 11 s.
 fn talking_caller(node: &Node, number: &str) -> Sipp {
-    let pcap = node.dir.path().join("speech.pcap");
-    if !pcap.exists() {
-        let tone: Vec<i16> = (0..144_000)
-            .map(|i| {
-                (8000.0 * (std::f64::consts::TAU * 700.0 * f64::from(i) / 8000.0).sin()) as i16
-            })
-            .collect();
-        crate::support::pcmu_pcap(&pcap, &tone);
-    }
-    let text = std::fs::read_to_string(crate::support::scenario("call_uac_rtp.xml"))
-        .expect("scenario")
-        .replace(
-            "/usr/share/sip-tester/g711a.pcap",
-            &pcap.display().to_string(),
-        )
-        .replace(
-            "<pause milliseconds=\"2500\"/>",
-            "<pause milliseconds=\"16000\"/>",
-        );
-    let scenario = node.dir.path().join("call_uac_talk.xml");
-    std::fs::write(&scenario, text).expect("write");
-    let mut s = Sipp::new("call_uac_rtp.xml", SippTransport::Udp)
-        .service(number)
-        .auth(CALLER, PASSWORD)
-        .var("caller", CALLER);
-    s.scenario = scenario;
-    s
+    crate::support::talking_caller(node, CALLER, PASSWORD, number, Duration::from_secs(16))
 }
 
 /// The messages' files in `mailbox`, oldest first.
