@@ -95,6 +95,19 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
+impl Principal {
+    /// The extension the caller's account owns (`admins.extension`), if any: what
+    /// self-service and a `user`'s mailbox are about.
+    pub async fn owned_extension(&self, state: &AppState) -> Result<Option<String>, ApiError> {
+        Ok(state
+            .inner
+            .store
+            .get_admin(&self.name)
+            .await?
+            .and_then(|a| a.extension))
+    }
+}
+
 fn role_of(s: &str) -> Role {
     // The schema allows only the two; anything else gets the lesser role.
     Role::parse(s).unwrap_or(Role::User)
@@ -250,12 +263,7 @@ pub async fn me(
     State(state): State<AppState>,
     p: Principal,
 ) -> Result<Json<SessionView>, ApiError> {
-    let extension = state
-        .inner
-        .store
-        .get_admin(&p.name)
-        .await?
-        .and_then(|a| a.extension);
+    let extension = p.owned_extension(&state).await?;
     let (auth, csrf_token) = match p.via {
         Via::Session { csrf_token, .. } => ("session", Some(csrf_token)),
         Via::Token => ("token", None),

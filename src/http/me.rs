@@ -28,15 +28,9 @@ impl FromRequestParts<AppState> for OwnExtension {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let who = Principal::from_request_parts(parts, state).await?;
-        let number = state
-            .inner
-            .store
-            .get_admin(&who.name)
-            .await?
-            .and_then(|a| a.extension)
-            .ok_or_else(|| {
-                ApiError::not_found("your account owns no extension; an admin can link one")
-            })?;
+        let number = who.owned_extension(state).await?.ok_or_else(|| {
+            ApiError::not_found("your account owns no extension; an admin can link one")
+        })?;
         Ok(OwnExtension { who, number })
     }
 }

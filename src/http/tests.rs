@@ -1853,6 +1853,14 @@ async fn leave_message(
         .expect("kept")
 }
 
+/// [`setup`] with extensions 1000 and 1001 (so their mailboxes are listed).
+async fn with_two_extensions() -> T {
+    let t = setup().await;
+    add_extension(&t, "1000").await;
+    add_extension(&t, "1001").await;
+    t
+}
+
 async fn add_extension(t: &T, number: &str) {
     crate::admin::extensions::add(&t.store, "ringfort", number, "Desk", "sip-pass-1")
         .await
@@ -1878,9 +1886,7 @@ fn ranged(uri: &str, auth: &Auth, range: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn voicemail_lists_plays_with_ranges_marks_heard_and_deletes() {
-    let t = setup().await;
-    add_extension(&t, "1000").await;
-    add_extension(&t, "1001").await;
+    let t = with_two_extensions().await;
     let older = leave_message(&t, "1000", "1001", 1500).await;
     let m = leave_message(&t, "1000", "1002", 5000).await;
     let admin = login(&t.app, "root").await;
@@ -2064,9 +2070,7 @@ async fn voicemail_ids_and_mailboxes_cannot_name_a_path() {
 
 #[tokio::test]
 async fn a_user_reaches_only_their_own_extensions_mailbox() {
-    let t = setup().await;
-    add_extension(&t, "1000").await;
-    add_extension(&t, "1001").await;
+    let t = with_two_extensions().await;
     let theirs = leave_message(&t, "1000", "1001", 1200).await;
     let own = leave_message(&t, "1001", "1000", 1200).await;
     // No extension linked yet: no mailbox.
@@ -2156,9 +2160,7 @@ async fn a_user_reaches_only_their_own_extensions_mailbox() {
 
 #[tokio::test]
 async fn a_user_manages_their_own_extension_and_nothing_else() {
-    let t = setup().await;
-    add_extension(&t, "1000").await;
-    add_extension(&t, "1001").await;
+    let t = with_two_extensions().await;
     let viewer = login(&t.app, "viewer").await;
     // Owning none: a clear 404 on each.
     for (method, uri, body) in [
@@ -2440,9 +2442,7 @@ async fn scan_every_state_changing_route_needs_the_csrf_header_on_a_session() {
 
 #[tokio::test]
 async fn scan_every_admin_route_refuses_a_user_session_with_403() {
-    let t = setup().await;
-    add_extension(&t, "1000").await;
-    add_extension(&t, "1001").await;
+    let t = with_two_extensions().await;
     scan_message(&t).await;
     t.store
         .insert_active_call(&active_call("c-scan", "a-live-scan", "test1"))

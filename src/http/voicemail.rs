@@ -53,8 +53,7 @@ pub(super) async fn own_mailbox(
     if who.role == Role::Admin {
         return Ok(None);
     }
-    let account = state.inner.store.get_admin(&who.name).await?;
-    Ok(Some(account.and_then(|a| a.extension)))
+    Ok(Some(who.owned_extension(state).await?))
 }
 
 /// 403 unless `who` may reach `mailbox`. Checked before anything is read, so a user
