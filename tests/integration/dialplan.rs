@@ -507,6 +507,60 @@ fn unsolicited_mwi_reaches_a_phone_that_registers_without_subscribing() {
     node.stop();
 }
 
+#[test]
+fn the_lamp_goes_out_when_the_message_is_deleted_from_the_admin_api() {
+    let mut node = plan_node_with(48500, "[voicemail]\nunsolicited_mwi = true\n");
+    let port = free_port();
+    Sipp::new("register.xml", SippTransport::Udp)
+        .auth("402", PASSWORD)
+        .var("expires", "600")
+        .port(port)
+        .expect_pass(&node);
+    let sock = std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the phone's port");
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut seen = Vec::new();
+    assert_eq!(next_notify(&sock, &mut seen).0, "no");
+    crate::support::talking_caller(&node, CALLER, PASSWORD, "7402", Duration::from_secs(3))
+        .expect_pass(&node);
+    assert_eq!(
+        next_notify(&sock, &mut seen),
+        ("yes".to_owned(), "1/0 (0/0)".to_owned())
+    );
+    // Heard, then deleted, from the panel's API: the lamp follows each as it does the
+    // phone menu.
+    node.cli_ok(&["admin", "add", "root"]);
+    let out = node.cli_ok(&["admin", "token", "root", "lamp"]);
+    let bearer = format!(
+        "Bearer {}",
+        out.rsplit(' ').next().unwrap_or_default().trim()
+    );
+    let auth = [("Authorization", bearer.as_str())];
+    let http = |method: &str, path: &str, body: Option<&str>| {
+        crate::admin_api::http(node.http_addr(), method, path, &auth, body)
+    };
+    let (status, _, body) = http("GET", "/api/v1/voicemail/402/messages", None);
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let id = list[0]["id"].as_str().expect("a message").to_owned();
+    let message = format!("/api/v1/voicemail/402/messages/{id}");
+    let (status, _, body) = http("PUT", &message, Some(r#"{"folder": "old"}"#));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        next_notify(&sock, &mut seen),
+        ("no".to_owned(), "0/1 (0/0)".to_owned())
+    );
+    let (status, _, body) = http("DELETE", &message, None);
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(
+        next_notify(&sock, &mut seen),
+        ("no".to_owned(), "0/0 (0/0)".to_owned())
+    );
+    assert!(node.cli_ok(&["voicemail", "list", "402"]).trim().is_empty());
+    node.assert_no_panic();
+    node.stop();
+}
+
 /// A caller of `number` expecting the final `status`.
 fn refused_caller(node: &Node, number: &str, status: u16) -> Sipp {
     let text =
