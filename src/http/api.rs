@@ -297,6 +297,51 @@ pub async fn delete_extension(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUserAccount {
+    /// The login name (1-64 of `A-Z a-z 0-9 . _ @ -`).
+    name: String,
+}
+
+#[derive(Serialize)]
+pub struct CreatedUserAccount {
+    name: String,
+    role: &'static str,
+    extension: String,
+    /// Generated; the one time it is shown.
+    password: String,
+}
+
+/// `POST /api/v1/extensions/{number}/account`: a `user` account owning this extension,
+/// with a generated panel password shown once (the self-service page's login, as
+/// `ringfort admin add NAME --role user --extension N`).
+pub async fn create_user_account(
+    State(state): State<AppState>,
+    AdminOnly(who): AdminOnly,
+    Path(number): Path<String>,
+    ApiJson(req): ApiJson<NewUserAccount>,
+) -> Result<Response, ApiError> {
+    let password = admin::generate_password();
+    let account = admin::accounts::add(
+        &state.inner.store,
+        &req.name,
+        admin::accounts::Role::User,
+        &password,
+        Some(&number),
+    )
+    .await?;
+    tracing::info!(admin = %who.name, account = %account.name, number = %number,
+                   "user account added for an extension");
+    let body = CreatedUserAccount {
+        name: account.name,
+        role: "user",
+        extension: number,
+        password,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
 /// The registrar caches extensions: a change made here takes effect at once.
 pub(super) async fn refresh_extension(state: &AppState, number: &str) {
     if let Err(e) = state.inner.registrar.fetch_extension(number).await {

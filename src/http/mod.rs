@@ -209,6 +209,11 @@ fn routes() -> Routes {
         "/api/v1/extensions/{number}",
         api::delete_extension,
     )
+    .add(
+        "POST",
+        "/api/v1/extensions/{number}/account",
+        api::create_user_account,
+    )
     .add("GET", "/api/v1/registrations", api::list_registrations)
     .add("GET", "/api/v1/calls", api::list_calls)
     .add("DELETE", "/api/v1/calls/{id}", api::hang_up_call)

@@ -2308,6 +2308,54 @@ async fn a_user_manages_their_own_extension_and_nothing_else() {
     );
 }
 
+#[tokio::test]
+async fn an_admin_adds_a_user_login_for_an_extension() {
+    let t = with_two_extensions().await;
+    let admin = login(&t.app, "root").await;
+    let uri = "/api/v1/extensions/1001/account";
+    let r = call(&t.app, "POST", uri, &admin, Some(json!({"name": "alice"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let made = r.json();
+    assert_eq!(
+        (&made["name"], &made["role"], &made["extension"]),
+        (&json!("alice"), &json!("user"), &json!("1001"))
+    );
+    let password = made["password"].as_str().expect("password").to_owned();
+    assert_eq!(password.len(), 20);
+    // The account logs in with it and owns 1001.
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/login",
+        &Auth::None,
+        Some(json!({"name": "alice", "password": password})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (r.json()["role"].clone(), r.json()["extension"].clone()),
+        (json!("user"), json!("1001"))
+    );
+    for (uri, body, status) in [
+        (uri, json!({"name": "alice"}), StatusCode::CONFLICT),
+        (uri, json!({"name": "a b"}), StatusCode::BAD_REQUEST),
+        (
+            uri,
+            json!({"name": "bob", "role": "admin"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/extensions/9999/account",
+            json!({"name": "bob"}),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let r = call(&t.app, "POST", uri, &admin, Some(body.clone())).await;
+        assert_eq!(r.status, status, "{uri} {body}: {}", r.text);
+    }
+    assert!(t.store.get_admin("bob").await.expect("get").is_none());
+}
+
 // ---- an OWASP-basics scan over every route ----
 //
 // Walks the router's own table (held equal to openapi.json above), so a route added later

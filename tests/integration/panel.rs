@@ -7,8 +7,8 @@
 //! the fixed file saves. Two SIPp callers leave voicemail for the new extension while the
 //! Voicemail page is open: the messages appear without a reload, one plays in the page
 //! (to its end, as long as the message) and is marked heard, then is deleted. The user
-//! owning that extension logs in to the self-service page, sees the other message and
-//! turns do-not-disturb on. Screenshots of each page go to
+//! login the admin made for that extension on the extensions page gets the self-service
+//! page, sees the other message and turns do-not-disturb on. Screenshots of each page go to
 //! `<target dir>/screenshots/panel-*.png`.
 
 use std::path::PathBuf;
@@ -65,16 +65,6 @@ fn admin_panel_in_a_real_browser() {
     browser.goto(&format!("{base}/"));
 
     // A wrong password is refused.
-    let viewer = "viewer password 1";
-    node.cli_ok(&[
-        "admin",
-        "add",
-        "viewer",
-        "--role",
-        "user",
-        "--password",
-        viewer,
-    ]);
     let field = browser.wait_for("#login-name", UI_WAIT);
     browser.type_into(&field, "root");
     let field = browser.wait_for("#login-password", UI_WAIT);
@@ -130,6 +120,16 @@ fn admin_panel_in_a_real_browser() {
     wait_for("DND off", UI_WAIT, || {
         (!node.extension_line(NEW_EXTENSION).contains("\tdnd")).then_some(())
     });
+    // A self-service login for the extension's user; its password is shown once.
+    let login = browser.wait_for(&format!("#login-{NEW_EXTENSION}"), UI_WAIT);
+    browser.type_into(&login, "desk");
+    browser.type_into(&login, "\u{E007}");
+    let shown = browser.wait_for("#ext-login-password", UI_WAIT);
+    let desk_password = browser.text(&shown);
+    assert_eq!(desk_password.len(), 20, "{desk_password:?}");
+    assert!(node
+        .cli_ok(&["admin", "list"])
+        .contains(&format!("desk\tuser\textension={NEW_EXTENSION}\t")));
 
     // The registrations page; the phone registers while it is open.
     browser.click_on("nav a[href='#/registrations']", UI_WAIT);
@@ -403,13 +403,12 @@ fn admin_panel_in_a_real_browser() {
 
     // The user owning the extension: the self-service page only, with their voicemail;
     // do-not-disturb from its checkbox.
-    node.cli_ok(&["admin", "link", "viewer", NEW_EXTENSION]);
     let field = browser.wait_for("#login-name", UI_WAIT);
     browser.clear(&field);
-    browser.type_into(&field, "viewer");
+    browser.type_into(&field, "desk");
     let field = browser.wait_for("#login-password", UI_WAIT);
     browser.clear(&field);
-    browser.type_into(&field, viewer);
+    browser.type_into(&field, &desk_password);
     browser.click_on("#login-form button[type=submit]", UI_WAIT);
     browser.wait_for(
         &format!("#vm-table tr[data-message-id='{kept}'][data-folder='new']"),
