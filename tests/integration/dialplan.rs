@@ -478,19 +478,24 @@ fn next_notify(sock: &std::net::UdpSocket, seen: &mut Vec<String>) -> (String, S
     }
 }
 
-#[test]
-fn unsolicited_mwi_reaches_a_phone_that_registers_without_subscribing() {
-    let mut node = plan_node_with(41700, "[voicemail]\nunsolicited_mwi = true\n");
-    // 402's phone registers (SIPp), then its port is ours: NOTIFYs come to it.
+/// 402's phone registers (SIPp), then its port is ours: NOTIFYs come to this socket.
+fn phone_402(node: &Node) -> std::net::UdpSocket {
     let port = free_port();
     Sipp::new("register.xml", SippTransport::Udp)
         .auth("402", PASSWORD)
         .var("expires", "600")
         .port(port)
-        .expect_pass(&node);
+        .expect_pass(node);
     let sock = std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the phone's port");
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
+    sock
+}
+
+#[test]
+fn unsolicited_mwi_reaches_a_phone_that_registers_without_subscribing() {
+    let mut node = plan_node_with(41700, "[voicemail]\nunsolicited_mwi = true\n");
+    let sock = phone_402(&node);
     let mut seen = Vec::new();
     // Registering: the lamp's state at once (retransmitted until answered).
     assert_eq!(
@@ -510,15 +515,7 @@ fn unsolicited_mwi_reaches_a_phone_that_registers_without_subscribing() {
 #[test]
 fn the_lamp_goes_out_when_the_message_is_deleted_from_the_admin_api() {
     let mut node = plan_node_with(48500, "[voicemail]\nunsolicited_mwi = true\n");
-    let port = free_port();
-    Sipp::new("register.xml", SippTransport::Udp)
-        .auth("402", PASSWORD)
-        .var("expires", "600")
-        .port(port)
-        .expect_pass(&node);
-    let sock = std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the phone's port");
-    sock.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
+    let sock = phone_402(&node);
     let mut seen = Vec::new();
     assert_eq!(next_notify(&sock, &mut seen).0, "no");
     crate::support::talking_caller(&node, CALLER, PASSWORD, "7402", Duration::from_secs(3))
