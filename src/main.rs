@@ -163,6 +163,17 @@ enum AdminCommand {
         /// admin (everything) or user.
         #[arg(long, default_value = "admin")]
         role: String,
+        /// The extension the account owns: a `user` sees that extension's voicemail,
+        /// forwarding, DND and SIP password on the self-service page.
+        #[arg(long)]
+        extension: Option<String>,
+    },
+    /// Link an account to the extension it owns, or unlink it with --none.
+    Link {
+        name: String,
+        extension: Option<String>,
+        #[arg(long)]
+        none: bool,
     },
     /// List admin accounts, one a line, with their API tokens.
     List,
@@ -425,6 +436,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             .with_config(&cfg),
         cfg.sip.realm.clone(),
         cfg.paths.dialplans.clone(),
+        node.voicemail.clone(),
     );
     let (http, scheme) = match &tls {
         Some(tls) => (
@@ -734,6 +746,7 @@ async fn admin(cmd: AdminCommand, cfg: &Config) -> anyhow::Result<()> {
             name,
             password,
             role,
+            extension,
         } => {
             let Some(role) = Role::parse(&role) else {
                 bail!(UsageError(format!("role {role:?}: use admin or user")));
@@ -742,7 +755,7 @@ async fn admin(cmd: AdminCommand, cfg: &Config) -> anyhow::Result<()> {
                 Some(p) => (p, false),
                 None => (generate_password(), true),
             };
-            accounts::add(&store, &name, role, &password)
+            accounts::add(&store, &name, role, &password, extension.as_deref())
                 .await
                 .map_err(usage)?;
             if generated {
@@ -764,7 +777,27 @@ async fn admin(cmd: AdminCommand, cfg: &Config) -> anyhow::Result<()> {
                 } else {
                     names.join(",")
                 };
-                println!("{}\t{}\ttokens={names}", a.name, a.role);
+                let extension = a.extension.as_deref().unwrap_or("-");
+                println!(
+                    "{}\t{}\textension={extension}\ttokens={names}",
+                    a.name, a.role
+                );
+            }
+        }
+        AdminCommand::Link {
+            name,
+            extension,
+            none,
+        } => {
+            if none == extension.is_some() {
+                bail!(UsageError("give an extension number or --none".into()));
+            }
+            accounts::link_extension(&store, &name, extension.as_deref())
+                .await
+                .map_err(usage)?;
+            match extension {
+                Some(n) => println!("admin {name} owns extension {n}"),
+                None => println!("admin {name} owns no extension"),
             }
         }
         AdminCommand::Remove { name } => {

@@ -44,8 +44,8 @@ export async function api(method, path, body) {
   return data;
 }
 
-// One EventSource for the whole page; pages subscribe to `registrations` and `calls`
-// and get the latest snapshot at once when one has arrived already.
+// One EventSource for the whole page; pages subscribe to `registrations`, `calls` and
+// `voicemail` (a mailbox's new counts) and get the latest at once when one has arrived.
 const latest = new Map();
 const listeners = new Map();
 const stateListeners = new Set();
@@ -55,7 +55,7 @@ export const live = {
   start() {
     if (source) return;
     source = new EventSource('/api/v1/events');
-    for (const kind of ['registrations', 'calls']) {
+    for (const kind of ['registrations', 'calls', 'voicemail']) {
       source.addEventListener(kind, (ev) => {
         let items;
         try {

@@ -10,14 +10,18 @@ import * as history from './history.js';
 import * as dialplan from './dialplan.js';
 import * as recordings from './recordings.js';
 import * as settings from './settings.js';
+import * as voicemail from './voicemail.js';
+import * as selfservice from './selfservice.js';
 
-const pages = { dashboard, extensions, registrations, calls, history, recordings, dialplan, settings };
+const pages = { dashboard, extensions, registrations, calls, history, recordings, voicemail, dialplan, settings };
 
 const loginSection = document.getElementById('login');
 const top = document.getElementById('top');
 const view = document.getElementById('view');
 let unmount = null;
 let loggedIn = false;
+// A `user` account sees only its self-service page, whatever the route.
+let selfServiceOnly = false;
 
 function showLogin() {
   loggedIn = false;
@@ -33,14 +37,8 @@ function showLogin() {
 
 function showApp(session) {
   setCsrfToken(session.csrf_token || null);
-  if (session.role !== 'admin') {
-    // Every page reads endpoints that need the admin role: say so instead of failing.
-    showLogin();
-    document.getElementById('login-error').textContent =
-      `${session.name} has the ${session.role} role; the panel needs an admin account.`;
-    api('POST', '/logout').catch(() => {});
-    return;
-  }
+  selfServiceOnly = session.role !== 'admin';
+  top.querySelector('nav').hidden = selfServiceOnly;
   loggedIn = true;
   document.getElementById('who-name').textContent = session.name;
   loginSection.hidden = true;
@@ -52,7 +50,7 @@ function showApp(session) {
 async function route() {
   if (!loggedIn) return;
   const name = (location.hash.replace(/^#\/?/, '') || 'dashboard').split('?')[0];
-  const page = pages[name] || dashboard;
+  const page = selfServiceOnly ? selfservice : (pages[name] || dashboard);
   if (unmount) unmount();
   unmount = null;
   clear(view);

@@ -1,5 +1,6 @@
 // Extensions: the list, adding one (a generated SIP password is shown once), deleting,
-// do-not-disturb and call forwarding.
+// do-not-disturb, call forwarding, and a self-service login for the extension's user (a
+// `user` account owning it; its generated password is shown once).
 import { api } from './api.js';
 import { clear, el, say, table } from './ui.js';
 
@@ -35,13 +36,18 @@ export async function mount(root) {
     }
   });
 
-  function showSecret(number, password) {
+  // A generated secret, shown once: `what` says whose, `id` names the output.
+  function showOnce(what, value, id, number) {
     clear(secretBox);
-    if (!password) return;
+    if (!value) return;
     secretBox.append(el('div', { class: 'secret' },
-      el('p', {}, `SIP password of extension ${number} (shown only this once; set it in the phone now):`),
-      el('p', {}, el('output', { id: 'ext-password', 'data-number': number }, password)),
+      el('p', {}, `${what} (shown only this once):`),
+      el('p', {}, el('output', { id, 'data-number': number }, value)),
       el('button', { type: 'button', class: 'secondary', onclick: () => clear(secretBox) }, 'Done, hide it')));
+  }
+
+  function showSecret(number, password) {
+    showOnce(`SIP password of extension ${number}; set it in the phone now`, password, 'ext-password', number);
   }
 
   async function change(number, body, what) {
@@ -72,6 +78,23 @@ export async function mount(root) {
       await change(ext.number, { forward_always: target === '' ? null : target },
         target === '' ? 'forwarding off' : `forwarding to ${target}`);
     });
+    const login = el('input', { id: `login-${ext.number}`, size: 10, autocomplete: 'off', required: true, placeholder: 'login name' });
+    const loginForm = el('form', { class: 'inline-form' },
+      el('label', { for: `login-${ext.number}`, class: 'visually-hidden' }, `Login name for the user of ${ext.number}`),
+      login,
+      el('button', { type: 'submit', class: 'secondary' }, 'Add login'));
+    loginForm.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const name = login.value.trim();
+      try {
+        const made = await api('POST', `/extensions/${encodeURIComponent(ext.number)}/account`, { name });
+        loginForm.reset();
+        showOnce(`Password of ${made.name}, the self-service login of extension ${ext.number}`, made.password, 'ext-login-password', ext.number);
+        say(`Login ${made.name} added for extension ${ext.number}.`);
+      } catch (e) {
+        say(`Cannot add login ${name}: ${e.message}`, true);
+      }
+    });
     const del = el('button', { type: 'button', class: 'danger', 'aria-label': `Delete extension ${ext.number}` }, 'Delete');
     del.addEventListener('click', async () => {
       if (!window.confirm(`Delete extension ${ext.number}? Its phones stop working.`)) return;
@@ -88,6 +111,7 @@ export async function mount(root) {
       el('td', {}, ext.name),
       el('td', {}, el('label', { for: `dnd-${ext.number}`, class: 'visually-hidden' }, `Do not disturb for ${ext.number}`), dnd),
       el('td', {}, fwdForm),
+      el('td', {}, loginForm),
       el('td', {}, del));
   }
 
@@ -97,7 +121,7 @@ export async function mount(root) {
     listBox.append(table({
       id: 'ext-table',
       caption: `${page.total} extension${page.total === 1 ? '' : 's'}`,
-      columns: [{ label: 'Number' }, { label: 'Name' }, { label: 'Do not disturb' }, { label: 'Forward all calls to' }, { label: 'Actions' }],
+      columns: [{ label: 'Number' }, { label: 'Name' }, { label: 'Do not disturb' }, { label: 'Forward all calls to' }, { label: 'User login' }, { label: 'Actions' }],
       rows: page.items.map(row),
       empty: 'No extensions yet: add the first above.',
     }));

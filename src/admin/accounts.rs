@@ -120,15 +120,20 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Adds an account after checking its name and password.
+/// Adds an account after checking its name and password, owning `extension` when given
+/// (which must exist; see [`link_extension`]).
 pub async fn add(
     store: &Store,
     name: &str,
     role: Role,
     password: &str,
+    extension: Option<&str>,
 ) -> Result<AdminAccount, AdminError> {
     check_name("admin name", name)?;
     check_password(password)?;
+    if let Some(number) = extension {
+        check_extension_exists(store, number).await?;
+    }
     let password = password.to_owned();
     let hash = tokio::task::spawn_blocking(move || hash_password(&password))
         .await
@@ -140,6 +145,7 @@ pub async fn add(
         password_hash: hash,
         created_at: now,
         updated_at: now,
+        extension: extension.map(str::to_owned),
     };
     match store.add_admin(&account).await {
         Ok(()) => Ok(account),
@@ -262,6 +268,35 @@ pub async fn revoke_token(store: &Store, admin: &str, token_name: &str) -> Resul
     }
 }
 
+async fn check_extension_exists(store: &Store, number: &str) -> Result<(), AdminError> {
+    if store.get_extension(number).await?.is_none() {
+        return Err(AdminError::NotFound(format!("no extension {number}")));
+    }
+    Ok(())
+}
+
+/// Makes `name` the owner of `extension` (`None`: owns none), as a PBX ties a user to
+/// their phone: a `user` account reaches that extension's voicemail, forwarding, DND and
+/// SIP password, and nothing else. Several accounts may share one extension (a desk
+/// phone two people answer).
+pub async fn link_extension(
+    store: &Store,
+    name: &str,
+    extension: Option<&str>,
+) -> Result<(), AdminError> {
+    if let Some(number) = extension {
+        check_extension_exists(store, number).await?;
+    }
+    if store
+        .set_admin_extension(name, extension, crate::store::now_unix())
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!("no admin {name}")))
+    }
+}
+
 pub async fn remove(store: &Store, name: &str) -> Result<(), AdminError> {
     if store.remove_admin(name).await? {
         Ok(())
@@ -304,11 +339,11 @@ mod tests {
     async fn accounts_sessions_and_tokens() {
         let store = Store::connect("sqlite::memory:", 1).await.expect("store");
         store.migrate().await.expect("migrate");
-        add(&store, "root", Role::Admin, "a long admin password")
+        add(&store, "root", Role::Admin, "a long admin password", None)
             .await
             .expect("add");
         assert!(matches!(
-            add(&store, "root", Role::Admin, "a long admin password").await,
+            add(&store, "root", Role::Admin, "a long admin password", None).await,
             Err(AdminError::Conflict(_))
         ));
         let ok = authenticate(&store, "root", "a long admin password").await;

@@ -172,19 +172,19 @@ pub async fn get_extension(
         .ok_or_else(|| ApiError::not_found(format!("no extension {number}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ExtensionChange {
-    name: Option<String>,
-    password: Option<String>,
-    dnd: Option<bool>,
+    pub(super) name: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) dnd: Option<bool>,
     /// Absent: unchanged; `null`: cleared; a number: set.
     #[serde(default, deserialize_with = "present")]
-    forward_always: Option<Option<String>>,
+    pub(super) forward_always: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    forward_busy: Option<Option<String>>,
+    pub(super) forward_busy: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    forward_noanswer: Option<Option<String>>,
+    pub(super) forward_noanswer: Option<Option<String>>,
 }
 
 impl ExtensionChange {
@@ -197,7 +197,7 @@ impl ExtensionChange {
 }
 
 /// A field that is present, even as `null`, is `Some` (absent stays `None` by default).
-fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+pub(super) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de>,
@@ -213,6 +213,20 @@ pub async fn update_extension(
     Path(number): Path<String>,
     ApiJson(req): ApiJson<ExtensionChange>,
 ) -> Result<Json<ExtensionView>, ApiError> {
+    change_extension(&state, &who.name, &number, req)
+        .await
+        .map(Json)
+}
+
+/// Applies a change to an extension (checked whole before any of it is written) and
+/// returns the extension as it now is; `by` is the account, for the log.
+pub(super) async fn change_extension(
+    state: &AppState,
+    by: &str,
+    number: &str,
+    req: ExtensionChange,
+) -> Result<ExtensionView, ApiError> {
+    let number = number.to_owned();
     let s = &state.inner;
     if req.name.is_none() && req.password.is_none() && !req.changes_routing() {
         return Err(ApiError::bad_request(
@@ -260,14 +274,14 @@ pub async fn update_extension(
     if let Some(name) = &req.name {
         ext_admin::rename(&s.store, &number, name).await?;
     }
-    refresh_extension(&state, &number).await;
-    tracing::info!(admin = %who.name, number = %number, "extension changed");
+    refresh_extension(state, &number).await;
+    tracing::info!(account = %by, number = %number, "extension changed");
     let ext = s
         .store
         .get_extension(&number)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no extension {number}")))?;
-    Ok(Json(ext.into()))
+    Ok(ext.into())
 }
 
 /// `DELETE /api/v1/extensions/{number}`
@@ -283,8 +297,53 @@ pub async fn delete_extension(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUserAccount {
+    /// The login name (1-64 of `A-Z a-z 0-9 . _ @ -`).
+    name: String,
+}
+
+#[derive(Serialize)]
+pub struct CreatedUserAccount {
+    name: String,
+    role: &'static str,
+    extension: String,
+    /// Generated; the one time it is shown.
+    password: String,
+}
+
+/// `POST /api/v1/extensions/{number}/account`: a `user` account owning this extension,
+/// with a generated panel password shown once (the self-service page's login, as
+/// `ringfort admin add NAME --role user --extension N`).
+pub async fn create_user_account(
+    State(state): State<AppState>,
+    AdminOnly(who): AdminOnly,
+    Path(number): Path<String>,
+    ApiJson(req): ApiJson<NewUserAccount>,
+) -> Result<Response, ApiError> {
+    let password = admin::generate_password();
+    let account = admin::accounts::add(
+        &state.inner.store,
+        &req.name,
+        admin::accounts::Role::User,
+        &password,
+        Some(&number),
+    )
+    .await?;
+    tracing::info!(admin = %who.name, account = %account.name, number = %number,
+                   "user account added for an extension");
+    let body = CreatedUserAccount {
+        name: account.name,
+        role: "user",
+        extension: number,
+        password,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
 /// The registrar caches extensions: a change made here takes effect at once.
-async fn refresh_extension(state: &AppState, number: &str) {
+pub(super) async fn refresh_extension(state: &AppState, number: &str) {
     if let Err(e) = state.inner.registrar.fetch_extension(number).await {
         tracing::warn!(number, error = %e, "registrar cache not refreshed");
     }

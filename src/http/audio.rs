@@ -146,6 +146,11 @@ pub async fn wav_file(
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Someone's voice: no shared cache keeps it.
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
     if let Ok(v) = HeaderValue::from_str(&count.to_string()) {
         h.insert(header::CONTENT_LENGTH, v);
     }
@@ -180,5 +185,7 @@ mod tests {
         assert_eq!(range("bytes=9-3", 100), Err(Unsatisfiable));
         assert_eq!(range("bytes=-0", 100), Err(Unsatisfiable));
         assert_eq!(range("bytes=x-", 100), Err(Unsatisfiable));
+        assert_eq!(range("bytes=5", 100), Err(Unsatisfiable));
+        assert_eq!(range("bytes=-500", 100), Ok(Some((0, 99))));
     }
 }

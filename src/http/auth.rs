@@ -95,6 +95,19 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
+impl Principal {
+    /// The extension the caller's account owns (`admins.extension`), if any: what
+    /// self-service and a `user`'s mailbox are about.
+    pub async fn owned_extension(&self, state: &AppState) -> Result<Option<String>, ApiError> {
+        Ok(state
+            .inner
+            .store
+            .get_admin(&self.name)
+            .await?
+            .and_then(|a| a.extension))
+    }
+}
+
 fn role_of(s: &str) -> Role {
     // The schema allows only the two; anything else gets the lesser role.
     Role::parse(s).unwrap_or(Role::User)
@@ -174,6 +187,8 @@ pub struct SessionView {
     csrf_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<i64>,
+    /// The extension the account owns (`null`: none).
+    extension: Option<String>,
 }
 
 /// `POST /api/v1/login`
@@ -220,6 +235,7 @@ pub async fn login(
         auth: "session",
         csrf_token: Some(session.csrf_token),
         expires_at: Some(session.expires_at),
+        extension: account.extension,
     };
     let mut resp = Json(body).into_response();
     resp.headers_mut().insert(
@@ -254,18 +270,23 @@ pub async fn logout(State(state): State<AppState>, p: Principal) -> Result<Respo
 }
 
 /// `GET /api/v1/me`
-pub async fn me(p: Principal) -> Json<SessionView> {
+pub async fn me(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<SessionView>, ApiError> {
+    let extension = p.owned_extension(&state).await?;
     let (auth, csrf_token) = match p.via {
         Via::Session { csrf_token, .. } => ("session", Some(csrf_token)),
         Via::Token => ("token", None),
     };
-    Json(SessionView {
+    Ok(Json(SessionView {
         name: p.name,
         role: p.role.as_str(),
         auth,
         csrf_token,
         expires_at: None,
-    })
+        extension,
+    }))
 }
 
 #[cfg(test)]

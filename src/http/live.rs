@@ -1,7 +1,12 @@
 //! The live feed, `GET /api/v1/events`: Server-Sent Events carrying snapshots of the
-//! registrations and the calls in progress whenever they change, for the panel's live
-//! pages. Owns: when to read and what to send. Must not: write anything, or learn of
-//! changes other than through [`crate::store::Store::changes`] and its timer.
+//! registrations and the calls in progress whenever they change, and each mailbox's new
+//! counts when a message arrives, is heard or deleted, for the panel's live pages. Owns:
+//! when to read and what to send. Must not: write anything, or learn of changes other
+//! than through [`crate::store::Store::changes`], its timer and
+//! [`crate::voicemail::Voicemail::subscribe_counts`].
+//!
+//! An admin gets everything; a `user` account gets only its own mailbox's counts (the
+//! self-service page's voicemail), never the registrations or calls.
 //!
 //! A snapshot (not a delta) per change: a page just replaces its table, and a client that
 //! missed events (a reconnect) is whole again with the next one. Wake-ups come from the
@@ -18,13 +23,16 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tracing::warn;
 
 use super::api::{calls_now, registrations_now, CallView, RegistrationView};
-use super::auth::AdminOnly;
+use super::auth::Principal;
+use super::error::ApiError;
+use super::voicemail::own_mailbox;
 use super::AppState;
 use crate::store::{Changes, Store};
+use crate::voicemail::CountsChanged;
 
 /// How often the feed re-reads without being told of a change.
 pub const RECHECK: Duration = Duration::from_secs(5);
@@ -36,18 +44,45 @@ pub const MIN_GAP: Duration = Duration::from_millis(250);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// `GET /api/v1/events`: `event: registrations` and `event: calls`, each with the whole
-/// list as JSON (the items of `GET /registrations` and `GET /calls`); both are sent at
-/// once on connecting.
+/// list as JSON (the items of `GET /registrations` and `GET /calls`), both sent at once on
+/// connecting (admins only); `event: voicemail` with `{"mailbox", "new", "old"}` when a
+/// mailbox's counts change (`mailbox` null: some were missed, re-read them all).
 pub async fn events(
     State(state): State<AppState>,
-    _: AdminOnly,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let feed = Feed::new(state.inner.store.clone(), state.inner.closing.subscribe());
+    who: Principal,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let scope = match own_mailbox(&state, &who).await? {
+        None => Scope::Everything,
+        Some(own) => Scope::Mailbox(own),
+    };
+    let feed = Feed::new(
+        state.inner.store.clone(),
+        state.inner.closing.subscribe(),
+        state.inner.voicemail.subscribe_counts(),
+        scope,
+    );
     let events = stream::unfold(feed, |mut feed| async move {
         let event = feed.next().await?;
         Some((Ok(event), feed))
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+/// What one client may hear of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scope {
+    /// An admin.
+    Everything,
+    /// A user: this mailbox's counts only (`None`: the account owns no extension).
+    Mailbox(Option<String>),
+}
+
+/// The `voicemail` event's data.
+#[derive(Serialize)]
+struct MailboxCounts<'a> {
+    mailbox: Option<&'a str>,
+    new: u32,
+    old: u32,
 }
 
 /// One client's feed.
@@ -68,10 +103,19 @@ struct Feed {
     /// True once the server stops: the feed ends.
     closing: watch::Receiver<bool>,
     state_gone: bool,
+    /// Mailbox counts as the voicemail service announces them.
+    voicemail: broadcast::Receiver<CountsChanged>,
+    voicemail_closed: bool,
+    scope: Scope,
 }
 
 impl Feed {
-    fn new(store: Store, closing: watch::Receiver<bool>) -> Feed {
+    fn new(
+        store: Store,
+        closing: watch::Receiver<bool>,
+        voicemail: broadcast::Receiver<CountsChanged>,
+        scope: Scope,
+    ) -> Feed {
         let mut changes = store.changes();
         changes.mark_unchanged();
         let now = tokio::time::Instant::now();
@@ -89,6 +133,9 @@ impl Feed {
             changes_closed: false,
             closing,
             state_gone: false,
+            voicemail,
+            voicemail_closed: false,
+            scope,
         }
     }
 
@@ -119,6 +166,27 @@ impl Feed {
                 }
             }
             _ = self.recheck.tick() => {}
+            counts = self.voicemail.recv(), if !self.voicemail_closed => match counts {
+                Ok(c) => {
+                    let wanted = match &self.scope {
+                        Scope::Everything => true,
+                        Scope::Mailbox(own) => own.as_deref() == Some(c.mailbox.as_str()),
+                    };
+                    if wanted {
+                        let data = MailboxCounts {
+                            mailbox: Some(&c.mailbox),
+                            new: c.counts.new,
+                            old: c.counts.old,
+                        };
+                        self.queue("voicemail", &data);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let data = MailboxCounts { mailbox: None, new: 0, old: 0 };
+                    self.queue("voicemail", &data);
+                }
+                Err(broadcast::error::RecvError::Closed) => self.voicemail_closed = true,
+            },
             // Back in `next`, the feed sees it.
             stopped = self.closing.changed() => {
                 if stopped.is_err() {
@@ -133,9 +201,12 @@ impl Feed {
         self.state_gone || *self.closing.borrow()
     }
 
-    /// Reads both lists and queues those that differ from what was sent.
+    /// Reads both lists and queues those that differ from what was sent (for an admin).
     async fn read(&mut self) {
         self.last_read = tokio::time::Instant::now();
+        if self.scope != Scope::Everything {
+            return;
+        }
         // Whatever changed before this read is in it.
         self.changes.mark_unchanged();
         match registrations_now(&self.store).await {

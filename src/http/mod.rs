@@ -13,12 +13,14 @@ pub mod dialplans;
 pub mod error;
 pub mod limiter;
 pub mod live;
+pub mod me;
 pub mod metrics;
 pub mod panel;
 pub mod recordings;
 pub mod settings;
 pub mod stats;
 pub mod tls;
+pub mod voicemail;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +40,7 @@ use tokio::task::JoinHandle;
 use crate::node::NodeControl;
 use crate::registrar::Registrar;
 use crate::store::Store;
+use crate::voicemail::Voicemail;
 use error::ApiError;
 use limiter::{LimiterPolicy, LoginLimiter};
 
@@ -114,6 +117,9 @@ struct Shared {
     control: mpsc::Sender<NodeControl>,
     /// The dialplan folder (`[paths] dialplans`) the API reads and writes.
     dialplans: PathBuf,
+    /// The mailboxes: the API lists, plays, moves and deletes through it, so MWI lamps
+    /// follow.
+    voicemail: Voicemail,
     /// Held from validating a dialplan change to reloading it, so two saves cannot
     /// each validate against a folder the other is about to change.
     dialplan_edits: tokio::sync::Mutex<()>,
@@ -129,6 +135,7 @@ impl AppState {
         node: NodeInfo,
         realm: impl Into<String>,
         dialplans: PathBuf,
+        voicemail: Voicemail,
     ) -> Self {
         Self::with_limits(
             registrar,
@@ -136,6 +143,7 @@ impl AppState {
             node,
             realm,
             dialplans,
+            voicemail,
             LimiterPolicy::default(),
         )
     }
@@ -146,6 +154,7 @@ impl AppState {
         node: NodeInfo,
         realm: impl Into<String>,
         dialplans: PathBuf,
+        voicemail: Voicemail,
         limits: LimiterPolicy,
     ) -> Self {
         AppState {
@@ -154,6 +163,7 @@ impl AppState {
                 registrar,
                 control,
                 dialplans,
+                voicemail,
                 dialplan_edits: tokio::sync::Mutex::new(()),
                 closing: watch::Sender::new(false),
                 node,
@@ -207,6 +217,14 @@ fn routes() -> Routes {
     .add("POST", "/api/v1/login", auth::login)
     .add("POST", "/api/v1/logout", auth::logout)
     .add("GET", "/api/v1/me", auth::me)
+    .add("GET", "/api/v1/me/extension", me::get_extension)
+    .add("PUT", "/api/v1/me/extension", me::update_extension)
+    .add(
+        "POST",
+        "/api/v1/me/extension/password",
+        me::new_sip_password,
+    )
+    .add("PUT", "/api/v1/me/voicemail-pin", me::set_voicemail_pin)
     .add("GET", "/api/v1/status", api::status)
     .add("GET", "/api/v1/stats/history", stats::history)
     .add("GET", "/api/v1/cluster", settings::cluster)
@@ -220,6 +238,11 @@ fn routes() -> Routes {
         "/api/v1/extensions/{number}",
         api::delete_extension,
     )
+    .add(
+        "POST",
+        "/api/v1/extensions/{number}/account",
+        api::create_user_account,
+    )
     .add("GET", "/api/v1/registrations", api::list_registrations)
     .add("GET", "/api/v1/calls", api::list_calls)
     .add("DELETE", "/api/v1/calls/{id}", api::hang_up_call)
@@ -231,6 +254,27 @@ fn routes() -> Routes {
     .add("GET", "/api/v1/dialplans", dialplans::list)
     .add("POST", "/api/v1/dialplans/validate", dialplans::validate)
     .add("PUT", "/api/v1/dialplans/{name}", dialplans::save)
+    .add("GET", "/api/v1/voicemail", voicemail::list_mailboxes)
+    .add(
+        "GET",
+        "/api/v1/voicemail/{number}/messages",
+        voicemail::list_messages,
+    )
+    .add(
+        "PUT",
+        "/api/v1/voicemail/{number}/messages/{id}",
+        voicemail::update_message,
+    )
+    .add(
+        "DELETE",
+        "/api/v1/voicemail/{number}/messages/{id}",
+        voicemail::delete_message,
+    )
+    .add(
+        "GET",
+        "/api/v1/voicemail/{number}/messages/{id}/audio",
+        voicemail::message_audio,
+    )
     .add("GET", "/metrics", metrics::metrics)
 }
 

@@ -46,6 +46,8 @@ pub const ASSETS: &[Asset] = &[
     asset!("/assets/calls.js", "calls.js", JS),
     asset!("/assets/history.js", "history.js", JS),
     asset!("/assets/dialplan.js", "dialplan.js", JS),
+    asset!("/assets/voicemail.js", "voicemail.js", JS),
+    asset!("/assets/selfservice.js", "selfservice.js", JS),
 ];
 
 /// Scripts and styles come from this origin only (no inline code), so an injected

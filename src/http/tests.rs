@@ -40,6 +40,8 @@ struct T {
     dialplans: std::path::PathBuf,
     /// This node's recordings folder.
     recordings: std::path::PathBuf,
+    /// The mailboxes under the temp dir, the same the API serves.
+    voicemail: crate::voicemail::Voicemail,
     _dir: tempfile::TempDir,
 }
 
@@ -92,12 +94,15 @@ async fn setup() -> T {
         .await
         .expect("registrar"),
     );
-    accounts::add(&store, "root", Role::Admin, PASSWORD)
+    accounts::add(&store, "root", Role::Admin, PASSWORD, None)
         .await
         .expect("root");
-    accounts::add(&store, "viewer", Role::User, PASSWORD)
+    accounts::add(&store, "viewer", Role::User, PASSWORD, None)
         .await
         .expect("viewer");
+    let voicemail = crate::voicemail::Voicemail::open(store.clone(), dir.path())
+        .await
+        .expect("voicemail");
     let limits = LimiterPolicy {
         window: Duration::from_secs(300),
         max_per_account: 3,
@@ -119,6 +124,7 @@ async fn setup() -> T {
         },
         "ringfort",
         dialplans.clone(),
+        voicemail.clone(),
         limits,
     );
     T {
@@ -129,6 +135,7 @@ async fn setup() -> T {
         hung_up,
         dialplans,
         recordings,
+        voicemail,
         _dir: dir,
     }
 }
@@ -532,7 +539,8 @@ async fn the_user_role_is_refused_admin_endpoints() {
         if matches!(
             path,
             "/api/v1/login" | "/api/v1/openapi.json" | "/api/v1/logout" | "/api/v1/me"
-        ) {
+        ) || for_users(path)
+        {
             continue;
         }
         let uri = path.replace("{number}", "1000").replace("{id}", "c1");
@@ -1179,19 +1187,47 @@ async fn open_feed(app: &Router, auth: &Auth) -> EventReader {
 }
 
 #[tokio::test]
-async fn the_live_feed_needs_an_admin() {
+async fn the_live_feed_needs_a_session_and_gives_a_user_only_their_mailbox() {
     let t = setup().await;
     let r = call(&t.app, "GET", "/api/v1/events", &Auth::None, None).await;
     assert_eq!(
         (r.status, r.code()),
         (StatusCode::UNAUTHORIZED, "unauthorized".into())
     );
+    add_extension(&t, "1000").await;
+    add_extension(&t, "1001").await;
+    accounts::link_extension(&t.store, "viewer", Some("1001"))
+        .await
+        .expect("link");
     let viewer = login(&t.app, "viewer").await;
-    let r = call(&t.app, "GET", "/api/v1/events", &viewer, None).await;
+    let mut theirs = open_feed(&t.app, &viewer).await;
+    let admin = login(&t.app, "root").await;
+    let mut all = open_feed(&t.app, &admin).await;
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        first.push(all.next(Duration::from_secs(5)).await.0);
+    }
+    first.sort();
+    assert_eq!(first, ["calls", "registrations"]);
+    leave_message(&t, "1000", "1001", 1200).await;
+    let m = leave_message(&t, "1001", "1000", 1200).await;
+    for (mailbox, new) in [("1000", 1), ("1001", 1)] {
+        let (name, data) = all.next(Duration::from_secs(5)).await;
+        assert_eq!(name, "voicemail");
+        assert_eq!(data, json!({"mailbox": mailbox, "new": new, "old": 0}));
+    }
+    // The user hears of their own mailbox only, and of nothing else: no lists.
+    let (name, data) = theirs.next(Duration::from_secs(5)).await;
     assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::FORBIDDEN, "forbidden".into())
+        (name.as_str(), data),
+        ("voicemail", json!({"mailbox": "1001", "new": 1, "old": 0}))
     );
+    t.voicemail
+        .move_message("1001", &m.id, crate::store::VoicemailFolder::Old)
+        .await
+        .expect("move");
+    let (_, data) = theirs.next(Duration::from_secs(5)).await;
+    assert_eq!(data, json!({"mailbox": "1001", "new": 0, "old": 1}));
 }
 
 #[tokio::test]
@@ -1346,6 +1382,7 @@ async fn hanging_up_when_the_node_is_gone_is_503() {
         NodeInfo::new("test1"),
         "ringfort",
         t.dialplans.clone(),
+        t.voicemail.clone(),
     ));
     t.store
         .insert_active_call(&active_call("live1", "a-live1", "test1"))
@@ -1802,6 +1839,531 @@ async fn metrics_need_an_admin_and_speak_prometheus_text() {
     }
 }
 
+// ---- voicemail ----
+
+/// Leaves a message of `ms` milliseconds from `caller` in `mailbox`, as the voicemail app
+/// does (a real recording, saved through the service).
+async fn leave_message(
+    t: &T,
+    mailbox: &str,
+    caller: &str,
+    ms: u32,
+) -> crate::store::VoicemailMessage {
+    let p = t
+        .voicemail
+        .start_message(mailbox, caller, "Caller")
+        .expect("start");
+    crate::voicemail::tests::write_wav(&p.recording_path, ms, true);
+    t.voicemail
+        .save_message(&p, Duration::from_millis(u64::from(ms)))
+        .await
+        .expect("save")
+        .expect("kept")
+}
+
+/// [`setup`] with extensions 1000 and 1001 (so their mailboxes are listed).
+async fn with_two_extensions() -> T {
+    let t = setup().await;
+    add_extension(&t, "1000").await;
+    add_extension(&t, "1001").await;
+    t
+}
+
+async fn add_extension(t: &T, number: &str) {
+    crate::admin::extensions::add(&t.store, "ringfort", number, "Desk", "sip-pass-1")
+        .await
+        .expect("extension");
+}
+
+/// The raw body of an answer, for audio.
+async fn bytes_of(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    (status, headers, body.to_vec())
+}
+
+fn ranged(uri: &str, auth: &Auth, range: &str) -> Request<Body> {
+    let mut r = request("GET", uri, auth, None);
+    r.headers_mut()
+        .insert(header::RANGE, range.parse().expect("range header"));
+    r
+}
+
+#[tokio::test]
+async fn voicemail_lists_plays_with_ranges_marks_heard_and_deletes() {
+    let t = with_two_extensions().await;
+    let older = leave_message(&t, "1000", "1001", 1500).await;
+    let m = leave_message(&t, "1000", "1002", 5000).await;
+    let admin = login(&t.app, "root").await;
+
+    let r = call(&t.app, "GET", "/api/v1/voicemail", &admin, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json(),
+        json!([
+            {"mailbox": "1000", "name": "Desk", "new": 2, "old": 0},
+            {"mailbox": "1001", "name": "Desk", "new": 0, "old": 0},
+        ])
+    );
+    let r = call(
+        &t.app,
+        "GET",
+        "/api/v1/voicemail/1000/messages",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let list = r.json();
+    assert_eq!(list.as_array().map(Vec::len), Some(2));
+    assert_eq!(list[1]["id"], m.id.as_str());
+    assert_eq!(list[1]["folder"], "new");
+    assert_eq!(list[1]["caller"], "1002");
+    assert_eq!(list[1]["duration_ms"], 5000);
+    assert_eq!(list[1]["received_at"], m.received_at);
+
+    // The audio: whole, then ranges as an audio element asks for them.
+    let file = std::fs::read(t.voicemail.absolute(&m.path)).expect("wav");
+    let uri = format!("/api/v1/voicemail/1000/messages/{}/audio", m.id);
+    let (status, h, body) = bytes_of(&t.app, request("GET", &uri, &admin, None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h[header::CONTENT_TYPE], "audio/wav");
+    assert_eq!(h[header::ACCEPT_RANGES], "bytes");
+    assert_eq!(h[header::CONTENT_LENGTH], file.len().to_string().as_str());
+    assert_eq!(body, file, "the recording, byte for byte");
+    assert_eq!(&body[..4], b"RIFF");
+    let len = file.len();
+    for (range, from, to) in [
+        ("bytes=0-", 0, len - 1),
+        ("bytes=44-1043", 44, 1043),
+        ("bytes=-100", len - 100, len - 1),
+        (&format!("bytes=1000-{}", len + 5000), 1000, len - 1),
+    ] {
+        let (status, h, body) = bytes_of(&t.app, ranged(&uri, &admin, range)).await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(
+            h[header::CONTENT_RANGE],
+            format!("bytes {from}-{to}/{len}").as_str(),
+            "{range}"
+        );
+        assert_eq!(body, file[from..=to], "{range}");
+    }
+    // Larger than one chunk of the stream, across a chunk boundary.
+    assert!(len > 70_000, "a 5 s recording is {len} bytes");
+    let (_, _, body) = bytes_of(&t.app, ranged(&uri, &admin, "bytes=60000-70000")).await;
+    assert_eq!(body, file[60_000..=70_000]);
+    let (status, h, body) = bytes_of(&t.app, ranged(&uri, &admin, &format!("bytes={len}-"))).await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(h[header::CONTENT_RANGE], format!("bytes */{len}").as_str());
+    let err: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(err["error"]["code"], "range_not_satisfiable");
+
+    // Heard: to old, and the MWI side hears of it (as when the phone menu plays it).
+    let mut counts = t.voicemail.subscribe_counts();
+    let msg_uri = format!("/api/v1/voicemail/1000/messages/{}", m.id);
+    let r = call(
+        &t.app,
+        "PUT",
+        &msg_uri,
+        &admin,
+        Some(json!({"folder": "old"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["folder"], "old");
+    let c = counts.try_recv().expect("counts announced");
+    assert_eq!(
+        (c.mailbox.as_str(), c.counts.new, c.counts.old),
+        ("1000", 1, 1)
+    );
+    let r = call(&t.app, "GET", "/api/v1/voicemail", &admin, None).await;
+    assert_eq!(r.json()[0]["old"], 1);
+    for bad in [
+        json!({"folder": "trash"}),
+        json!({"folder": "old", "x": 1}),
+        json!({}),
+    ] {
+        let r = call(&t.app, "PUT", &msg_uri, &admin, Some(bad.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+    let r = send(
+        &t.app,
+        request("PUT", &msg_uri, &admin, Some("{\"folder\": ")),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "bad_json".into())
+    );
+
+    // Deleted: the file goes, the lamp follows, the message is gone for good.
+    let r = call(&t.app, "DELETE", &msg_uri, &admin, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let c = counts.try_recv().expect("counts announced");
+    assert_eq!((c.counts.new, c.counts.old), (1, 0));
+    assert!(!t.voicemail.absolute(&m.path).exists());
+    for (method, uri) in [
+        ("DELETE", msg_uri.as_str()),
+        ("GET", uri.as_str()),
+        ("PUT", msg_uri.as_str()),
+    ] {
+        let body = (method == "PUT").then(|| json!({"folder": "old"}));
+        let r = call(&t.app, method, uri, &admin, body).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::NOT_FOUND, "not_found".into()),
+            "{method} {uri}"
+        );
+    }
+    let r = call(
+        &t.app,
+        "GET",
+        "/api/v1/voicemail/1000/messages",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(r.json().as_array().map(Vec::len), Some(1));
+    assert_eq!(r.json()[0]["id"], older.id.as_str());
+}
+
+#[tokio::test]
+async fn voicemail_ids_and_mailboxes_cannot_name_a_path() {
+    let t = setup().await;
+    add_extension(&t, "1000").await;
+    let m = leave_message(&t, "1000", "1001", 1200).await;
+    let admin = login(&t.app, "root").await;
+    for uri in [
+        "/api/v1/voicemail/1000/messages/..%2F..%2Ft.db/audio",
+        "/api/v1/voicemail/1000/messages/..%2F1000%2Fx/audio",
+        "/api/v1/voicemail/1000/messages/x.wav/audio",
+        "/api/v1/voicemail/1000/messages/%2Fetc%2Fpasswd/audio",
+        "/api/v1/voicemail/1000/messages/a%00b/audio",
+        "/api/v1/voicemail/..%2F..%2F/messages",
+        "/api/v1/voicemail/%2E%2E/messages",
+        "/api/v1/voicemail/1000%2F..%2F1001/messages",
+    ] {
+        let r = call(&t.app, "GET", uri, &admin, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.text);
+        assert_eq!(r.code(), "invalid_input", "{uri}");
+    }
+    let r = call(
+        &t.app,
+        "DELETE",
+        "/api/v1/voicemail/1000/messages/..%2F..%2Ft.db",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(t._dir.path().join("t.db").exists());
+    // An id of another mailbox is not found through this one.
+    add_extension(&t, "1001").await;
+    let uri = format!("/api/v1/voicemail/1001/messages/{}/audio", m.id);
+    let r = call(&t.app, "GET", &uri, &admin, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = call(
+        &t.app,
+        "GET",
+        "/api/v1/voicemail/1000/messages/1-0/audio",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_user_reaches_only_their_own_extensions_mailbox() {
+    let t = with_two_extensions().await;
+    let theirs = leave_message(&t, "1000", "1001", 1200).await;
+    let own = leave_message(&t, "1001", "1000", 1200).await;
+    // No extension linked yet: no mailbox.
+    let viewer = login(&t.app, "viewer").await;
+    let r = call(&t.app, "GET", "/api/v1/voicemail", &viewer, None).await;
+    assert_eq!((r.status, r.json()), (StatusCode::OK, json!([])));
+    accounts::link_extension(&t.store, "viewer", Some("1001"))
+        .await
+        .expect("link");
+    let r = call(&t.app, "GET", "/api/v1/me", &viewer, None).await;
+    assert_eq!(r.json()["extension"], "1001");
+    let r = call(&t.app, "GET", "/api/v1/voicemail", &viewer, None).await;
+    assert_eq!(
+        r.json(),
+        json!([{"mailbox": "1001", "name": "Desk", "new": 1, "old": 0}])
+    );
+    let base = "/api/v1/voicemail/1000/messages";
+    for (method, uri, body) in [
+        ("GET", base.to_owned(), None),
+        ("GET", format!("{base}/{}/audio", theirs.id), None),
+        ("GET", format!("{base}/no-such/audio"), None),
+        (
+            "PUT",
+            format!("{base}/{}", theirs.id),
+            Some(json!({"folder": "old"})),
+        ),
+        // A bad body to someone else's mailbox is refused for who sent it, not parsed.
+        (
+            "PUT",
+            format!("{base}/{}", theirs.id),
+            Some(json!({"nonsense": 1})),
+        ),
+        ("DELETE", format!("{base}/{}", theirs.id), None),
+        (
+            "GET",
+            "/api/v1/voicemail/..%2F1000/messages".to_owned(),
+            None,
+        ),
+    ] {
+        let r = call(&t.app, method, &uri, &viewer, body).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::FORBIDDEN, "forbidden".into()),
+            "{method} {uri}"
+        );
+    }
+    assert_eq!(
+        t.voicemail.counts("1000").await.expect("counts").new,
+        1,
+        "untouched"
+    );
+    // Their own: everything.
+    let own_base = "/api/v1/voicemail/1001/messages";
+    let r = call(&t.app, "GET", own_base, &viewer, None).await;
+    assert_eq!(r.json()[0]["id"], own.id.as_str());
+    let (status, _, body) = bytes_of(
+        &t.app,
+        request(
+            "GET",
+            &format!("{own_base}/{}/audio", own.id),
+            &viewer,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!((status, &body[..4]), (StatusCode::OK, &b"RIFF"[..]));
+    let uri = format!("{own_base}/{}", own.id);
+    let r = call(&t.app, "PUT", &uri, &viewer, Some(json!({"folder": "old"}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = call(&t.app, "DELETE", &uri, &viewer, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        t.voicemail.counts("1001").await.expect("counts"),
+        Default::default()
+    );
+    // Removing the extension unlinks the account.
+    crate::admin::extensions::remove(&t.store, "1001")
+        .await
+        .expect("remove");
+    let r = call(&t.app, "GET", "/api/v1/me", &viewer, None).await;
+    assert_eq!(r.json()["extension"], Value::Null);
+    let r = call(&t.app, "GET", own_base, &viewer, None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+// ---- self-service ----
+
+#[tokio::test]
+async fn a_user_manages_their_own_extension_and_nothing_else() {
+    let t = with_two_extensions().await;
+    let viewer = login(&t.app, "viewer").await;
+    // Owning none: a clear 404 on each.
+    for (method, uri, body) in [
+        ("GET", "/api/v1/me/extension", None),
+        ("PUT", "/api/v1/me/extension", Some(json!({"dnd": true}))),
+        ("POST", "/api/v1/me/extension/password", None),
+        (
+            "PUT",
+            "/api/v1/me/voicemail-pin",
+            Some(json!({"pin": "2468"})),
+        ),
+    ] {
+        let r = call(&t.app, method, uri, &viewer, body).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::NOT_FOUND, "not_found".into()),
+            "{method} {uri}"
+        );
+    }
+    accounts::link_extension(&t.store, "viewer", Some("1001"))
+        .await
+        .expect("link");
+    let r = call(&t.app, "GET", "/api/v1/me/extension", &viewer, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (r.json()["number"].clone(), r.json()["dnd"].clone()),
+        (json!("1001"), json!(false))
+    );
+    let r = call(
+        &t.app,
+        "PUT",
+        "/api/v1/me/extension",
+        &viewer,
+        Some(json!({"dnd": true, "forward_noanswer": "1000"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let e = t
+        .store
+        .get_extension("1001")
+        .await
+        .expect("get")
+        .expect("1001");
+    assert!(e.routing.dnd);
+    assert_eq!(e.routing.forward_noanswer.as_deref(), Some("1000"));
+    // The registrar's cache follows at once (calls see the DND).
+    let cached = t.registrar.extension_state("1001");
+    assert!(cached.is_some_and(|e| e.dnd));
+    // Not the name, not the password this way, not a forward to itself.
+    for bad in [
+        json!({"name": "Mine"}),
+        json!({"password": "chosen-by-me-1"}),
+        json!({"number": "1000", "dnd": false}),
+        json!({"forward_always": "1001"}),
+    ] {
+        let r = call(
+            &t.app,
+            "PUT",
+            "/api/v1/me/extension",
+            &viewer,
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+    let other = t
+        .store
+        .get_extension("1000")
+        .await
+        .expect("get")
+        .expect("1000");
+    assert!(!other.routing.dnd, "the other extension untouched");
+    // A new SIP password: generated, shown once, and the one the extension now has.
+    let before = t
+        .store
+        .get_extension("1001")
+        .await
+        .expect("get")
+        .expect("1001");
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/me/extension/password",
+        &viewer,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let password = r.json()["password"].as_str().expect("password").to_owned();
+    assert_eq!(password.len(), 20);
+    let after = t
+        .store
+        .get_extension("1001")
+        .await
+        .expect("get")
+        .expect("1001");
+    assert_ne!(before.ha1_md5, after.ha1_md5);
+    assert_eq!(
+        after.ha1_md5,
+        crate::sip::digest::Algorithm::Md5.ha1("1001", "ringfort", &password),
+        "the HA1 of the password shown"
+    );
+    // The voicemail PIN: checked, stored hashed, never shown.
+    for bad in ["12", "12ab", "12345678901"] {
+        let r = call(
+            &t.app,
+            "PUT",
+            "/api/v1/me/voicemail-pin",
+            &viewer,
+            Some(json!({"pin": bad})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let r = call(
+        &t.app,
+        "PUT",
+        "/api/v1/me/voicemail-pin",
+        &viewer,
+        Some(json!({"pin": "246810"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert!(t
+        .voicemail
+        .verify_pin("1001", "246810")
+        .await
+        .expect("verify"));
+    assert!(!t.voicemail.has_pin("1000").await.expect("pin"));
+    // CSRF as everywhere.
+    let Auth::Session(cookie, _) = viewer else {
+        unreachable!()
+    };
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/me/extension/password",
+        &Auth::Session(cookie, None),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "csrf_failed".into())
+    );
+}
+
+#[tokio::test]
+async fn an_admin_adds_a_user_login_for_an_extension() {
+    let t = with_two_extensions().await;
+    let admin = login(&t.app, "root").await;
+    let uri = "/api/v1/extensions/1001/account";
+    let r = call(&t.app, "POST", uri, &admin, Some(json!({"name": "alice"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let made = r.json();
+    assert_eq!(
+        (&made["name"], &made["role"], &made["extension"]),
+        (&json!("alice"), &json!("user"), &json!("1001"))
+    );
+    let password = made["password"].as_str().expect("password").to_owned();
+    assert_eq!(password.len(), 20);
+    // The account logs in with it and owns 1001.
+    let r = call(
+        &t.app,
+        "POST",
+        "/api/v1/login",
+        &Auth::None,
+        Some(json!({"name": "alice", "password": password})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (r.json()["role"].clone(), r.json()["extension"].clone()),
+        (json!("user"), json!("1001"))
+    );
+    for (uri, body, status) in [
+        (uri, json!({"name": "alice"}), StatusCode::CONFLICT),
+        (uri, json!({"name": "a b"}), StatusCode::BAD_REQUEST),
+        (
+            uri,
+            json!({"name": "bob", "role": "admin"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/extensions/9999/account",
+            json!({"name": "bob"}),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let r = call(&t.app, "POST", uri, &admin, Some(body.clone())).await;
+        assert_eq!(r.status, status, "{uri} {body}: {}", r.text);
+    }
+    assert!(t.store.get_admin("bob").await.expect("get").is_none());
+}
+
 // ---- an OWASP-basics scan over every route ----
 //
 // Walks the router's own table (held equal to openapi.json above), so a route added later
@@ -1815,6 +2377,34 @@ fn concrete(path: &str) -> String {
     path.replace("{number}", "1000")
         .replace("{id}", "c-scan")
         .replace("{name}", "scan.toml")
+}
+
+/// A voicemail message whose id is the one [`concrete`] puts in paths, in mailbox 1000.
+async fn scan_message(t: &T) {
+    let dir = t.voicemail.mailbox_dir("1000");
+    std::fs::create_dir_all(&dir).expect("mailbox dir");
+    crate::voicemail::tests::write_wav(&dir.join("c-scan.wav"), 1200, true);
+    t.store
+        .insert_voicemail_message(&crate::store::VoicemailMessage {
+            id: "c-scan".into(),
+            mailbox: "1000".into(),
+            caller: "1001".into(),
+            caller_name: "Scan".into(),
+            received_at: crate::store::now_unix(),
+            duration_ms: 1200,
+            folder: crate::store::VoicemailFolder::New,
+            path: "voicemail/1000/c-scan.wav".into(),
+        })
+        .await
+        .expect("message");
+}
+
+/// Routes a `user` account may call too (for its own extension only; the voicemail tests
+/// and the live feed's hold them to that). Every other route is admin-only.
+fn for_users(path: &str) -> bool {
+    path.starts_with("/api/v1/voicemail")
+        || path.starts_with("/api/v1/me/")
+        || path == "/api/v1/events"
 }
 
 /// Routes anyone may call: logging in and the API's description. The panel's files (`/`,
@@ -1872,6 +2462,7 @@ async fn scan_every_state_changing_route_needs_the_csrf_header_on_a_session() {
         .insert_active_call(&active_call("c-scan", "a-live-scan", "test1"))
         .await
         .expect("call");
+    scan_message(&t).await;
     let mut checked = 0;
     for (method, path) in routes().table {
         if method == "GET" || is_public(path) {
@@ -1895,8 +2486,64 @@ async fn scan_every_state_changing_route_needs_the_csrf_header_on_a_session() {
     assert_eq!(e.map(|e| e.display_name), Some("Before".into()));
     assert!(t.store.get_extension("1001").await.expect("get").is_none());
     assert!(t.hung_up.lock().map(|l| l.is_empty()).unwrap_or(false));
+    let c = t.voicemail.counts("1000").await.expect("counts");
+    assert_eq!(
+        (c.new, c.old),
+        (1, 0),
+        "the message neither heard nor deleted"
+    );
     let r = call(&t.app, "GET", "/api/v1/me", &admin, None).await;
     assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn scan_every_admin_route_refuses_a_user_session_with_403() {
+    let t = with_two_extensions().await;
+    scan_message(&t).await;
+    t.store
+        .insert_active_call(&active_call("c-scan", "a-live-scan", "test1"))
+        .await
+        .expect("call");
+    // A user who owns an extension, just not 1000 (whose mailbox the paths name).
+    accounts::link_extension(&t.store, "viewer", Some("1001"))
+        .await
+        .expect("link");
+    let viewer = login(&t.app, "viewer").await;
+    let mut refused = 0;
+    for (method, path) in routes().table {
+        // Their own session, their own extension, their own mailbox list and their own
+        // live feed.
+        if is_public(path)
+            || path.starts_with("/api/v1/me")
+            || matches!(
+                path,
+                "/api/v1/logout" | "/api/v1/voicemail" | "/api/v1/events"
+            )
+        {
+            continue;
+        }
+        let uri = concrete(path);
+        let body = matches!(method, "POST" | "PUT")
+            .then(|| json!({"number": "1002", "name": "After", "folder": "old"}));
+        let r = call(&t.app, method, &uri, &viewer, body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{method} {uri}: {}",
+            r.text
+        );
+        assert_eq!(r.code(), "forbidden", "{method} {uri}");
+        refused += 1;
+    }
+    assert!(refused >= 15, "{refused} routes refused");
+    // Nothing changed.
+    assert!(t.store.get_extension("1002").await.expect("get").is_none());
+    assert!(t.hung_up.lock().map(|l| l.is_empty()).unwrap_or(false));
+    assert_eq!(t.voicemail.counts("1000").await.expect("counts").new, 1);
+    // Their own list says only their own mailbox.
+    let r = call(&t.app, "GET", "/api/v1/voicemail", &viewer, None).await;
+    assert_eq!(r.json().as_array().map(Vec::len), Some(1));
+    assert_eq!(r.json()[0]["mailbox"], "1001");
 }
 
 /// Every key of a JSON value, at any depth.
@@ -1942,10 +2589,12 @@ async fn scan_no_get_answer_carries_a_secret() {
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let voicemail = crate::voicemail::Voicemail::open(t.store.clone(), t._dir.path())
+    t.voicemail.set_pin("1000", PIN).await.expect("pin");
+    scan_message(&t).await;
+    // The admin owns 1000, so `/me/extension` reads it too.
+    accounts::link_extension(&t.store, "root", Some("1000"))
         .await
-        .expect("voicemail");
-    voicemail.set_pin("1000", PIN).await.expect("pin");
+        .expect("link");
     // Something in every list (the recording's CDR before the live call of the same id:
     // writing a CDR ends the active call it names).
     let now = crate::store::now_unix();

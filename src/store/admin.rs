@@ -17,6 +17,8 @@ pub struct AdminAccount {
     pub password_hash: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The extension the account owns (a `user` reaches only its things), if any.
+    pub extension: Option<String>,
 }
 
 impl std::fmt::Debug for AdminAccount {
@@ -27,6 +29,7 @@ impl std::fmt::Debug for AdminAccount {
             .field("password_hash", &"<redacted>")
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
+            .field("extension", &self.extension)
             .finish()
     }
 }
@@ -115,7 +118,7 @@ macro_rules! bind_args {
     }};
 }
 
-const ADMIN_COLUMNS: &str = "name, role, password_hash, created_at, updated_at";
+const ADMIN_COLUMNS: &str = "name, role, password_hash, created_at, updated_at, extension";
 
 macro_rules! admin_from_row {
     ($row:expr) => {{
@@ -126,6 +129,7 @@ macro_rules! admin_from_row {
             password_hash: row.try_get(2)?,
             created_at: row.try_get(3)?,
             updated_at: row.try_get(4)?,
+            extension: row.try_get(5)?,
         })
     }};
 }
@@ -135,13 +139,14 @@ impl Store {
 
     /// Adds an admin account; [`StoreError::Conflict`] if the name exists.
     pub async fn add_admin(&self, a: &AdminAccount) -> Result<(), StoreError> {
-        let sql = format!("INSERT INTO admins ({ADMIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5)");
+        let sql = format!("INSERT INTO admins ({ADMIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)");
         let res = with_pool!(self, pool => sqlx::query(&sql)
             .bind(&a.name)
             .bind(&a.role)
             .bind(&a.password_hash)
             .bind(a.created_at)
             .bind(a.updated_at)
+            .bind(&a.extension)
             .execute(pool)
             .await
             .map(|_| ()));
@@ -178,6 +183,25 @@ impl Store {
     pub async fn remove_admin(&self, name: &str) -> Result<bool, StoreError> {
         with_pool!(self, pool => {
             let res = sqlx::query("DELETE FROM admins WHERE name = $1")
+                .bind(name)
+                .execute(pool)
+                .await?;
+            Ok(res.rows_affected() > 0)
+        })
+    }
+
+    /// Links an account to the extension it owns (`None`: unlinks); `false` if there is
+    /// no such account. The extension must exist (a foreign key).
+    pub async fn set_admin_extension(
+        &self,
+        name: &str,
+        extension: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        with_pool!(self, pool => {
+            let res = sqlx::query("UPDATE admins SET extension = $1, updated_at = $2 WHERE name = $3")
+                .bind(extension)
+                .bind(now)
                 .bind(name)
                 .execute(pool)
                 .await?;
@@ -300,12 +324,14 @@ impl Store {
         token_hash: &str,
         now: i64,
     ) -> Result<Option<(AdminAccount, String)>, StoreError> {
-        let sql = "SELECT a.name, a.role, a.password_hash, a.created_at, a.updated_at, t.name \
+        let sql =
+            "SELECT a.name, a.role, a.password_hash, a.created_at, a.updated_at, a.extension, \
+                   t.name \
                    FROM api_tokens t JOIN admins a ON a.name = t.admin WHERE t.token_hash = $1";
         let found = with_pool!(self, pool => {
             let row = sqlx::query(sql).bind(token_hash).fetch_optional(pool).await?;
             row.map(|r| {
-                let name: String = r.try_get(5)?;
+                let name: String = r.try_get(6)?;
                 admin_from_row!(r).map(|a| (a, name))
             })
             .transpose()?
@@ -504,6 +530,7 @@ mod tests {
             password_hash: "$argon2id$secret".into(),
             created_at: 0,
             updated_at: 0,
+            extension: None,
         };
         assert!(!format!("{a:?}").contains("secret"));
     }

@@ -53,6 +53,7 @@ migrations! {
     7 "cluster" "0007_cluster.sql",
     8 "cluster_secret" "0008_cluster_secret.sql",
     9 "node_samples" "0009_node_samples.sql",
+    10 "account_extension" "0010_account_extension.sql",
 }
 
 pub(crate) fn for_backend(backend: Backend) -> &'static [Migration] {

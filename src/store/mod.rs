@@ -1220,7 +1220,8 @@ mod tests {
                 "0006_voicemail",
                 "0007_cluster",
                 "0008_cluster_secret",
-                "0009_node_samples"
+                "0009_node_samples",
+                "0010_account_extension"
             ]
         );
         let e = Extension {

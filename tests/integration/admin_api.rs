@@ -169,7 +169,34 @@ fn first_admin_logs_in_and_manages_extensions_over_http() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(json_str(&body, "node_id"), "test1");
     let list = node.cli_ok(&["admin", "list"]);
-    assert_eq!(list.trim(), "root\tadmin\ttokens=backup");
+    assert_eq!(list.trim(), "root\tadmin\textension=-\ttokens=backup");
+    // A user account owning extension 1000; relinked, then unlinked; an extension that
+    // does not exist is refused (exit 2, nothing changed).
+    node.cli_ok(&[
+        "admin",
+        "add",
+        "desk",
+        "--role",
+        "user",
+        "--extension",
+        "1000",
+        "--password",
+        "desk password 1",
+    ]);
+    let desk = || {
+        node.cli_ok(&["admin", "list"])
+            .lines()
+            .find(|l| l.starts_with("desk\t"))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    assert_eq!(desk(), "desk\tuser\textension=1000\ttokens=-");
+    let refused = node.cli(&["admin", "link", "desk", "9999"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no extension 9999"));
+    assert_eq!(desk(), "desk\tuser\textension=1000\ttokens=-");
+    node.cli_ok(&["admin", "link", "desk", "--none"]);
+    assert_eq!(desk(), "desk\tuser\textension=-\ttokens=-");
     node.cli_ok(&["admin", "token", "root", "backup", "--revoke"]);
     let (status, _, _) = http(
         addr,

@@ -268,6 +268,7 @@ fn migrate_is_idempotent() {
     assert!(first.contains("applied 0007_cluster"), "{first}");
     assert!(first.contains("applied 0008_cluster_secret"), "{first}");
     assert!(first.contains("applied 0009_node_samples"), "{first}");
+    assert!(first.contains("applied 0010_account_extension"), "{first}");
     let second = node.cli_ok(&["migrate"]);
     assert!(second.contains("up to date"), "{second}");
 }

@@ -258,36 +258,10 @@ fn phone(node: &Node, number: &str, scenario: &str) -> crate::support::SippChild
     uas
 }
 
-/// A caller of `number` who talks (a 700 Hz tone) for 18 s and hangs up after 16: the
-/// default greeting and the beep take about 11 s.
+/// A caller of `number` who talks (a 700 Hz tone) and hangs up after 16 s: the default
+/// greeting and the beep take about 11 s.
 fn talking_caller(node: &Node, number: &str) -> Sipp {
-    let pcap = node.dir.path().join("speech.pcap");
-    if !pcap.exists() {
-        let tone: Vec<i16> = (0..144_000)
-            .map(|i| {
-                (8000.0 * (std::f64::consts::TAU * 700.0 * f64::from(i) / 8000.0).sin()) as i16
-            })
-            .collect();
-        crate::support::pcmu_pcap(&pcap, &tone);
-    }
-    let text = std::fs::read_to_string(crate::support::scenario("call_uac_rtp.xml"))
-        .expect("scenario")
-        .replace(
-            "/usr/share/sip-tester/g711a.pcap",
-            &pcap.display().to_string(),
-        )
-        .replace(
-            "<pause milliseconds=\"2500\"/>",
-            "<pause milliseconds=\"16000\"/>",
-        );
-    let scenario = node.dir.path().join("call_uac_talk.xml");
-    std::fs::write(&scenario, text).expect("write");
-    let mut s = Sipp::new("call_uac_rtp.xml", SippTransport::Udp)
-        .service(number)
-        .auth(CALLER, PASSWORD)
-        .var("caller", CALLER);
-    s.scenario = scenario;
-    s
+    crate::support::talking_caller(node, CALLER, PASSWORD, number, Duration::from_secs(16))
 }
 
 /// The messages' files in `mailbox`, oldest first.
@@ -504,19 +478,24 @@ fn next_notify(sock: &std::net::UdpSocket, seen: &mut Vec<String>) -> (String, S
     }
 }
 
-#[test]
-fn unsolicited_mwi_reaches_a_phone_that_registers_without_subscribing() {
-    let mut node = plan_node_with(41700, "[voicemail]\nunsolicited_mwi = true\n");
-    // 402's phone registers (SIPp), then its port is ours: NOTIFYs come to it.
+/// 402's phone registers (SIPp), then its port is ours: NOTIFYs come to this socket.
+fn phone_402(node: &Node) -> std::net::UdpSocket {
     let port = free_port();
     Sipp::new("register.xml", SippTransport::Udp)
         .auth("402", PASSWORD)
         .var("expires", "600")
         .port(port)
-        .expect_pass(&node);
+        .expect_pass(node);
     let sock = std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the phone's port");
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
+    sock
+}
+
+#[test]
+fn unsolicited_mwi_reaches_a_phone_that_registers_without_subscribing() {
+    let mut node = plan_node_with(41700, "[voicemail]\nunsolicited_mwi = true\n");
+    let sock = phone_402(&node);
     let mut seen = Vec::new();
     // Registering: the lamp's state at once (retransmitted until answered).
     assert_eq!(
@@ -529,6 +508,52 @@ fn unsolicited_mwi_reaches_a_phone_that_registers_without_subscribing() {
         next_notify(&sock, &mut seen),
         ("yes".to_owned(), "1/0 (0/0)".to_owned())
     );
+    node.assert_no_panic();
+    node.stop();
+}
+
+#[test]
+fn the_lamp_goes_out_when_the_message_is_deleted_from_the_admin_api() {
+    let mut node = plan_node_with(48500, "[voicemail]\nunsolicited_mwi = true\n");
+    let sock = phone_402(&node);
+    let mut seen = Vec::new();
+    assert_eq!(next_notify(&sock, &mut seen).0, "no");
+    crate::support::talking_caller(&node, CALLER, PASSWORD, "7402", Duration::from_secs(3))
+        .expect_pass(&node);
+    assert_eq!(
+        next_notify(&sock, &mut seen),
+        ("yes".to_owned(), "1/0 (0/0)".to_owned())
+    );
+    // Heard, then deleted, from the panel's API: the lamp follows each as it does the
+    // phone menu.
+    node.cli_ok(&["admin", "add", "root"]);
+    let out = node.cli_ok(&["admin", "token", "root", "lamp"]);
+    let bearer = format!(
+        "Bearer {}",
+        out.rsplit(' ').next().unwrap_or_default().trim()
+    );
+    let auth = [("Authorization", bearer.as_str())];
+    let http = |method: &str, path: &str, body: Option<&str>| {
+        crate::admin_api::http(node.http_addr(), method, path, &auth, body)
+    };
+    let (status, _, body) = http("GET", "/api/v1/voicemail/402/messages", None);
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let id = list[0]["id"].as_str().expect("a message").to_owned();
+    let message = format!("/api/v1/voicemail/402/messages/{id}");
+    let (status, _, body) = http("PUT", &message, Some(r#"{"folder": "old"}"#));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        next_notify(&sock, &mut seen),
+        ("no".to_owned(), "0/1 (0/0)".to_owned())
+    );
+    let (status, _, body) = http("DELETE", &message, None);
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(
+        next_notify(&sock, &mut seen),
+        ("no".to_owned(), "0/0 (0/0)".to_owned())
+    );
+    assert!(node.cli_ok(&["voicemail", "list", "402"]).trim().is_empty());
     node.assert_no_panic();
     node.stop();
 }

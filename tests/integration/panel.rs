@@ -4,7 +4,12 @@
 //! without a reload (the live feed), a SIPp call shows up on the live calls page and is
 //! hung up with its button (BYE to both SIPps, CDR hangup=system), and the history
 //! lists it; on the dialplan page a broken line is refused on Save with its line, and
-//! the fixed file saves. Screenshots of each page go to `<target dir>/screenshots/panel-*.png`.
+//! the fixed file saves. Two SIPp callers leave voicemail for the new extension while the
+//! Voicemail page is open: the messages appear without a reload, one plays in the page
+//! (to its end, as long as the message) and is marked heard, then is deleted. The user
+//! login the admin made for that extension on the extensions page gets the self-service
+//! page, sees the other message and turns do-not-disturb on. Screenshots of each page go to
+//! `<target dir>/screenshots/panel-*.png`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -12,15 +17,19 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::browser::Browser;
-use crate::support::{free_port, wait_for, Node, NodeOptions, Sipp, SippTransport};
+use crate::support::{free_port, talking_caller, wait_for, Node, NodeOptions, Sipp, SippTransport};
 
 const CALLER: &str = "1001";
 const CALLER_PASSWORD: &str = "panel-caller-pass";
 const NEW_EXTENSION: &str = "2001";
-/// The dialplan the page edits; line 8 is the route's steps.
+/// Callers of this number leave a message in [`NEW_EXTENSION`]'s mailbox.
+const VOICEMAIL_NUMBER: &str = "8001";
+/// The dialplan the page edits; line 8 is the first route's steps.
 const PLAN: &str = "[defaults]\ncontext = \"internal\"\n\n[context.internal]\n\n\
                     [[context.internal.route]]\nmatch = \"_2XXX\"\n\
-                    steps = [{ dial = \"${EXTEN}\", timeout = 20 }]\n";
+                    steps = [{ dial = \"${EXTEN}\", timeout = 20 }]\n\n\
+                    [[context.internal.route]]\nmatch = \"8001\"\n\
+                    steps = [{ voicemail = \"2001\", greeting = \"none\" }]\n";
 /// Waits in the page: generous for a loaded 2-core machine, still bounded.
 const UI_WAIT: Duration = Duration::from_secs(10);
 
@@ -36,9 +45,15 @@ fn admin_panel_in_a_real_browser() {
     let started = Instant::now();
     let mut node = Node::new(NodeOptions {
         // The call scenarios check the SDP names the relay's ports.
-        // Calls are recorded, for the recordings page.
-        extra: "[media]\nrtp_port_min = 40000\nrtp_port_max = 40998\n[calls]\nrecord = \"mixed\"\n"
-            .into(),
+        // The voicemail app plays its beep from the shipped sounds; calls are recorded,
+        // for the recordings page.
+        extra: format!(
+            "[media]\nrtp_port_min = 40000\nrtp_port_max = 40998\n\n[paths]\nsounds = \"{}\"\n\n\
+             [calls]\nrecord = \"mixed\"\n",
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("sounds")
+                .display()
+        ),
         ..NodeOptions::default()
     });
     node.add_extension(CALLER, CALLER_PASSWORD);
@@ -51,36 +66,17 @@ fn admin_panel_in_a_real_browser() {
     let browser = Browser::start();
     browser.goto(&format!("{base}/"));
 
-    // A wrong password, then an account without the admin role, are told apart.
-    let viewer = "viewer password 1";
-    node.cli_ok(&[
-        "admin",
-        "add",
-        "viewer",
-        "--role",
-        "user",
-        "--password",
-        viewer,
-    ]);
-    let login_error = |name: &str, password: &str| {
-        let field = browser.wait_for("#login-name", UI_WAIT);
-        browser.clear(&field);
-        browser.type_into(&field, name);
-        let field = browser.wait_for("#login-password", UI_WAIT);
-        browser.clear(&field);
-        browser.type_into(&field, password);
-        browser.click_on("#login-form button[type=submit]", UI_WAIT);
-        let error = browser.wait_for("#login-error", UI_WAIT);
-        wait_for("the login error", UI_WAIT, || {
-            Some(browser.text(&error)).filter(|t| !t.is_empty())
-        })
-    };
-    assert_eq!(
-        login_error("root", "wrong password!"),
-        "Wrong name or password."
-    );
-    let refused = login_error("viewer", viewer);
-    assert!(refused.contains("needs an admin account"), "{refused}");
+    // A wrong password is refused.
+    let field = browser.wait_for("#login-name", UI_WAIT);
+    browser.type_into(&field, "root");
+    let field = browser.wait_for("#login-password", UI_WAIT);
+    browser.type_into(&field, "wrong password!");
+    browser.click_on("#login-form button[type=submit]", UI_WAIT);
+    let error = browser.wait_for("#login-error", UI_WAIT);
+    let refused = wait_for("the login error", UI_WAIT, || {
+        Some(browser.text(&error)).filter(|t| !t.is_empty())
+    });
+    assert_eq!(refused, "Wrong name or password.");
 
     // Log in.
     let name = browser.wait_for("#login-name", UI_WAIT);
@@ -126,6 +122,16 @@ fn admin_panel_in_a_real_browser() {
     wait_for("DND off", UI_WAIT, || {
         (!node.extension_line(NEW_EXTENSION).contains("\tdnd")).then_some(())
     });
+    // A self-service login for the extension's user; its password is shown once.
+    let login = browser.wait_for(&format!("#login-{NEW_EXTENSION}"), UI_WAIT);
+    browser.type_into(&login, "desk");
+    browser.type_into(&login, "\u{E007}");
+    let shown = browser.wait_for("#ext-login-password", UI_WAIT);
+    let desk_password = browser.text(&shown);
+    assert_eq!(desk_password.len(), 20, "{desk_password:?}");
+    assert!(node
+        .cli_ok(&["admin", "list"])
+        .contains(&format!("desk\tuser\textension={NEW_EXTENSION}\t")));
 
     // The registrations page; the phone registers while it is open.
     browser.click_on("nav a[href='#/registrations']", UI_WAIT);
@@ -298,7 +304,7 @@ fn admin_panel_in_a_real_browser() {
     browser.click_on("#plan-save", UI_WAIT);
     let ok = browser.wait_for("#plan-ok", UI_WAIT);
     assert!(
-        browser.text(&ok).contains("1 route"),
+        browser.text(&ok).contains("2 routes"),
         "{}",
         browser.text(&ok)
     );
@@ -326,7 +332,147 @@ fn admin_panel_in_a_real_browser() {
     );
     browser.screenshot(&shots.join("panel-settings.png"));
 
+    // Voicemail: two callers leave messages for the new extension while its mailbox is
+    // open; they show up without a reload.
+    browser.click_on("nav a[href='#/voicemail']", UI_WAIT);
+    browser.wait_for("#vm-mailbox", UI_WAIT);
+    browser.eval(
+        "const s = document.getElementById('vm-mailbox'); s.value = arguments[0]; \
+         s.dispatchEvent(new Event('change'));",
+        json!([NEW_EXTENSION]),
+    );
+    let caption = browser.wait_for("#vm-table caption", UI_WAIT);
+    wait_for("the mailbox shown", UI_WAIT, || {
+        browser
+            .text(&caption)
+            .starts_with(&format!("Mailbox {NEW_EXTENSION}: 0 new"))
+            .then_some(())
+    });
+    browser.eval("window.stillTheSamePage = true;", json!([]));
+    // The beep takes a second of each call: these leave about 3 s and 2 s.
+    let mut callers: Vec<_> = [4000, 3000]
+        .into_iter()
+        .map(|ms| {
+            talking_caller(
+                &node,
+                CALLER,
+                CALLER_PASSWORD,
+                VOICEMAIL_NUMBER,
+                Duration::from_millis(ms),
+            )
+            .spawn(&node)
+        })
+        .collect();
+    for c in &mut callers {
+        c.expect_pass(&node);
+    }
+    let new_rows = "#vm-table tr[data-message-id][data-folder='new']";
+    wait_for("two new messages on the page", UI_WAIT, || {
+        let n = browser.eval(
+            "return document.querySelectorAll(arguments[0]).length;",
+            json!([new_rows]),
+        );
+        (n == json!(2)).then_some(())
+    });
+    assert_eq!(
+        browser.eval("return window.stillTheSamePage === true;", json!([])),
+        json!(true),
+        "the messages came without a reload"
+    );
+    browser.screenshot(&shots.join("panel-voicemail.png"));
+    // `voicemail list`: id, folder, caller, received, length in ms, file; new first, each
+    // folder oldest first.
+    let listed = |node: &Node| -> Vec<Vec<String>> {
+        node.cli_ok(&["voicemail", "list", NEW_EXTENSION])
+            .lines()
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect()
+    };
+    let messages = listed(&node);
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    let (played, kept) = (messages[0][0].clone(), messages[1][0].clone());
+    let length_ms: f64 = messages[0][4].parse().expect("length in ms");
+    assert!(length_ms > 1000.0, "{messages:?}");
+
+    // Play the first in the page: it plays to its end, its length is the message's, and
+    // playing marks it heard.
+    browser.eval(
+        "const a = document.getElementById('vm-audio'); \
+         window.vmPlayed = { ended: false, furthest: 0 }; \
+         a.addEventListener('timeupdate', () => { \
+           window.vmPlayed.furthest = Math.max(window.vmPlayed.furthest, a.currentTime); }); \
+         a.addEventListener('ended', () => { window.vmPlayed.ended = true; });",
+        json!([]),
+    );
+    let row = format!("#vm-table tr[data-message-id='{played}']");
+    browser.click_on(&format!("{row} button.vm-play"), UI_WAIT);
+    wait_for("the message played to its end", UI_WAIT, || {
+        (browser.eval("return window.vmPlayed.ended;", json!([])) == json!(true)).then_some(())
+    });
+    let heard = browser.eval(
+        "const a = document.getElementById('vm-audio'); \
+         return [a.duration, window.vmPlayed.furthest, a.dataset.messageId];",
+        json!([]),
+    );
+    let duration = heard[0].as_f64().expect("duration");
+    let furthest = heard[1].as_f64().expect("furthest");
+    assert!(
+        (duration - length_ms / 1000.0).abs() < 0.5,
+        "the player's {duration} s against the message's {length_ms} ms"
+    );
+    assert!(
+        furthest > duration - 0.5,
+        "played to {furthest} of {duration} s"
+    );
+    assert_eq!(heard[2], json!(played));
+    browser.wait_for(&format!("{row}[data-folder='old']"), UI_WAIT);
+    wait_for("heard, as the CLI sees it", UI_WAIT, || {
+        listed(&node)
+            .iter()
+            .any(|m| m[0] == played && m[1] == "old")
+            .then_some(())
+    });
+    browser.screenshot(&shots.join("panel-voicemail-played.png"));
+    // Delete it (confirmed).
+    browser.eval("window.confirm = () => true;", json!([]));
+    browser.click_on(&format!("{row} button.vm-delete"), UI_WAIT);
+    browser.wait_gone(&row, UI_WAIT);
+    let left = listed(&node);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0][0], kept);
+
     // Logging out goes back to the login form.
+    browser.click_on("#logout", UI_WAIT);
+    browser.wait_for("#login-form", UI_WAIT);
+
+    // The user owning the extension: the self-service page only, with their voicemail;
+    // do-not-disturb from its checkbox.
+    let field = browser.wait_for("#login-name", UI_WAIT);
+    browser.clear(&field);
+    browser.type_into(&field, "desk");
+    let field = browser.wait_for("#login-password", UI_WAIT);
+    browser.clear(&field);
+    browser.type_into(&field, &desk_password);
+    browser.click_on("#login-form button[type=submit]", UI_WAIT);
+    browser.wait_for(
+        &format!("#vm-table tr[data-message-id='{kept}'][data-folder='new']"),
+        UI_WAIT,
+    );
+    assert_eq!(
+        browser.eval(
+            "return document.querySelector('#top nav').hidden;",
+            json!([])
+        ),
+        json!(true),
+        "no admin pages for a user"
+    );
+    browser.click_on("#me-dnd", UI_WAIT);
+    wait_for("DND on from self-service", UI_WAIT, || {
+        node.extension_line(NEW_EXTENSION)
+            .contains("\tdnd")
+            .then_some(())
+    });
+    browser.screenshot(&shots.join("panel-selfservice.png"));
     browser.click_on("#logout", UI_WAIT);
     browser.wait_for("#login-form", UI_WAIT);
 

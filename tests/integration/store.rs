@@ -51,7 +51,8 @@ where
                 "0006_voicemail".to_owned(),
                 "0007_cluster".to_owned(),
                 "0008_cluster_secret".to_owned(),
-                "0009_node_samples".to_owned()
+                "0009_node_samples".to_owned(),
+                "0010_account_extension".to_owned()
             ]
         );
         f(Ctx {
@@ -273,7 +274,7 @@ async fn newer_schema_is_refused(cx: Ctx) {
     match cx.store.migrate().await {
         Err(StoreError::NewerSchema {
             db_version: 9999,
-            binary_version: 9,
+            binary_version: 10,
         }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
@@ -818,6 +819,7 @@ fn admin(name: &str, role: &str) -> AdminAccount {
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         created_at: 1,
         updated_at: 1,
+        extension: None,
     }
 }
 

@@ -669,6 +669,45 @@ pub fn pg_help(url: &str, err: &dyn std::fmt::Display) -> String {
     )
 }
 
+/// A SIPp caller (`caller` with `password`) of `number` who, once answered, talks (a
+/// 700 Hz tone, PCMU) and hangs up after `talk`: what leaves a voicemail message.
+pub fn talking_caller(
+    node: &Node,
+    caller: &str,
+    password: &str,
+    number: &str,
+    talk: Duration,
+) -> Sipp {
+    let ms = talk.as_millis();
+    let pcap = node.dir.path().join(format!("speech-{ms}.pcap"));
+    if !pcap.exists() {
+        // Two seconds more tone than talk: the caller never falls silent before the BYE.
+        let samples = (ms as usize + 2000) * 8;
+        let tone: Vec<i16> = (0..samples)
+            .map(|i| (8000.0 * (std::f64::consts::TAU * 700.0 * i as f64 / 8000.0).sin()) as i16)
+            .collect();
+        pcmu_pcap(&pcap, &tone);
+    }
+    let text = std::fs::read_to_string(scenario("call_uac_rtp.xml"))
+        .expect("scenario")
+        .replace(
+            "/usr/share/sip-tester/g711a.pcap",
+            &pcap.display().to_string(),
+        )
+        .replace(
+            "<pause milliseconds=\"2500\"/>",
+            &format!("<pause milliseconds=\"{ms}\"/>"),
+        );
+    let path = node.dir.path().join(format!("call_uac_talk_{ms}.xml"));
+    std::fs::write(&path, text).expect("write");
+    let mut s = Sipp::new("call_uac_rtp.xml", SippTransport::Udp)
+        .service(number)
+        .auth(caller, password)
+        .var("caller", caller);
+    s.scenario = path;
+    s
+}
+
 /// A pcap (Ethernet/IPv4/UDP) of PCMU RTP, 20 ms apart, carrying `pcm` (8 kHz): what
 /// SIPp's `play_pcap_audio` replays.
 pub fn pcmu_pcap(path: &std::path::Path, pcm: &[i16]) {
