@@ -69,7 +69,7 @@ pub(super) async fn check_mailbox(
         }
     }
     // Never a path here (files come from the rows), but a name like `..` is no mailbox.
-    if !valid_extension_number(mailbox) || mailbox.starts_with('.') {
+    if !valid_extension_number(mailbox) {
         return Err(ApiError::bad_request(
             "invalid_input",
             format!("{mailbox:?} is not a mailbox number"),

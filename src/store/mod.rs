@@ -159,9 +159,12 @@ pub struct Binding {
     pub updated_at: i64,
 }
 
-/// 1-32 characters of `[A-Za-z0-9._-]` (benchmarks use SIP users like `u100000`).
+/// 1-32 characters of `[A-Za-z0-9._-]` (benchmarks use SIP users like `u100000`), not
+/// starting with a dot: a number also names its mailbox folder, and `.`, `..` or a hidden
+/// name must not be one.
 pub fn valid_extension_number(s: &str) -> bool {
     (1..=32).contains(&s.len())
+        && !s.starts_with('.')
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
@@ -1159,7 +1162,17 @@ mod tests {
         for ok in ["100", "u100000", "a.b_c-d", &"x".repeat(32)] {
             assert!(valid_extension_number(ok), "{ok}");
         }
-        for bad in ["", "a b", "a@b", "é", &"x".repeat(33), "1;2"] {
+        for bad in [
+            "",
+            "a b",
+            "a@b",
+            "é",
+            &"x".repeat(33),
+            "1;2",
+            ".",
+            "..",
+            ".hidden",
+        ] {
             assert!(!valid_extension_number(bad), "{bad}");
         }
     }
