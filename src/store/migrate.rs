@@ -51,6 +51,7 @@ migrations! {
     5 "extension_routing" "0005_extension_routing.sql",
     6 "voicemail" "0006_voicemail.sql",
     7 "cluster" "0007_cluster.sql",
+    8 "vip_handover" "0008_vip_handover.sql",
 }
 
 pub(crate) fn for_backend(backend: Backend) -> &'static [Migration] {

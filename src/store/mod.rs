@@ -1031,7 +1031,7 @@ impl Store {
 mod admin;
 pub use admin::{AdminAccount, ApiTokenInfo, CdrFilter, SessionRecord};
 mod cluster;
-pub use cluster::{ClusterNode, NodeHeartbeat, VipLease};
+pub use cluster::{ClusterNode, NodeHeartbeat, Renewal, VipLease};
 mod notify;
 pub use notify::{BindingChange, BindingChanges, BINDINGS_CHANNEL};
 mod voicemail;
@@ -1194,7 +1194,8 @@ mod tests {
                 "0004_admin",
                 "0005_extension_routing",
                 "0006_voicemail",
-                "0007_cluster"
+                "0007_cluster",
+                "0008_vip_handover"
             ]
         );
         let e = Extension {
@@ -1264,6 +1265,8 @@ mod tests {
         is_send(s.acquire_vip_lease("", "", 1));
         is_send(s.renew_vip_lease("", "", 1, 1));
         is_send(s.release_vip_lease("", "", 1));
+        is_send(s.request_vip_handover("", None));
+        is_send(s.hand_vip_lease_to("", "", 1, "", 1));
         is_send(s.close());
     }
 }
