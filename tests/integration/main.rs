@@ -11,6 +11,7 @@ mod calls;
 mod cli;
 mod cluster;
 mod dialplan;
+mod handover;
 mod mwi;
 mod nat;
 mod panel;

@@ -1,0 +1,420 @@
+//! `ringfort cluster handover` between two real nodes, each in a network namespace the
+//! test creates (and removes), on one bridge with a phones' namespace:
+//!
+//! ```text
+//!  [n1] node a 10.79.0.1 ─┐                      VIP 10.79.0.100 (a, then b)
+//!  [n2] node b 10.79.0.2 ─┼─ bridge in [sw]
+//!  [ph] SIPp   10.79.0.10 ┘
+//! ```
+//!
+//! The nodes reach the test's PostgreSQL through a Unix socket this process forwards to
+//! it (the socket is a file, so it crosses network namespaces). A call runs on node a
+//! through the VIP; the VIP is handed over to b while the call is up; new REGISTERs land
+//! on b, and the call goes on on a until the callee hangs up (its dialog and media use a's
+//! own address, which the SDP checks assert), ending as an answered call in a's CDR.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{scenario, tail, wait_for, Node, NodeOptions};
+use sqlx::{Connection, Executor};
+
+const PASSWORD: &str = "handover-pass";
+const VIP: &str = "10.79.0.100";
+const PHONE_IP: &str = "10.79.0.10";
+const NODE_IPS: [&str; 2] = ["10.79.0.1", "10.79.0.2"];
+const SIP_PORT: u16 = 5060;
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed (the handover test needs root and iproute2): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The four namespaces; dropped = deleted (the veths go with them).
+struct Lan {
+    sw: String,
+    hosts: [String; 3],
+    ifnames: [String; 3],
+}
+
+impl Lan {
+    fn new() -> Lan {
+        let id = std::process::id() % 100_000;
+        let lan = Lan {
+            sw: format!("rf{id}hsw"),
+            hosts: [
+                format!("rf{id}hn1"),
+                format!("rf{id}hn2"),
+                format!("rf{id}hph"),
+            ],
+            ifnames: [
+                format!("rf{id}h1"),
+                format!("rf{id}h2"),
+                format!("rf{id}h3"),
+            ],
+        };
+        for ns in std::iter::once(&lan.sw).chain(&lan.hosts) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        sh(&["ip", "-n", &lan.sw, "link", "add", "br0", "type", "bridge"]);
+        sh(&["ip", "-n", &lan.sw, "link", "set", "br0", "up"]);
+        let ips = [NODE_IPS[0], NODE_IPS[1], PHONE_IP];
+        for (i, ip) in ips.iter().enumerate() {
+            let port = format!("{}s", lan.ifnames[i]);
+            sh(&[
+                "ip",
+                "link",
+                "add",
+                &lan.ifnames[i],
+                "netns",
+                &lan.hosts[i],
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &lan.sw,
+            ]);
+            sh(&["ip", "-n", &lan.sw, "link", "set", &port, "master", "br0"]);
+            sh(&["ip", "-n", &lan.sw, "link", "set", &port, "up"]);
+            let cidr = format!("{ip}/24");
+            sh(&[
+                "ip",
+                "-n",
+                &lan.hosts[i],
+                "addr",
+                "add",
+                &cidr,
+                "dev",
+                &lan.ifnames[i],
+            ]);
+            sh(&[
+                "ip",
+                "-n",
+                &lan.hosts[i],
+                "link",
+                "set",
+                &lan.ifnames[i],
+                "up",
+            ]);
+        }
+        lan
+    }
+
+    fn has_vip(&self, i: usize) -> bool {
+        let out = Command::new("ip")
+            .args([
+                "-n",
+                &self.hosts[i],
+                "-4",
+                "addr",
+                "show",
+                "dev",
+                &self.ifnames[i],
+            ])
+            .output()
+            .expect("ip addr show");
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/32"))
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for ns in std::iter::once(&self.sw).chain(&self.hosts) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Forwards connections on a Unix socket (`DIR/.s.PGSQL.5432`, where libpq-style clients
+/// look) to the test's PostgreSQL over TCP, until the runtime ends.
+async fn pg_socket_proxy(dir: &Path, tcp: String) {
+    let listener =
+        tokio::net::UnixListener::bind(dir.join(".s.PGSQL.5432")).expect("bind pg socket");
+    tokio::spawn(async move {
+        while let Ok((mut unix, _)) = listener.accept().await {
+            let tcp = tcp.clone();
+            tokio::spawn(async move {
+                if let Ok(mut pg) = tokio::net::TcpStream::connect(&tcp).await {
+                    let _ = tokio::io::copy_bidirectional(&mut unix, &mut pg).await;
+                }
+            });
+        }
+    });
+}
+
+/// A scenario with the node's address (and a longer talk) instead of what the
+/// loopback tests expect; written into `dir`.
+fn adapted(dir: &Path, name: &str, node_ip: &str, talk_ms: u32) -> PathBuf {
+    let text = std::fs::read_to_string(scenario(name)).expect("scenario");
+    let text = text
+        .replace(r"127\.0\.0\.1", &node_ip.replace('.', r"\."))
+        .replace(
+            r#"<pause milliseconds="1500"/>"#,
+            &format!(r#"<pause milliseconds="{talk_ms}"/>"#),
+        );
+    let path = dir.join(format!("ho_{name}"));
+    std::fs::write(&path, text).expect("write scenario");
+    path
+}
+
+/// SIPp in the phones' namespace towards the VIP; bounded by `timeout 60`.
+fn sipp(lan: &Lan, work: &Path, scenario: &Path, port: u16, args: &[&str]) -> Child {
+    let log = std::fs::File::create(work.join(format!("sipp_{port}.log"))).expect("log");
+    let log2 = log.try_clone().expect("log");
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lan.hosts[2],
+            "timeout",
+            "60",
+            "sipp",
+            "-sf",
+        ])
+        .arg(scenario)
+        .args([
+            "-i",
+            PHONE_IP,
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-t",
+            "u1",
+        ])
+        .args(["-mp", &(port + 1000).to_string(), "-nostdin"])
+        .args(["-timeout", "40s", "-recv_timeout", "15000"])
+        .args(args)
+        .arg(format!("{VIP}:{SIP_PORT}"))
+        .current_dir(work)
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .spawn()
+        .expect("spawn sipp")
+}
+
+fn finish(mut child: Child, limit: Duration, what: &str, work: &Path, port: u16) {
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(work.join(format!("sipp_{port}.log"))).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{what}: sipp {status:?}\n{}",
+        tail(&log, 4000)
+    );
+}
+
+fn register(lan: &Lan, work: &Path, number: &str, port: u16) {
+    let scen = adapted(work, "register.xml", PHONE_IP, 1500);
+    let child = sipp(
+        lan,
+        work,
+        &scen,
+        port,
+        &[
+            "-s", number, "-au", number, "-ap", PASSWORD, "-set", "expires", "600",
+        ],
+    );
+    finish(child, Duration::from_secs(20), "register", work, port);
+}
+
+fn node(lan: &Lan, i: usize, id: &str, priority: u8, url: &str) -> Node {
+    let mut n = Node::new(NodeOptions {
+        database_url: url.to_owned(),
+        ip: "0.0.0.0".into(),
+        netns: lan.hosts[i].clone(),
+        sip: "tcp_idle_timeout_secs = 30\nt1_ms = 100\nt2_ms = 400".into(),
+        extra: format!(
+            "[media]\nrtp_port_min = 40000\nrtp_port_max = 40998\n\n\
+             [cluster]\nenabled = true\nsip_address = \"{ip}:{SIP_PORT}\"\nheartbeat_ms = 200\n\
+             [[cluster.vip]]\naddress = \"{VIP}\"\ninterface = \"{ifname}\"\npriority = {priority}\n",
+            ip = NODE_IPS[i],
+            ifname = lan.ifnames[i],
+        ),
+        ..NodeOptions::default()
+    });
+    // Both nodes answer the VIP on the same port, under their own ids.
+    let text = std::fs::read_to_string(&n.config).expect("config");
+    let text = text
+        .replace("id = \"test1\"", &format!("id = \"{id}\""))
+        .replace(
+            &format!("0.0.0.0:{}\"", n.port),
+            &format!("0.0.0.0:{SIP_PORT}\""),
+        );
+    std::fs::write(&n.config, text).expect("config");
+    n.port = SIP_PORT;
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handover_moves_the_vip_at_once_and_the_call_in_progress_ends_normally() {
+    let base = crate::support::pg_url();
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("{}", crate::support::pg_help(&base, &e)));
+    let schema = format!("rf_ho_{:016x}", rand::random::<u64>());
+    admin
+        .execute(sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")))
+        .await
+        .expect("create schema");
+    let sock_dir = tempfile::tempdir().expect("tempdir");
+    // postgres://USER@HOST:PORT/DB -> the TCP address to forward to, and a URL by socket.
+    let (userinfo, rest) = base
+        .trim_start_matches("postgres://")
+        .split_once('@')
+        .expect("pg url with user@");
+    let (hostport, db) = rest.split_once('/').expect("pg url with /db");
+    let db = db.split('?').next().unwrap_or(db);
+    pg_socket_proxy(sock_dir.path(), hostport.to_owned()).await;
+    let url = format!(
+        "postgres://{userinfo}@localhost/{db}?host={}&options=-c%20search_path%3D{schema}",
+        sock_dir.path().display()
+    );
+    let res = tokio::task::spawn_blocking(move || scenario_blocking(&url)).await;
+    admin
+        .execute(sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")))
+        .await
+        .expect("drop schema");
+    drop(sock_dir);
+    if let Err(e) = res {
+        match e.try_into_panic() {
+            Ok(p) => std::panic::resume_unwind(p),
+            Err(e) => panic!("test: {e}"),
+        }
+    }
+}
+
+fn scenario_blocking(url: &str) {
+    let lan = Lan::new();
+    let work = tempfile::tempdir().expect("tempdir");
+    let work = work.path();
+    let mut a = node(&lan, 0, "a", 100, url);
+    let mut b = node(&lan, 1, "b", 50, url);
+    for number in ["100", "200", "300"] {
+        a.add_extension(number, PASSWORD);
+    }
+    a.start();
+    b.start();
+    wait_for("a holds the VIP", Duration::from_secs(10), || {
+        (lan.has_vip(0) && !lan.has_vip(1)).then_some(())
+    });
+    wait_for("both nodes healthy", Duration::from_secs(10), || {
+        let s = a.cli_ok(&["cluster", "status"]);
+        (s.contains("node a\thealthy") && s.contains("node b\thealthy")).then_some(())
+    });
+
+    // A call through the VIP, on a: 100 calls 200, who hangs up after 6 s of talk.
+    register(&lan, work, "200", 15200);
+    let uas = sipp(
+        &lan,
+        work,
+        &adapted(work, "call_uas_bye.xml", NODE_IPS[0], 6000),
+        15200,
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = sipp(
+        &lan,
+        work,
+        &adapted(work, "call_uac_wait_bye.xml", NODE_IPS[0], 1500),
+        15100,
+        &[
+            "-s", "200", "-au", "100", "-ap", PASSWORD, "-set", "caller", "100",
+        ],
+    );
+    wait_for("the call is up on a", Duration::from_secs(10), || {
+        a.cli_ok(&["calls"])
+            .lines()
+            .any(|l| l.contains("\tnode=a\t") && !l.contains("answered=-"))
+            .then_some(())
+    });
+
+    // Hand the VIP to b while the call is up.
+    let started = Instant::now();
+    let out = a.cli(&["cluster", "handover", "--to", "b"]);
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "handover failed: {stdout}{}\n--- a\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        tail(&a.log_text(), 4000)
+    );
+    assert!(
+        stdout.starts_with(&format!(
+            "vip {VIP}\tmoved from a (term 1) to b (term 2) in "
+        )),
+        "{stdout}"
+    );
+    assert!(took < Duration::from_secs(2), "the CLI took {took:?}");
+    eprintln!("handover: {}", stdout.trim());
+    assert!(lan.has_vip(1) && !lan.has_vip(0), "b has the VIP, a not");
+    // The call is still up on a; new registrations go to b.
+    assert!(
+        a.cli_ok(&["calls"]).contains("\tnode=a\t"),
+        "the call in progress was dropped"
+    );
+    register(&lan, work, "300", 15300);
+    let registered = "registered aor=300";
+    assert!(
+        b.log_text().contains(registered) && !a.log_text().contains(registered),
+        "300 registered on b, not a\n--- b\n{}",
+        tail(&b.log_text(), 3000)
+    );
+    // The callee hangs up on a (its BYE goes to where its INVITE came from: a's own
+    // address), a ends the caller's leg; both SIPps pass.
+    finish(uas, Duration::from_secs(30), "callee", work, 15200);
+    finish(uac, Duration::from_secs(30), "caller", work, 15100);
+    let cdr = wait_for("a's CDR", Duration::from_secs(15), || {
+        a.cli_ok(&["cdr", "--limit", "1"])
+            .lines()
+            .next()
+            .filter(|l| l.contains("\tanswered\t"))
+            .map(str::to_owned)
+    });
+    assert!(
+        cdr.contains("hangup=callee") && cdr.contains("node=a"),
+        "{cdr}"
+    );
+    // A refused target: unknown, then one that is down.
+    let out = a.cli(&["cluster", "handover", "--to", "nosuchnode"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("node nosuchnode is not in the cluster"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    a.kill();
+    std::thread::sleep(Duration::from_millis(800));
+    let out = b.cli(&["cluster", "handover", "--to", "a"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("node a is not healthy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lan.has_vip(1), "b keeps the VIP");
+    b.stop();
+}
