@@ -64,6 +64,25 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
+impl StoreError {
+    /// The database could not be reached (connection refused or lost, pool timed out),
+    /// as opposed to refusing the statement: retrying the same write later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Connect { .. }
+                | StoreError::Database(
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::Protocol(_)
+                        | sqlx::Error::WorkerCrashed
+                )
+        )
+    }
+}
+
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {

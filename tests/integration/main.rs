@@ -14,6 +14,7 @@ mod dialplan;
 mod handover;
 mod mwi;
 mod nat;
+mod outage;
 mod panel;
 mod register;
 mod relay;

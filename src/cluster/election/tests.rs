@@ -781,3 +781,29 @@ fn a_handover_to_itself_or_while_following_changes_nothing() {
     assert_eq!(w.holder(), Some(a));
     w.assert_safe();
 }
+
+#[test]
+fn no_node_takes_a_vip_it_cannot_fence_while_the_database_is_down() {
+    // Both nodes start while the database is unreachable (a cluster booting during an
+    // outage): neither ever adds the address, however long it lasts; once the database
+    // answers, exactly one takes it.
+    let mut w = World::new(timing());
+    let a = w.add("a", MAX_PRIORITY);
+    let b = w.add("b", MAX_PRIORITY);
+    w.db_down = true;
+    w.start(a, MAX_PRIORITY);
+    w.start(b, MAX_PRIORITY);
+    w.advance(10_000);
+    assert_eq!(w.holder(), None);
+    assert_eq!((w.nodes[a].adds, w.nodes[b].adds), (0, 0));
+    // The same for a holder whose lease expired during the outage: nobody re-takes it.
+    w.db_down = false;
+    let (first, _) = w.until_held(3000).expect("taken once the database is back");
+    w.advance(1000);
+    w.db_down = true;
+    w.advance(10_000);
+    assert_eq!(w.holder(), None, "dropped, and not re-taken by anyone");
+    assert_eq!(w.nodes[first].adds, 1);
+    assert_eq!(w.nodes[1 - first].adds, 0);
+    w.assert_safe();
+}
