@@ -87,6 +87,21 @@ fn db_now(backend: Backend) -> &'static str {
     }
 }
 
+/// Decode a lease row of `SELECT vip, holder, term, expires_at, <db now>` (either
+/// backend's row type, as `super::extension_from_row!` does).
+macro_rules! lease_from_row {
+    ($row:expr) => {{
+        let r = $row;
+        Ok::<_, sqlx::Error>(VipLease {
+            vip: r.try_get(0)?,
+            holder: r.try_get(1)?,
+            term: r.try_get(2)?,
+            expires_at_ms: r.try_get(3)?,
+            db_now_ms: r.try_get(4)?,
+        })
+    }};
+}
+
 impl Store {
     /// Writes this node's heartbeat (insert or update), stamped with the database's clock.
     pub async fn heartbeat_node(&self, hb: &NodeHeartbeat<'_>) -> Result<(), StoreError> {
@@ -173,16 +188,8 @@ impl Store {
             }
             let rows = q.fetch_all(pool).await?;
             Ok(rows
-                .into_iter()
-                .map(|r| {
-                    Ok::<_, sqlx::Error>(VipLease {
-                        vip: r.try_get(0)?,
-                        holder: r.try_get(1)?,
-                        term: r.try_get(2)?,
-                        expires_at_ms: r.try_get(3)?,
-                        db_now_ms: r.try_get(4)?,
-                    })
-                })
+                .iter()
+                .map(|r| lease_from_row!(r))
                 .collect::<Result<Vec<_>, _>>()?)
         })
     }
@@ -270,17 +277,7 @@ impl Store {
                 .bind(to.unwrap_or(""))
                 .fetch_optional(pool)
                 .await?;
-            Ok(row
-                .map(|r| {
-                    Ok::<_, sqlx::Error>(VipLease {
-                        vip: r.try_get(0)?,
-                        holder: r.try_get(1)?,
-                        term: r.try_get(2)?,
-                        expires_at_ms: r.try_get(3)?,
-                        db_now_ms: r.try_get(4)?,
-                    })
-                })
-                .transpose()?)
+            Ok(row.as_ref().map(|r| lease_from_row!(r)).transpose()?)
         })
     }
 

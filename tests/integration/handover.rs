@@ -17,26 +17,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{scenario, tail, wait_for, Node, NodeOptions};
-use sqlx::{Connection, Executor};
+use crate::support::{resume_panic, scenario, sh, tail, wait_for, Node, NodeOptions, PgSchema};
 
 const PASSWORD: &str = "handover-pass";
 const VIP: &str = "10.79.0.100";
 const PHONE_IP: &str = "10.79.0.10";
 const NODE_IPS: [&str; 2] = ["10.79.0.1", "10.79.0.2"];
 const SIP_PORT: u16 = 5060;
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed (the handover test needs root and iproute2): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The four namespaces; dropped = deleted (the veths go with them).
 struct Lan {
@@ -270,40 +257,14 @@ fn node(lan: &Lan, i: usize, id: &str, priority: u8, url: &str) -> Node {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handover_moves_the_vip_at_once_and_the_call_in_progress_ends_normally() {
-    let base = crate::support::pg_url();
-    let mut admin = sqlx::PgConnection::connect(&base)
-        .await
-        .unwrap_or_else(|e| panic!("{}", crate::support::pg_help(&base, &e)));
-    let schema = format!("rf_ho_{:016x}", rand::random::<u64>());
-    admin
-        .execute(sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")))
-        .await
-        .expect("create schema");
+    let schema = PgSchema::create("rf_ho").await;
     let sock_dir = tempfile::tempdir().expect("tempdir");
-    // postgres://USER@HOST:PORT/DB -> the TCP address to forward to, and a URL by socket.
-    let (userinfo, rest) = base
-        .trim_start_matches("postgres://")
-        .split_once('@')
-        .expect("pg url with user@");
-    let (hostport, db) = rest.split_once('/').expect("pg url with /db");
-    let db = db.split('?').next().unwrap_or(db);
-    pg_socket_proxy(sock_dir.path(), hostport.to_owned()).await;
-    let url = format!(
-        "postgres://{userinfo}@localhost/{db}?host={}&options=-c%20search_path%3D{schema}",
-        sock_dir.path().display()
-    );
+    pg_socket_proxy(sock_dir.path(), schema.hostport.clone()).await;
+    let url = schema.url_by_socket(sock_dir.path());
     let res = tokio::task::spawn_blocking(move || scenario_blocking(&url)).await;
-    admin
-        .execute(sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")))
-        .await
-        .expect("drop schema");
+    schema.drop().await;
     drop(sock_dir);
-    if let Err(e) = res {
-        match e.try_into_panic() {
-            Ok(p) => std::panic::resume_unwind(p),
-            Err(e) => panic!("test: {e}"),
-        }
-    }
+    resume_panic(res);
 }
 
 fn scenario_blocking(url: &str) {

@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{free_port, wait_for, Node, NodeOptions, Sipp, SippTransport};
-use sqlx::{Connection, Executor};
+use crate::support::{
+    free_port, resume_panic, wait_for, Node, NodeOptions, PgSchema, Sipp, SippTransport,
+};
 use tokio::sync::watch;
 
 const PASSWORD: &str = "outage-test-pass";
@@ -45,36 +46,13 @@ async fn cuttable_proxy(upstream: String) -> (u16, watch::Sender<bool>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_are_answered_during_a_database_outage_and_written_after_it() {
-    let base = crate::support::pg_url();
-    let mut admin = sqlx::PgConnection::connect(&base)
-        .await
-        .unwrap_or_else(|e| panic!("{}", crate::support::pg_help(&base, &e)));
-    let schema = format!("rf_out_{:016x}", rand::random::<u64>());
-    admin
-        .execute(sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")))
-        .await
-        .expect("create schema");
-    let (userinfo, rest) = base
-        .trim_start_matches("postgres://")
-        .split_once('@')
-        .expect("pg url with user@");
-    let (hostport, db) = rest.split_once('/').expect("pg url with /db");
-    let db = db.split('?').next().unwrap_or(db).to_owned();
-    let (port, up) = cuttable_proxy(hostport.to_owned()).await;
-    let options = format!("options=-c%20search_path%3D{schema}");
-    let via_proxy = format!("postgres://{userinfo}@127.0.0.1:{port}/{db}?{options}");
-    let direct = format!("postgres://{userinfo}@{hostport}/{db}?{options}");
+    let schema = PgSchema::create("rf_out").await;
+    let (port, up) = cuttable_proxy(schema.hostport.clone()).await;
+    let via_proxy = schema.url_at(&format!("127.0.0.1:{port}"));
+    let direct = schema.url_at(&schema.hostport);
     let res = tokio::spawn(scenario(via_proxy, direct, up)).await;
-    admin
-        .execute(sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")))
-        .await
-        .expect("drop schema");
-    if let Err(e) = res {
-        match e.try_into_panic() {
-            Ok(p) => std::panic::resume_unwind(p),
-            Err(e) => panic!("test: {e}"),
-        }
-    }
+    schema.drop().await;
+    resume_panic(res);
 }
 
 async fn scenario(via_proxy: String, direct: String, up: watch::Sender<bool>) {
