@@ -7,7 +7,9 @@
 //! [`Outcome`]: load an extension that is not in memory yet, or persist a new binding set.
 //! Persisting is batched by the caller's writer task ([`Registrar::persist`]): one
 //! transaction, one disk sync, for every REGISTER that arrived meanwhile (group commit);
-//! the 200 goes out only once its bindings are durable.
+//! the 200 goes out only once its bindings are durable, except during a database outage:
+//! then it goes out from memory and the write waits in [`outage`], replayed in order when
+//! the database answers again.
 
 pub mod bindings;
 pub mod outage;
@@ -515,11 +517,6 @@ impl Registrar {
     /// Whether binding writes are being held (a database outage not yet flushed).
     pub fn outage_active(&self) -> bool {
         self.outage.lock().map(|q| q.is_active()).unwrap_or(false)
-    }
-
-    /// How many AORs' binding sets wait for the database.
-    pub fn held_writes(&self) -> usize {
-        self.outage.lock().map(|q| q.len()).unwrap_or(0)
     }
 
     /// Holds the sets of `writes` for the flush loop; a write succeeds (its REGISTER is
