@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::audio::{CALLEE_HZ, CALLER_HZ};
 use crate::baresip::{Baresip, PhoneSetup};
-use crate::support::{wait_for, Node, NodeOptions};
+use crate::support::{sh, wait_for, Node, NodeOptions};
 
 const PASSWORD: &str = "nat-test-pass";
 const PBX_IP: &str = "10.77.0.1";
@@ -29,18 +29,6 @@ struct Topology {
     pbx: String,
     nat: String,
     home: String,
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed (the NAT test needs root, iproute2 and iptables): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl Topology {

@@ -726,7 +726,7 @@ pub fn sh(args: &[&str]) {
         .unwrap_or_else(|e| panic!("{args:?}: {e}"));
     assert!(
         out.status.success(),
-        "{args:?} failed (namespace tests need root and iproute2): {}",
+        "{args:?} failed (namespace tests need root, iproute2 and iptables): {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
