@@ -12,6 +12,8 @@
 //! through the VIP; the VIP is handed over to b while the call is up; new REGISTERs land
 //! on b, and the call goes on on a until the callee hangs up (its dialog and media use a's
 //! own address, which the SDP checks assert), ending as an answered call in a's CDR.
+//! Then the VIP moves back without a named target, and targets that are unknown or down
+//! are refused (exit 1) with the VIP left where it is.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -359,7 +361,17 @@ fn scenario_blocking(url: &str) {
         cdr.contains("hangup=callee") && cdr.contains("node=a"),
         "{cdr}"
     );
-    // A refused target: unknown, then one that is down.
+    // Back to a without naming it (the preferred other node; a's two leases away from
+    // the VIP are over by now).
+    let out = b.cli_ok(&["cluster", "handover", "--vip", VIP]);
+    assert!(
+        out.starts_with(&format!(
+            "vip {VIP}\tmoved from b (term 2) to a (term 3) in "
+        )),
+        "{out}"
+    );
+    assert!(lan.has_vip(0) && !lan.has_vip(1), "a has the VIP again");
+    // A refused target: unknown, then one that is down; the VIP stays where it is.
     let out = a.cli(&["cluster", "handover", "--to", "nosuchnode"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -367,15 +379,23 @@ fn scenario_blocking(url: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    a.kill();
+    b.kill();
     std::thread::sleep(Duration::from_millis(800));
-    let out = b.cli(&["cluster", "handover", "--to", "a"]);
+    let out = a.cli(&["cluster", "handover", "--to", "b"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("node a is not healthy"),
+        String::from_utf8_lossy(&out.stderr).contains("node b is not healthy"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(lan.has_vip(1), "b keeps the VIP");
-    b.stop();
+    // Nor to any node: none other is healthy.
+    let out = a.cli(&["cluster", "handover"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no healthy node other than its holder a"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lan.has_vip(0), "a keeps the VIP");
+    a.stop();
 }
