@@ -300,20 +300,6 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// The URL without a password, for messages.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
     match command {
         Command::Check => Ok(()),
@@ -322,7 +308,10 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             let store = open_store_no_migrate(&cfg).await?;
             let applied = store.migrate().await.context("database migration failed")?;
             if applied.is_empty() {
-                println!("{}: schema is up to date", redact_url(&url));
+                println!(
+                    "{}: schema is up to date",
+                    ringfort::store::redact_url(&url)
+                );
             } else {
                 for name in applied {
                     println!("applied {name}");
@@ -446,13 +435,28 @@ async fn open_store_no_migrate(cfg: &Config) -> anyhow::Result<Store> {
     let url = cfg.database_url();
     Store::connect(&url, cfg.database.max_connections)
         .await
-        .with_context(|| format!("cannot open the database {}", redact_url(&url)))
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                ringfort::store::redact_url(&url)
+            )
+        })
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
     let extensions = store.list_extensions().await?.len();
     let admins = store.count_admins().await?;
+    // A certificate that does not load stops the start: falling back to plain HTTP would
+    // send admin passwords in the clear.
+    let tls = if cfg.http.tls() {
+        Some(ringfort::http::tls::server_config(
+            &cfg.http.tls_cert,
+            &cfg.http.tls_key,
+        )?)
+    } else {
+        None
+    };
     // Bound before SIP comes up: once the node answers, so does the API.
     let http_listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
@@ -460,19 +464,27 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let node = ringfort::node::start(&cfg, store)
         .await
         .context("cannot start the SIP listeners")?;
-    let http = ringfort::http::HttpServer::spawn(
-        http_listener,
-        ringfort::http::AppState::new(
-            node.registrar.clone(),
-            node.control.clone(),
-            ringfort::http::NodeInfo::new(cfg.node.id.to_string())
-                .with_metrics(node.metrics.clone()),
-            cfg.sip.realm.clone(),
-            cfg.paths.dialplans.clone(),
+    let state = ringfort::http::AppState::new(
+        node.registrar.clone(),
+        node.control.clone(),
+        ringfort::http::NodeInfo::new(cfg.node.id.to_string())
+            .with_metrics(node.metrics.clone())
+            .with_config(&cfg),
+        cfg.sip.realm.clone(),
+        cfg.paths.dialplans.clone(),
+    );
+    let (http, scheme) = match &tls {
+        Some(tls) => (
+            ringfort::http::HttpServer::spawn_tls(http_listener, state, tls.clone())?,
+            "https",
         ),
-    )?;
+        None => (
+            ringfort::http::HttpServer::spawn(http_listener, state)?,
+            "http",
+        ),
+    };
     ringfort::node::log_started(&cfg, &node.bound);
-    tracing::info!(addr = %http.local_addr, "admin panel on http://{}/ (API under /api/v1, metrics at /metrics)", http.local_addr);
+    tracing::info!(addr = %http.local_addr, "admin panel on {scheme}://{}/ (API under /api/v1, metrics at /metrics)", http.local_addr);
     if extensions == 0 {
         tracing::info!(
             "no extensions yet: add one with `ringfort extension add 1000 --name \"Front desk\"`"

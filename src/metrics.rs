@@ -91,6 +91,8 @@ pub struct RelayTotals {
     /// Datagrams received and not forwarded (unknown source, no destination yet, a send
     /// that would block or failed).
     pub dropped: AtomicU64,
+    /// RTP packets missing from what the phones sent (sequence gaps).
+    pub lost: AtomicU64,
     /// Relay tasks running now.
     pub running: AtomicU64,
 }
@@ -99,6 +101,7 @@ pub struct RelayTotals {
 pub static RELAYS: RelayTotals = RelayTotals {
     rtp_relayed: AtomicU64::new(0),
     dropped: AtomicU64::new(0),
+    lost: AtomicU64::new(0),
     running: AtomicU64::new(0),
 };
 

@@ -23,6 +23,7 @@ use crate::call::{
     CallLog, CallParams, CallRef, CallSettings, CallerLeg, Command, CoreCommand, DialOutcome,
     Fallback, RecordSettings, SipIn, SoundLibrary, Target, TargetResolver, TaskParams,
 };
+use crate::cluster::routing::{relay_header, verify_relay, ClusterView, Reach, RELAY_HEADER};
 use crate::config::{Config, RecordMode};
 use crate::dialplan::{CallContext, Plan, Routing};
 use crate::media::conference::Rooms;
@@ -203,6 +204,8 @@ pub async fn start_with_apps(
         TransportConfig {
             udp_listen: cfg.sip.udp_listen.clone(),
             tcp_listen: cfg.sip.tcp_listen.clone(),
+            floating_udp: floating_listeners(cfg, &cfg.sip.udp_listen),
+            floating_tcp: floating_listeners(cfg, &cfg.sip.tcp_listen),
             max_message_bytes: cfg.sip.max_message_bytes as usize,
             tcp_idle_timeout: Duration::from_secs(cfg.sip.tcp_idle_timeout_secs),
             tcp_max_connections: cfg.sip.tcp_max_connections as usize,
@@ -271,6 +274,14 @@ pub async fn start_with_apps(
     let (call_tx, call_rx) = mpsc::channel::<CoreCommand>(8192);
     let (control_tx, control_rx) = mpsc::channel::<NodeControl>(64);
     let (call_log, records_writer) = spawn_writer(registrar.store().clone());
+    let (cluster, view_task) = cluster_link(cfg, registrar.store(), &bound, &shutdown_rx).await?;
+    let reach = Arc::new(Reacher {
+        registrar: registrar.clone(),
+        transport: transport.clone(),
+        node_id: cfg.node.id.to_string(),
+        public: cfg.sip.public_address.as_ref().map(|h| h.to_string()),
+        cluster,
+    });
     let metrics = Arc::new(NodeMetrics::default());
     let core = Core {
         metrics: metrics.clone(),
@@ -310,12 +321,13 @@ pub async fn start_with_apps(
                 PROMPT_CACHE_BYTES,
             )),
             rooms: Arc::new(Rooms::new(MixerConfig::default())),
-            resolver: target_resolver(
-                registrar.clone(),
-                transport.clone(),
-                cfg.node.id.to_string(),
-                cfg.sip.public_address.as_ref().map(|h| h.to_string()),
-            ),
+            resolver: {
+                let reach = reach.clone();
+                Arc::new(move |numbers: &[String], call_id: &str| {
+                    reach.targets(numbers, call_id, true)
+                })
+            },
+            reach: reach.clone(),
             node_id: cfg.node.id.to_string(),
             commands: call_tx,
             log: call_log,
@@ -356,12 +368,12 @@ pub async fn start_with_apps(
     )));
     if cfg.registrar.nat_keepalive_secs > 0 {
         tasks.push(tokio::spawn(nat_keepalives(
-            registrar.clone(),
-            transport.clone(),
+            reach.clone(),
             Duration::from_secs(cfg.registrar.nat_keepalive_secs),
             shutdown_rx.clone(),
         )));
     }
+    tasks.extend(view_task);
     if cfg.cluster.enabled {
         // Heartbeat and floating IPs; on shutdown they drop the addresses and release.
         tasks.extend(crate::cluster::agent::spawn(
@@ -370,6 +382,12 @@ pub async fn start_with_apps(
             shutdown_rx.clone(),
         ));
     }
+    tasks.push(tokio::spawn(sample_counts(
+        registrar.store().clone(),
+        cfg.node.id.to_string(),
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(sweeper(
         registrar.clone(),
         Duration::from_secs(cfg.registrar.sweep_interval_secs),
@@ -389,6 +407,79 @@ pub async fn start_with_apps(
         tasks,
         plans,
     })
+}
+
+/// The SIP sockets on the floating IPs a clustered node may hold: each VIP on each port
+/// the node listens on.
+fn floating_listeners(cfg: &Config, listen: &[SocketAddr]) -> Vec<SocketAddr> {
+    if !cfg.cluster.enabled {
+        return Vec::new();
+    }
+    let mut ports: Vec<u16> = listen.iter().map(|a| a.port()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    cfg.cluster
+        .vip
+        .iter()
+        .flat_map(|v| ports.iter().map(|p| SocketAddr::new(v.address, *p)))
+        .collect()
+}
+
+/// Cross-node routing for a clustered node: the shared secret (created in the store by
+/// the first node), the task that keeps the cluster view fresh, and the socket forwards
+/// leave from. `None` outside a cluster, or when `[cluster] sip_address` names no socket
+/// this node listens on (it cannot forward then; other nodes cannot reach it either).
+async fn cluster_link(
+    cfg: &Config,
+    store: &Store,
+    bound: &Bound,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(Option<ClusterLink>, Option<JoinHandle<()>>), NodeError> {
+    if !cfg.cluster.enabled {
+        return Ok((None, None));
+    }
+    let Some(announced) = cfg.cluster.sip_address else {
+        warn!(
+            "[cluster] sip_address is not set: calls for phones on other nodes cannot be forwarded"
+        );
+        return Ok((None, None));
+    };
+    let own_sip = bound
+        .udp
+        .iter()
+        .copied()
+        .find(|a| *a == announced)
+        .or_else(|| {
+            bound
+                .udp
+                .iter()
+                .copied()
+                .find(|a| a.ip().is_unspecified() && a.port() == announced.port())
+        });
+    let Some(own_sip) = own_sip else {
+        warn!(%announced, "[cluster] sip_address is no UDP socket of this node: calls for phones on other nodes cannot be forwarded");
+        return Ok((None, None));
+    };
+    let candidate = format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    );
+    let secret = store.cluster_secret(&candidate).await?;
+    let vips: Vec<IpAddr> = cfg.cluster.vip.iter().map(|v| v.address).collect();
+    let (view, task) = crate::cluster::view::spawn_view(
+        store.clone(),
+        vips,
+        Duration::from_millis(cfg.cluster.heartbeat_ms),
+        shutdown.clone(),
+    )
+    .await;
+    let link = ClusterLink {
+        view,
+        secret: Arc::from(secret.into_bytes()),
+        own_sip,
+    };
+    Ok((Some(link), Some(task)))
 }
 
 /// Makes the recordings folder and the recordings a crash cut playable (before any new
@@ -433,23 +524,58 @@ fn recordings(cfg: &Config) -> Result<Option<RecordSettings>, NodeError> {
 
 /// Keeps NAT mappings of UDP phones open: a CRLF pair from the socket each registered to,
 /// which phones ignore (RFC 5626 keepalive bytes) and NATs count as traffic.
-async fn nat_keepalives(
-    registrar: Arc<Registrar>,
-    transport: TransportHandle,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn nat_keepalives(reach: Arc<Reacher>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let (registrar, transport) = (&reach.registrar, &reach.transport);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                for (local, remote) in registrar.nat_keepalive_targets() {
+                // The node that would ring a phone keeps its NAT pinhole open: in a
+                // cluster, whoever holds the VIP it registered through now.
+                for (local, remote) in registrar.nat_keepalive_targets(|b| reach.reaches(b)) {
                     if let Err(e) = transport.send_datagram(local, remote, b"\r\n\r\n") {
                         debug!(to = %remote, error = %e, "keepalive not sent");
                     }
                 }
             }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// How often a node samples its counts for the panel's charts.
+const SAMPLE_EVERY: Duration = Duration::from_secs(60);
+/// How long samples are kept (the charts show a day; a week back stays possible).
+const SAMPLES_KEPT_SECS: i64 = 8 * 24 * 3600;
+
+/// Writes this node's calls and the live registrations once a minute (on the minute,
+/// and once at start) to the store, and prunes its samples past a week.
+async fn sample_counts(
+    store: Store,
+    node_id: String,
+    metrics: Arc<NodeMetrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let now = crate::registrar::now_unix();
+        let at = now - now.rem_euclid(SAMPLE_EVERY.as_secs() as i64);
+        let sample = async {
+            let sample = crate::store::NodeSample {
+                node_id: node_id.clone(),
+                at,
+                registrations: store.count_live_bindings(now).await?,
+                calls: metrics.calls_up.load(Relaxed) as i64,
+            };
+            store.record_sample(&sample).await?;
+            store.prune_samples(&node_id, at - SAMPLES_KEPT_SECS).await
+        };
+        if let Err(e) = sample.await {
+            debug!(error = %e, "cannot write the node's sample");
+        }
+        let next = (at + SAMPLE_EVERY.as_secs() as i64 - now).max(1) as u64;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(next)) => {}
             _ = shutdown.changed() => return,
         }
     }
@@ -561,6 +687,8 @@ struct Calls {
     rooms: Arc<Rooms>,
     /// Extension numbers to phones, for the legs apps dial.
     resolver: TargetResolver,
+    /// The same, for the B2BUA's dials (and a call another node forwarded here).
+    reach: Arc<Reacher>,
     node_id: String,
     /// Where call tasks send their commands (the core's receiver).
     commands: mpsc::Sender<CoreCommand>,
@@ -705,29 +833,123 @@ fn contact_for(host: &str, peer: &Peer) -> String {
     }
 }
 
-/// Extension numbers to the forks an app's bridge sends, as [`Core::invite`] builds them
-/// for a call from a phone: one per live binding this node can reach.
-fn target_resolver(
+/// How long a call forwarded by another node may ring here: a backstop only, as the
+/// forwarding node cancels the leg at its own (dialplan's) timeout.
+const RELAYED_RING_LIMIT: Duration = Duration::from_secs(600);
+
+/// This node's way into the cluster for calls (cluster mode only).
+#[derive(Clone)]
+pub struct ClusterLink {
+    /// Who holds which floating IP and where the healthy nodes take SIP.
+    pub view: watch::Receiver<Arc<ClusterView>>,
+    /// The key forwarded INVITEs are signed and checked with.
+    pub secret: Arc<[u8]>,
+    /// Our socket that forwards to other nodes leave from (`[cluster] sip_address`).
+    pub own_sip: SocketAddr,
+}
+
+/// Finds the forks that ring extensions: the phones this node reaches itself, and one
+/// fork per other node that reaches some of them (which rings its own).
+struct Reacher {
     registrar: Arc<Registrar>,
     transport: TransportHandle,
     node_id: String,
     public: Option<String>,
-) -> TargetResolver {
-    Arc::new(move |number: &str| {
-        registrar
-            .lookup(number)
-            .into_iter()
-            .filter_map(|b| {
-                let peer = target_peer(&b, &node_id, |c| transport.is_open(c))?;
-                Some(Target {
-                    request_uri: b.contact_uri.clone(),
-                    peer,
-                    local_contact: contact_for(&host_for(public.as_deref(), &peer), &peer),
-                    route: b.path.clone(),
-                })
-            })
-            .collect()
-    })
+    cluster: Option<ClusterLink>,
+}
+
+impl Reacher {
+    /// The forks of a new leg with Call-ID `call_id` ringing `numbers`; `forward: false`
+    /// leaves out other nodes' phones (a call forwarded here rings only ours).
+    fn targets(&self, numbers: &[String], call_id: &str, forward: bool) -> Vec<Target> {
+        let view = self.cluster.as_ref().map(|c| c.view.borrow().clone());
+        let mut targets = Vec::new();
+        let mut forwarded: Vec<(String, &str)> = Vec::new();
+        for number in numbers {
+            for b in self.registrar.lookup(number) {
+                let reach = match &view {
+                    Some(v) => v.reach(&b, &self.node_id, |a| self.transport.listens_on(a)),
+                    None => Reach::Local,
+                };
+                match reach {
+                    Reach::Local => {
+                        let is_open = |c| self.transport.is_open(c);
+                        if let Some(peer) = target_peer(&b, &self.node_id, is_open) {
+                            targets.push(Target {
+                                request_uri: b.contact_uri.clone(),
+                                peer,
+                                local_contact: contact_for(
+                                    &host_for(self.public.as_deref(), &peer),
+                                    &peer,
+                                ),
+                                route: b.path.clone(),
+                                headers: Vec::new(),
+                            });
+                        }
+                    }
+                    Reach::Node { id, sip } if forward => {
+                        if forwarded.iter().any(|(n, x)| *n == id && *x == number) {
+                            continue;
+                        }
+                        if let Some(t) = self.forward(number, sip, call_id) {
+                            debug!(number, node = %id, "fork through another node");
+                            targets.push(t);
+                            forwarded.push((id, number));
+                        }
+                    }
+                    Reach::Node { .. } => {}
+                    Reach::Nobody => {
+                        debug!(number, contact = %b.contact_uri, "no node reaches this phone now")
+                    }
+                }
+            }
+        }
+        targets
+    }
+
+    /// Whether this node sends to the phone of `b` itself.
+    fn reaches(&self, b: &crate::store::Binding) -> bool {
+        match &self.cluster {
+            None => b.node_id == self.node_id,
+            Some(link) => {
+                let view = link.view.borrow();
+                view.reach(b, &self.node_id, |a| self.transport.listens_on(a)) == Reach::Local
+            }
+        }
+    }
+
+    /// A fork to another node for `number`: sent from our cluster address, signed.
+    fn forward(&self, number: &str, to: SocketAddr, call_id: &str) -> Option<Target> {
+        let link = self.cluster.as_ref()?;
+        let peer = Peer {
+            transport: Transport::Udp,
+            remote: to,
+            local: link.own_sip,
+            conn: None,
+        };
+        let host = SocketAddr::new(
+            if link.own_sip.ip().is_unspecified() {
+                local_ip_towards(to)?
+            } else {
+                link.own_sip.ip()
+            },
+            link.own_sip.port(),
+        );
+        let relay = relay_header(
+            &link.secret,
+            &self.node_id,
+            crate::registrar::now_unix(),
+            call_id,
+            number,
+        );
+        Some(Target {
+            request_uri: format!("sip:{number}@{to}"),
+            peer,
+            local_contact: format!("sip:ringfort@{host}"),
+            route: Vec::new(),
+            headers: vec![(HeaderName::Other(RELAY_HEADER.into()), relay)],
+        })
+    }
 }
 
 /// The flow towards a registered contact: to where the phone registered from, from our
@@ -939,7 +1161,7 @@ impl Core {
                 timeout,
                 fallback,
             } => {
-                self.dial(*leg, numbers, timeout, Some(fallback));
+                self.dial(*leg, numbers, timeout, Some(fallback), None);
                 return;
             }
             CoreCommand::Adopt { call, call_id } => {
@@ -1117,6 +1339,10 @@ impl Core {
             let r = self.simple(&req, 483);
             return self.reply(&key, r);
         }
+        let relay = HeaderName::Other(RELAY_HEADER.into());
+        if let Some(value) = req.headers.get(&relay).map(str::to_owned) {
+            return self.relayed_invite(key, req, from, &value);
+        }
         // The dialled extension must be in memory before authenticating: checking the
         // credentials consumes the nonce count, so the request must not come back after.
         let callee = SipUri::parse(&req.uri).ok().and_then(|u| u.user);
@@ -1168,23 +1394,56 @@ impl Core {
                 return self.reply(&key, r);
             }
         };
-        let Some(offer) = self.offer_or_refuse(&key, &req) else {
+        let Some(leg) = self.new_caller_leg(key, req, from, user, callee) else {
             return;
-        };
-        let leg = CallerLeg {
-            key,
-            invite: req,
-            from,
-            offer,
-            caller: user,
-            dialled: callee,
-            dialog: None,
-            record: None,
         };
         if let Some(app) = self.calls.apps.get(&leg.dialled).cloned() {
             return self.start_app(leg, app);
         }
         self.route(leg);
+    }
+
+    /// An INVITE another node forwarded here for a phone this node reaches: checked by its
+    /// signature instead of a digest challenge (that node authenticated the caller and
+    /// ran the dialplan), then rung on this node's phones only.
+    fn relayed_invite(&mut self, key: TxKey, req: Request, from: Peer, relay: &str) {
+        let callee = SipUri::parse(&req.uri).ok().and_then(|u| u.user);
+        let caller = from_header(&req.headers)
+            .ok()
+            .and_then(|f| SipUri::parse(&f.uri).ok())
+            .and_then(|u| u.user);
+        let checked = match (&self.calls.reach.cluster, &callee) {
+            (Some(link), Some(number)) => verify_relay(
+                &link.secret,
+                relay,
+                crate::registrar::now_unix(),
+                call_id_of(&req.headers).unwrap_or_default(),
+                number,
+            )
+            .map_err(|e| e.to_string()),
+            (None, _) => Err("this node is not in a cluster".to_owned()),
+            (_, None) => Err("no number in the Request-URI".to_owned()),
+        };
+        let node = match checked {
+            Ok(node) => node,
+            Err(why) => {
+                warn!(from = %from.remote, why, "forwarded call refused");
+                let r = self.simple(&req, 403);
+                return self.reply(&key, r);
+            }
+        };
+        let (Some(callee), Some(caller)) = (callee, caller) else {
+            let r = self.simple(&req, 400);
+            return self.reply(&key, r);
+        };
+        if self.registrar.cached_extension(&callee).is_none() {
+            return self.load_then_retry(callee, key, req, from);
+        }
+        let Some(leg) = self.new_caller_leg(key, req, from, caller, callee.clone()) else {
+            return;
+        };
+        // The forwarding node owns the ring timeout: it cancels this leg when it gives up.
+        self.dial(leg, vec![callee], RELAYED_RING_LIMIT, None, Some(node));
     }
 
     /// Runs the dialplan for a new call: a leading dial goes to the B2BUA, anything else
@@ -1203,7 +1462,7 @@ impl Core {
                 Some(Some(_)) => {
                     let numbers = vec![leg.dialled.clone()];
                     let timeout = self.calls.settings.no_answer_timeout;
-                    self.dial(leg, numbers, timeout, None)
+                    self.dial(leg, numbers, timeout, None, None)
                 }
             };
         }
@@ -1245,33 +1504,31 @@ impl Core {
                 then,
             }) => {
                 let fallback = dialplan_app::fallback(env, call, then);
-                self.dial(leg, numbers, timeout, Some(fallback))
+                self.dial(leg, numbers, timeout, Some(fallback), None)
             }
             None => self.start_app(leg, dialplan_app::app(env, call, actions)),
         }
     }
 
-    /// Rings every registered phone of `numbers` for the caller through the B2BUA. When
-    /// none can ring, or nobody answers, the caller goes to the `fallback` app (for the
-    /// outcomes it takes), else gets the failure (480, 486...).
+    /// Rings every registered phone of `numbers` for the caller through the B2BUA (phones
+    /// another node reaches through that node). When none can ring, or nobody answers,
+    /// the caller goes to the `fallback` app (for the outcomes it takes), else gets the
+    /// failure (480, 486...). A call `relayed_from` another node rings only the phones
+    /// this node reaches, and that node keeps the call's rows.
     fn dial(
         &mut self,
         leg: CallerLeg,
         numbers: Vec<String>,
         timeout: Duration,
         fallback: Option<Fallback>,
+        relayed_from: Option<String>,
     ) {
-        let node_id = self.calls.node_id.clone();
-        let is_open = |c| self.transport.is_open(c);
-        let mut peers: Vec<(crate::store::Binding, Peer)> = Vec::new();
-        for n in &numbers {
-            for b in self.registrar.lookup(n) {
-                if let Some(p) = target_peer(&b, &node_id, is_open) {
-                    peers.push((b, p));
-                }
-            }
-        }
-        if peers.is_empty() {
+        let callee_call_id = format!("{:032x}", rand::random::<u128>());
+        let targets = self
+            .calls
+            .reach
+            .targets(&numbers, &callee_call_id, relayed_from.is_none());
+        if targets.is_empty() {
             info!(caller = %leg.caller, callee = %leg.dialled, ?numbers, "nobody to ring");
             return match fallback {
                 Some(f) if f.outcomes.contains(&DialOutcome::Unavailable) => {
@@ -1301,20 +1558,10 @@ impl Core {
             .and_then(|f| f.display.clone())
             .unwrap_or_default();
         let caller_name = caller_name.trim_matches('"').to_owned();
-        let targets: Vec<Target> = peers
-            .iter()
-            .map(|(b, p)| Target {
-                request_uri: b.contact_uri.clone(),
-                peer: *p,
-                local_contact: contact_for(&host_for(public.as_deref(), p), p),
-                route: b.path.clone(),
-            })
-            .collect();
         let domain = targets
             .first()
             .map(|t| host_for(public.as_deref(), &t.peer))
             .unwrap_or_else(|| host_for(public.as_deref(), &leg.from));
-        let callee_call_id = format!("{:032x}", rand::random::<u128>());
         let caller_call_id = call_id_of(&leg.invite.headers)
             .unwrap_or_default()
             .to_owned();
@@ -1322,6 +1569,7 @@ impl Core {
             Some(f) => (f.outcomes.clone(), Some(f)),
             None => (Vec::new(), None),
         };
+        let forks = targets.len();
         let params = CallParams {
             key: leg.key,
             caller_contact: contact_for(&host_for(public.as_deref(), &leg.from), &leg.from),
@@ -1349,15 +1597,27 @@ impl Core {
             .as_ref()
             .map(|r| r.id().to_owned())
             .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
-        info!(call = %id, caller = %leg.caller, callee = %leg.dialled, forks = peers.len(), "call");
+        let mut settings = self.calls.settings.clone();
+        let log = match &relayed_from {
+            None => {
+                info!(call = %id, caller = %leg.caller, callee = %leg.dialled, forks, "call");
+                self.calls.log.clone()
+            }
+            Some(node) => {
+                info!(call = %id, caller = %leg.caller, callee = %leg.dialled, forks, from_node = %node, "call forwarded by another node");
+                // That node records the call, and writes its rows and CDR.
+                settings.record = None;
+                CallLog::kept_elsewhere()
+            }
+        };
         let handle = spawn_call(TaskParams {
             call,
             id,
             params,
-            settings: self.calls.settings.clone(),
+            settings,
             relay,
-            log: self.calls.log.clone(),
-            node_id,
+            log,
+            node_id: self.calls.node_id.clone(),
             core: self.calls.commands.clone(),
             record: leg.record,
         });
@@ -1451,6 +1711,29 @@ impl Core {
 
     /// The INVITE's SDP offer; without a usable one the INVITE is answered (488 or 400,
     /// the reason in the phrase) and `None` returned.
+    /// The caller's leg of a new INVITE from `caller` to `dialled`, or `None` once the
+    /// caller was refused for its offer.
+    fn new_caller_leg(
+        &mut self,
+        key: TxKey,
+        req: Request,
+        from: Peer,
+        caller: String,
+        dialled: String,
+    ) -> Option<CallerLeg> {
+        let offer = self.offer_or_refuse(&key, &req)?;
+        Some(CallerLeg {
+            key,
+            invite: req,
+            from,
+            offer,
+            caller,
+            dialled,
+            dialog: None,
+            record: None,
+        })
+    }
+
     fn offer_or_refuse(&mut self, key: &TxKey, req: &Request) -> Option<SessionDescription> {
         match parse_offer(req) {
             Ok(o) => Some(o),

@@ -8,8 +8,9 @@ import * as registrations from './registrations.js';
 import * as calls from './calls.js';
 import * as history from './history.js';
 import * as dialplan from './dialplan.js';
+import * as settings from './settings.js';
 
-const pages = { dashboard, extensions, registrations, calls, history, dialplan };
+const pages = { dashboard, extensions, registrations, calls, history, dialplan, settings };
 
 const loginSection = document.getElementById('login');
 const top = document.getElementById('top');

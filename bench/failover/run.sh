@@ -158,7 +158,7 @@ id = "${NAMES[$i]}"
 data_dir = "$d/data"
 
 [sip]
-udp_listen = ["0.0.0.0:5060"]
+udp_listen = ["${NODE_IP[$i]}:5060"]
 tcp_listen = []
 
 [media]

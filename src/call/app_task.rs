@@ -574,9 +574,10 @@ fn create_recording(path: &Path, rate: u32) -> Result<Recorder, ChannelError> {
     Recorder::create(path, Layout::Mixed, rate).map_err(|e| err(e.to_string()))
 }
 
-/// The phones of an extension, as the node's registrar knows them now: one [`Target`]
-/// per registered contact (none: not registered, or unknown).
-pub type TargetResolver = Arc<dyn Fn(&str) -> Vec<Target> + Send + Sync>;
+/// The forks that ring extensions `numbers` for a new leg with Call-ID `call_id`, as the
+/// node's registrar knows them now: one [`Target`] per registered contact this node
+/// reaches, one per other node that reaches some (none: not registered, or unknown).
+pub type TargetResolver = Arc<dyn Fn(&[String], &str) -> Vec<Target> + Send + Sync>;
 
 /// Everything an app call task needs.
 pub struct AppTaskParams {
@@ -781,11 +782,8 @@ impl AppCall {
     /// nothing can ring.
     async fn start_bridge(&mut self, dial: BridgeRequest, opts: BridgeOptions) {
         self.stop_bridge().await;
-        let targets: Vec<Target> = dial
-            .numbers
-            .iter()
-            .flat_map(|n| (self.resolver)(n))
-            .collect();
+        let call_id = format!("{:032x}", rand::random::<u128>());
+        let targets: Vec<Target> = (self.resolver)(&dial.numbers, &call_id);
         if targets.is_empty() || self.leg.is_ended() {
             info!(numbers = ?dial.numbers, "bridge: nobody to ring");
             return self.report(BridgeEnd::Unavailable);
@@ -811,7 +809,6 @@ impl AppCall {
             format!("\"{name}\" <sip:{caller}@{domain}>")
         };
         let first = dial.numbers.first().cloned().unwrap_or_default();
-        let call_id = format!("{:032x}", rand::random::<u128>());
         let params = OutLegParams {
             targets,
             from,

@@ -106,6 +106,8 @@ pub struct Target {
     pub local_contact: String,
     /// Route headers (the binding's Path).
     pub route: Vec<String>,
+    /// Headers this fork's INVITE adds (a forward to another node: its relay header).
+    pub headers: Vec<(HeaderName, String)>,
 }
 
 /// Settings of every call.
@@ -536,6 +538,7 @@ impl Call {
                     if offer_100rel {
                         o.headers.push((HeaderName::Supported, "100rel".into()));
                     }
+                    o.headers.extend(t.headers.iter().cloned());
                     o
                 },
             };
@@ -1696,6 +1699,7 @@ mod tests {
                 peer: peer(&format!("192.0.2.{}:5060", 20 + i)),
                 local_contact: "sip:ringfort@203.0.113.1:5060".into(),
                 route: Vec::new(),
+                headers: Vec::new(),
             })
             .collect();
         let p = CallParams {

@@ -235,6 +235,7 @@ impl OutLeg {
         for t in &p.targets {
             let mut opts = MsgOpts::body(body.clone());
             opts.headers.push((HeaderName::Allow, ALLOW.into()));
+            opts.headers.extend(t.headers.iter().cloned());
             let params = InviteParams {
                 request_uri: t.request_uri.clone(),
                 from: p.from.clone(),
@@ -718,6 +719,7 @@ mod tests {
                 peer: peer(&format!("192.0.2.{}:5060", 20 + i)),
                 local_contact: "sip:ringfort@203.0.113.1:5060".into(),
                 route: Vec::new(),
+                headers: Vec::new(),
             })
             .collect();
         let s = settings();

@@ -31,16 +31,24 @@ const ATTEMPTS: u32 = 5;
 /// Where call tasks send their records. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct CallLog {
-    tx: mpsc::UnboundedSender<CallRecord>,
+    /// `None`: another node keeps this call's rows ([`CallLog::kept_elsewhere`]).
+    tx: Option<mpsc::UnboundedSender<CallRecord>>,
 }
 
 impl CallLog {
     /// Queues a record; never waits. Unbounded on purpose: records are small and a store
     /// outage must not stall calls (the queue drains when the store is back).
     pub fn record(&self, r: CallRecord) {
-        if self.tx.send(r).is_err() {
+        let Some(tx) = &self.tx else { return };
+        if tx.send(r).is_err() {
             warn!("call records writer has stopped: record lost");
         }
+    }
+
+    /// The log of a leg this node rings for another node: the node that took the call
+    /// writes its row and its one CDR, so this one writes nothing.
+    pub fn kept_elsewhere() -> CallLog {
+        CallLog { tx: None }
     }
 }
 
@@ -48,7 +56,7 @@ impl CallLog {
 /// written, so awaiting the handle at shutdown flushes the last CDRs.
 pub fn spawn_writer(store: Store) -> (CallLog, JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (CallLog { tx }, tokio::spawn(writer(store, rx)))
+    (CallLog { tx: Some(tx) }, tokio::spawn(writer(store, rx)))
 }
 
 async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<CallRecord>) {

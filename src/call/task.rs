@@ -447,15 +447,19 @@ async fn run(p: TaskParams, mut inputs: mpsc::Receiver<CallInput>) {
     }
     let stats = relay.close().await;
     let dropped = [stats.legs[0].dropped, stats.legs[1].dropped];
-    if dropped.iter().any(|d| *d > 0) {
-        // Packets from unknown sources, before the other leg's address was known, or
-        // sends that failed: worth seeing without debug logs when audio went missing.
+    let lost = [stats.legs[0].lost, stats.legs[1].lost];
+    if dropped.iter().chain(&lost).any(|d| *d > 0) {
+        // Packets from unknown sources, before the other leg's address was known, sends
+        // that failed, or that never reached us: worth seeing without debug logs when
+        // audio went missing.
         info!(
             a_rx = stats.legs[0].rx_packets,
             b_rx = stats.legs[1].rx_packets,
             a_dropped = dropped[0],
             b_dropped = dropped[1],
-            "relay closed with dropped packets"
+            a_lost = lost[0],
+            b_lost = lost[1],
+            "relay closed with dropped or lost packets"
         );
     } else {
         debug!(

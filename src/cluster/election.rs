@@ -489,8 +489,8 @@ impl Election {
     /// wins, and a dead target costs one lease period, not the VIP). This node stays a
     /// follower that does not try for two lease periods, so the VIP goes elsewhere even
     /// when the chosen node never comes (its reserved row expires after one); the
-    /// process keeps running and its calls in progress with it (they do not use the VIP
-    /// address, see `super::agent`). A handover to this node itself changes nothing.
+    /// process keeps running and its calls in progress with it. A handover to this node
+    /// itself changes nothing.
     pub fn hand_over(&mut self, now: Instant, to: Option<String>) -> Vec<Command> {
         let Role::Holder { term, .. } = self.role else {
             return Vec::new();

@@ -8,9 +8,10 @@
 //! lease on (`super::election::Election::hand_over`), so the fencing stays with the
 //! election.
 //!
-//! The old holder keeps running: calls in progress on it go on until they end (their SIP
-//! dialogs and media use the node's own address, not the VIP: see `super::agent`), while
-//! new REGISTERs and calls reach the new holder.
+//! The old holder keeps running with its calls in progress (their media is on its own
+//! address), while new REGISTERs and calls reach the new holder. Those calls were rung
+//! from the VIP, though, so a phone's in-dialog requests after the move reach the new
+//! holder: a full drain needs them relayed to the node that has the dialog.
 
 use std::time::{Duration, Instant};
 

@@ -4,9 +4,12 @@
 //! store and the interface (`agent`), the heartbeat of this node, and moving a VIP on
 //! purpose (`handover`).
 //! Must not: write SQL (everything goes through `crate::store`), or know about SIP, calls
-//! or media; cross-node routing and call recovery are still to come (see DESIGN.md).
+//! or media beyond the pure routing answer in `routing`; call recovery is still to come
+//! (see DESIGN.md).
 
 pub mod agent;
 pub mod election;
 pub mod handover;
+pub mod routing;
 pub mod status;
+pub mod view;

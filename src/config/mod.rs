@@ -257,12 +257,26 @@ pub struct VoicemailConfig {
 pub struct HttpConfig {
     #[serde(deserialize_with = "values::socket_addr")]
     pub listen: SocketAddr,
+    /// PEM certificate chain (leaf first) for HTTPS; empty = plain HTTP. Resolved against
+    /// the config file's folder.
+    pub tls_cert: PathBuf,
+    /// PEM private key of `tls_cert`; set both or neither.
+    pub tls_key: PathBuf,
+}
+
+impl HttpConfig {
+    /// Whether the admin port serves HTTPS.
+    pub fn tls(&self) -> bool {
+        !self.tls_cert.as_os_str().is_empty()
+    }
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
         }
     }
 }
@@ -611,6 +625,11 @@ impl Config {
         self.node.data_dir = resolve(base, &self.node.data_dir);
         self.paths.dialplans = resolve(base, &self.paths.dialplans);
         self.paths.sounds = resolve(base, &self.paths.sounds);
+        for p in [&mut self.http.tls_cert, &mut self.http.tls_key] {
+            if !p.as_os_str().is_empty() {
+                *p = resolve(base, p);
+            }
+        }
         if let Some(rest) = self.database.url.strip_prefix("sqlite://") {
             let (path, query) = match rest.find('?') {
                 Some(i) => rest.split_at(i),
@@ -690,6 +709,40 @@ impl Config {
                     (("cluster", "enabled"), reason.to_owned()),
                     (("database", "url"), reason.to_owned()),
                 ],
+            });
+        }
+        if c.enabled && !c.vip.is_empty() {
+            // The floating IPs get their own sockets on the same ports (IP_FREEBIND), so a
+            // node answers and sends from the VIP itself; a wildcard socket on the port
+            // would take the port and reply from the interface's own address.
+            for (key, list) in [
+                ("udp_listen", &self.sip.udp_listen),
+                ("tcp_listen", &self.sip.tcp_listen),
+            ] {
+                if let Some(any) = list.iter().find(|a| a.ip().is_unspecified()) {
+                    let reason = format!(
+                        "sip.{key} has {any}: with [[cluster.vip]] list this node's own \
+                         addresses (e.g. \"10.0.0.11:{port}\"); Ringfort adds each floating \
+                         IP on port {port} by itself",
+                        port = any.port()
+                    );
+                    out.push(Violation {
+                        blame: vec![(("sip", key), reason.clone()), (("cluster", "vip"), reason)],
+                    });
+                }
+            }
+        }
+        let h = &self.http;
+        if h.tls_cert.as_os_str().is_empty() != h.tls_key.as_os_str().is_empty() {
+            let reason = "http.tls_cert and http.tls_key go together: set both for HTTPS, or \
+                          neither for plain HTTP";
+            let set = if h.tls_cert.as_os_str().is_empty() {
+                "tls_key"
+            } else {
+                "tls_cert"
+            };
+            out.push(Violation {
+                blame: vec![(("http", set), reason.to_owned())],
             });
         }
         if self.sip.udp_listen.is_empty() && self.sip.tcp_listen.is_empty() {

@@ -333,7 +333,7 @@ fn env_names_are_derived_and_unambiguous() {
         .flat_map(|s| s.keys.iter().map(|(k, _)| env_var_name(&s.name, k)))
         .collect();
     let count = names.len();
-    assert_eq!(count, 46);
+    assert_eq!(count, 48);
     names.sort();
     names.dedup();
     assert_eq!(names.len(), count, "two keys map to one variable");
@@ -612,7 +612,8 @@ fn call_recording_mode() {
 #[test]
 fn cluster_and_floating_ips() {
     let c = parse(
-        "[database]\nurl = \"postgres://pbx@db/pbx\"\n[cluster]\nenabled = true\n\
+        "[sip]\nudp_listen = [\"10.0.0.1:5060\"]\ntcp_listen = [\"10.0.0.1:5060\"]\n\
+         [database]\nurl = \"postgres://pbx@db/pbx\"\n[cluster]\nenabled = true\n\
          sip_address = \"10.0.0.1:5060\"\nmedia_address = \"10.0.0.1\"\n\
          [[cluster.vip]]\naddress = \"192.0.2.10\"\ninterface = \"eth0\"\n\
          [[cluster.vip]]\naddress = \"2001:db8::10\"\ninterface = \"eth1\"\npriority = 40\n",
@@ -707,14 +708,39 @@ fn cluster_timing_and_database_rules() {
                 "RINGFORT_CLUSTER_VIP",
                 "[{ address = \"192.0.2.10\", interface = \"eth0\" }]",
             ),
+            ("RINGFORT_SIP_UDP_LISTEN", "[\"10.0.0.1:5060\"]"),
+            ("RINGFORT_SIP_TCP_LISTEN", "[]"),
         ],
     )
     .unwrap();
     assert!(c.cluster.enabled);
     assert_eq!(c.cluster.vip.len(), 1);
+    // Floating IPs get their own sockets on the SIP ports: a wildcard would take them.
+    let e = err("[sip]\nudp_listen = [\"0.0.0.0:5060\"]\ntcp_listen = []\n\
+         [database]\nurl = \"postgres://pbx@db/pbx\"\n[cluster]\nenabled = true\n\
+         [[cluster.vip]]\naddress = \"192.0.2.10\"\ninterface = \"eth0\"\n");
+    assert!(
+        e.starts_with("ringfort.toml:2: sip.udp_listen has 0.0.0.0:5060: with [[cluster.vip]]"),
+        "{e}"
+    );
     assert_eq!(
         err("[cluster]\nsip_address = \"10.0.0.1\"\n"),
         "ringfort.toml:2: cluster.sip_address: invalid socket address \"10.0.0.1\" (expected \
          IP:port, e.g. \"0.0.0.0:5060\" or \"[::]:5060\")"
+    );
+}
+
+#[test]
+fn https_needs_both_files_resolved_against_the_config_folder() {
+    let text = "[http]\ntls_cert = \"tls/cert.pem\"\ntls_key = \"/etc/k.pem\"\n";
+    let c = Config::from_str_with(text, "x.toml", Path::new("/etc/ringfort"), Vec::new()).unwrap();
+    assert!(c.http.tls());
+    assert_eq!(c.http.tls_cert, Path::new("/etc/ringfort/tls/cert.pem"));
+    assert_eq!(c.http.tls_key, std::path::PathBuf::from("/etc/k.pem"));
+    assert!(!parse("").unwrap().http.tls());
+    assert_eq!(
+        err("[http]\ntls_cert = \"cert.pem\"\n"),
+        "ringfort.toml:2: http.tls_cert and http.tls_key go together: set both for HTTPS, or \
+         neither for plain HTTP"
     );
 }

@@ -632,13 +632,7 @@ pub struct Status {
 pub async fn status(State(state): State<AppState>, _: AdminOnly) -> Result<Json<Status>, ApiError> {
     let s = &state.inner;
     let now = now_unix();
-    let registrations = s
-        .store
-        .all_bindings()
-        .await?
-        .iter()
-        .filter(|b| b.expires_at > now)
-        .count() as i64;
+    let registrations = s.store.count_live_bindings(now).await?;
     Ok(Json(Status {
         node_id: s.node.id.clone(),
         version: env!("CARGO_PKG_VERSION"),

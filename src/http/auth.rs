@@ -224,7 +224,11 @@ pub async fn login(
     let mut resp = Json(body).into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie(&session.id, session.expires_at - now, s.secure_cookies),
+        session_cookie(
+            &session.id,
+            session.expires_at - now,
+            s.secure_cookies.load(std::sync::atomic::Ordering::Relaxed),
+        ),
     );
     Ok(resp)
 }
@@ -237,7 +241,14 @@ pub async fn logout(State(state): State<AppState>, p: Principal) -> Result<Respo
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie("", 0, state.inner.secure_cookies),
+        session_cookie(
+            "",
+            0,
+            state
+                .inner
+                .secure_cookies
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
     );
     Ok(resp)
 }

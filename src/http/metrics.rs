@@ -126,13 +126,7 @@ pub async fn metrics(
     let now = now_unix();
     // The same count as `/api/v1/status`: the store's bindings that have not expired
     // (the whole cluster's, since bindings are shared).
-    let registrations = s
-        .store
-        .all_bindings()
-        .await?
-        .iter()
-        .filter(|b| b.expires_at > now)
-        .count();
+    let registrations = s.store.count_live_bindings(now).await?;
     let extensions = s.store.count_extensions().await?;
 
     let mut out = Exposition::default();
@@ -186,6 +180,11 @@ pub async fn metrics(
         "ringfort_rtp_dropped_packets_total",
         "Datagrams the relays received and did not forward (unknown source, no destination yet, send failed); added when a call's relay ends.",
         RELAYS.dropped.load(Relaxed),
+    );
+    out.counter(
+        "ringfort_rtp_lost_packets_total",
+        "RTP packets missing from what the phones sent to the relays (sequence gaps, RFC 3550 A.3); added when a call's relay ends.",
+        RELAYS.lost.load(Relaxed),
     );
     out.histogram(
         "ringfort_binding_commit_seconds",

@@ -14,6 +14,9 @@ pub mod limiter;
 pub mod live;
 pub mod metrics;
 pub mod panel;
+pub mod settings;
+pub mod stats;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,6 +52,12 @@ pub struct NodeInfo {
     pub started_at: i64,
     /// The running node's counters (fresh ones, all zero, until [`NodeInfo::with_metrics`]).
     pub metrics: Arc<crate::metrics::NodeMetrics>,
+    /// The effective configuration as `/api/v1/settings` shows it
+    /// ([`settings::config_view`]; set by [`NodeInfo::with_config`]).
+    pub config: Arc<serde_json::Value>,
+    /// `[cluster] enabled`, and its heartbeat period (for health in `/api/v1/cluster`).
+    pub clustered: bool,
+    pub heartbeat_ms: u64,
 }
 
 impl NodeInfo {
@@ -59,7 +68,18 @@ impl NodeInfo {
             started: Instant::now(),
             started_at: crate::store::now_unix(),
             metrics: Arc::default(),
+            config: Arc::new(settings::config_view(&crate::config::Config::default())),
+            clustered: false,
+            heartbeat_ms: crate::config::Config::default().cluster.heartbeat_ms,
         }
+    }
+
+    /// The configuration the node runs with.
+    pub fn with_config(mut self, cfg: &crate::config::Config) -> Self {
+        self.config = Arc::new(settings::config_view(cfg));
+        self.clustered = cfg.cluster.enabled;
+        self.heartbeat_ms = cfg.cluster.heartbeat_ms;
+        self
     }
 
     /// Serves these counters at `/metrics` (the running node's).
@@ -82,8 +102,8 @@ struct Shared {
     /// `sip.realm`: extension passwords are hashed for it.
     realm: String,
     limiter: Mutex<LoginLimiter>,
-    /// Cookies get `Secure` (on once TLS is served).
-    secure_cookies: bool,
+    /// Cookies get `Secure`: set when the server runs over TLS ([`HttpServer::spawn_tls`]).
+    secure_cookies: std::sync::atomic::AtomicBool,
     /// Orders to this node's core (hanging up a call, reloading the dialplan).
     control: mpsc::Sender<NodeControl>,
     /// The dialplan folder (`[paths] dialplans`) the API reads and writes.
@@ -133,7 +153,7 @@ impl AppState {
                 node,
                 realm: realm.into(),
                 limiter: Mutex::new(LoginLimiter::new(limits)),
-                secure_cookies: false,
+                secure_cookies: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -182,6 +202,9 @@ fn routes() -> Routes {
     .add("POST", "/api/v1/logout", auth::logout)
     .add("GET", "/api/v1/me", auth::me)
     .add("GET", "/api/v1/status", api::status)
+    .add("GET", "/api/v1/stats/history", stats::history)
+    .add("GET", "/api/v1/cluster", settings::cluster)
+    .add("GET", "/api/v1/settings", settings::settings)
     .add("GET", "/api/v1/extensions", api::list_extensions)
     .add("POST", "/api/v1/extensions", api::create_extension)
     .add("GET", "/api/v1/extensions/{number}", api::get_extension)
@@ -245,6 +268,33 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
+    /// Starts serving HTTPS on an already bound listener; session cookies get `Secure`.
+    pub fn spawn_tls(
+        listener: TcpListener,
+        state: AppState,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<HttpServer> {
+        let local_addr = listener.local_addr()?;
+        state
+            .inner
+            .secure_cookies
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let kept = state.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            tls::serve_tls(listener, tls, router(state), shutdown).await;
+        });
+        Ok(HttpServer {
+            local_addr,
+            state: kept,
+            stop,
+            task,
+        })
+    }
+
     /// Starts serving on an already bound listener.
     pub fn spawn(listener: TcpListener, state: AppState) -> std::io::Result<HttpServer> {
         let local_addr = listener.local_addr()?;

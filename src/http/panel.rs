@@ -41,6 +41,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("/assets/dashboard.js", "dashboard.js", JS),
     asset!("/assets/extensions.js", "extensions.js", JS),
     asset!("/assets/registrations.js", "registrations.js", JS),
+    asset!("/assets/settings.js", "settings.js", JS),
     asset!("/assets/calls.js", "calls.js", JS),
     asset!("/assets/history.js", "history.js", JS),
     asset!("/assets/dialplan.js", "dialplan.js", JS),

@@ -2049,3 +2049,92 @@ async fn scan_no_get_answer_carries_a_secret() {
         }
     }
 }
+
+#[tokio::test]
+async fn stats_history_buckets_the_nodes_samples_for_admins() {
+    let t = setup().await;
+    let now = crate::store::now_unix();
+    let at = now - now.rem_euclid(300) - 600;
+    for (node, off, regs, calls) in [("a", 0, 4, 2), ("b", 0, 4, 3), ("a", 60, 5, 1)] {
+        t.store
+            .record_sample(&crate::store::NodeSample {
+                node_id: node.into(),
+                at: at + off,
+                registrations: regs,
+                calls,
+            })
+            .await
+            .expect("sample");
+    }
+    let a = token(&t).await;
+    let r = call(
+        &t.app,
+        "GET",
+        "/api/v1/stats/history?hours=1&step=300",
+        &a,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let body = r.json();
+    assert_eq!(body["step"], 300);
+    assert_eq!(
+        body["points"],
+        json!([{ "at": at, "calls": 5, "registrations": 5 }])
+    );
+    for bad in ["hours=0", "hours=169", "step=59", "step=x", "days=1"] {
+        let r = call(
+            &t.app,
+            "GET",
+            &format!("/api/v1/stats/history?{bad}"),
+            &a,
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn settings_and_cluster_status_are_read_only_views_for_admins() {
+    let t = setup().await;
+    let a = token(&t).await;
+    let r = call(&t.app, "GET", "/api/v1/settings", &a, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let body = r.json();
+    assert!(body["config"]["sip"]["udp_listen"].is_array(), "{body}");
+    assert!(body["config"]["database"]["url"].is_string(), "{body}");
+
+    let r = call(&t.app, "GET", "/api/v1/cluster", &a, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json(),
+        json!({ "enabled": false, "nodes": [], "vips": [] })
+    );
+    t.store
+        .heartbeat_node(&crate::store::NodeHeartbeat {
+            node_id: "n1",
+            sip_address: "10.0.0.1:5060",
+            media_address: "10.0.0.1",
+            started_at_ms: 1_700_000_000_000,
+            version: "9.9",
+        })
+        .await
+        .expect("heartbeat");
+    t.store
+        .acquire_vip_lease("10.0.0.100", "n1", 60_000)
+        .await
+        .expect("lease");
+    let body = call(&t.app, "GET", "/api/v1/cluster", &a, None)
+        .await
+        .json();
+    assert_eq!(body["nodes"][0]["node_id"], "n1");
+    assert_eq!(body["nodes"][0]["healthy"], true);
+    assert_eq!(body["nodes"][0]["started_at"], 1_700_000_000);
+    assert_eq!(body["vips"][0]["holder"], "n1");
+    assert_eq!(body["vips"][0]["state"], "held");
+    assert!(
+        body["vips"][0]["remaining_ms"].as_i64().unwrap_or(0) > 50_000,
+        "{body}"
+    );
+}

@@ -45,6 +45,7 @@ pub mod inband;
 pub mod inject;
 pub mod jitter;
 pub mod latch;
+pub mod loss;
 pub mod mixer;
 pub mod player;
 pub mod ports;

@@ -47,6 +47,7 @@ use super::dtmf::{Digit, EventReceiver, ReceivedEvent, ReceiverConfig};
 use super::inband::InBandListener;
 use super::inject::DtmfInjector;
 use super::latch::{Latch, LatchConfig, Probe, Verdict};
+use super::loss::LossCounter;
 use super::ports::LegSockets;
 use super::recording::{RecordTap, Tap};
 use super::timeout::MediaTimeout;
@@ -218,6 +219,8 @@ struct LegCounters {
     tx_bytes: AtomicU64,
     rtcp_tx_packets: AtomicU64,
     dropped: AtomicU64,
+    /// RTP packets missing from what this leg's phone sent (sequence gaps).
+    lost: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -242,6 +245,9 @@ pub struct LegStats {
     /// Received on this leg and not forwarded (unknown source, not RTP/RTCP, no
     /// destination yet on the other leg, send failed).
     pub dropped: u64,
+    /// RTP packets missing from what this leg's phone sent (RFC 3550 A.3: expected by
+    /// sequence number minus received), counted before any are forwarded.
+    pub lost: u64,
     /// The latched RTP source of the phone.
     pub rtp_source: Option<SocketAddr>,
     /// The latched RTCP source of the phone.
@@ -271,6 +277,7 @@ impl Shared {
                 .saturating_sub(c.rtcp_tx_packets.load(Relaxed));
             totals.rtp_relayed.fetch_add(rtp_sent, Relaxed);
             totals.dropped.fetch_add(c.dropped.load(Relaxed), Relaxed);
+            totals.lost.fetch_add(c.lost.load(Relaxed), Relaxed);
         }
         totals.running.fetch_sub(1, Relaxed);
     }
@@ -287,6 +294,7 @@ impl Shared {
                 tx_bytes: c.tx_bytes.load(Relaxed),
                 rtcp_tx_packets: c.rtcp_tx_packets.load(Relaxed),
                 dropped: c.dropped.load(Relaxed),
+                lost: c.lost.load(Relaxed),
                 rtp_source: sources[i][0],
                 rtcp_source: sources[i][1],
             }
@@ -355,6 +363,7 @@ impl Relay {
             rtcp_mux: r.rtcp_mux,
             dtmf: None,
             inband: None,
+            loss: LossCounter::default(),
         };
         let core = Core {
             legs: [leg_state(&remotes[0]), leg_state(&remotes[1])],
@@ -496,6 +505,8 @@ struct LegState {
     dtmf: Option<(u8, u32, EventReceiver)>,
     /// Key presses listened for in this leg's audio.
     inband: Option<Box<InBandListener>>,
+    /// Sequence gaps in what this leg's phone sends.
+    loss: LossCounter,
 }
 
 /// The task's state, apart from the sockets (so the sockets can be borrowed while the
@@ -816,7 +827,14 @@ impl Core {
             }
         } else {
             match rtp_header(pkt) {
-                Some((ssrc, seq)) => st.rtp.on_packet(src, Probe::Rtp { ssrc, seq }, now),
+                Some((ssrc, seq)) => {
+                    let v = st.rtp.on_packet(src, Probe::Rtp { ssrc, seq }, now);
+                    if v != Verdict::Drop {
+                        st.loss.on_packet(ssrc, seq);
+                        counters.lost.store(st.loss.lost(), Relaxed);
+                    }
+                    v
+                }
                 None => Verdict::Drop,
             }
         };

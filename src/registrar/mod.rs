@@ -677,20 +677,23 @@ impl Registrar {
         Ok(n)
     }
 
-    /// (our socket, the phone's source) of every live UDP binding behind NAT: where NAT
-    /// keepalives go.
-    pub fn nat_keepalive_targets(&self) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
+    /// (our socket, the phone's source) of every live UDP binding behind NAT that
+    /// `reaches` says this node reaches: where its NAT keepalives go.
+    pub fn nat_keepalive_targets(
+        &self,
+        reaches: impl Fn(&Binding) -> bool,
+    ) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
         let now = now_unix();
         let mut targets: Vec<_> = self
             .location
             .read()
             .map(|l| {
-                // Only the node that holds a phone's flow pings it: the caches of a
-                // cluster hold every node's bindings, and N pings per contact would be
-                // N-1 too many (from addresses the NAT may not even map).
+                // Only the node that reaches a phone pings it: the caches of a cluster
+                // hold every node's bindings, and N pings per contact would be N-1 too
+                // many (from addresses the NAT does not even map).
                 l.values()
                     .flatten()
-                    .filter(|b| b.expires_at > now && b.node_id == self.cfg.policy.node_id)
+                    .filter(|b| b.expires_at > now && reaches(b))
                     .filter_map(bindings::udp_nat_target)
                     .collect()
             })
@@ -781,7 +784,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_the_node_holding_a_flow_sends_its_nat_keepalives() {
+    async fn only_bindings_this_node_reaches_get_its_nat_keepalives() {
         let store = Store::connect("sqlite::memory:", 1).await.expect("connect");
         store.migrate().await.expect("migrate");
         let cfg = crate::node::registrar_config(&crate::config::Config::default());
@@ -821,8 +824,9 @@ mod tests {
             1,
             "the other node's phone is known here"
         );
+        let holds_the_flow = |b: &Binding| b.node_id == me;
         assert_eq!(
-            r.nat_keepalive_targets(),
+            r.nat_keepalive_targets(holds_the_flow),
             vec![(
                 "10.0.0.1:5060".parse().expect("addr"),
                 "203.0.113.5:40000".parse().expect("addr")

@@ -345,3 +345,22 @@ fn check_lease_ms(lease_ms: i64) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+impl Store {
+    /// The cluster's shared secret: the one in the store, or `candidate` when there was
+    /// none yet (the first node to ask writes it; every later caller reads that one).
+    pub async fn cluster_secret(&self, candidate: &str) -> Result<String, StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO cluster_secret (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(candidate)
+            .execute(pool)
+            .await?;
+            let row = sqlx::query("SELECT secret FROM cluster_secret WHERE id = 1")
+                .fetch_one(pool)
+                .await?;
+            Ok(row.try_get(0)?)
+        })
+    }
+}

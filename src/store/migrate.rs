@@ -51,7 +51,9 @@ migrations! {
     5 "extension_routing" "0005_extension_routing.sql",
     6 "voicemail" "0006_voicemail.sql",
     7 "cluster" "0007_cluster.sql",
-    8 "vip_handover" "0008_vip_handover.sql",
+    8 "cluster_secret" "0008_cluster_secret.sql",
+    9 "node_samples" "0009_node_samples.sql",
+    10 "vip_handover" "0010_vip_handover.sql",
 }
 
 pub(crate) fn for_backend(backend: Backend) -> &'static [Migration] {

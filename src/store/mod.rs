@@ -1053,6 +1053,8 @@ mod cluster;
 pub use cluster::{ClusterNode, NodeHeartbeat, Renewal, VipLease};
 mod notify;
 pub use notify::{BindingChange, BindingChanges, BINDINGS_CHANNEL};
+mod stats;
+pub use stats::NodeSample;
 mod voicemail;
 pub use voicemail::{
     GreetingKind, VoicemailBox, VoicemailCounts, VoicemailFolder, VoicemailMessage,
@@ -1080,8 +1082,9 @@ fn create_dir(dir: &Path) -> Result<(), StoreError> {
     })
 }
 
-/// `scheme://user:secret@host/db` -> `scheme://user:***@host/db`.
-fn redact_url(url: &str) -> String {
+/// `scheme://user:secret@host/db` -> `scheme://user:***@host/db`: a database URL fit for
+/// messages and the admin API.
+pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
@@ -1214,7 +1217,9 @@ mod tests {
                 "0005_extension_routing",
                 "0006_voicemail",
                 "0007_cluster",
-                "0008_vip_handover"
+                "0008_cluster_secret",
+                "0009_node_samples",
+                "0010_vip_handover"
             ]
         );
         let e = Extension {

@@ -45,6 +45,11 @@ pub enum TransportError {
 pub struct TransportConfig {
     pub udp_listen: Vec<SocketAddr>,
     pub tcp_listen: Vec<SocketAddr>,
+    /// Floating-IP listeners: bound whether or not this node holds the address now
+    /// (IP_FREEBIND), so the node that takes a VIP over answers on it at once and sends
+    /// from it, as the phones registered through it expect.
+    pub floating_udp: Vec<SocketAddr>,
+    pub floating_tcp: Vec<SocketAddr>,
     pub max_message_bytes: usize,
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
@@ -237,6 +242,11 @@ impl TransportHandle {
         Ok(())
     }
 
+    /// Whether this node has a UDP socket on exactly `addr`.
+    pub fn listens_on(&self, addr: SocketAddr) -> bool {
+        self.inner.udp.iter().any(|(a, _)| *a == addr)
+    }
+
     /// True while the connection `conn` is open.
     pub fn is_open(&self, conn: ConnId) -> bool {
         self.inner
@@ -403,6 +413,17 @@ pub async fn start(
         bound.udp.push(local);
         udp.push((local, Arc::new(sock)));
     }
+    for addr in &cfg.floating_udp {
+        let bind_error = |source| TransportError::Bind {
+            transport: Transport::Udp,
+            addr: *addr,
+            source,
+        };
+        let sock = floating_socket(*addr, socket2::Type::DGRAM).map_err(bind_error)?;
+        let sock = UdpSocket::from_std(sock.into()).map_err(bind_error)?;
+        bound.udp.push(*addr);
+        udp.push((*addr, Arc::new(sock)));
+    }
     let mut tcp = Vec::new();
     for addr in &cfg.tcp_listen {
         let listener = TcpListener::bind(addr)
@@ -413,6 +434,18 @@ pub async fn start(
                 source,
             })?;
         bound.tcp.push(listener.local_addr()?);
+        tcp.push(listener);
+    }
+    for addr in &cfg.floating_tcp {
+        let bind_error = |source| TransportError::Bind {
+            transport: Transport::Tcp,
+            addr: *addr,
+            source,
+        };
+        let sock = floating_socket(*addr, socket2::Type::STREAM).map_err(bind_error)?;
+        sock.listen(1024).map_err(bind_error)?;
+        let listener = TcpListener::from_std(sock.into()).map_err(bind_error)?;
+        bound.tcp.push(*addr);
         tcp.push(listener);
     }
     let handle = TransportHandle {
@@ -450,6 +483,24 @@ pub async fn start(
         ));
     }
     Ok((handle, bound))
+}
+
+/// A non-blocking socket bound to `addr` even while no interface has that address
+/// (IP_FREEBIND): a floating IP this node may hold later.
+fn floating_socket(addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2::Socket> {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, kind, None)?;
+    if addr.is_ipv4() {
+        sock.set_freebind_v4(true)?;
+    } else {
+        sock.set_freebind_v6(true)?;
+    }
+    if kind == socket2::Type::STREAM {
+        sock.set_reuse_address(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock)
 }
 
 /// Reports datagrams dropped under overload at most once a second: a log line per drop

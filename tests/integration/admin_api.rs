@@ -16,9 +16,50 @@ pub(crate) fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, String, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    exchange(&mut connect(addr), addr, method, path, headers, body)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
+    s
+}
+
+/// The same over TLS, trusting only the certificate in PEM file `ca`.
+fn https(
+    addr: SocketAddr,
+    ca: &std::path::Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, String) {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("ca file") {
+        roots.add(cert.expect("ca cert")).expect("add ca");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::from(addr.ip());
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("tls");
+    let mut s = rustls::StreamOwned::new(conn, connect(addr));
+    exchange(&mut s, addr, method, path, headers, body)
+}
+
+fn exchange(
+    s: &mut impl ReadWrite,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, String) {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -32,8 +73,11 @@ pub(crate) fn http(
     req.push_str("\r\n");
     req.push_str(body.unwrap_or(""));
     s.write_all(req.as_bytes()).expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
+    let mut raw = Vec::new();
+    // A TLS peer that closes without close_notify ends the read with an error after
+    // the whole response: keep what came.
+    let _ = s.read_to_end(&mut raw);
+    let out = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = out.split_once("\r\n\r\n").expect("a response");
     let status = head
         .split(' ')
@@ -42,6 +86,9 @@ pub(crate) fn http(
         .expect("status");
     (status, head.to_owned(), body.to_owned())
 }
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 pub(crate) fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| {
@@ -203,5 +250,79 @@ fn metrics_count_a_registration_and_need_a_token() {
         body.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
         "{body}"
     );
+    node.assert_no_panic();
+}
+
+#[test]
+fn the_admin_port_serves_https_with_secure_cookies_when_given_a_certificate() {
+    let mut node = Node::new(NodeOptions::default());
+    let dir = node.dir.path().to_owned();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=ringfort-test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        // A leaf, not a CA: the client trusts it directly.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .unwrap_or_else(|e| panic!("openssl is needed (apt-get install openssl): {e}"));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    node.set_http("tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n");
+    node.start();
+    assert!(node.log_text().contains("admin panel on https://"));
+    let out = node.cli_ok(&["admin", "add", "root"]);
+    let password = out.rsplit(' ').next().unwrap_or_default().trim().to_owned();
+    let addr = node.http_addr();
+    let ca = dir.join("cert.pem");
+
+    let good = format!("{{\"name\":\"root\",\"password\":\"{password}\"}}");
+    let (status, head, body) = https(addr, &ca, "POST", "/api/v1/login", &[], Some(&good));
+    assert_eq!(status, 200, "{body}");
+    let cookie = header(&head, "set-cookie").expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(cookie.contains(attr), "{attr} in {cookie}");
+    }
+    let session = cookie.split(';').next().unwrap_or_default();
+    let (status, _, body) = https(addr, &ca, "GET", "/api/v1/me", &[("Cookie", session)], None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("root"), "{body}");
+    // The panel comes over TLS too.
+    let (status, head, _) = https(addr, &ca, "GET", "/", &[], None);
+    assert_eq!(status, 200);
+    assert!(header(&head, "content-security-policy").is_some(), "{head}");
+
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = s.write_all(b"GET /api/v1/me HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    assert!(
+        !raw.starts_with(b"HTTP/1.1 200"),
+        "plain HTTP answered on the TLS port"
+    );
+    node.stop();
+
+    // A key that is not one stops the start with the file and the reason.
+    std::fs::write(dir.join("key.pem"), "not a key\n").expect("write");
+    let out = node.cli(&["serve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("key.pem: no PEM private key"), "{err}");
     node.assert_no_panic();
 }

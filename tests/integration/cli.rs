@@ -266,6 +266,8 @@ fn migrate_is_idempotent() {
     assert!(first.contains("applied 0005_extension_routing"), "{first}");
     assert!(first.contains("applied 0006_voicemail"), "{first}");
     assert!(first.contains("applied 0007_cluster"), "{first}");
+    assert!(first.contains("applied 0008_cluster_secret"), "{first}");
+    assert!(first.contains("applied 0009_node_samples"), "{first}");
     let second = node.cli_ok(&["migrate"]);
     assert!(second.contains("up to date"), "{second}");
 }

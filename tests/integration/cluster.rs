@@ -19,20 +19,10 @@ use ringfort::store::Store;
 use sqlx::{Connection, Executor};
 use tokio::sync::watch;
 
+use crate::support::sh;
+
 const VIP: &str = "198.51.100.77";
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed (the cluster test needs root and iproute2): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Two namespaces with one end of a veth pair each; dropped = deleted.
 struct Hosts {

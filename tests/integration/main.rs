@@ -10,6 +10,7 @@ mod browser;
 mod calls;
 mod cli;
 mod cluster;
+mod cluster_calls;
 mod dialplan;
 mod handover;
 mod mwi;

@@ -197,8 +197,9 @@ fn admin_panel_in_a_real_browser() {
         .contains("format=csv"));
     browser.screenshot(&shots.join("panel-history.png"));
 
-    // Back on the dashboard: the registration and today's call are counted, and the
-    // chart has its bar.
+    // Back on the dashboard: the registration and today's call are counted, the calls
+    // per hour chart has its bar, and the concurrent calls and registrations charts
+    // their lines.
     browser.click_on("nav a[href='#/dashboard']", UI_WAIT);
     for (id, want) in [
         ("#stat-registrations", "1"),
@@ -209,6 +210,9 @@ fn admin_panel_in_a_real_browser() {
         wait_for(id, UI_WAIT, || (browser.text(&stat) == want).then_some(()));
     }
     browser.wait_for("#calls-chart rect.bar[height]:not([height='0'])", UI_WAIT);
+    // The sample lines: the node's sample at start, ended by the live counts.
+    browser.wait_for("#concurrent-chart path.line", UI_WAIT);
+    browser.wait_for("#registrations-chart path.line", UI_WAIT);
     browser.screenshot(&shots.join("panel-dashboard.png"));
 
     // The dialplan page: a file whose line 8 gets a step that does not exist is refused
@@ -281,6 +285,24 @@ fn admin_panel_in_a_real_browser() {
         std::fs::read_to_string(&plan_file).expect("plan file"),
         fixed
     );
+
+    // Settings: this node's facts, the cluster (alone here) and the configuration it
+    // runs with, the database URL without a password.
+    browser.click_on("nav a[href='#/settings']", UI_WAIT);
+    let facts = browser.wait_for("#node-facts", UI_WAIT);
+    assert!(
+        browser.text(&facts).contains("test1"),
+        "{}",
+        browser.text(&facts)
+    );
+    browser.wait_for("#cluster-nodes", UI_WAIT);
+    let sip = browser.wait_for("#config-sip", UI_WAIT);
+    assert!(
+        browser.text(&sip).contains("udp_listen"),
+        "{}",
+        browser.text(&sip)
+    );
+    browser.screenshot(&shots.join("panel-settings.png"));
 
     // Logging out goes back to the login form.
     browser.click_on("#logout", UI_WAIT);

@@ -242,6 +242,12 @@ async fn update_remote_moves_the_destination() {
     send(&a, &rtp(1, 3, 3), h.local_rtp(Leg::A)).await;
     assert_eq!(recv(&b_new).await.0, rtp(1, 3, 3));
     nothing(&b_old, Duration::from_millis(50)).await;
+    // Packets 4 and 5 never come: two lost from A's stream (1 was received, then dropped
+    // for want of a destination: dropped, not lost).
+    send(&a, &rtp(1, 6, 6), h.local_rtp(Leg::A)).await;
+    assert_eq!(recv(&b_new).await.0, rtp(1, 6, 6));
+    let st = h.stats();
+    assert_eq!((st.leg(Leg::A).lost, st.leg(Leg::B).lost), (2, 0));
     h.close().await;
 }
 

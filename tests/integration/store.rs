@@ -50,7 +50,9 @@ where
                 "0005_extension_routing".to_owned(),
                 "0006_voicemail".to_owned(),
                 "0007_cluster".to_owned(),
-                "0008_vip_handover".to_owned()
+                "0008_cluster_secret".to_owned(),
+                "0009_node_samples".to_owned(),
+                "0010_vip_handover".to_owned()
             ]
         );
         f(Ctx {
@@ -187,6 +189,7 @@ battery!(
     vip_lease_acquire_renew_release,
     vip_lease_expires_by_the_database_clock,
     vip_lease_concurrent_acquirers_one_wins,
+    cluster_secret_is_written_once,
     vip_lease_handover_to_a_named_node,
 );
 
@@ -272,7 +275,7 @@ async fn newer_schema_is_refused(cx: Ctx) {
     match cx.store.migrate().await {
         Err(StoreError::NewerSchema {
             db_version: 9999,
-            binary_version: 8,
+            binary_version: 10,
         }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
@@ -1371,4 +1374,12 @@ async fn vip_lease_concurrent_acquirers_one_wins(cx: Ctx) {
     for s in stores {
         s.close().await;
     }
+}
+
+async fn cluster_secret_is_written_once(cx: Ctx) {
+    let s = &cx.store;
+    let first = s.cluster_secret("first").await.expect("first");
+    assert_eq!(first, "first");
+    // A second node with its own candidate gets the stored one.
+    assert_eq!(s.cluster_secret("second").await.expect("second"), "first");
 }

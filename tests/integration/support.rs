@@ -48,6 +48,11 @@ pub struct NodeOptions {
     pub ip: String,
     /// A network namespace (made by the test) to run the node in; empty = none.
     pub netns: String,
+    /// `[node] id`; empty = "test1".
+    pub node_id: String,
+    /// The SIP port; 0 = a free one (a cluster's nodes share one, as phones registered
+    /// through a floating IP expect the same port from whichever node holds it).
+    pub port: u16,
 }
 
 /// A `ringfort serve` process with its own config and data dir.
@@ -68,7 +73,11 @@ impl Node {
     /// Writes a config for a fresh node; call [`Node::start`] to run it.
     pub fn new(opts: NodeOptions) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
+        let port = if opts.port == 0 {
+            free_port()
+        } else {
+            opts.port
+        };
         let http_port = free_port();
         let ip: std::net::IpAddr = if opts.ip.is_empty() {
             [127, 0, 0, 1].into()
@@ -77,7 +86,7 @@ impl Node {
         };
         let config = dir.path().join("ringfort.toml");
         let mut text = format!(
-            "[node]\nid = \"test1\"\ndata_dir = \"data\"\n\n\
+            "[node]\nid = \"{node_id}\"\ndata_dir = \"data\"\n\n\
              [sip]\nudp_listen = [\"{ip}:{port}\"]\ntcp_listen = [\"{ip}:{port}\"]\n\
              {}\n\n\
              [registrar]\nsweep_interval_secs = 1\n{}\n\n\
@@ -89,6 +98,11 @@ impl Node {
                 &opts.sip
             },
             opts.registrar,
+            node_id = if opts.node_id.is_empty() {
+                "test1"
+            } else {
+                &opts.node_id
+            },
             http_ip = if ip.is_ipv6() {
                 format!("[{ip}]")
             } else {
@@ -125,10 +139,17 @@ impl Node {
         SocketAddr::from((self.ip, self.http_port))
     }
 
-    /// Runs a CLI subcommand against this node's config.
+    /// Runs a CLI subcommand against this node's config (in the node's namespace, where
+    /// its database is reachable).
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--config")
+        let mut cmd = if self.netns.is_empty() {
+            Command::new(BIN)
+        } else {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &self.netns, BIN]);
+            c
+        };
+        cmd.arg("--config")
             .arg(&self.config)
             .args(args)
             .output()
@@ -287,6 +308,13 @@ impl Node {
             "--name",
             "Test",
         ]);
+    }
+
+    /// Adds lines to the config's `[http]` section (before the node starts).
+    pub fn set_http(&mut self, lines: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let text = text.replacen("[http]\n", &format!("[http]\n{lines}"), 1);
+        std::fs::write(&self.config, text).expect("write config");
     }
 
     /// The `extension list` line of `number`.
@@ -718,19 +746,6 @@ pub fn resume_panic(res: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Runs a setup command (`ip ...`) a namespace test needs; fails with its stderr.
-pub fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed (namespace tests need root, iproute2 and iptables): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A pcap (Ethernet/IPv4/UDP) of PCMU RTP, 20 ms apart, carrying `pcm` (8 kHz): what
 /// SIPp's `play_pcap_audio` replays.
 pub fn pcmu_pcap(path: &std::path::Path, pcm: &[i16]) {
@@ -768,4 +783,18 @@ pub fn pcmu_pcap(path: &std::path::Path, pcm: &[i16]) {
         out.extend_from_slice(&pkt);
     }
     std::fs::write(path, out).expect("write pcap");
+}
+
+/// Runs a command that must succeed (network namespaces, addresses, iptables: the tests
+/// that build networks need root, iproute2 and iptables).
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed (needs root, iproute2 and iptables): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
