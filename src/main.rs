@@ -70,6 +70,17 @@ enum ClusterCommand {
     /// periods, with its age, addresses and version), then one per floating IP: holder,
     /// fencing term, time until its lease expires.
     Status,
+    /// Move floating IPs to another node on purpose (before an upgrade): the holder drops
+    /// the address and hands the lease on; its calls in progress go on until they end.
+    /// Waits until another node holds each VIP.
+    Handover {
+        /// The VIP to move (default: every VIP some node holds).
+        #[arg(long)]
+        vip: Option<std::net::IpAddr>,
+        /// The node to move it to (default: the preferred other node); it must be healthy.
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -363,6 +374,42 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
                 println!("{line}");
             }
             Ok(())
+        }
+        Command::Cluster(ClusterCommand::Handover { vip, to }) => {
+            use ringfort::cluster::handover;
+            let store = open_store(&cfg).await?;
+            let nodes = store.list_cluster_nodes().await?;
+            let leases = store.list_vip_leases().await?;
+            let vip = vip.map(|v| v.to_string());
+            let result = match handover::plan(
+                &nodes,
+                &leases,
+                vip.as_deref(),
+                to.as_deref(),
+                cfg.cluster.heartbeat_ms,
+            ) {
+                Ok(moves) => {
+                    // The holder sees the request within a renewal, the target within a
+                    // read; a target that never comes costs a lease, then others try.
+                    let limit = std::time::Duration::from_millis(
+                        2 * cfg.cluster.lease_ms + 2 * cfg.cluster.renew_ms + 2000,
+                    );
+                    let mut result = Ok(());
+                    for lease in &moves {
+                        match handover::move_vip(&store, lease, to.as_deref(), limit).await {
+                            Ok(moved) => println!("{moved}"),
+                            Err(e) => {
+                                eprintln!("error: {e}");
+                                result = Err(anyhow::anyhow!("handover incomplete"));
+                            }
+                        }
+                    }
+                    result
+                }
+                Err(e) => Err(anyhow::Error::new(e)),
+            };
+            store.close().await;
+            result
         }
         Command::Cdr { limit } => {
             let store = open_store(&cfg).await?;

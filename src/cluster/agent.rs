@@ -25,7 +25,7 @@ use super::election::{
     AcquireOutcome, Command, Election, ElectionTiming, Lease, LeaseRead, RenewOutcome,
 };
 use crate::config::{Config, VIP_DROP_MARGIN_MS};
-use crate::store::{NodeHeartbeat, Store};
+use crate::store::{NodeHeartbeat, Renewal, Store};
 
 /// Errors of the agent layer (the interface side; database errors feed the election).
 #[derive(Debug, thiserror::Error)]
@@ -294,8 +294,11 @@ pub async fn run_vip<A: VipAddress>(
                         )
                         .await;
                         DbAnswer::Renew(match res {
-                            Ok(Ok(true)) => RenewOutcome::Renewed,
-                            Ok(Ok(false)) => RenewOutcome::Lost,
+                            Ok(Ok(Renewal::Renewed)) => RenewOutcome::Renewed,
+                            Ok(Ok(Renewal::HandoverAsked { to })) => {
+                                RenewOutcome::HandoverAsked { to }
+                            }
+                            Ok(Ok(Renewal::Lost)) => RenewOutcome::Lost,
                             Ok(Err(e)) => {
                                 tracing::warn!(error = %e, "cannot renew the VIP lease");
                                 RenewOutcome::DbError
@@ -320,6 +323,23 @@ pub async fn run_vip<A: VipAddress>(
                         }
                         Err(_) => {
                             tracing::warn!("releasing the VIP lease timed out; it will expire")
+                        }
+                    }
+                }
+                Command::HandOver { term, to } => {
+                    let res = tokio::time::timeout(
+                        op_timeout,
+                        store.hand_vip_lease_to(&vip, &params.node_id, term, &to, lease_ms),
+                    )
+                    .await;
+                    match res {
+                        Ok(Ok(true)) => tracing::info!(term, to = %to, "VIP lease handed over"),
+                        Ok(Ok(false)) => tracing::warn!(term, "VIP lease already taken over"),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "cannot hand the VIP lease over; it will expire")
+                        }
+                        Err(_) => {
+                            tracing::warn!("handing the VIP lease over timed out; it will expire")
                         }
                     }
                 }

@@ -43,6 +43,17 @@
 //! its head start), then one database round trip and the address change. With the
 //! defaults (L = 1.5 s) that is about 1.5 s; the namespace test measures ~1.45 s.
 //!
+//! # Handover
+//! `ringfort cluster handover` writes a request into the lease row; the holder reads it
+//! with its next renewal (within R), drops the address, then either ends the lease (any
+//! node) or rewrites the row to name the chosen node for one more lease. Only that node
+//! can acquire such a row (the rule that lets a restarted holder take its own row back),
+//! it sees it at its next read (within R) and takes it at once with term + 1; the old
+//! holder's term is fenced from then on. So a move takes at most about 2R plus two
+//! round trips and the address change, and the old holder, which keeps running, stays
+//! away from the VIP for two lease periods (so a chosen node that never comes costs one
+//! lease, after which the others take it, not the old holder).
+//!
 //! A process that dies or hangs cannot run its timer: the agent's kernel lifetime on the
 //! address covers that case (see `super::agent`).
 
@@ -136,9 +147,14 @@ pub enum LeaseRead {
 }
 
 /// What a renewal returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RenewOutcome {
     Renewed,
+    /// Renewed, and an operator asks this node to hand the VIP over (`ringfort cluster
+    /// handover`): to that node, or (None) to any other.
+    HandoverAsked {
+        to: Option<String>,
+    },
     /// The row no longer names this node with this term: it was taken over.
     Lost,
     DbError,
@@ -156,6 +172,9 @@ pub enum Command {
     Renew { term: i64 },
     /// End the lease now (graceful stop); no answer expected.
     Release { term: i64 },
+    /// Hand the lease to node `to` (handover): the row names `to`, which alone may take it
+    /// until it expires; no answer expected.
+    HandOver { term: i64, to: String },
     /// Configure the address on the interface.
     AddAddress,
     /// The lease was renewed while the address is up (the agent refreshes the kernel's
@@ -414,6 +433,8 @@ impl Election {
         };
         let mut out = Vec::new();
         match outcome {
+            // The lease was just extended: the address is ours to drop, then hand on.
+            RenewOutcome::HandoverAsked { to } => return self.hand_over(now, to),
             RenewOutcome::Renewed => {
                 // The later send time is the one the database's new expiry is based on.
                 *hold_until = (*hold_until).max(sent + timing.hold_window());
@@ -461,6 +482,33 @@ impl Election {
             try_after: None,
         };
         vec![Command::DropAddress, Command::Release { term }]
+    }
+
+    /// Handover (`ringfort cluster handover`): drop the address, then end the lease, or
+    /// pass it to node `to`, which alone may take it until it expires (so the chosen node
+    /// wins, and a dead target costs one lease period, not the VIP). This node stays a
+    /// follower that does not try for two lease periods, so the VIP goes elsewhere even
+    /// when the chosen node never comes (its reserved row expires after one); the
+    /// process keeps running and its calls in progress with it. A handover to this node
+    /// itself changes nothing.
+    pub fn hand_over(&mut self, now: Instant, to: Option<String>) -> Vec<Command> {
+        let Role::Holder { term, .. } = self.role else {
+            return Vec::new();
+        };
+        if to.as_deref() == Some(self.node_id.as_str()) {
+            return Vec::new();
+        }
+        tracing::info!(node = %self.node_id, term, to = ?to, "handing the VIP over");
+        self.in_flight = None;
+        self.role = Role::Follower {
+            next_check: now + self.timing.lease * 2,
+            try_after: None,
+        };
+        let release = match to {
+            Some(to) => Command::HandOver { term, to },
+            None => Command::Release { term },
+        };
+        vec![Command::DropAddress, release]
     }
 
     /// Graceful stop (shutdown, handover): drop the address, then end the lease so another

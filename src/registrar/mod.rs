@@ -7,9 +7,12 @@
 //! [`Outcome`]: load an extension that is not in memory yet, or persist a new binding set.
 //! Persisting is batched by the caller's writer task ([`Registrar::persist`]): one
 //! transaction, one disk sync, for every REGISTER that arrived meanwhile (group commit);
-//! the 200 goes out only once its bindings are durable.
+//! the 200 goes out only once its bindings are durable, except during a database outage:
+//! then it goes out from memory and the write waits in [`outage`], replayed in order when
+//! the database answers again.
 
 pub mod bindings;
+pub mod outage;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
@@ -110,6 +113,8 @@ pub struct Registrar {
     /// Stands in for the HA1 of users that do not exist, so their failures cost the same
     /// work as real ones.
     decoy_ha1: String,
+    /// Binding writes held while the database is unreachable (see [`Registrar::persist`]).
+    outage: Mutex<outage::OutageQueue>,
 }
 
 /// What digest authentication of a request decided (REGISTER and INVITE share it).
@@ -139,6 +144,7 @@ impl Registrar {
             extensions: RwLock::new(HashMap::new()),
             nonces: Mutex::new(nonces),
             decoy_ha1,
+            outage: Mutex::new(outage::OutageQueue::new(outage::MAX_HELD_AORS)),
         };
         registrar.load_bindings().await?;
         registrar.reload().await?;
@@ -428,11 +434,30 @@ impl Registrar {
             .map(|&i| (writes[i].aor.as_str(), writes[i].bindings.as_slice()))
             .collect();
         let mut ok_by_aor: HashMap<&str, bool> = HashMap::new();
-        match self.store.replace_bindings_many(&sets).await {
+        // During a database outage the cache answers and the writes wait, in order, for
+        // the flush loop (`follow_other_nodes`); a write that cannot reach the database
+        // starts such an outage.
+        if self.outage_active() {
+            return self.hold(writes, &sets);
+        }
+        let batch = tokio::time::timeout(
+            outage::WRITE_TIMEOUT,
+            self.store.replace_bindings_many(&sets),
+        )
+        .await
+        .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolTimedOut)));
+        match batch {
             Ok(()) => {
                 for (aor, _) in &sets {
                     ok_by_aor.insert(aor, true);
                 }
+            }
+            Err(e) if e.is_unavailable() => {
+                warn!(error = %e, "the database is unreachable: registrations are answered from memory and written when it is back");
+                if let Ok(mut q) = self.outage.lock() {
+                    q.database_down(std::time::Instant::now());
+                }
+                return self.hold(writes, &sets);
             }
             Err(e) => {
                 debug!(error = %e, count = sets.len(), "batched binding write failed, writing one by one");
@@ -479,7 +504,111 @@ impl Registrar {
     /// PostgreSQL; returns at once on SQLite) until `shutdown`: each announced AOR is
     /// re-read alone. A broken connection loses announcements, so after reconnecting the
     /// whole cache is re-read once.
-    pub async fn follow_other_nodes(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    ///
+    /// Alongside, it writes the registrations held during a database outage once the
+    /// database answers again (see [`Registrar::persist`]).
+    pub async fn follow_other_nodes(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        tokio::join!(
+            self.follow_feed(shutdown.clone()),
+            self.flush_held_writes(shutdown)
+        );
+    }
+
+    /// Whether binding writes are being held (a database outage not yet flushed).
+    pub fn outage_active(&self) -> bool {
+        self.outage.lock().map(|q| q.is_active()).unwrap_or(false)
+    }
+
+    /// Holds the sets of `writes` for the flush loop; a write succeeds (its REGISTER is
+    /// answered from the cache it already changed) unless the queue is full.
+    fn hold(&self, writes: &[PendingWrite], sets: &[(&str, &[Binding])]) -> Vec<bool> {
+        let mut ok_by_aor: HashMap<&str, bool> = HashMap::new();
+        if let Ok(mut q) = self.outage.lock() {
+            for (aor, bindings) in sets {
+                ok_by_aor.insert(aor, q.hold(aor, bindings));
+            }
+        }
+        writes
+            .iter()
+            .map(|w| {
+                let ok = ok_by_aor.get(w.aor.as_str()).copied().unwrap_or(false);
+                if ok {
+                    log_changes(w);
+                } else {
+                    warn!(aor = %w.aor, "database unreachable and the held registrations are at their limit: refused");
+                }
+                ok
+            })
+            .collect()
+    }
+
+    /// During an outage, tries the database every [`outage::PROBE_EVERY`] and writes the
+    /// held sets in order once it answers; then re-reads every binding (other nodes wrote
+    /// theirs meanwhile) and tells the other nodes. Runs until `shutdown`.
+    async fn flush_held_writes(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(outage::PROBE_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+            let (held, since) = match self.outage.lock() {
+                Ok(q) if q.is_active() => (q.snapshot(), q.since()),
+                _ => continue,
+            };
+            let sets: Vec<(&str, &[Binding])> = held
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_slice()))
+                .collect();
+            let written = tokio::time::timeout(
+                outage::WRITE_TIMEOUT,
+                self.store.replace_bindings_many(&sets),
+            )
+            .await;
+            let written: Vec<(String, Vec<Binding>)> = match written {
+                Ok(Ok(())) => held,
+                Ok(Err(e)) if !e.is_unavailable() => {
+                    // One bad set (an extension removed meanwhile) must not hold the rest.
+                    let mut done = Vec::new();
+                    for (aor, bindings) in held {
+                        match self.store.replace_bindings(&aor, &bindings).await {
+                            Ok(()) => done.push((aor, bindings)),
+                            Err(e) if e.is_unavailable() => break,
+                            Err(e) => {
+                                warn!(aor = %aor, error = %e, "held registration dropped: the database refuses it");
+                                done.push((aor, bindings));
+                            }
+                        }
+                    }
+                    done
+                }
+                _ => continue,
+            };
+            let over = match self.outage.lock() {
+                Ok(mut q) => q.flushed(&written),
+                Err(_) => continue,
+            };
+            info!(
+                count = written.len(),
+                outage_ms = since.map_or(0, |s| s.elapsed().as_millis() as u64),
+                "the database is back: held registrations written"
+            );
+            let aors: Vec<&str> = written.iter().map(|(a, _)| a.as_str()).collect();
+            if let Err(e) = self
+                .store
+                .announce_bindings(&self.cfg.policy.node_id, &aors)
+                .await
+            {
+                warn!(error = %e, "cannot announce binding changes to the other nodes");
+            }
+            if over {
+                if let Err(e) = self.load_bindings().await {
+                    warn!(error = %e, "cannot re-read the registrations after the outage");
+                }
+            }
+        }
+    }
+
+    async fn follow_feed(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut reconnecting = false;
         loop {
             let mut changes = match self.store.binding_changes().await {
@@ -493,7 +622,8 @@ impl Registrar {
                     }
                 }
             };
-            if reconnecting {
+            // While writes are held the cache is ahead of the store: the flush re-reads.
+            if reconnecting && !self.outage_active() {
                 if let Err(e) = self.load_bindings().await {
                     warn!(error = %e, "cannot re-read the registrations after reconnecting");
                 }

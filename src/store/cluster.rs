@@ -38,6 +38,25 @@ pub struct NodeHeartbeat<'a> {
     pub version: &'a str,
 }
 
+/// What a renewal found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renewal {
+    /// Extended; nothing asked.
+    Renewed,
+    /// Extended, and `ringfort cluster handover` asks the holder to hand the VIP over: to
+    /// this node, or (None) to any other.
+    HandoverAsked { to: Option<String> },
+    /// The row no longer names this holder with this term.
+    Lost,
+}
+
+impl Renewal {
+    /// The lease was extended.
+    pub fn renewed(&self) -> bool {
+        !matches!(self, Renewal::Lost)
+    }
+}
+
 /// A floating IP's lease row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VipLease {
@@ -66,6 +85,21 @@ fn db_now(backend: Backend) -> &'static str {
         Backend::Postgres => "(EXTRACT(EPOCH FROM statement_timestamp()) * 1000)::BIGINT",
         Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
     }
+}
+
+/// Decode a lease row of `SELECT vip, holder, term, expires_at, <db now>` (either
+/// backend's row type, as `super::extension_from_row!` does).
+macro_rules! lease_from_row {
+    ($row:expr) => {{
+        let r = $row;
+        Ok::<_, sqlx::Error>(VipLease {
+            vip: r.try_get(0)?,
+            holder: r.try_get(1)?,
+            term: r.try_get(2)?,
+            expires_at_ms: r.try_get(3)?,
+            db_now_ms: r.try_get(4)?,
+        })
+    }};
 }
 
 impl Store {
@@ -154,16 +188,8 @@ impl Store {
             }
             let rows = q.fetch_all(pool).await?;
             Ok(rows
-                .into_iter()
-                .map(|r| {
-                    Ok::<_, sqlx::Error>(VipLease {
-                        vip: r.try_get(0)?,
-                        holder: r.try_get(1)?,
-                        term: r.try_get(2)?,
-                        expires_at_ms: r.try_get(3)?,
-                        db_now_ms: r.try_get(4)?,
-                    })
-                })
+                .iter()
+                .map(|r| lease_from_row!(r))
                 .collect::<Result<Vec<_>, _>>()?)
         })
     }
@@ -182,7 +208,7 @@ impl Store {
         let sql = format!(
             "INSERT INTO vip_leases (vip, holder, term, expires_at) VALUES ($1, $2, 1, {now} + $3) \
              ON CONFLICT (vip) DO UPDATE SET holder = excluded.holder, \
-             term = vip_leases.term + 1, expires_at = excluded.expires_at \
+             term = vip_leases.term + 1, expires_at = excluded.expires_at, handover_to = NULL \
              WHERE vip_leases.expires_at < {now} OR vip_leases.holder = excluded.holder \
              RETURNING term"
         );
@@ -198,18 +224,79 @@ impl Store {
     }
 
     /// Extends the lease to `lease_ms` from the database's now if it still names `node_id`
-    /// with `term`. False: it was taken over (the caller must not hold the address).
+    /// with `term`, and tells whether a handover was asked of it meanwhile.
+    /// [`Renewal::Lost`]: it was taken over (the caller must not hold the address).
     pub async fn renew_vip_lease(
         &self,
         vip: &str,
         node_id: &str,
         term: i64,
         lease_ms: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Renewal, StoreError> {
         check_lease_ms(lease_ms)?;
         let now = db_now(self.backend());
         let sql = format!(
             "UPDATE vip_leases SET expires_at = {now} + $4 \
+             WHERE vip = $1 AND holder = $2 AND term = $3 RETURNING handover_to"
+        );
+        with_pool!(self, pool => {
+            let row = sqlx::query(&sql)
+                .bind(vip)
+                .bind(node_id)
+                .bind(term)
+                .bind(lease_ms)
+                .fetch_optional(pool)
+                .await?;
+            let Some(row) = row else {
+                return Ok(Renewal::Lost);
+            };
+            Ok(match row.try_get::<Option<String>, _>(0)? {
+                None => Renewal::Renewed,
+                Some(to) if to.is_empty() => Renewal::HandoverAsked { to: None },
+                Some(to) => Renewal::HandoverAsked { to: Some(to) },
+            })
+        })
+    }
+
+    /// Asks the holder of `vip` to hand it over, to node `to` or (None) to any other node;
+    /// the holder sees it at its next renewal. Returns the lease as it was when asked, or
+    /// `None` when nobody holds an unexpired lease of `vip`.
+    pub async fn request_vip_handover(
+        &self,
+        vip: &str,
+        to: Option<&str>,
+    ) -> Result<Option<VipLease>, StoreError> {
+        let now = db_now(self.backend());
+        let sql = format!(
+            "UPDATE vip_leases SET handover_to = $2 WHERE vip = $1 AND expires_at > {now} \
+             RETURNING vip, holder, term, expires_at, {now}"
+        );
+        with_pool!(self, pool => {
+            let row = sqlx::query(&sql)
+                .bind(vip)
+                .bind(to.unwrap_or(""))
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.as_ref().map(|r| lease_from_row!(r)).transpose()?)
+        })
+    }
+
+    /// Hands the lease of `vip` from `node_id` (with `term`) to node `to`: the row names
+    /// `to` for `lease_ms`, which only `to` can acquire in that time (the rule that lets a
+    /// restarted holder take its own row back), with the next term. If `to` never comes,
+    /// the lease expires and any node takes it. False: `node_id` no longer held it.
+    pub async fn hand_vip_lease_to(
+        &self,
+        vip: &str,
+        node_id: &str,
+        term: i64,
+        to: &str,
+        lease_ms: i64,
+    ) -> Result<bool, StoreError> {
+        check_lease_ms(lease_ms)?;
+        let now = db_now(self.backend());
+        let sql = format!(
+            "UPDATE vip_leases SET holder = $4, expires_at = {now} + $5, handover_to = NULL \
              WHERE vip = $1 AND holder = $2 AND term = $3"
         );
         let n = with_pool!(self, pool => {
@@ -217,6 +304,7 @@ impl Store {
                 .bind(vip)
                 .bind(node_id)
                 .bind(term)
+                .bind(to)
                 .bind(lease_ms)
                 .execute(pool)
                 .await?
@@ -235,7 +323,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let n = with_pool!(self, pool => {
             sqlx::query(
-                "UPDATE vip_leases SET expires_at = 0 WHERE vip = $1 AND holder = $2 AND term = $3",
+                "UPDATE vip_leases SET expires_at = 0, handover_to = NULL \
+                 WHERE vip = $1 AND holder = $2 AND term = $3",
             )
             .bind(vip)
             .bind(node_id)

@@ -54,6 +54,7 @@ migrations! {
     8 "cluster_secret" "0008_cluster_secret.sql",
     9 "node_samples" "0009_node_samples.sql",
     10 "account_extension" "0010_account_extension.sql",
+    11 "vip_handover" "0011_vip_handover.sql",
 }
 
 pub(crate) fn for_backend(backend: Backend) -> &'static [Migration] {

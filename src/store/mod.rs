@@ -64,6 +64,25 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
+impl StoreError {
+    /// The database could not be reached (connection refused or lost, pool timed out),
+    /// as opposed to refusing the statement: retrying the same write later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Connect { .. }
+                | StoreError::Database(
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::Protocol(_)
+                        | sqlx::Error::WorkerCrashed
+                )
+        )
+    }
+}
+
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
@@ -1055,7 +1074,7 @@ impl Store {
 mod admin;
 pub use admin::{AdminAccount, ApiTokenInfo, CdrFilter, SessionRecord};
 mod cluster;
-pub use cluster::{ClusterNode, NodeHeartbeat, VipLease};
+pub use cluster::{ClusterNode, NodeHeartbeat, Renewal, VipLease};
 mod notify;
 pub use notify::{BindingChange, BindingChanges, BINDINGS_CHANNEL};
 mod stats;
@@ -1234,7 +1253,8 @@ mod tests {
                 "0007_cluster",
                 "0008_cluster_secret",
                 "0009_node_samples",
-                "0010_account_extension"
+                "0010_account_extension",
+                "0011_vip_handover"
             ]
         );
         let e = Extension {
@@ -1304,6 +1324,8 @@ mod tests {
         is_send(s.acquire_vip_lease("", "", 1));
         is_send(s.renew_vip_lease("", "", 1, 1));
         is_send(s.release_vip_lease("", "", 1));
+        is_send(s.request_vip_handover("", None));
+        is_send(s.hand_vip_lease_to("", "", 1, "", 1));
         is_send(s.close());
     }
 }

@@ -52,7 +52,8 @@ where
                 "0007_cluster".to_owned(),
                 "0008_cluster_secret".to_owned(),
                 "0009_node_samples".to_owned(),
-                "0010_account_extension".to_owned()
+                "0010_account_extension".to_owned(),
+                "0011_vip_handover".to_owned()
             ]
         );
         f(Ctx {
@@ -190,6 +191,7 @@ battery!(
     vip_lease_expires_by_the_database_clock,
     vip_lease_concurrent_acquirers_one_wins,
     cluster_secret_is_written_once,
+    vip_lease_handover_to_a_named_node,
 );
 
 // ---- helpers ----
@@ -274,7 +276,7 @@ async fn newer_schema_is_refused(cx: Ctx) {
     match cx.store.migrate().await {
         Err(StoreError::NewerSchema {
             db_version: 9999,
-            binary_version: 10,
+            binary_version: 11,
         }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
@@ -1138,6 +1140,82 @@ async fn cluster_node_heartbeats(cx: Ctx) {
     assert_eq!(s.list_cluster_nodes().await.expect("list").len(), 1);
 }
 
+/// `ringfort cluster handover`: the request reaches the holder with its next renewal; the
+/// holder hands the row to the named node, which alone can take it, with the next term.
+async fn vip_lease_handover_to_a_named_node(cx: Ctx) {
+    use ringfort::store::Renewal;
+    let s = &cx.store;
+    let vip = "192.0.2.110";
+    assert_eq!(
+        s.request_vip_handover(vip, Some("b")).await.expect("ask"),
+        None,
+        "nobody holds it"
+    );
+    assert_eq!(
+        s.acquire_vip_lease(vip, "a", 60_000).await.expect("a"),
+        Some(1)
+    );
+    assert_eq!(
+        s.renew_vip_lease(vip, "a", 1, 60_000).await.expect("renew"),
+        Renewal::Renewed
+    );
+    let asked = s
+        .request_vip_handover(vip, Some("b"))
+        .await
+        .expect("ask")
+        .expect("held");
+    assert_eq!((asked.holder.as_str(), asked.term), ("a", 1));
+    assert_eq!(
+        s.renew_vip_lease(vip, "a", 1, 60_000).await.expect("renew"),
+        Renewal::HandoverAsked {
+            to: Some("b".into())
+        }
+    );
+    assert!(!s
+        .hand_vip_lease_to(vip, "a", 0, "b", 60_000)
+        .await
+        .expect("stale term"));
+    assert!(s
+        .hand_vip_lease_to(vip, "a", 1, "b", 60_000)
+        .await
+        .expect("hand"));
+    // a is fenced at once; c cannot take the reserved row; b takes it with term 2.
+    assert_eq!(
+        s.renew_vip_lease(vip, "a", 1, 60_000).await.expect("a"),
+        Renewal::Lost
+    );
+    assert_eq!(
+        s.acquire_vip_lease(vip, "c", 60_000).await.expect("c"),
+        None
+    );
+    assert_eq!(
+        s.acquire_vip_lease(vip, "b", 60_000).await.expect("b"),
+        Some(2)
+    );
+    assert_eq!(
+        s.renew_vip_lease(vip, "b", 2, 60_000).await.expect("b"),
+        Renewal::Renewed
+    );
+    // To any node: '' reads as None; a release clears the request.
+    s.request_vip_handover(vip, None)
+        .await
+        .expect("ask")
+        .expect("held");
+    assert_eq!(
+        s.renew_vip_lease(vip, "b", 2, 60_000).await.expect("renew"),
+        Renewal::HandoverAsked { to: None }
+    );
+    assert!(s.release_vip_lease(vip, "b", 2).await.expect("release"));
+    assert_eq!(
+        s.acquire_vip_lease(vip, "c", 60_000).await.expect("c"),
+        Some(3)
+    );
+    assert_eq!(
+        s.renew_vip_lease(vip, "c", 3, 60_000).await.expect("c"),
+        Renewal::Renewed
+    );
+}
+
 async fn vip_lease_acquire_renew_release(cx: Ctx) {
     let s = &cx.store;
     let vip = "192.0.2.100";
@@ -1159,11 +1237,20 @@ async fn vip_lease_acquire_renew_release(cx: Ctx) {
     assert!(!s
         .renew_vip_lease(vip, "b", 1, 60_000)
         .await
-        .expect("b renew"));
+        .expect("b renew")
+        .renewed());
     assert!(!s.release_vip_lease(vip, "b", 1).await.expect("b release"));
     // The holder renews with its term; a stale term is refused.
-    assert!(s.renew_vip_lease(vip, "a", 1, 60_000).await.expect("renew"));
-    assert!(!s.renew_vip_lease(vip, "a", 0, 60_000).await.expect("stale"));
+    assert!(s
+        .renew_vip_lease(vip, "a", 1, 60_000)
+        .await
+        .expect("renew")
+        .renewed());
+    assert!(!s
+        .renew_vip_lease(vip, "a", 0, 60_000)
+        .await
+        .expect("stale")
+        .renewed());
     // The same node again (a restart): a new term.
     assert_eq!(
         s.acquire_vip_lease(vip, "a", 60_000).await.expect("again"),
@@ -1172,7 +1259,8 @@ async fn vip_lease_acquire_renew_release(cx: Ctx) {
     assert!(!s
         .renew_vip_lease(vip, "a", 1, 60_000)
         .await
-        .expect("old term"));
+        .expect("old term")
+        .renewed());
     // A graceful release: free at once, and the next holder gets the next term.
     assert!(s.release_vip_lease(vip, "a", 2).await.expect("release"));
     let l = s.vip_lease(vip).await.expect("read").expect("row");
@@ -1184,7 +1272,8 @@ async fn vip_lease_acquire_renew_release(cx: Ctx) {
     assert!(!s
         .renew_vip_lease(vip, "a", 2, 60_000)
         .await
-        .expect("a fenced"));
+        .expect("a fenced")
+        .renewed());
     // Other VIPs are separate rows.
     assert_eq!(
         s.acquire_vip_lease("192.0.2.101", "a", 60_000)
@@ -1230,7 +1319,11 @@ async fn vip_lease_expires_by_the_database_clock(cx: Ctx) {
         Some(2)
     );
     // a's late renewal is refused: b holds it with a newer term.
-    assert!(!s.renew_vip_lease(vip, "a", 1, 150).await.expect("a late"));
+    assert!(!s
+        .renew_vip_lease(vip, "a", 1, 150)
+        .await
+        .expect("a late")
+        .renewed());
     let l = s.vip_lease(vip).await.expect("read").expect("row");
     assert_eq!((l.holder.as_str(), l.term), ("b", 2));
 }

@@ -708,6 +708,83 @@ pub fn talking_caller(
     s
 }
 
+/// A fresh schema on the test PostgreSQL for one test: nodes reach it by a URL whose
+/// `search_path` is the schema; [`PgSchema::drop`] removes it.
+pub struct PgSchema {
+    admin: sqlx::PgConnection,
+    pub name: String,
+    /// `USER` or `USER:PASSWORD` of the base URL.
+    pub userinfo: String,
+    /// `HOST:PORT` of the server.
+    pub hostport: String,
+    pub db: String,
+}
+
+impl PgSchema {
+    /// Creates `PREFIX_<random>` on the server of [`pg_url`] (a `postgres://USER@HOST/DB`).
+    pub async fn create(prefix: &str) -> PgSchema {
+        use sqlx::{Connection, Executor};
+        let base = pg_url();
+        let mut admin = sqlx::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("{}", pg_help(&base, &e)));
+        let name = format!("{prefix}_{:016x}", rand::random::<u64>());
+        admin
+            .execute(sqlx::raw_sql(&format!("CREATE SCHEMA {name}")))
+            .await
+            .expect("create schema");
+        let (userinfo, rest) = base
+            .trim_start_matches("postgres://")
+            .split_once('@')
+            .expect("RINGFORT_TEST_PG_URL as postgres://USER@HOST:PORT/DB");
+        let (hostport, db) = rest.split_once('/').expect("a /DB in the URL");
+        PgSchema {
+            admin,
+            name,
+            userinfo: userinfo.to_owned(),
+            hostport: hostport.to_owned(),
+            db: db.split('?').next().unwrap_or(db).to_owned(),
+        }
+    }
+
+    /// The URL of the schema through TCP at `hostport` (the server's, or a forwarder's).
+    pub fn url_at(&self, hostport: &str) -> String {
+        format!(
+            "postgres://{}@{hostport}/{}?options=-c%20search_path%3D{}",
+            self.userinfo, self.db, self.name
+        )
+    }
+
+    /// The URL of the schema through a Unix socket `DIR/.s.PGSQL.5432`.
+    pub fn url_by_socket(&self, dir: &Path) -> String {
+        format!(
+            "postgres://{}@localhost/{}?host={}&options=-c%20search_path%3D{}",
+            self.userinfo,
+            self.db,
+            dir.display(),
+            self.name
+        )
+    }
+
+    pub async fn drop(mut self) {
+        use sqlx::Executor;
+        self.admin
+            .execute(sqlx::raw_sql(&format!("DROP SCHEMA {} CASCADE", self.name)))
+            .await
+            .expect("drop schema");
+    }
+}
+
+/// Fails the test with the panic of a task it ran (after its cleanup ran).
+pub fn resume_panic(res: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = res {
+        match e.try_into_panic() {
+            Ok(p) => std::panic::resume_unwind(p),
+            Err(e) => panic!("test task: {e}"),
+        }
+    }
+}
+
 /// A pcap (Ethernet/IPv4/UDP) of PCMU RTP, 20 ms apart, carrying `pcm` (8 kHz): what
 /// SIPp's `play_pcap_audio` replays.
 pub fn pcmu_pcap(path: &std::path::Path, pcm: &[i16]) {

@@ -21,6 +21,7 @@ enum Op {
     Acquire,
     Renew(i64),
     Release(i64),
+    HandOver(i64, String),
 }
 
 #[derive(Debug)]
@@ -68,6 +69,9 @@ struct World {
     db_offset: i64,
     db_down: bool,
     row: Option<(String, i64, i64)>,
+    /// A handover an operator asked of the holder (`ringfort cluster handover`): to a
+    /// node, or (None) to any.
+    handover_asked: Option<Option<String>>,
     nodes: Vec<SimNode>,
     pending: Vec<Pending>,
     /// Time an address removal takes.
@@ -87,6 +91,7 @@ impl World {
             db_offset: 1_700_000_000_000,
             db_down: false,
             row: None,
+            handover_asked: None,
             nodes: Vec::new(),
             pending: Vec::new(),
             drop_delay: 20,
@@ -160,6 +165,7 @@ impl World {
                 Command::TryAcquire => Op::Acquire,
                 Command::Renew { term } => Op::Renew(term),
                 Command::Release { term } => Op::Release(term),
+                Command::HandOver { term, to } => Op::HandOver(term, to),
                 Command::AddAddress => {
                     let node = &mut self.nodes[n];
                     node.has_address = true;
@@ -219,6 +225,7 @@ impl World {
                     Reply::Acquire(AcquireOutcome::Won { term: 1 })
                 }
                 Some((h, term, exp)) if *exp < now || *h == me => {
+                    self.handover_asked = None;
                     *h = me;
                     *term += 1;
                     *exp = now + lease;
@@ -229,7 +236,10 @@ impl World {
             Op::Renew(t) => match &mut self.row {
                 Some((h, term, exp)) if *h == me && *term == *t => {
                     *exp = now + lease;
-                    Reply::Renew(RenewOutcome::Renewed)
+                    Reply::Renew(match self.handover_asked.clone() {
+                        Some(to) => RenewOutcome::HandoverAsked { to },
+                        None => RenewOutcome::Renewed,
+                    })
                 }
                 _ => Reply::Renew(RenewOutcome::Lost),
             },
@@ -237,6 +247,17 @@ impl World {
                 if let Some((h, term, exp)) = &mut self.row {
                     if *h == me && *term == *t {
                         *exp = 0;
+                        self.handover_asked = None;
+                    }
+                }
+                Reply::None
+            }
+            Op::HandOver(t, to) => {
+                if let Some((h, term, exp)) = &mut self.row {
+                    if *h == me && *term == *t {
+                        *h = to.clone();
+                        *exp = now + lease;
+                        self.handover_asked = None;
                     }
                 }
                 Reply::None
@@ -285,7 +306,7 @@ impl World {
             let lost = p.reply_lost || self.nodes[p.node].partitioned;
             let e = &mut self.nodes[p.node].election;
             let cmds = match (&p.op, p.reply) {
-                (Op::Release(_), _) => Vec::new(),
+                (Op::Release(_) | Op::HandOver(..), _) => Vec::new(),
                 (_, Some(Reply::Read(r))) if !lost => e.lease_read(now, r),
                 (_, Some(Reply::Acquire(a))) if !lost => e.acquire_result(now, a),
                 (_, Some(Reply::Renew(r))) if !lost => e.renew_result(now, r),
@@ -670,5 +691,119 @@ fn a_node_that_cannot_add_the_address_hands_the_vip_over() {
     // a stays away for a lease period, then follows the new holder quietly.
     w.advance(3000);
     assert_eq!(w.holder(), Some(b));
+    w.assert_safe();
+}
+
+/// A world of three with `a` holding the VIP, `b` preferred over `c`.
+fn three_with_a_holding() -> (World, usize, usize, usize) {
+    let mut w = World::new(timing());
+    let a = w.add("a", MAX_PRIORITY);
+    let b = w.add("b", MAX_PRIORITY - 10);
+    let c = w.add("c", MAX_PRIORITY - 20);
+    w.start(a, MAX_PRIORITY);
+    w.advance(20);
+    w.start(b, MAX_PRIORITY - 10);
+    w.start(c, MAX_PRIORITY - 20);
+    w.advance(1000);
+    assert_eq!(w.holder(), Some(a));
+    (w, a, b, c)
+}
+
+#[test]
+fn a_handover_to_a_named_node_moves_the_vip_there_within_a_fraction_of_a_second() {
+    let (mut w, a, b, c) = three_with_a_holding();
+    // The operator asks for c, the least preferred: the holder sees it at its next
+    // renewal, drops, hands the row to c, which takes it at its next read.
+    w.handover_asked = Some(Some("c".into()));
+    let (n, took) = w.until_held(3000).map_or((usize::MAX, 0), |x| x);
+    assert!(n == a || n == c);
+    let start = w.t - took;
+    while w.holder() != Some(c) {
+        assert!(
+            w.t - start < 2000,
+            "c never took it; holder {:?}",
+            w.holder()
+        );
+        w.step();
+    }
+    let took = w.t - start;
+    // At most a renew period until the holder sees the request, one until c reads.
+    assert!(took <= 2 * 400 + 50, "took {took} ms");
+    assert_eq!(w.row.as_ref().map(|r| (r.0.as_str(), r.1)), Some(("c", 2)));
+    assert_eq!(w.nodes[a].election.term(), None, "a is a follower now");
+    assert_eq!(w.nodes[b].adds, 0, "b never took it");
+    // a stays away and c keeps it.
+    w.advance(5000);
+    assert_eq!(w.holder(), Some(c));
+    assert_eq!(w.nodes[a].adds, 1);
+    w.assert_safe();
+}
+
+#[test]
+fn a_handover_to_a_dead_node_costs_one_lease_then_another_takes_it() {
+    let (mut w, a, b, c) = three_with_a_holding();
+    w.kill(c);
+    w.handover_asked = Some(Some("c".into()));
+    // a drops within a renew period; nobody but c may take it until the row expires.
+    w.advance(450);
+    assert_eq!(w.holder(), None);
+    let (n, took) = w.until_held(3000).expect("someone takes it");
+    assert_eq!(n, b, "the preferred live node");
+    assert!(took <= 1500 + 450, "took {took} ms");
+    w.advance(3000);
+    assert_eq!(w.holder(), Some(b));
+    assert_eq!(w.nodes[a].adds, 1, "a stayed away");
+    w.assert_safe();
+}
+
+#[test]
+fn a_handover_to_any_node_goes_to_the_preferred_other_one() {
+    let (mut w, a, b, _c) = three_with_a_holding();
+    w.handover_asked = Some(None);
+    w.advance(450);
+    let (n, took) = w.until_held(2000).expect("someone takes it");
+    assert_eq!(n, b);
+    assert!(took <= 400 + 100, "took {took} ms");
+    w.advance(3000);
+    assert_eq!(w.holder(), Some(b));
+    assert_eq!(w.nodes[a].adds, 1);
+    w.assert_safe();
+}
+
+#[test]
+fn a_handover_to_itself_or_while_following_changes_nothing() {
+    let (mut w, a, b, _c) = three_with_a_holding();
+    let now = w.local_now(a);
+    assert_eq!(w.nodes[a].election.hand_over(now, Some("a".into())), vec![]);
+    let now = w.local_now(b);
+    assert_eq!(w.nodes[b].election.hand_over(now, Some("c".into())), vec![]);
+    w.advance(2000);
+    assert_eq!(w.holder(), Some(a));
+    w.assert_safe();
+}
+
+#[test]
+fn no_node_takes_a_vip_it_cannot_fence_while_the_database_is_down() {
+    // Both nodes start while the database is unreachable (a cluster booting during an
+    // outage): neither ever adds the address, however long it lasts; once the database
+    // answers, exactly one takes it.
+    let mut w = World::new(timing());
+    let a = w.add("a", MAX_PRIORITY);
+    let b = w.add("b", MAX_PRIORITY);
+    w.db_down = true;
+    w.start(a, MAX_PRIORITY);
+    w.start(b, MAX_PRIORITY);
+    w.advance(10_000);
+    assert_eq!(w.holder(), None);
+    assert_eq!((w.nodes[a].adds, w.nodes[b].adds), (0, 0));
+    // The same for a holder whose lease expired during the outage: nobody re-takes it.
+    w.db_down = false;
+    let (first, _) = w.until_held(3000).expect("taken once the database is back");
+    w.advance(1000);
+    w.db_down = true;
+    w.advance(10_000);
+    assert_eq!(w.holder(), None, "dropped, and not re-taken by anyone");
+    assert_eq!(w.nodes[first].adds, 1);
+    assert_eq!(w.nodes[1 - first].adds, 0);
     w.assert_safe();
 }
