@@ -1,7 +1,7 @@
 // Call history: CDRs newest first, filtered by caller, callee, outcome and day, in pages,
 // with a CSV export of the same filter.
 import { api } from './api.js';
-import { clear, el, fmtDuration, fmtTime, say, table } from './ui.js';
+import { clear, el, fmtDuration, fmtTime, pager, say, table } from './ui.js';
 
 export const title = 'Call history';
 
@@ -23,7 +23,7 @@ export async function mount(root) {
     el('button', { type: 'reset', class: 'secondary' }, 'Clear'));
   const csv = el('a', { id: 'cdr-csv', href: '#', download: 'cdrs.csv' }, 'Download as CSV');
   const listBox = el('div');
-  const pager = el('div', { class: 'pager' });
+  const pagerBox = el('div', { class: 'pager' });
 
   function query() {
     const q = new URLSearchParams();
@@ -70,13 +70,7 @@ export async function mount(root) {
         el('td', {}, c.node))),
       empty: 'No calls match.',
     }));
-    clear(pager);
-    if (page.total > 0) {
-      pager.append(
-        el('button', { type: 'button', class: 'secondary', disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - PAGE); load(); } }, 'Newer'),
-        el('span', {}, `${offset + 1}–${Math.min(offset + PAGE, page.total)} of ${page.total}`),
-        el('button', { type: 'button', class: 'secondary', disabled: offset + PAGE >= page.total, onclick: () => { offset += PAGE; load(); } }, 'Older'));
-    }
+    pager(pagerBox, { offset, size: PAGE, total: page.total, go: (o) => { offset = o; load(); } });
   }
 
   form.addEventListener('submit', (ev) => {
@@ -89,7 +83,7 @@ export async function mount(root) {
     setTimeout(load, 0);
   });
 
-  root.append(el('h1', {}, 'Call history'), form, el('p', {}, csv), listBox, pager);
+  root.append(el('h1', {}, 'Call history'), form, el('p', {}, csv), listBox, pagerBox);
   await load();
   return null;
 }

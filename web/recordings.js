@@ -3,7 +3,7 @@
 // and can be deleted (the call stays in the history). A recording another node made is
 // listed with that node's name: its file is there.
 import { api } from './api.js';
-import { clear, el, fmtDuration, fmtTime, say, table } from './ui.js';
+import { clear, el, fmtDuration, fmtTime, pager, say, table } from './ui.js';
 
 export const title = 'Recordings';
 
@@ -22,7 +22,7 @@ export async function mount(root) {
     el('button', { type: 'reset', class: 'secondary' }, 'Clear'));
   const player = el('div', { id: 'rec-player', class: 'card', hidden: true });
   const listBox = el('div');
-  const pager = el('div', { class: 'pager' });
+  const pagerBox = el('div', { class: 'pager' });
 
   function play(r) {
     clear(player);
@@ -86,13 +86,7 @@ export async function mount(root) {
       }),
       empty: 'No recorded calls. Calls are recorded when [calls] record is "mixed" or "stereo" in ringfort.toml.',
     }));
-    clear(pager);
-    if (page.total > 0) {
-      pager.append(
-        el('button', { type: 'button', class: 'secondary', disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - PAGE); load(); } }, 'Newer'),
-        el('span', {}, `${offset + 1}–${Math.min(offset + PAGE, page.total)} of ${page.total}`),
-        el('button', { type: 'button', class: 'secondary', disabled: offset + PAGE >= page.total, onclick: () => { offset += PAGE; load(); } }, 'Older'));
-    }
+    pager(pagerBox, { offset, size: PAGE, total: page.total, go: (o) => { offset = o; load(); } });
   }
 
   form.addEventListener('submit', (ev) => {
@@ -105,7 +99,7 @@ export async function mount(root) {
     setTimeout(load, 0);
   });
 
-  root.append(el('h1', {}, 'Recordings'), form, player, listBox, pager);
+  root.append(el('h1', {}, 'Recordings'), form, player, listBox, pagerBox);
   await load();
   return () => {
     const audio = document.getElementById('rec-audio');

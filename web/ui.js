@@ -75,3 +75,13 @@ export function liveBadge(live) {
   });
   return { badge, stop };
 }
+
+// "Newer, 1–50 of N, Older" under a paged list; `go(offset)` loads another page.
+export function pager(box, { offset, size, total, go }) {
+  clear(box);
+  if (total === 0) return;
+  box.append(
+    el('button', { type: 'button', class: 'secondary', disabled: offset === 0, onclick: () => go(Math.max(0, offset - size)) }, 'Newer'),
+    el('span', {}, `${offset + 1}–${Math.min(offset + size, total)} of ${total}`),
+    el('button', { type: 'button', class: 'secondary', disabled: offset + size >= total, onclick: () => go(offset + size) }, 'Older'));
+}
