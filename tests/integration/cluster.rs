@@ -9,20 +9,16 @@
 //! the agent gave it, before the lease could be taken over.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ringfort::cluster::agent::{run_vip, IpCommand, VipAgentParams};
 use ringfort::cluster::election::ElectionTiming;
 use ringfort::store::Store;
-use sqlx::{Connection, Executor};
 use tokio::sync::watch;
 
-use crate::support::sh;
+use crate::support::{resume_panic, sh, PgSchema, Sampler};
 
 const VIP: &str = "198.51.100.77";
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// Two namespaces with one end of a veth pair each; dropped = deleted.
 struct Hosts {
@@ -79,83 +75,24 @@ impl Drop for Hosts {
     }
 }
 
-/// Samples both namespaces until stopped: (time since start, a has it, b has it).
-struct Sampler {
-    samples: Arc<Mutex<Vec<(Duration, bool, bool)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Sampler {
-    fn start(ns: [String; 2], ifname: [String; 2]) -> Sampler {
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (samples, stop) = (samples.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let t0 = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    let a = Hosts::has_vip(&ns[0], &ifname[0]);
-                    let b = Hosts::has_vip(&ns[1], &ifname[1]);
-                    if let Ok(mut s) = samples.lock() {
-                        s.push((t0.elapsed(), a, b));
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        };
-        Sampler {
-            samples,
-            stop,
-            thread: Some(thread),
+/// Waits until the newest sample of (a has it, b has it) is `want`; how long that took.
+async fn wait_sample(
+    sampler: &Sampler<(bool, bool)>,
+    want: (bool, bool),
+    limit: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if sampler.last() == Some(want) {
+            return start.elapsed();
         }
+        assert!(
+            start.elapsed() < limit,
+            "no sample with (a, b) = {want:?} within {limit:?}; last {:?}",
+            sampler.last()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-
-    fn last(&self) -> Option<(bool, bool)> {
-        self.samples
-            .lock()
-            .ok()
-            .and_then(|s| s.last().map(|&(_, a, b)| (a, b)))
-    }
-
-    async fn wait_for(&self, want: (bool, bool), limit: Duration) -> Duration {
-        let start = Instant::now();
-        loop {
-            if self.last() == Some(want) {
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < limit,
-                "no sample with (a, b) = {want:?} within {limit:?}; last {:?}",
-                self.last()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    fn finish(mut self) -> Vec<(Duration, bool, bool)> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.samples.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-}
-
-/// A fresh schema on the test server, dropped by the caller.
-async fn pg_schema() -> (sqlx::PgConnection, String, String) {
-    let base = std::env::var("RINGFORT_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.into());
-    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is unreachable at {base}: {e}; start it with `sudo scripts/pg-test-setup.sh`")
-    });
-    let schema = format!("rf_test_{:016x}", rand::random::<u64>());
-    admin
-        .execute(sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")))
-        .await
-        .expect("create schema");
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    (admin, schema, url)
 }
 
 fn params(node: &str, priority: u8) -> VipAgentParams {
@@ -175,26 +112,27 @@ fn params(node: &str, priority: u8) -> VipAgentParams {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_holder_loses_the_vip_and_two_namespaces_never_share_it() {
-    let (mut admin, schema, url) = pg_schema().await;
+    let pg = PgSchema::create("rf_test").await;
+    let url = pg.url_at(&pg.hostport);
     let hosts = Hosts::new();
     let res = tokio::spawn(scenario(url, hosts.ns.clone(), hosts.ifname.clone())).await;
     drop(hosts);
-    admin
-        .execute(sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")))
-        .await
-        .expect("drop schema");
-    if let Err(e) = res {
-        match e.try_into_panic() {
-            Ok(p) => std::panic::resume_unwind(p),
-            Err(e) => panic!("scenario: {e}"),
-        }
-    }
+    pg.drop().await;
+    resume_panic(res);
 }
 
 async fn scenario(url: String, ns: [String; 2], ifname: [String; 2]) {
     let store = Store::connect(&url, 4).await.expect("connect");
     store.migrate().await.expect("migrate");
-    let sampler = Sampler::start(ns.clone(), ifname.clone());
+    let sampler = {
+        let (ns, ifname) = (ns.clone(), ifname.clone());
+        Sampler::start(move || {
+            (
+                Hosts::has_vip(&ns[0], &ifname[0]),
+                Hosts::has_vip(&ns[1], &ifname[1]),
+            )
+        })
+    };
 
     let agent = |i: usize, node: &str, priority: u8| {
         let (tx, rx) = watch::channel(false);
@@ -209,9 +147,7 @@ async fn scenario(url: String, ns: [String; 2], ifname: [String; 2]) {
     // Both start at once; a is preferred (b waits 250 ms more on a free VIP).
     let (_stop_a, task_a) = agent(0, "a", 100);
     let (stop_b, task_b) = agent(1, "b", 50);
-    sampler
-        .wait_for((true, false), Duration::from_secs(3))
-        .await;
+    wait_sample(&sampler, (true, false), Duration::from_secs(3)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         sampler.last(),
@@ -225,9 +161,7 @@ async fn scenario(url: String, ns: [String; 2], ifname: [String; 2]) {
     task_a.abort();
     let _ = task_a.await;
     let killed = Instant::now();
-    sampler
-        .wait_for((false, true), Duration::from_secs(5))
-        .await;
+    wait_sample(&sampler, (false, true), Duration::from_secs(5)).await;
     let failover = killed.elapsed();
     assert!(
         failover < Duration::from_millis(2500),
@@ -243,9 +177,7 @@ async fn scenario(url: String, ns: [String; 2], ifname: [String; 2]) {
         .expect("b stops")
         .expect("b task");
     // The agent removed it before returning; the sampler sees it within a sample or two.
-    sampler
-        .wait_for((false, false), Duration::from_secs(2))
-        .await;
+    wait_sample(&sampler, (false, false), Duration::from_secs(2)).await;
     let lease = store.vip_lease(VIP).await.expect("read").expect("row");
     assert_eq!(lease.expires_at_ms, 0, "released");
     store.close().await;
@@ -258,7 +190,7 @@ async fn scenario(url: String, ns: [String; 2], ifname: [String; 2]) {
         .max()
         .unwrap_or_default();
     assert!(samples.len() >= 50, "sampled only {} times", samples.len());
-    let both: Vec<_> = samples.iter().filter(|&&(_, a, b)| a && b).collect();
+    let both: Vec<_> = samples.iter().filter(|(_, (a, b))| *a && *b).collect();
     assert!(both.is_empty(), "both namespaces had the VIP at {both:?}");
     eprintln!(
         "failover after kill: {failover:?}; {} samples (largest gap {max_gap:?}), none with both",
@@ -272,7 +204,8 @@ async fn scenario(url: String, ns: [String; 2], ifname: [String; 2]) {
 /// so the agent takes the lease, fails to add the address, and hands the VIP back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clustered_node_heartbeats_and_runs_its_vip_agent() {
-    let (mut admin, schema, url) = pg_schema().await;
+    let pg = PgSchema::create("rf_test").await;
+    let url = pg.url_at(&pg.hostport);
     let res = tokio::task::spawn_blocking(move || {
         let mut node = crate::support::Node::new(crate::support::NodeOptions {
             database_url: url,
@@ -309,16 +242,8 @@ async fn a_clustered_node_heartbeats_and_runs_its_vip_agent() {
         node.stop();
     })
     .await;
-    admin
-        .execute(sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")))
-        .await
-        .expect("drop schema");
-    if let Err(e) = res {
-        match e.try_into_panic() {
-            Ok(p) => std::panic::resume_unwind(p),
-            Err(e) => panic!("test: {e}"),
-        }
-    }
+    pg.drop().await;
+    resume_panic(res);
 }
 
 /// A binding node "a" holds for `aor`.
@@ -346,7 +271,8 @@ fn binding_on_a(aor: &str) -> ringfort::store::Binding {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registration_written_by_one_node_reaches_the_other_nodes_cache() {
-    let (mut admin, schema, url) = pg_schema().await;
+    let pg = PgSchema::create("rf_test").await;
+    let url = pg.url_at(&pg.hostport);
     let res = tokio::spawn(async move {
         let store_a = Store::connect(&url, 2).await.expect("store a");
         store_a.migrate().await.expect("migrate");
@@ -413,14 +339,6 @@ async fn a_registration_written_by_one_node_reaches_the_other_nodes_cache() {
         store_a.close().await;
     })
     .await;
-    admin
-        .execute(sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")))
-        .await
-        .expect("drop schema");
-    if let Err(e) = res {
-        match e.try_into_panic() {
-            Ok(p) => std::panic::resume_unwind(p),
-            Err(e) => panic!("scenario: {e}"),
-        }
-    }
+    pg.drop().await;
+    resume_panic(res);
 }

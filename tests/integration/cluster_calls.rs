@@ -24,13 +24,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::audio::{CALLEE_HZ, CALLER_HZ};
 use crate::baresip::{Baresip, PhoneSetup};
-use crate::support::{sh, wait_for, Node, NodeOptions};
+use crate::support::{sh, wait_for, Node, NodeOptions, Sampler};
 
 const PASSWORD: &str = "cluster-test-pass";
 const DB_IP: &str = "10.89.0.2";
@@ -213,17 +211,10 @@ impl Drop for Postgres {
     }
 }
 
-/// When it was taken (since the sampler started), and per VIP the node indexes that had it.
-type Sample = (Duration, [Vec<usize>; 2]);
+/// Per VIP, the node indexes that have it.
+type Holders = [Vec<usize>; 2];
 
-/// Samples which node namespaces have each VIP, every few milliseconds, until stopped.
-struct Sampler {
-    samples: Arc<Mutex<Vec<Sample>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-fn holders_now(nodes: &[(String, String)]) -> [Vec<usize>; 2] {
+fn holders_now(nodes: &[(String, String)]) -> Holders {
     let mut held = [Vec::new(), Vec::new()];
     for (i, (ns, ifname)) in nodes.iter().enumerate() {
         let Ok(out) = Command::new("ip")
@@ -242,59 +233,19 @@ fn holders_now(nodes: &[(String, String)]) -> [Vec<usize>; 2] {
     held
 }
 
-impl Sampler {
-    fn start(nodes: Vec<(String, String)>) -> Sampler {
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (samples, stop) = (samples.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let t0 = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    let held = holders_now(&nodes);
-                    if let Ok(mut s) = samples.lock() {
-                        s.push((t0.elapsed(), held));
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        };
-        Sampler {
-            samples,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn last(&self) -> Option<[Vec<usize>; 2]> {
-        self.samples
-            .lock()
-            .ok()
-            .and_then(|s| s.last().map(|(_, h)| h.clone()))
-    }
-
-    /// Waits until VIP `vip` is on node `node` alone; how long that took.
-    fn wait_holder(&self, vip: usize, node: usize, limit: Duration) -> Duration {
-        let start = Instant::now();
-        wait_for(
-            &format!("VIP {} on node n{} alone", VIPS[vip], node + 1),
-            limit,
-            || {
-                self.last()
-                    .filter(|h| h[vip] == [node])
-                    .map(|_| start.elapsed())
-            },
-        )
-    }
-
-    /// Stops sampling; every sample, to check.
-    fn finish(mut self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        std::mem::take(&mut *self.samples.lock().expect("samples"))
-    }
+/// Waits until VIP `vip` is on node `node` alone; how long that took.
+fn wait_holder(sampler: &Sampler<Holders>, vip: usize, node: usize, limit: Duration) -> Duration {
+    let start = Instant::now();
+    wait_for(
+        &format!("VIP {} on node n{} alone", VIPS[vip], node + 1),
+        limit,
+        || {
+            sampler
+                .last()
+                .filter(|h| h[vip] == [node])
+                .map(|_| start.elapsed())
+        },
+    )
 }
 
 /// A UDP socket bound inside namespace `ns` (made on a thread that entered it; a socket
@@ -400,15 +351,18 @@ fn three_nodes_forward_calls_survive_a_holder_kill_and_never_share_a_vip() {
             })
         })
         .collect();
-    let sampler = Sampler::start(lan.nodes());
+    let sampler = {
+        let nodes = lan.nodes();
+        Sampler::start(move || holders_now(&nodes))
+    };
     // One at a time: the first applies the migrations, and takes VIP1 before n2 can.
     nodes[0].start();
-    sampler.wait_holder(0, 0, Duration::from_secs(10));
+    wait_holder(&sampler, 0, 0, Duration::from_secs(10));
     for n in ["1001", "1002", "1003"] {
         nodes[0].add_extension(n, PASSWORD);
     }
     nodes[1].start();
-    sampler.wait_holder(1, 1, Duration::from_secs(10));
+    wait_holder(&sampler, 1, 1, Duration::from_secs(10));
     nodes[2].start();
     let status = nodes[2].cli_ok(&["cluster", "status"]);
     for id in ["n1", "n2", "n3"] {
@@ -445,7 +399,7 @@ fn three_nodes_forward_calls_survive_a_holder_kill_and_never_share_a_vip() {
 
     // kill -9 of VIP1's holder: n2 (priority 50 over n3's 30) takes VIP1.
     nodes[0].kill();
-    let took = sampler.wait_holder(0, 1, Duration::from_secs(10));
+    let took = wait_holder(&sampler, 0, 1, Duration::from_secs(10));
     eprintln!("VIP1 moved from the killed n1 to n2 in {took:?}");
     // n2 answers OPTIONS on VIP1, from VIP1.
     let probe = udp_socket_in(
@@ -498,8 +452,8 @@ fn three_nodes_forward_calls_survive_a_holder_kill_and_never_share_a_vip() {
     sh(&[
         "ip", "netns", "exec", &n2, "iptables", "-A", "INPUT", "-s", DB_IP, "-j", "DROP",
     ]);
-    let took = sampler.wait_holder(0, 2, Duration::from_secs(10));
-    sampler.wait_holder(1, 2, Duration::from_secs(10));
+    let took = wait_holder(&sampler, 0, 2, Duration::from_secs(10));
+    wait_holder(&sampler, 1, 2, Duration::from_secs(10));
     eprintln!("n3 took the VIPs {took:?} after n2 lost the database");
 
     let samples = sampler.finish();

@@ -837,3 +837,67 @@ pub fn sh(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Samples `probe` on a thread every 5 ms until [`Sampler::finish`]: for what a test must
+/// find true at every moment (a floating IP never in two places), not only at the end.
+pub struct Sampler<T> {
+    samples: std::sync::Arc<std::sync::Mutex<Vec<(Duration, T)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<T: Clone + Send + 'static> Sampler<T> {
+    pub fn start(mut probe: impl FnMut() -> T + Send + 'static) -> Sampler<T> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (samples, stop) = (samples.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let t0 = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let v = probe();
+                    if let Ok(mut s) = samples.lock() {
+                        s.push((t0.elapsed(), v));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        Sampler {
+            samples,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The newest sample.
+    pub fn last(&self) -> Option<T> {
+        self.samples
+            .lock()
+            .ok()
+            .and_then(|s| s.last().map(|(_, v)| v.clone()))
+    }
+
+    /// Stops sampling; every sample, with its time since the start.
+    pub fn finish(mut self) -> Vec<(Duration, T)> {
+        self.halt();
+        self.samples.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl<T> Drop for Sampler<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
