@@ -864,7 +864,9 @@ impl Reacher {
     fn targets(&self, numbers: &[String], call_id: &str, forward: bool) -> Vec<Target> {
         let view = self.cluster.as_ref().map(|c| c.view.borrow().clone());
         let mut targets = Vec::new();
-        let mut forwarded: Vec<(String, &str)> = Vec::new();
+        // Per other node (in the order first met): where it takes SIP, the numbers it
+        // rings for us (one INVITE per node: the forks share this leg's Call-ID).
+        let mut forwards: Vec<(String, SocketAddr, Vec<&str>)> = Vec::new();
         for number in numbers {
             for b in self.registrar.lookup(number) {
                 let reach = match &view {
@@ -888,13 +890,12 @@ impl Reacher {
                         }
                     }
                     Reach::Node { id, sip } if forward => {
-                        if forwarded.iter().any(|(n, x)| *n == id && *x == number) {
-                            continue;
-                        }
-                        if let Some(t) = self.forward(number, sip, call_id) {
-                            debug!(number, node = %id, "fork through another node");
-                            targets.push(t);
-                            forwarded.push((id, number));
+                        match forwards.iter_mut().find(|(n, _, _)| *n == id) {
+                            Some((_, _, list)) if !list.contains(&number.as_str()) => {
+                                list.push(number)
+                            }
+                            Some(_) => {}
+                            None => forwards.push((id, sip, vec![number.as_str()])),
                         }
                     }
                     Reach::Node { .. } => {}
@@ -902,6 +903,12 @@ impl Reacher {
                         debug!(number, contact = %b.contact_uri, "no node reaches this phone now")
                     }
                 }
+            }
+        }
+        for (node, sip, numbers) in forwards {
+            if let Some(t) = self.forward(&numbers, sip, call_id) {
+                debug!(?numbers, %node, "fork through another node");
+                targets.push(t);
             }
         }
         targets
@@ -918,8 +925,10 @@ impl Reacher {
         }
     }
 
-    /// A fork to another node for `number`: sent from our cluster address, signed.
-    fn forward(&self, number: &str, to: SocketAddr, call_id: &str) -> Option<Target> {
+    /// A fork to another node ringing `numbers` there: sent from our cluster address,
+    /// signed.
+    fn forward(&self, numbers: &[&str], to: SocketAddr, call_id: &str) -> Option<Target> {
+        let first = numbers.first()?;
         let link = self.cluster.as_ref()?;
         let peer = Peer {
             transport: Transport::Udp,
@@ -940,10 +949,10 @@ impl Reacher {
             &self.node_id,
             crate::registrar::now_unix(),
             call_id,
-            number,
+            numbers,
         );
         Some(Target {
-            request_uri: format!("sip:{number}@{to}"),
+            request_uri: format!("sip:{first}@{to}"),
             peer,
             local_contact: format!("sip:ringfort@{host}"),
             route: Vec::new(),
@@ -1416,43 +1425,45 @@ impl Core {
     /// signature instead of a digest challenge (that node authenticated the caller and
     /// ran the dialplan), then rung on this node's phones only.
     fn relayed_invite(&mut self, key: TxKey, req: Request, from: Peer, relay: &str) {
-        let callee = SipUri::parse(&req.uri).ok().and_then(|u| u.user);
         let caller = from_header(&req.headers)
             .ok()
             .and_then(|f| SipUri::parse(&f.uri).ok())
             .and_then(|u| u.user);
-        let checked = match (&self.calls.reach.cluster, &callee) {
-            (Some(link), Some(number)) => verify_relay(
+        let checked = match &self.calls.reach.cluster {
+            Some(link) => verify_relay(
                 &link.secret,
                 relay,
                 crate::registrar::now_unix(),
                 call_id_of(&req.headers).unwrap_or_default(),
-                number,
             )
             .map_err(|e| e.to_string()),
-            (None, _) => Err("this node is not in a cluster".to_owned()),
-            (_, None) => Err("no number in the Request-URI".to_owned()),
+            None => Err("this node is not in a cluster".to_owned()),
         };
-        let node = match checked {
-            Ok(node) => node,
+        let relayed = match checked {
+            Ok(r) => r,
             Err(why) => {
                 warn!(from = %from.remote, why, "forwarded call refused");
                 let r = self.simple(&req, 403);
                 return self.reply(&key, r);
             }
         };
-        let (Some(callee), Some(caller)) = (callee, caller) else {
+        // The first number names the callee (the CDR's, at the forwarding node, names
+        // what was dialled); the phones of all of them ring.
+        let (Some(caller), Some(callee)) = (caller, relayed.numbers.first().cloned()) else {
             let r = self.simple(&req, 400);
             return self.reply(&key, r);
         };
-        if self.registrar.cached_extension(&callee).is_none() {
-            return self.load_then_retry(callee, key, req, from);
-        }
-        let Some(leg) = self.new_caller_leg(key, req, from, caller, callee.clone()) else {
+        let Some(leg) = self.new_caller_leg(key, req, from, caller, callee) else {
             return;
         };
         // The forwarding node owns the ring timeout: it cancels this leg when it gives up.
-        self.dial(leg, vec![callee], RELAYED_RING_LIMIT, None, Some(node));
+        self.dial(
+            leg,
+            relayed.numbers,
+            RELAYED_RING_LIMIT,
+            None,
+            Some(relayed.node),
+        );
     }
 
     /// Runs the dialplan for a new call: a leading dial goes to the B2BUA, anything else

@@ -6,11 +6,14 @@
 //! holds the floating IP it registered through, or from the node whose own address (or
 //! TCP connection) it registered on. [`ClusterView::reach`] answers "me, or which node".
 //!
-//! A forwarded INVITE carries `X-Ringfort-Relay: node=N;ts=T;sig=S`, S an HMAC-SHA256
-//! under the cluster's shared secret (a row every node reads from the store) over the
-//! sending node, the time, the Call-ID and the dialled number. The receiving node takes
-//! such a call without a digest challenge (the sending node authenticated the caller) and
-//! rings only phones it reaches itself, so a call is forwarded at most once.
+//! A forwarded INVITE carries `X-Ringfort-Relay: node=N;ts=T;numbers=A,B;sig=S`, S an
+//! HMAC-SHA256 under the cluster's shared secret (a row every node reads from the store)
+//! over the sending node, the time, the Call-ID and the numbers to ring there. One INVITE
+//! per node, whatever the numbers (a ring group with two phones on one node): the forks of
+//! a B2BUA leg share its Call-ID, and two INVITEs of one Call-ID to one node would be
+//! merged requests. The receiving node takes such a call without a digest challenge (the
+//! sending node authenticated the caller) and rings only phones it reaches itself, so a
+//! call is forwarded at most once.
 //!
 //! Owns: the view of the cluster the core routes with, and the relay header.
 //! Must not: do I/O, read a clock (times are passed in), or know about dialogs or media.
@@ -89,16 +92,27 @@ impl ClusterView {
     }
 }
 
-/// The relay header's value for a call `call_id` to `number`, sent by `node` at `now_unix`.
+/// The relay header's value for a call `call_id` to `numbers`, sent by `node` at
+/// `now_unix`. Numbers are extension numbers (no `,` or `;` in them).
 pub fn relay_header(
     secret: &[u8],
     node: &str,
     now_unix: i64,
     call_id: &str,
-    number: &str,
+    numbers: &[&str],
 ) -> String {
-    let sig = hex(&relay_mac(secret, node, now_unix, call_id, number));
-    format!("node={node};ts={now_unix};sig={sig}")
+    let numbers = numbers.join(",");
+    let sig = hex(&relay_mac(secret, node, now_unix, call_id, &numbers));
+    format!("node={node};ts={now_unix};numbers={numbers};sig={sig}")
+}
+
+/// What a checked relay header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayed {
+    /// The node that forwarded the call.
+    pub node: String,
+    /// The numbers to ring here.
+    pub numbers: Vec<String>,
 }
 
 /// Why a relay header is refused.
@@ -112,33 +126,37 @@ pub enum RelayError {
     BadSignature,
 }
 
-/// Checks a relay header for `call_id` and `number` at `now_unix`; the sending node's id.
+/// Checks a relay header of a call `call_id` at `now_unix`.
 pub fn verify_relay(
     secret: &[u8],
     value: &str,
     now_unix: i64,
     call_id: &str,
-    number: &str,
-) -> Result<String, RelayError> {
+) -> Result<Relayed, RelayError> {
     let mut node = None;
     let mut ts = None;
+    let mut numbers = None;
     let mut sig = None;
     for part in value.split(';') {
         match part.trim().split_once('=') {
             Some(("node", v)) => node = Some(v),
             Some(("ts", v)) => ts = v.parse::<i64>().ok(),
+            Some(("numbers", v)) => numbers = Some(v),
             Some(("sig", v)) => sig = Some(v),
             _ => return Err(RelayError::Malformed),
         }
     }
-    let (Some(node), Some(ts), Some(sig)) = (node, ts, sig) else {
+    let (Some(node), Some(ts), Some(numbers), Some(sig)) = (node, ts, numbers, sig) else {
         return Err(RelayError::Malformed);
     };
+    if numbers.is_empty() {
+        return Err(RelayError::Malformed);
+    }
     let off = now_unix - ts;
     if off.abs() > RELAY_MAX_AGE_SECS {
         return Err(RelayError::Stale(off));
     }
-    let want = hex(&relay_mac(secret, node, ts, call_id, number));
+    let want = hex(&relay_mac(secret, node, ts, call_id, numbers));
     // Compared in full whatever differs first: the time taken says nothing about `want`.
     let same = want.len() == sig.len()
         && want
@@ -149,12 +167,15 @@ pub fn verify_relay(
     if !same {
         return Err(RelayError::BadSignature);
     }
-    Ok(node.to_owned())
+    Ok(Relayed {
+        node: node.to_owned(),
+        numbers: numbers.split(',').map(str::to_owned).collect(),
+    })
 }
 
-fn relay_mac(secret: &[u8], node: &str, ts: i64, call_id: &str, number: &str) -> [u8; 32] {
+fn relay_mac(secret: &[u8], node: &str, ts: i64, call_id: &str, numbers: &str) -> [u8; 32] {
     // Fields joined by a byte none of them may hold, so no two tuples sign alike.
-    let msg = format!("{node}\n{ts}\n{call_id}\n{number}");
+    let msg = format!("{node}\n{ts}\n{call_id}\n{numbers}");
     hmac_sha256(secret, msg.as_bytes())
 }
 
@@ -282,27 +303,33 @@ mod tests {
     }
 
     #[test]
-    fn a_relay_header_verifies_only_for_its_call_number_time_and_secret() {
-        let h = relay_header(b"s3cret", "n1", 1_000, "call-1", "1002");
+    fn a_relay_header_verifies_only_for_its_call_numbers_time_and_secret() {
+        let h = relay_header(b"s3cret", "n1", 1_000, "call-1", &["1002", "1003"]);
         assert_eq!(
-            verify_relay(b"s3cret", &h, 1_010, "call-1", "1002"),
-            Ok("n1".into())
+            verify_relay(b"s3cret", &h, 1_010, "call-1"),
+            Ok(Relayed {
+                node: "n1".into(),
+                numbers: vec!["1002".into(), "1003".into()],
+            })
         );
         let bad = Err(RelayError::BadSignature);
-        assert_eq!(verify_relay(b"other", &h, 1_010, "call-1", "1002"), bad);
-        assert_eq!(verify_relay(b"s3cret", &h, 1_010, "call-2", "1002"), bad);
-        assert_eq!(verify_relay(b"s3cret", &h, 1_010, "call-1", "1003"), bad);
+        assert_eq!(verify_relay(b"other", &h, 1_010, "call-1"), bad);
+        assert_eq!(verify_relay(b"s3cret", &h, 1_010, "call-2"), bad);
+        let more = h.replace("numbers=1002,1003", "numbers=1002,1003,1009");
+        assert_eq!(verify_relay(b"s3cret", &more, 1_010, "call-1"), bad);
         let forged = h.replace("node=n1", "node=n9");
+        assert_eq!(verify_relay(b"s3cret", &forged, 1_010, "call-1"), bad);
         assert_eq!(
-            verify_relay(b"s3cret", &forged, 1_010, "call-1", "1002"),
-            bad
-        );
-        assert_eq!(
-            verify_relay(b"s3cret", &h, 1_031, "call-1", "1002"),
+            verify_relay(b"s3cret", &h, 1_031, "call-1"),
             Err(RelayError::Stale(31))
         );
         assert_eq!(
-            verify_relay(b"s3cret", "node=n1;ts=x", 1_000, "call-1", "1002"),
+            verify_relay(b"s3cret", "node=n1;ts=x", 1_000, "call-1"),
+            Err(RelayError::Malformed)
+        );
+        let none = relay_header(b"s3cret", "n1", 1_000, "call-1", &[]);
+        assert_eq!(
+            verify_relay(b"s3cret", &none, 1_000, "call-1"),
             Err(RelayError::Malformed)
         );
     }

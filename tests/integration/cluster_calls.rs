@@ -282,6 +282,13 @@ fn options_from(sock: &UdpSocket, to: SocketAddr) -> Option<(String, SocketAddr)
     Some((text.lines().next()?.to_owned(), from))
 }
 
+/// Every node's dialplan: extensions dialled as they are, and 2000 rings 1002 and 1003
+/// together (a ring group whose phones may sit on one other node).
+const PLAN: &str = "[defaults]\ncontext = \"internal\"\n\n[context.internal]\n\n\
+                    [[context.internal.route]]\nmatch = \"_1XXX\"\nsteps = [{ dial = \"${EXTEN}\" }]\n\n\
+                    [[context.internal.route]]\nmatch = \"2000\"\nsteps = [{ group = \"pair\" }]\n\n\
+                    [group.pair]\nmembers = [\"1002\", \"1003\"]\nstrategy = \"ringall\"\ntimeout = 20\n";
+
 fn node_config(lan: &Lan, n: usize) -> String {
     // n1 may hold VIP1 only; n2 prefers VIP2 and backs VIP1 up; n3 backs both up.
     let vips: &[(usize, u8)] = match n {
@@ -351,6 +358,11 @@ fn three_nodes_forward_calls_survive_a_holder_kill_and_never_share_a_vip() {
             })
         })
         .collect();
+    for node in &nodes {
+        let dir = node.dir.path().join("dialplans");
+        std::fs::create_dir_all(&dir).expect("dialplans folder");
+        std::fs::write(dir.join("plan.toml"), PLAN).expect("dialplan");
+    }
     let sampler = {
         let nodes = lan.nodes();
         Sampler::start(move || holders_now(&nodes))
@@ -396,6 +408,41 @@ fn three_nodes_forward_calls_survive_a_holder_kill_and_never_share_a_vip() {
     });
     assert_eq!(one.len(), 1, "one CDR for the forwarded call: {one:?}");
     assert!(one[0].contains("answered"), "{one:?}");
+
+    // A ring group whose two phones are both on n2 (1002 and 1003 through VIP2): n1
+    // sends n2 one INVITE for both numbers (the forks of its leg share one Call-ID), and
+    // n2 rings the two phones; the caller hears whichever answers first.
+    let mut g = phone(&work.join("g"), &lan, "1003", 1, (1, 5110), CALLEE_HZ);
+    g.start(&[], Duration::from_secs(60));
+    g.wait_registered();
+    let mut a2 = phone(&work.join("a2"), &lan, "1001", 0, (0, 5120), CALLER_HZ);
+    a2.start(&["/dial 2000".to_owned()], Duration::from_secs(60));
+    a2.wait_registered();
+    a2.wait_call_ended(Duration::from_secs(25));
+    a2.received()
+        .assert_tone("1001 calling the ring group", CALLEE_HZ, CALLER_HZ);
+    let forwarded: Vec<String> = nodes[1]
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("call forwarded by another node"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        forwarded.len(),
+        2,
+        "one forwarded INVITE per call: {forwarded:?}"
+    );
+    assert!(
+        forwarded[1].contains("forks=2"),
+        "both phones rang: {forwarded:?}"
+    );
+    let group = wait_for("the group call's CDR", Duration::from_secs(10), || {
+        Some(cdrs(&nodes[2], "1001", "2000")).filter(|c| !c.is_empty())
+    });
+    assert_eq!(group.len(), 1, "{group:?}");
+    assert!(group[0].contains("answered"), "{group:?}");
+    a2.stop();
+    g.stop();
 
     // kill -9 of VIP1's holder: n2 (priority 50 over n3's 30) takes VIP1.
     nodes[0].kill();
