@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::status::HEALTHY_HEARTBEATS;
+use super::status::{healthy_limit_ms, heartbeat_age_ms, is_healthy};
 use crate::store::{ClusterNode, Store, StoreError, VipLease};
 
 /// Why a handover is refused or did not happen.
@@ -89,8 +89,7 @@ pub fn plan(
     to: Option<&str>,
     heartbeat_ms: u64,
 ) -> Result<Vec<VipLease>, HandoverError> {
-    let limit_ms = HEALTHY_HEARTBEATS * i64::try_from(heartbeat_ms).unwrap_or(i64::MAX / 4);
-    let healthy = |n: &ClusterNode| n.db_now_ms - n.heartbeat_at_ms <= limit_ms;
+    let healthy = |n: &ClusterNode| is_healthy(n, heartbeat_ms);
     if let Some(to) = to {
         let node = nodes
             .iter()
@@ -99,8 +98,8 @@ pub fn plan(
         if !healthy(node) {
             return Err(HandoverError::Unhealthy {
                 node: to.to_owned(),
-                age_ms: node.db_now_ms - node.heartbeat_at_ms,
-                limit_ms,
+                age_ms: heartbeat_age_ms(node),
+                limit_ms: healthy_limit_ms(heartbeat_ms),
             });
         }
     }

@@ -7,6 +7,22 @@ use crate::store::{ClusterNode, VipLease};
 /// A node is healthy while its last heartbeat is younger than this many periods.
 pub const HEALTHY_HEARTBEATS: i64 = 3;
 
+/// How long ago `n` sent its last heartbeat, by the database's clock (ms, never negative).
+pub fn heartbeat_age_ms(n: &ClusterNode) -> i64 {
+    (n.db_now_ms - n.heartbeat_at_ms).max(0)
+}
+
+/// A healthy node's last heartbeat is younger than this: [`HEALTHY_HEARTBEATS`] periods.
+pub fn healthy_limit_ms(heartbeat_ms: u64) -> i64 {
+    HEALTHY_HEARTBEATS * i64::try_from(heartbeat_ms).unwrap_or(i64::MAX / 4)
+}
+
+/// Whether `n` is healthy: its last heartbeat younger than [`healthy_limit_ms`] (as the
+/// README says). The one rule `cluster status`, handover, routing and the API use.
+pub fn is_healthy(n: &ClusterNode, heartbeat_ms: u64) -> bool {
+    heartbeat_age_ms(n) < healthy_limit_ms(heartbeat_ms)
+}
+
 /// `ms` as seconds with one decimal: `1.5 s`.
 fn secs(ms: i64) -> String {
     format!("{}.{} s", ms / 1000, (ms % 1000) / 100)
@@ -20,14 +36,17 @@ pub fn render(
     configured_vips: &[String],
     heartbeat_ms: u64,
 ) -> Vec<String> {
-    let limit = HEALTHY_HEARTBEATS * i64::try_from(heartbeat_ms).unwrap_or(i64::MAX / 4);
     let mut out = Vec::new();
     if nodes.is_empty() {
         out.push("no nodes: none has sent a heartbeat ([cluster] enabled = true)".to_owned());
     }
     for n in nodes {
-        let age = (n.db_now_ms - n.heartbeat_at_ms).max(0);
-        let health = if age <= limit { "healthy" } else { "down" };
+        let age = heartbeat_age_ms(n);
+        let health = if is_healthy(n, heartbeat_ms) {
+            "healthy"
+        } else {
+            "down"
+        };
         let or_dash = |s: &str| {
             if s.is_empty() {
                 "-".to_owned()

@@ -17,11 +17,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::routing::ClusterView;
+use super::status::is_healthy;
 use crate::store::{ClusterNode, Store, VipLease};
-
-/// A node is healthy while its heartbeat is younger than this many periods (as `cluster
-/// status` shows it).
-const HEALTHY_PERIODS: i64 = 3;
 
 /// Builds the view from the rows: nodes whose heartbeat is recent and that announce a SIP
 /// address, leases still running by the database's clock, and every VIP this node is
@@ -32,12 +29,9 @@ pub fn view_of(
     own_vips: &[IpAddr],
     heartbeat: Duration,
 ) -> ClusterView {
-    let fresh_ms = HEALTHY_PERIODS * heartbeat.as_millis() as i64;
+    let heartbeat_ms = u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX);
     let mut view = ClusterView::default();
-    for n in nodes {
-        if n.db_now_ms - n.heartbeat_at_ms >= fresh_ms {
-            continue;
-        }
+    for n in nodes.iter().filter(|n| is_healthy(n, heartbeat_ms)) {
         if let Ok(sip) = n.sip_address.parse::<SocketAddr>() {
             view.nodes.insert(n.node_id.clone(), sip);
         }

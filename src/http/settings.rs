@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::auth::AdminOnly;
 use super::error::ApiError;
 use super::AppState;
-use crate::cluster::status::HEALTHY_HEARTBEATS;
+use crate::cluster::status::{heartbeat_age_ms, is_healthy};
 use crate::config::Config;
 
 /// The configuration as the API shows it: every section and key with its effective value
@@ -74,23 +74,19 @@ pub async fn cluster(
     _: AdminOnly,
 ) -> Result<Json<ClusterStatus>, ApiError> {
     let s = &state.inner;
-    let limit = HEALTHY_HEARTBEATS * i64::try_from(s.node.heartbeat_ms).unwrap_or(i64::MAX / 4);
     let nodes = s
         .store
         .list_cluster_nodes()
         .await?
         .into_iter()
-        .map(|n| {
-            let age = (n.db_now_ms - n.heartbeat_at_ms).max(0);
-            NodeView {
-                healthy: age <= limit,
-                heartbeat_age_ms: age,
-                node_id: n.node_id,
-                sip_address: n.sip_address,
-                media_address: n.media_address,
-                version: n.version,
-                started_at: n.started_at_ms / 1000,
-            }
+        .map(|n| NodeView {
+            healthy: is_healthy(&n, s.node.heartbeat_ms),
+            heartbeat_age_ms: heartbeat_age_ms(&n),
+            node_id: n.node_id,
+            sip_address: n.sip_address,
+            media_address: n.media_address,
+            version: n.version,
+            started_at: n.started_at_ms / 1000,
         })
         .collect();
     let vips = s
