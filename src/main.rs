@@ -485,16 +485,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.paths.dialplans.clone(),
         node.voicemail.clone(),
     );
-    let (http, scheme) = match &tls {
-        Some(tls) => (
-            ringfort::http::HttpServer::spawn_tls(http_listener, state, tls.clone())?,
-            "https",
-        ),
-        None => (
-            ringfort::http::HttpServer::spawn(http_listener, state)?,
-            "http",
-        ),
-    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let http = ringfort::http::HttpServer::spawn(http_listener, state, tls)?;
     ringfort::node::log_started(&cfg, &node.bound);
     tracing::info!(addr = %http.local_addr, "admin panel on {scheme}://{}/ (API under /api/v1, metrics at /metrics)", http.local_addr);
     if extensions == 0 {

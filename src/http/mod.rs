@@ -68,18 +68,19 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    /// A node starting now.
+    /// A node starting now, with the default configuration until [`NodeInfo::with_config`].
     pub fn new(id: impl Into<String>) -> Self {
         NodeInfo {
             id: id.into(),
             started: Instant::now(),
             started_at: crate::store::now_unix(),
             metrics: Arc::default(),
-            config: Arc::new(settings::config_view(&crate::config::Config::default())),
-            recordings_dir: crate::config::Config::default().recordings_dir(),
+            config: Arc::default(),
+            recordings_dir: std::path::PathBuf::new(),
             clustered: false,
-            heartbeat_ms: crate::config::Config::default().cluster.heartbeat_ms,
+            heartbeat_ms: 0,
         }
+        .with_config(&crate::config::Config::default())
     }
 
     /// The configuration the node runs with.
@@ -111,7 +112,7 @@ struct Shared {
     /// `sip.realm`: extension passwords are hashed for it.
     realm: String,
     limiter: Mutex<LoginLimiter>,
-    /// Cookies get `Secure`: set when the server runs over TLS ([`HttpServer::spawn_tls`]).
+    /// Cookies get `Secure`: set when the server runs over TLS ([`HttpServer::spawn`] with a TLS config).
     secure_cookies: std::sync::atomic::AtomicBool,
     /// Orders to this node's core (hanging up a call, reloading the dialplan).
     control: mpsc::Sender<NodeControl>,
@@ -321,44 +322,33 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Starts serving HTTPS on an already bound listener; session cookies get `Secure`.
-    pub fn spawn_tls(
+    /// Starts serving on an already bound listener: HTTPS with `tls` (session cookies
+    /// then get `Secure`), else plain HTTP.
+    pub fn spawn(
         listener: TcpListener,
         state: AppState,
-        tls: Arc<rustls::ServerConfig>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> std::io::Result<HttpServer> {
         let local_addr = listener.local_addr()?;
-        state
-            .inner
-            .secure_cookies
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if tls.is_some() {
+            state
+                .inner
+                .secure_cookies
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let kept = state.clone();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            tls::serve_tls(listener, tls, router(state), shutdown).await;
-        });
-        Ok(HttpServer {
-            local_addr,
-            state: kept,
-            stop,
-            task,
-        })
-    }
-
-    /// Starts serving on an already bound listener.
-    pub fn spawn(listener: TcpListener, state: AppState) -> std::io::Result<HttpServer> {
-        let local_addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let kept = state.clone();
-        let task = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            if let Err(e) = serve(listener, state, shutdown).await {
-                tracing::error!(error = %e, "admin HTTP server failed");
+            match tls {
+                Some(tls) => tls::serve_tls(listener, tls, router(state), shutdown).await,
+                None => {
+                    if let Err(e) = serve(listener, state, shutdown).await {
+                        tracing::error!(error = %e, "admin HTTP server failed");
+                    }
+                }
             }
         });
         Ok(HttpServer {
