@@ -70,6 +70,7 @@ pub async fn list(
     let me = state.inner.node.id.clone();
     // One trip to the blocking pool for the page's file sizes.
     let items = tokio::task::spawn_blocking(move || {
+        let dir = canonical(dir);
         cdrs.into_iter()
             .map(|c| {
                 let size_bytes = local_file(&c, &me, &dir)
@@ -98,19 +99,20 @@ pub async fn list(
     }))
 }
 
-/// The recording's file if this node recorded the call and the file is in its folder.
+/// The recording's file if this node recorded the call and the file is in its folder
+/// (`dir`, as [`canonical`] gives it).
 fn local_file(c: &Cdr, me: &str, dir: &Path) -> Option<PathBuf> {
     let file = PathBuf::from(c.recording.as_deref()?);
     // The CDR names the file the node wrote; anything outside its folder is not served.
-    let inside = file.parent().is_some_and(|p| same_dir(p, dir));
+    let inside = file
+        .parent()
+        .is_some_and(|p| canonical(p.to_path_buf()) == dir);
     (c.node_id == me && inside).then_some(file)
 }
 
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
+/// `p` with links and `..` resolved, or as it is when it does not exist.
+fn canonical(p: PathBuf) -> PathBuf {
+    p.canonicalize().unwrap_or(p)
 }
 
 /// The CDR of a recording this node can serve, or the error to answer.
@@ -133,7 +135,7 @@ async fn recording_here(state: &AppState, id: &str) -> Result<(Cdr, PathBuf), Ap
             ),
         ));
     }
-    let file = local_file(&cdr, &node.id, &node.recordings_dir)
+    let file = local_file(&cdr, &node.id, &canonical(node.recordings_dir.clone()))
         .ok_or_else(|| ApiError::not_found(format!("no recording of call {id} here")))?;
     Ok((cdr, file))
 }
