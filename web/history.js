@@ -1,7 +1,7 @@
 // Call history: CDRs newest first, filtered by caller, callee, outcome and day, in pages,
 // with a CSV export of the same filter.
 import { api } from './api.js';
-import { clear, el, fmtDuration, fmtTime, pager, say, table } from './ui.js';
+import { clear, el, fmtDuration, fmtTime, onFilter, pager, say, table } from './ui.js';
 
 export const title = 'Call history';
 
@@ -73,15 +73,7 @@ export async function mount(root) {
     pager(pagerBox, { offset, size: PAGE, total: page.total, go: (o) => { offset = o; load(); } });
   }
 
-  form.addEventListener('submit', (ev) => {
-    ev.preventDefault();
-    offset = 0;
-    load();
-  });
-  form.addEventListener('reset', () => {
-    offset = 0;
-    setTimeout(load, 0);
-  });
+  onFilter(form, () => { offset = 0; load(); });
 
   root.append(el('h1', {}, 'Call history'), form, el('p', {}, csv), listBox, pagerBox);
   await load();

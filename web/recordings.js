@@ -3,7 +3,7 @@
 // and can be deleted (the call stays in the history). A recording another node made is
 // listed with that node's name: its file is there.
 import { api } from './api.js';
-import { clear, el, fmtDuration, fmtTime, pager, say, table } from './ui.js';
+import { clear, el, fmtDuration, fmtTime, onFilter, pager, say, table } from './ui.js';
 
 export const title = 'Recordings';
 
@@ -89,15 +89,7 @@ export async function mount(root) {
     pager(pagerBox, { offset, size: PAGE, total: page.total, go: (o) => { offset = o; load(); } });
   }
 
-  form.addEventListener('submit', (ev) => {
-    ev.preventDefault();
-    offset = 0;
-    load();
-  });
-  form.addEventListener('reset', () => {
-    offset = 0;
-    setTimeout(load, 0);
-  });
+  onFilter(form, () => { offset = 0; load(); });
 
   root.append(el('h1', {}, 'Recordings'), form, player, listBox, pagerBox);
   await load();

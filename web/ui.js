@@ -85,3 +85,13 @@ export function pager(box, { offset, size, total, go }) {
     el('span', {}, `${offset + 1}–${Math.min(offset + size, total)} of ${total}`),
     el('button', { type: 'button', class: 'secondary', disabled: offset + size >= total, onclick: () => go(offset + size) }, 'Older'));
 }
+
+// A filter form: Filter (submit) and Clear (reset, once the fields are emptied) both
+// call `restart`, which shows the first page of what the fields now select.
+export function onFilter(form, restart) {
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    restart();
+  });
+  form.addEventListener('reset', () => setTimeout(restart, 0));
+}
