@@ -202,20 +202,25 @@ fn counter(line: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn rtp_is_relayed_both_ways() {
-    let mut node = call_node();
+/// An answered call whose callee echoes the RTP it gets back to where it came from (the
+/// relay); checks its CDR.
+fn echo_call(node: &Node) {
     let port = free_port();
-    register_from(&node, CALLEE, port);
-    // The callee echoes the RTP it gets back to where it came from: the relay.
+    register_from(node, CALLEE, port);
     let mut uas = Sipp::new("call_uas_answer.xml", SippTransport::Udp)
         .port(port)
         .arg("-rtp_echo")
-        .spawn(&node);
+        .spawn(node);
     std::thread::sleep(Duration::from_millis(300));
-    caller("call_uac_rtp.xml", CALLEE).expect_pass(&node);
-    uas.expect_pass(&node);
-    assert_cdr(&node, "answered", "caller");
+    caller("call_uac_rtp.xml", CALLEE).expect_pass(node);
+    uas.expect_pass(node);
+    assert_cdr(node, "answered", "caller");
+}
+
+#[test]
+fn rtp_is_relayed_both_ways() {
+    let mut node = call_node();
+    echo_call(&node);
     let line = wait_for("the relay's counters", Duration::from_secs(10), || {
         node.log_text()
             .lines()
@@ -246,16 +251,7 @@ fn a_relayed_call_shows_in_the_metrics() {
         "Bearer {}",
         out.rsplit(' ').next().unwrap_or_default().trim()
     );
-    let port = free_port();
-    register_from(&node, CALLEE, port);
-    let mut uas = Sipp::new("call_uas_answer.xml", SippTransport::Udp)
-        .port(port)
-        .arg("-rtp_echo")
-        .spawn(&node);
-    std::thread::sleep(Duration::from_millis(300));
-    caller("call_uac_rtp.xml", CALLEE).expect_pass(&node);
-    uas.expect_pass(&node);
-    assert_cdr(&node, "answered", "caller");
+    echo_call(&node);
     let value = |body: &str, name: &str| -> f64 {
         body.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))

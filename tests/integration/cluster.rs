@@ -249,23 +249,12 @@ async fn a_clustered_node_heartbeats_and_runs_its_vip_agent() {
 /// A binding node "a" holds for `aor`.
 fn binding_on_a(aor: &str) -> ringfort::store::Binding {
     ringfort::store::Binding {
-        aor: aor.to_owned(),
-        binding_key: format!("sip:{aor}@192.0.2.10:5060"),
-        contact_uri: format!("sip:{aor}@192.0.2.10:5060"),
-        q: None,
-        expires_at: ringfort::registrar::now_unix() + 600,
-        call_id: "cid".to_owned(),
-        cseq: 1,
-        received: "192.0.2.10:5060".to_owned(),
-        transport: "udp".to_owned(),
-        local_addr: "198.51.100.1:5060".to_owned(),
-        flow: None,
-        path: Vec::new(),
-        user_agent: String::new(),
-        instance_id: None,
-        reg_id: None,
         node_id: "a".to_owned(),
-        updated_at: ringfort::registrar::now_unix(),
+        ..crate::store::binding(
+            aor,
+            &format!("sip:{aor}@192.0.2.10:5060"),
+            ringfort::registrar::now_unix() + 600,
+        )
     }
 }
 

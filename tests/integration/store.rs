@@ -209,7 +209,8 @@ fn ext(number: &str) -> Extension {
     }
 }
 
-fn binding(aor: &str, key: &str, expires_at: i64) -> Binding {
+/// A UDP binding of `aor` with contact `key`, node `node-a`.
+pub(crate) fn binding(aor: &str, key: &str, expires_at: i64) -> Binding {
     Binding {
         aor: aor.to_owned(),
         binding_key: key.to_owned(),
