@@ -936,14 +936,6 @@ impl Reacher {
             local: link.own_sip,
             conn: None,
         };
-        let host = SocketAddr::new(
-            if link.own_sip.ip().is_unspecified() {
-                local_ip_towards(to)?
-            } else {
-                link.own_sip.ip()
-            },
-            link.own_sip.port(),
-        );
         let relay = relay_header(
             &link.secret,
             &self.node_id,
@@ -954,7 +946,8 @@ impl Reacher {
         Some(Target {
             request_uri: format!("sip:{first}@{to}"),
             peer,
-            local_contact: format!("sip:ringfort@{host}"),
+            // Our own address, never the public one: nodes talk inside the cluster.
+            local_contact: contact_for(&host_for(None, &peer), &peer),
             route: Vec::new(),
             headers: vec![(HeaderName::Other(RELAY_HEADER.into()), relay)],
         })
