@@ -275,6 +275,20 @@ pub async fn start_with_apps(
     let (control_tx, control_rx) = mpsc::channel::<NodeControl>(64);
     let (call_log, records_writer) = spawn_writer(registrar.store().clone());
     let (cluster, view_task) = cluster_link(cfg, registrar.store(), &bound, &shutdown_rx).await?;
+    let tag_mark = if cfg.cluster.enabled {
+        crate::cluster::tunnel::node_mark(&cfg.node.id.to_string())
+    } else {
+        String::new()
+    };
+    if let Some(link) = &cluster {
+        transport.set_tunnel(crate::cluster::tunnel::Tunnel {
+            node_id: cfg.node.id.to_string(),
+            mark: tag_mark.clone(),
+            secret: link.secret.clone(),
+            view: link.view.clone(),
+            own_sip: link.own_sip,
+        });
+    }
     let reach = Arc::new(Reacher {
         registrar: registrar.clone(),
         transport: transport.clone(),
@@ -301,6 +315,7 @@ pub async fn start_with_apps(
                     // We do not ask for session timers; a phone's request is honoured.
                     session_expires: None,
                     support_100rel: false,
+                    tag_mark,
                     ..DialogConfig::default()
                 },
                 codec: crate::media::codec::CodecParams {

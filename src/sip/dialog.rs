@@ -163,6 +163,9 @@ pub struct DialogConfig {
     pub min_se: u32,
     /// Offer `Supported: 100rel` in our INVITEs.
     pub support_100rel: bool,
+    /// Ends every tag we make (`<random>.<mark>`), so the node that has a dialog can be
+    /// told from its tags alone ([`crate::cluster::tunnel`]); empty: plain random tags.
+    pub tag_mark: String,
 }
 
 impl Default for DialogConfig {
@@ -172,6 +175,7 @@ impl Default for DialogConfig {
             session_expires: Some(1800),
             min_se: 90,
             support_100rel: true,
+            tag_mark: String::new(),
         }
     }
 }
@@ -338,6 +342,18 @@ fn first_contact_uri(h: &Headers) -> Option<String> {
 
 fn tag_of(v: &NameAddr) -> Option<String> {
     v.tag().map(str::to_owned)
+}
+
+impl DialogSet {
+    /// A fresh local tag, with our node's mark when we have one.
+    fn new_tag(&mut self) -> String {
+        let random = random_token(&mut self.rng, 10);
+        if self.cfg.tag_mark.is_empty() {
+            random
+        } else {
+            format!("{random}.{}", self.cfg.tag_mark)
+        }
+    }
 }
 
 fn random_token(rng: &mut StdRng, len: usize) -> String {
@@ -1472,7 +1488,7 @@ impl DialogSet {
             "INVITE without a valid Contact".into(),
         ))?;
         negotiate_uas(req, &self.cfg, None)?;
-        let local_tag = random_token(&mut self.rng, 10);
+        let local_tag = self.new_tag();
         let id = DialogId {
             call_id: call_id.to_owned(),
             local_tag: local_tag.clone(),
@@ -1570,7 +1586,7 @@ impl DialogSet {
             Some(c) => c,
             None => random_token(&mut self.rng, 24),
         };
-        let local_tag = random_token(&mut self.rng, 10);
+        let local_tag = self.new_tag();
         let mut h = Headers::new();
         h.push(HeaderName::Via, via(p.peer, &mut self.rng));
         h.push(HeaderName::MaxForwards, "70");
@@ -2455,6 +2471,25 @@ mod tests {
             .filter(|(j, _)| *j == i)
             .map(|(_, e)| e.clone())
             .collect()
+    }
+
+    #[test]
+    fn tags_end_with_the_nodes_mark_on_both_sides() {
+        let marked = |mark: &str| DialogConfig {
+            tag_mark: mark.into(),
+            ..DialogConfig::default()
+        };
+        let mut h = Harness::with(1, marked("aaaa1111"), marked("bbbb2222"));
+        let inv = h.call(sdp("offer"));
+        h.b_answer(0, 200, sdp("answer"));
+        assert!(inv.local_tag.ends_with(".aaaa1111"), "{}", inv.local_tag);
+        assert_eq!(inv.local_tag.len(), 10 + 1 + 8);
+        let b = h.b_id(0);
+        assert!(b.local_tag.ends_with(".bbbb2222"), "{}", b.local_tag);
+        assert_eq!(h.a(0).state(), DialogState::Confirmed);
+        // Unmarked by default.
+        let mut h = Harness::new(1);
+        assert!(!h.call(sdp("offer")).local_tag.contains('.'));
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! (answering unparseable requests with 400 right here, since they never become a
 //! transaction), stamps RFC 3581 `received`/`rport` on requests, and sends bytes back
 //! along the flow they belong to, opening a TCP connection when a request has none to go
-//! on. Must not know about transactions, registrations or calls.
+//! on. In a cluster it also carries the drain tunnel ([`crate::cluster::tunnel`]): a
+//! datagram on a VIP socket for another node's dialog goes to that node, and one this node
+//! cannot send from a VIP it no longer holds goes through the VIP's holder. Must not know
+//! about transactions, registrations or calls.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +20,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::cluster::tunnel::{self, Direction, Envelope, Tunnel};
 use crate::sip::message::{
     self, error_response_for, Frame, HeaderName, Headers, SipMessage, StreamFramer, Via,
 };
@@ -78,6 +82,8 @@ struct Shared {
     cfg: TransportConfig,
     inbound: mpsc::Sender<Inbound>,
     shutdown: watch::Receiver<bool>,
+    /// The drain tunnel, once the node has joined its cluster.
+    tunnel: std::sync::OnceLock<Tunnel>,
 }
 
 /// Open stream connections, by id and by remote address (RFC 3261 18.1.1: a request to
@@ -275,14 +281,153 @@ impl TransportHandle {
         match sock.try_send_to(data, remote) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(TransportError::Busy),
+            Err(e) => {
+                // A VIP handed over: its new holder sends for us (a SIP message only; a
+                // keepalive is the holder's own business).
+                if is_sip_message(data) {
+                    if let Some(sent) = self.tunnel_out(local, remote, data) {
+                        return sent;
+                    }
+                }
+                Err(TransportError::Io(e))
+            }
+        }
+    }
+
+    /// Passes a datagram we cannot send from our socket `vip` to the node holding that
+    /// floating IP now; `None` when no other node holds it (the send error stands).
+    fn tunnel_out(
+        &self,
+        vip: SocketAddr,
+        phone: SocketAddr,
+        data: &[u8],
+    ) -> Option<Result<(), TransportError>> {
+        if !self.inner.cfg.floating_udp.contains(&vip) {
+            return None;
+        }
+        let t = self.inner.tunnel.get()?;
+        let holder = t.holder_of(vip.ip())?;
+        let env = Envelope {
+            dir: Direction::Out,
+            node: t.node_id.clone(),
+            vip,
+            phone,
+            ts: now_unix(),
+        };
+        info!(%vip, %phone, %holder, "sending through the VIP's holder (drain)");
+        let wrapped = tunnel::wrap(&t.secret, &env, data);
+        Some(self.send_own(t.own_sip, holder, &wrapped))
+    }
+
+    /// Sends from exactly our socket `local`, never tunnelling.
+    fn send_own(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), TransportError> {
+        let sock = self
+            .inner
+            .udp
+            .iter()
+            .find(|(a, _)| *a == local)
+            .map(|(_, s)| s)
+            .ok_or(TransportError::NoSocket(Transport::Udp, local))?;
+        match sock.try_send_to(data, remote) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(TransportError::Busy),
             Err(e) => Err(TransportError::Io(e)),
         }
+    }
+
+    /// Joins the cluster's drain tunnel (once; later calls are ignored).
+    pub fn set_tunnel(&self, tunnel: Tunnel) {
+        let _ = self.inner.tunnel.set(tunnel);
+    }
+
+    /// What a received datagram is for the tunnel: `None` when the tunnel took it (sent it
+    /// on, or dropped a bad envelope), else the message to handle here, its flow, and
+    /// whether it came through the tunnel (then it must not go back in).
+    fn tunnel_in<'a>(
+        &self,
+        data: &'a [u8],
+        peer: Peer,
+    ) -> Option<(std::borrow::Cow<'a, [u8]>, Peer, bool)> {
+        let Some(t) = self.inner.tunnel.get() else {
+            return Some((data.into(), peer, false));
+        };
+        match tunnel::unwrap(&t.secret, data, now_unix()) {
+            Ok(None) => Some((data.into(), peer, false)),
+            Ok(Some((env, message))) => match env.dir {
+                Direction::Out => {
+                    if self.listens_on(env.vip) {
+                        if let Err(e) = self.send_own(env.vip, env.phone, &message) {
+                            debug!(vip = %env.vip, phone = %env.phone, error = %e, "tunnelled datagram not sent");
+                        }
+                    }
+                    None
+                }
+                Direction::In => Some((
+                    message.into(),
+                    Peer {
+                        transport: Transport::Udp,
+                        remote: env.phone,
+                        local: env.vip,
+                        conn: None,
+                    },
+                    true,
+                )),
+            },
+            Err(e) => {
+                warn!(from = %peer.remote, error = %e, "dropping a tunnelled datagram");
+                None
+            }
+        }
+    }
+
+    /// Passes a message that reached our VIP socket for another node's dialog to that
+    /// node, as received; true when it went.
+    fn hand_to_owner(&self, msg: &SipMessage, data: &[u8], peer: &Peer) -> bool {
+        if !self.inner.cfg.floating_udp.contains(&peer.local) {
+            return false;
+        }
+        let Some(t) = self.inner.tunnel.get() else {
+            return false;
+        };
+        let Some(owner) = t.owner_of(msg) else {
+            return false;
+        };
+        let env = Envelope {
+            dir: Direction::In,
+            node: t.node_id.clone(),
+            vip: peer.local,
+            phone: peer.remote,
+            ts: now_unix(),
+        };
+        info!(vip = %peer.local, phone = %peer.remote, %owner, "passing a message to the node with its dialog (drain)");
+        if let Err(e) = self.send_own(t.own_sip, owner, &tunnel::wrap(&t.secret, &env, data)) {
+            debug!(%owner, error = %e, "tunnel to the dialog's node failed");
+        }
+        true
     }
 
     /// Open stream connections.
     pub fn connection_count(&self) -> usize {
         self.inner.open_conns.load(Ordering::Relaxed)
     }
+}
+
+/// A SIP start line (a response's, or a request's ending in the version), not a keepalive.
+fn is_sip_message(data: &[u8]) -> bool {
+    let first_line = data.split(|b| *b == b'\n').next().unwrap_or_default();
+    let first_line = first_line.strip_suffix(b"\r").unwrap_or(first_line);
+    first_line.starts_with(b"SIP/2.0 ") || first_line.ends_with(b" SIP/2.0")
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Connects from our address `local` (its IP, any port), so the phone sees the address it
@@ -457,6 +602,7 @@ pub async fn start(
             cfg: cfg.clone(),
             inbound: inbound.clone(),
             shutdown: shutdown.clone(),
+            tunnel: std::sync::OnceLock::new(),
         }),
     };
     for (local, sock) in udp {
@@ -563,7 +709,13 @@ async fn udp_loop(
             local,
             conn: None,
         };
-        if let Some(msg) = accept_bytes(data, &peer, &handle) {
+        let Some((data, peer, tunnelled)) = handle.tunnel_in(data, peer) else {
+            continue;
+        };
+        if let Some(msg) = accept_bytes(&data, &peer, &handle) {
+            if !tunnelled && handle.hand_to_owner(&msg, &data, &peer) {
+                continue;
+            }
             // Under overload drop rather than queue without bound: the sender retransmits.
             if let Err(mpsc::error::TrySendError::Full(_)) = inbound.try_send(Inbound { msg, peer })
             {

@@ -14,8 +14,9 @@
 //! up on a, whose process keeps running. Then the VIP moves back without a named target,
 //! and targets that are unknown or down are refused (exit 1) with the VIP left in place.
 //!
-//! The second (ignored) test follows the call to its end on a: that needs in-dialog
-//! requests sent to the VIP after the move relayed to the node that has the dialog.
+//! The second test follows the call to its end on a: in-dialog requests and responses
+//! sent to the VIP after the move go through b to a, and a's go out through b (the drain
+//! tunnel, `cluster::tunnel`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -266,12 +267,11 @@ async fn a_handover_moves_the_vip_at_once_and_leaves_the_old_node_running_its_ca
 }
 
 /// The drain to its end: the call taken through the VIP ends normally on the old holder.
-/// Today the VIP's SIP sockets (IP_FREEBIND) make a node ring phones from the VIP, so a
-/// phone's in-dialog requests after the move (here the callee's BYE) reach the new holder,
-/// which does not know the dialog and answers 481; the new holder must relay requests of
-/// dialogs it does not know to the node that has them (cross-node routing).
+/// The node rang the phones from the VIP, so after the move the callee's BYE reaches the
+/// new holder, which passes it to the old one (its dialog tag carries a's mark); a's 200
+/// and its BYE to the caller cannot leave from a VIP a no longer has, so they go out
+/// through b.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "in-dialog requests after a handover reach the new VIP holder (481): needs relaying them to the dialog's node"]
 async fn a_handover_lets_the_call_in_progress_end_normally_on_the_old_node() {
     run("d", true).await;
 }
@@ -380,6 +380,20 @@ fn scenario_blocking(url: &str, tag: &str, call_must_end_normally: bool) {
         assert!(
             cdr.contains("hangup=callee") && cdr.contains("node=a"),
             "{cdr}"
+        );
+        // Both ways went through the tunnel: the BYE in (b to a), a's answers and its BYE
+        // to the caller out (a through b).
+        assert!(
+            b.log_text()
+                .contains("passing a message to the node with its dialog (drain)"),
+            "{}",
+            tail(&b.log_text(), 3000)
+        );
+        assert!(
+            a.log_text()
+                .contains("sending through the VIP's holder (drain)"),
+            "{}",
+            tail(&a.log_text(), 3000)
         );
     } else {
         // Still up on a a while after the move (no node dropped it).
