@@ -281,6 +281,7 @@ pub async fn start_with_apps(
         String::new()
     };
     if let Some(link) = &cluster {
+        registrar.share_nonce_secret(&link.secret);
         transport.set_tunnel(crate::cluster::tunnel::Tunnel {
             node_id: cfg.node.id.to_string(),
             mark: tag_mark.clone(),
@@ -1021,7 +1022,7 @@ impl Core {
             let deadline = self.layer.next_deadline();
             let actions = tokio::select! {
                 m = inbound.recv() => match m {
-                    Some(Inbound { msg, peer }) => self.layer.on_message(msg, peer, Instant::now().into_std()),
+                    Some(Inbound { msg, peer, asked }) => self.on_inbound(msg, peer, asked),
                     None => return,
                 },
                 // Work finished by other tasks comes back here: only this task may touch
@@ -1063,6 +1064,22 @@ impl Core {
             m.transactions.store(self.layer.len() as u64, Relaxed);
             m.calls_up.store(self.calls.handles.len() as u64, Relaxed);
         }
+    }
+
+    /// A received message into the transaction layer, except a CANCEL that matches no
+    /// INVITE here while another node may have it (a VIP handed over while it rang, see
+    /// `cluster::tunnel`): that one is asked about instead of answered 481, and one asked
+    /// about by another node is answered only if it is ours.
+    fn on_inbound(&mut self, msg: SipMessage, peer: Peer, asked: bool) -> Vec<Action> {
+        if let SipMessage::Request(req) = &msg {
+            if req.method == Method::Cancel
+                && !self.layer.knows_cancel(req)
+                && (asked || self.transport.ask_others(&msg, &peer))
+            {
+                return Vec::new();
+            }
+        }
+        self.layer.on_message(msg, peer, Instant::now().into_std())
     }
 
     fn act(&mut self, action: Action) {

@@ -11,6 +11,8 @@
 //!   [`node_mark`]); it passes the datagram, as received, to that node.
 //! - **Out** (owner -> phone): a node whose send from a VIP fails passes the datagram to
 //!   the VIP's holder, which sends it from the VIP.
+//! - **Ask**: a CANCEL has no tag to route by; one that matches no INVITE at the holder
+//!   goes to every other node, and only the node with its INVITE answers.
 //!
 //! Both carry `X-Ringfort-Tunnel: dir=..;node=..;vip=..;phone=..;ts=..;sig=..` as the line
 //! after the start line, `sig` an HMAC-SHA256 under the cluster secret over the fields and
@@ -72,6 +74,10 @@ pub enum Direction {
     In,
     /// From the node that has the dialog to the phone (sent to the VIP's holder).
     Out,
+    /// A CANCEL the holder has no INVITE for, to every other node: it carries no dialog
+    /// tag, so only the node with its INVITE can tell; that one answers, the others drop
+    /// it (no 481 from each).
+    Ask,
 }
 
 impl Direction {
@@ -79,6 +85,7 @@ impl Direction {
         match self {
             Direction::In => "in",
             Direction::Out => "out",
+            Direction::Ask => "ask",
         }
     }
 }
@@ -192,6 +199,7 @@ fn parse_fields(fields: &str) -> Result<Envelope, TunnelError> {
         match part.split_once('=') {
             Some(("dir", "in")) => dir = Some(Direction::In),
             Some(("dir", "out")) => dir = Some(Direction::Out),
+            Some(("dir", "ask")) => dir = Some(Direction::Ask),
             Some(("node", v)) if !v.is_empty() => node = Some(v.to_owned()),
             Some(("vip", v)) => vip = v.parse().ok(),
             Some(("phone", v)) => phone = v.parse().ok(),
@@ -243,6 +251,16 @@ impl Tunnel {
         }
         let view = self.view.borrow();
         owner_in(&view, mark, &self.node_id)
+    }
+
+    /// Every other healthy node's SIP address.
+    pub fn other_nodes(&self) -> Vec<SocketAddr> {
+        let view = self.view.borrow();
+        view.nodes
+            .iter()
+            .filter(|(id, _)| **id != self.node_id)
+            .map(|(_, sip)| *sip)
+            .collect()
     }
 
     /// The SIP address of the node holding `vip` now, when that is another node.
@@ -312,10 +330,12 @@ mod tests {
             .expect("an envelope");
         assert_eq!(e, env(Direction::Out));
         assert_eq!(inner, msg);
-        let (e, _) = unwrap(SECRET, &wrap(SECRET, &env(Direction::In), &msg), 1_000)
-            .expect("valid")
-            .expect("an envelope");
-        assert_eq!(e.dir, Direction::In);
+        for dir in [Direction::In, Direction::Ask] {
+            let (e, _) = unwrap(SECRET, &wrap(SECRET, &env(dir), &msg), 1_000)
+                .expect("valid")
+                .expect("an envelope");
+            assert_eq!(e.dir, dir);
+        }
     }
 
     #[test]
@@ -435,5 +455,9 @@ mod tests {
         assert_eq!(tunnel("b", &[("10.0.0.100", "b")]).holder_of(vip), None);
         assert_eq!(tunnel("a", &[]).holder_of(vip), None);
         assert_eq!(tunnel("a", &[("10.0.0.100", "c")]).holder_of(vip), None);
+        assert_eq!(
+            tunnel("a", &[]).other_nodes(),
+            vec!["10.0.0.2:5060".parse::<SocketAddr>().expect("addr")]
+        );
     }
 }

@@ -151,6 +151,21 @@ impl Registrar {
         Ok(registrar)
     }
 
+    /// Makes this node's digest nonces those of its cluster: derived from the cluster's
+    /// shared secret, so credentials computed for one node's challenge are good at any
+    /// node (after a failover a phone's REGISTER or INVITE with the dead node's nonce is
+    /// not challenged again). Replays are still caught per node (nonce counts live in
+    /// memory).
+    pub fn share_nonce_secret(&self, cluster_secret: &[u8]) {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"ringfort-digest-nonce\n");
+        h.update(cluster_secret);
+        if let Ok(mut n) = self.nonces.lock() {
+            n.set_secret(h.finalize().into());
+        }
+    }
+
     /// Re-reads the extensions from the store, and forgets the bindings of extensions that
     /// are gone: other processes (the CLI) add, remove and re-key extensions directly in
     /// the store. Bindings are only ever written by this node, so its memory of them stays.

@@ -182,6 +182,14 @@ impl NonceManager {
         Self::new(secret, lifetime)
     }
 
+    /// Checks and issues nonces under `secret` from now on (a cluster's shared one, so a
+    /// phone's answer to one node's challenge is good at every node). Nonces issued under
+    /// the old secret become invalid.
+    pub fn set_secret(&mut self, secret: [u8; 32]) {
+        self.secret = secret;
+        self.counts.clear();
+    }
+
     fn mac(&self, payload: &str) -> String {
         // HMAC-SHA-256 (RFC 2104) truncated to 128 bits.
         let mut ipad = [0x36u8; 64];
@@ -353,5 +361,31 @@ mod tests {
         let other = NonceManager::new([8; 32], Duration::from_secs(300));
         let foreign = other.issue(1000, &mut rng);
         assert_eq!(m.check(&foreign, None, 1010), NonceCheck::Invalid);
+    }
+
+    #[test]
+    fn nodes_sharing_a_secret_accept_each_others_nonces() {
+        let mut rng = StdRng::seed_from_u64(8);
+        let mut a = NonceManager::new([1; 32], Duration::from_secs(300));
+        let mut b = NonceManager::new([2; 32], Duration::from_secs(300));
+        let from_a = a.issue(1000, &mut rng);
+        assert_eq!(
+            b.check(&from_a, Some("00000001"), 1001),
+            NonceCheck::Invalid
+        );
+        a.set_secret([7; 32]);
+        b.set_secret([7; 32]);
+        assert_eq!(
+            a.check(&from_a, Some("00000001"), 1001),
+            NonceCheck::Invalid,
+            "issued under the old secret"
+        );
+        let from_a = a.issue(1000, &mut rng);
+        assert_eq!(a.check(&from_a, Some("00000001"), 1001), NonceCheck::Valid);
+        assert_eq!(b.check(&from_a, Some("00000002"), 1002), NonceCheck::Valid);
+        assert_eq!(
+            b.check(&from_a, Some("00000002"), 1003),
+            NonceCheck::Replayed
+        );
     }
 }

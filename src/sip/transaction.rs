@@ -308,6 +308,19 @@ impl TransactionLayer {
         self.txs.get(key).map(|t| t.state)
     }
 
+    /// Whether a CANCEL belongs here: its INVITE, or the CANCEL itself (a retransmission),
+    /// is a live server transaction. An unknown CANCEL gets 481 from [`Self::on_message`].
+    pub fn knows_cancel(&self, cancel: &Request) -> bool {
+        let Some(key) = TxKey::server(cancel) else {
+            return false;
+        };
+        let invite = TxKey {
+            method: Method::Invite,
+            ..key.clone()
+        };
+        self.txs.contains_key(&key) || self.txs.contains_key(&invite)
+    }
+
     /// When [`Self::on_timer`] must next be called.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.queue.first_key_value().map(|((at, _), _)| *at)
@@ -1463,7 +1476,9 @@ Content-Length: 0\r\n\r\n",
         let from = client_peer(Transport::Udp);
         // Unmatched: 481, with a To tag, retransmission gets the same answer.
         let cancel = request("CANCEL", "z9hG4bKnone", Transport::Udp);
+        assert!(!l.knows_cancel(&cancel));
         let acts = l.on_message(cancel.clone().into(), from, t0);
+        assert!(l.knows_cancel(&cancel), "its own retransmission");
         let [Action::Send {
             msg: SipMessage::Response(r),
             ..
@@ -1483,8 +1498,9 @@ Content-Length: 0\r\n\r\n",
             panic!()
         };
         let key = key.clone();
-        l.respond(&key, response(&inv, 200), t0);
         let cancel = request("CANCEL", "z9hG4bKs", Transport::Udp);
+        assert!(l.knows_cancel(&cancel), "its INVITE is live");
+        l.respond(&key, response(&inv, 200), t0);
         let acts = l.on_message(cancel.into(), from, t0 + secs(1.0));
         assert_eq!(sent_statuses(&acts), vec![200]);
         assert_eq!(acts.len(), 1);

@@ -64,6 +64,8 @@ pub struct TransportConfig {
 pub struct Inbound {
     pub msg: SipMessage,
     pub peer: Peer,
+    /// Another node asks whether this CANCEL is ours (drain tunnel): answer it only if so.
+    pub asked: bool,
 }
 
 /// Sends on the node's sockets. Cheap to clone; never blocks: a full queue drops the
@@ -239,7 +241,15 @@ impl TransportHandle {
                     while let Ok(bytes) = rx.try_recv() {
                         if let Some(resp) = unsent_request_failed(&bytes, &reason) {
                             let msg = SipMessage::Response(resp);
-                            let _ = handle.inner.inbound.send(Inbound { msg, peer }).await;
+                            let _ = handle
+                                .inner
+                                .inbound
+                                .send(Inbound {
+                                    msg,
+                                    peer,
+                                    asked: false,
+                                })
+                                .await;
                         }
                     }
                 }
@@ -346,18 +356,18 @@ impl TransportHandle {
     }
 
     /// What a received datagram is for the tunnel: `None` when the tunnel took it (sent it
-    /// on, or dropped a bad envelope), else the message to handle here, its flow, and
-    /// whether it came through the tunnel (then it must not go back in).
+    /// on, or dropped a bad envelope), else the message to handle here, its flow, and the
+    /// way it came through the tunnel, if it did (then it must not go back in).
     fn tunnel_in<'a>(
         &self,
         data: &'a [u8],
         peer: Peer,
-    ) -> Option<(std::borrow::Cow<'a, [u8]>, Peer, bool)> {
+    ) -> Option<(std::borrow::Cow<'a, [u8]>, Peer, Option<Direction>)> {
         let Some(t) = self.inner.tunnel.get() else {
-            return Some((data.into(), peer, false));
+            return Some((data.into(), peer, None));
         };
         match tunnel::unwrap(&t.secret, data, now_unix()) {
-            Ok(None) => Some((data.into(), peer, false)),
+            Ok(None) => Some((data.into(), peer, None)),
             Ok(Some((env, message))) => match env.dir {
                 Direction::Out => {
                     if self.listens_on(env.vip) {
@@ -367,7 +377,7 @@ impl TransportHandle {
                     }
                     None
                 }
-                Direction::In => Some((
+                dir @ (Direction::In | Direction::Ask) => Some((
                     message.into(),
                     Peer {
                         transport: Transport::Udp,
@@ -375,7 +385,7 @@ impl TransportHandle {
                         local: env.vip,
                         conn: None,
                     },
-                    true,
+                    Some(dir),
                 )),
             },
             Err(e) => {
@@ -383,6 +393,37 @@ impl TransportHandle {
                 None
             }
         }
+    }
+
+    /// Asks every other node about a CANCEL that reached our VIP socket and matches no
+    /// INVITE here (the one with its INVITE answers); false when there is nobody to ask
+    /// (not a VIP socket, or no other healthy node), and the CANCEL is ours to answer.
+    pub fn ask_others(&self, msg: &SipMessage, peer: &Peer) -> bool {
+        if !self.inner.cfg.floating_udp.contains(&peer.local) {
+            return false;
+        }
+        let Some(t) = self.inner.tunnel.get() else {
+            return false;
+        };
+        let others = t.other_nodes();
+        if others.is_empty() {
+            return false;
+        }
+        let env = Envelope {
+            dir: Direction::Ask,
+            node: t.node_id.clone(),
+            vip: peer.local,
+            phone: peer.remote,
+            ts: now_unix(),
+        };
+        let wrapped = tunnel::wrap(&t.secret, &env, &msg.to_bytes());
+        info!(vip = %peer.local, phone = %peer.remote, nodes = others.len(), "asking the other nodes whose CANCEL this is (drain)");
+        for node in others {
+            if let Err(e) = self.send_own(t.own_sip, node, &wrapped) {
+                debug!(%node, error = %e, "tunnel to a node failed");
+            }
+        }
+        true
     }
 
     /// Passes a message that reached our VIP socket for another node's dialog to that
@@ -713,11 +754,13 @@ async fn udp_loop(
             continue;
         };
         if let Some(msg) = accept_bytes(&data, &peer, &handle) {
-            if !tunnelled && handle.hand_to_owner(&msg, &data, &peer) {
+            if tunnelled.is_none() && handle.hand_to_owner(&msg, &data, &peer) {
                 continue;
             }
+            let asked = tunnelled == Some(Direction::Ask);
             // Under overload drop rather than queue without bound: the sender retransmits.
-            if let Err(mpsc::error::TrySendError::Full(_)) = inbound.try_send(Inbound { msg, peer })
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                inbound.try_send(Inbound { msg, peer, asked })
             {
                 overload.dropped(remote);
             }
@@ -811,7 +854,15 @@ async fn tcp_connection(
                         }
                         Ok(Some(Frame::Message(bytes))) => {
                             if let Some(msg) = accept_bytes(&bytes, &peer, &handle) {
-                                if inbound.send(Inbound { msg, peer }).await.is_err() {
+                                if inbound
+                                    .send(Inbound {
+                                        msg,
+                                        peer,
+                                        asked: false,
+                                    })
+                                    .await
+                                    .is_err()
+                                {
                                     close = true;
                                     break;
                                 }

@@ -156,6 +156,11 @@ fn adapted(dir: &Path, name: &str, node_ip: &str, talk_ms: u32) -> PathBuf {
         .replace(
             r#"<pause milliseconds="1500"/>"#,
             &format!(r#"<pause milliseconds="{talk_ms}"/>"#),
+        )
+        // The caller that cancels waits as long before it does.
+        .replace(
+            r#"<pause milliseconds="500"/>"#,
+            &format!(r#"<pause milliseconds="{talk_ms}"/>"#),
         );
     let path = dir.join(format!("ho_{name}"));
     std::fs::write(&path, text).expect("write scenario");
@@ -419,6 +424,11 @@ fn scenario_blocking(url: &str, tag: &str, call_must_end_normally: bool) {
         "{out}"
     );
     assert!(lan.has_vip(0) && !lan.has_vip(1), "a has the VIP again");
+    if call_must_end_normally {
+        cancel_while_ringing_across_a_handover(&lan, work, &a, &b);
+        a.stop();
+        return;
+    }
     // A refused target: unknown, then one that is down; the VIP stays where it is.
     let out = a.cli(&["cluster", "handover", "--to", "nosuchnode"]);
     assert_eq!(out.status.code(), Some(1));
@@ -446,4 +456,69 @@ fn scenario_blocking(url: &str, tag: &str, call_must_end_normally: bool) {
     );
     assert!(lan.has_vip(0), "a keeps the VIP");
     a.stop();
+}
+
+/// A call still ringing on a when the VIP moves to b: the caller's CANCEL carries no tag to
+/// route by and b has no INVITE for it, so b asks the other nodes; a has the INVITE,
+/// answers 200 and 487 and cancels the ringing callee, all through b.
+fn cancel_while_ringing_across_a_handover(lan: &Lan, work: &Path, a: &Node, b: &Node) {
+    // b just handed the VIP back: it stays away from it for two leases.
+    std::thread::sleep(Duration::from_secs(3));
+    let uas = sipp(
+        lan,
+        work,
+        &adapted(work, "call_uas_ring.xml", NODE_IPS[0], 1500),
+        15200,
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = sipp(
+        lan,
+        work,
+        &adapted(work, "call_uac_cancel.xml", NODE_IPS[0], 5000),
+        15100,
+        &[
+            "-s", "200", "-au", "100", "-ap", PASSWORD, "-set", "caller", "100",
+        ],
+    );
+    wait_for("the call rings on a", Duration::from_secs(10), || {
+        a.cli_ok(&["calls"])
+            .lines()
+            .any(|l| l.contains("\tnode=a\t") && l.contains("answered=-"))
+            .then_some(())
+    });
+    let out = a.cli(&["cluster", "handover", "--to", "b"]);
+    assert!(
+        out.status.success(),
+        "handover failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lan.has_vip(1) && !lan.has_vip(0), "b has the VIP, a not");
+    finish(
+        uac,
+        Duration::from_secs(30),
+        "cancelling caller",
+        work,
+        15100,
+    );
+    finish(uas, Duration::from_secs(30), "ringing callee", work, 15200);
+    let cdr = wait_for(
+        "a's CDR of the cancelled call",
+        Duration::from_secs(15),
+        || {
+            a.cli_ok(&["cdr", "--limit", "1"])
+                .lines()
+                .next()
+                .filter(|l| l.contains("\tcancelled\t"))
+                .map(str::to_owned)
+        },
+    );
+    assert!(cdr.contains("node=a"), "{cdr}");
+    assert!(
+        b.log_text()
+            .contains("asking the other nodes whose CANCEL this is (drain)"),
+        "{}",
+        tail(&b.log_text(), 3000)
+    );
 }
