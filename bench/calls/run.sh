@@ -2,7 +2,7 @@
 # Calls with G.711 RTP through Ringfort (B2BUA + relay) and, in the same run, through
 # Kamailio 5.6 + rtpengine 10.5 (userspace), interleaved step by step, all on 127.0.0.1:
 #
-#   SIPp UAC (INVITE, 407, INVITE with credentials; plays G.711 RTP from a pcap)
+#   SIPp UAC (INVITE, 407, INVITE with credentials; plays G.711 RTP)
 #     -> Ringfort | Kamailio+rtpengine -> SIPp UAS (registered first; -rtp_echo)
 #
 # usage: bench/calls/run.sh               (defaults: about 10 minutes)
@@ -19,8 +19,13 @@
 #   CONC="250 500 750 1000 1250"  concurrency steps (calls held at once)
 #   CONC_RATE=100 FULL_SECS=8   calls start at CONC_RATE/s (kept below the call-rate limits,
 #                               so the step measures concurrency, not setup rate); each is held
-#                               N/CONC_RATE + FULL_SECS s and plays 2 s less of RTP (a pcap
-#                               made from SIPp's own g711a.pcap, re-cut to 20 ms: make_pcap.py)
+#                               N/CONC_RATE + FULL_SECS s and plays 2 s less of RTP
+#   RTP_PLAY=stream             how SIPp plays it: "stream" = rtp_stream (an A-law WAV made with
+#                               sox, sent by a pool of SIPp threads, RTP_THREADTASKS calls each),
+#                               "pcap" = play_pcap_audio (a pcap made from SIPp's own
+#                               g711a.pcap, re-cut to 20 ms by make_pcap.py; one thread and a
+#                               raw socket per call: the runs before 2026-11-26 08:00)
+#   RTP_THREADTASKS=20          SIPp -rtp_threadtasks (stream only)
 #   RATES="100 200 300 400 600" call-rate steps (calls/s)
 #   RATE_SECS=10 RATE_HOLD_MS=1000
 #   PEERS="ringfort kamailio"   systems to run ("kamailio" = Kamailio + rtpengine)
@@ -52,7 +57,7 @@
 # (destination = UAS media port), the UAS echoed (source = UAS media port) and the relay
 # sent back to the UAC (destination = UAC media port). relay loss = packets into the relay
 # that did not come out (both directions); e2e loss = UAC sent vs got back.
-# Needs root (iptables, SIPp's raw socket for pcap play) and: sipp (sip-tester), kamailio,
+# Needs root (iptables; SIPp's raw socket for pcap play) and: sipp (sip-tester), sox, kamailio,
 # rtpengine (rtpengine-daemon), iptables, python3. Everything is cleaned up on exit.
 set -u -o pipefail
 
@@ -82,6 +87,8 @@ KAM_PORT=${KAM_PORT:-15270}
 NG_PORT=${NG_PORT:-15299}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
 SRC_PCAP=${SRC_PCAP:-/usr/share/sip-tester/g711a.pcap}
+RTP_PLAY=${RTP_PLAY:-stream}
+RTP_THREADTASKS=${RTP_THREADTASKS:-20}
 CALLER=100
 CALLEE=200
 HZ=$(getconf CLK_TCK)
@@ -133,6 +140,7 @@ trap 'log "terminated"; exit 143' TERM
 [ "$(id -u)" = 0 ] || die "needs root (iptables counters, SIPp's raw socket for pcap play)"
 need_apt=()
 command -v sipp >/dev/null || need_apt+=(sip-tester)
+command -v sox >/dev/null || need_apt+=(sox)
 command -v kamailio >/dev/null || need_apt+=(kamailio)
 command -v rtpengine >/dev/null || need_apt+=(rtpengine-daemon)
 command -v iptables >/dev/null || need_apt+=(iptables)
@@ -145,7 +153,11 @@ fi
 for t in sipp kamailio kamcmd rtpengine iptables python3 ss timeout; do
   command -v $t >/dev/null || die "$t not found"
 done
-[ -r "$SRC_PCAP" ] || die "no $SRC_PCAP (dpkg -L sip-tester lists the pcaps SIPp ships)"
+case "$RTP_PLAY" in
+  stream) ;;
+  pcap) [ -r "$SRC_PCAP" ] || die "no $SRC_PCAP (dpkg -L sip-tester lists the pcaps SIPp ships)" ;;
+  *) die "RTP_PLAY must be stream or pcap" ;;
+esac
 [ "$FULL_SECS" -ge 4 ] || die "FULL_SECS must be >= 4"
 
 port_free() { [ -z "$(ss -Hlun "( sport = :$1 )" 2>/dev/null)" ]; }
@@ -381,14 +393,25 @@ run_step() {               # run_step conc|rate SYSTEM LOAD
   local sweep=$1 s=$2 L=$3 d="$TMP/$2" kt0 kt1 np0 np1 rb0 rb1 si0 si1 st m r lim hold to hard scen extra=() c0 c1 p0 p1 k0 k1 e0 e1 u0 u1 b0 b1 t0 t1 sc0 sc1 rc
   st="$d/${sweep}_$L"; mkdir -p "$st"
   if [ "$sweep" = conc ]; then
-    local ramp=$(( (L + CONC_RATE - 1) / CONC_RATE )) pcap="$TMP/rtp_$L.pcap"
+    local ramp=$(( (L + CONC_RATE - 1) / CONC_RATE )) play
     m=$L; lim=$L; r=$CONC_RATE; hold=$(( (ramp + FULL_SECS) * 1000 ))
-    python3 "$HERE/make_pcap.py" "$SRC_PCAP" $((ramp + FULL_SECS - 2)) "$pcap" >/dev/null || die "make_pcap.py failed"
-    scen=uac_rtp.xml; extra=(-key pcap "$pcap")
+    if [ "$RTP_PLAY" = pcap ]; then
+      python3 "$HERE/make_pcap.py" "$SRC_PCAP" $((ramp + FULL_SECS - 2)) "$TMP/rtp_$L.pcap" >/dev/null \
+        || die "make_pcap.py failed"
+      play="play_pcap_audio=\"$TMP/rtp_$L.pcap\""
+    else
+      # SIPp takes no keyword in rtp_stream's file name: the path goes into the scenario.
+      sox -q -n -r 8000 -c 1 -e a-law "$TMP/rtp_$L.wav" synth $((ramp + FULL_SECS - 2)) sine 440 vol 0.5 \
+        || die "sox failed"
+      play="rtp_stream=\"$TMP/rtp_$L.wav,1,8\""
+      extra=(-rtp_threadtasks "$RTP_THREADTASKS")
+    fi
+    sed "s#@PLAY@#$play#" "$HERE/uac_rtp.xml" >"$st/uac_rtp.xml" || die "scenario"
+    scen="$st/uac_rtp.xml"
     to=$((ramp * 3 + FULL_SECS + 40))
   else
     m=$((L * RATE_SECS)); r=$L; lim=$((L * (RATE_HOLD_MS / 1000 + 5) + 100)); hold=$RATE_HOLD_MS
-    scen=uac_short.xml
+    scen="$HERE/uac_short.xml"
     to=$((RATE_SECS * 2 + RATE_HOLD_MS / 1000 + 40))
   fi
   hard=$((to + 15))
@@ -400,7 +423,7 @@ run_step() {               # run_step conc|rate SYSTEM LOAD
   u0=$(ticks_of "${PID[uas-$s]}"); read -r b0 si0 < <(busy_ticks); child_secs; sc0=$CHILD_SECS; t0=$(date +%s.%N)
   if [ "$s" = ringfort ]; then sampler "$st/mem" "relay=${PID[ringfort]}"
   else sampler "$st/mem" "relay=${PID[kamailio]}" "rtpe=${PID[rtpengine]}"; fi
-  ( cd "$st" && exec timeout -k 5 $hard sipp -sf "$HERE/$scen" -i 127.0.0.1 -p "${UAC_PORT[$s]}" \
+  ( cd "$st" && exec timeout -k 5 $hard sipp -sf "$scen" -i 127.0.0.1 -p "${UAC_PORT[$s]}" \
       -mi 127.0.0.1 -mp "${UAC_MP[$s]}" -s $CALLEE -au $CALLER -ap "$PASSWORD" -set caller $CALLER \
       "${extra[@]}" -r "$r" -m "$m" -l "$lim" -d "$hold" -timeout "${to}s" -recv_timeout 32000 \
       -nostdin -trace_stat -stf "$st/stat.csv" -fd 1 -trace_rtt -rtt_freq 1 \
