@@ -17,3 +17,12 @@ pub mod sip;
 pub mod store;
 pub mod transport;
 pub mod voicemail;
+
+/// The wall clock in Unix seconds (0 before 1970): for what is stored or signed. The
+/// protocol cores never read it; time is passed in.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

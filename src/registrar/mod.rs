@@ -16,7 +16,7 @@ pub mod outage;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::Rng;
 use thiserror::Error;
@@ -56,12 +56,7 @@ const RECHECK_AFTER_SECS: i64 = 2;
 /// Remembered unknown users, so a scanner cannot make every attempt a database read.
 const MAX_NEGATIVE_ENTRIES: usize = 10_000;
 
-pub fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use crate::now_unix;
 
 /// What to do with a REGISTER.
 #[derive(Debug)]

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::cluster::tunnel::{self, Direction, Envelope, Tunnel};
+use crate::now_unix;
 use crate::sip::message::{
     self, error_response_for, Frame, HeaderName, Headers, SipMessage, StreamFramer, Via,
 };
@@ -288,19 +289,13 @@ impl TransportHandle {
             .or_else(|| self.inner.udp.first())
             .map(|(_, s)| s)
             .ok_or(TransportError::NoSocket(Transport::Udp, local))?;
-        match sock.try_send_to(data, remote) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(TransportError::Busy),
-            Err(e) => {
-                // A VIP handed over: its new holder sends for us (a SIP message only; a
-                // keepalive is the holder's own business).
-                if is_sip_message(data) {
-                    if let Some(sent) = self.tunnel_out(local, remote, data) {
-                        return sent;
-                    }
-                }
-                Err(TransportError::Io(e))
-            }
+        match send_on(sock, data, remote) {
+            // A VIP handed over: its new holder sends for us (a SIP message only; a
+            // keepalive is the holder's own business).
+            Err(TransportError::Io(e)) if is_sip_message(data) => self
+                .tunnel_out(local, remote, data)
+                .unwrap_or(Err(TransportError::Io(e))),
+            sent => sent,
         }
     }
 
@@ -317,16 +312,29 @@ impl TransportHandle {
         }
         let t = self.inner.tunnel.get()?;
         let holder = t.holder_of(vip.ip())?;
+        info!(%vip, %phone, %holder, "sending through the VIP's holder (drain)");
+        Some(self.tunnel_to(t, holder, Direction::Out, vip, phone, data))
+    }
+
+    /// Wraps `data` (from or to `phone` on our VIP socket `vip`) and sends it from our
+    /// cluster socket to the node at `node`.
+    fn tunnel_to(
+        &self,
+        t: &Tunnel,
+        node: SocketAddr,
+        dir: Direction,
+        vip: SocketAddr,
+        phone: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), TransportError> {
         let env = Envelope {
-            dir: Direction::Out,
+            dir,
             node: t.node_id.clone(),
             vip,
             phone,
             ts: now_unix(),
         };
-        info!(%vip, %phone, %holder, "sending through the VIP's holder (drain)");
-        let wrapped = tunnel::wrap(&t.secret, &env, data);
-        Some(self.send_own(t.own_sip, holder, &wrapped))
+        self.send_own(t.own_sip, node, &tunnel::wrap(&t.secret, &env, data))
     }
 
     /// Sends from exactly our socket `local`, never tunnelling.
@@ -343,11 +351,7 @@ impl TransportHandle {
             .find(|(a, _)| *a == local)
             .map(|(_, s)| s)
             .ok_or(TransportError::NoSocket(Transport::Udp, local))?;
-        match sock.try_send_to(data, remote) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(TransportError::Busy),
-            Err(e) => Err(TransportError::Io(e)),
-        }
+        send_on(sock, data, remote)
     }
 
     /// Joins the cluster's drain tunnel (once; later calls are ignored).
@@ -409,17 +413,11 @@ impl TransportHandle {
         if others.is_empty() {
             return false;
         }
-        let env = Envelope {
-            dir: Direction::Ask,
-            node: t.node_id.clone(),
-            vip: peer.local,
-            phone: peer.remote,
-            ts: now_unix(),
-        };
-        let wrapped = tunnel::wrap(&t.secret, &env, &msg.to_bytes());
         info!(vip = %peer.local, phone = %peer.remote, nodes = others.len(), "asking the other nodes whose CANCEL this is (drain)");
+        let data = msg.to_bytes();
         for node in others {
-            if let Err(e) = self.send_own(t.own_sip, node, &wrapped) {
+            if let Err(e) = self.tunnel_to(t, node, Direction::Ask, peer.local, peer.remote, &data)
+            {
                 debug!(%node, error = %e, "tunnel to a node failed");
             }
         }
@@ -438,15 +436,8 @@ impl TransportHandle {
         let Some(owner) = t.owner_of(msg) else {
             return false;
         };
-        let env = Envelope {
-            dir: Direction::In,
-            node: t.node_id.clone(),
-            vip: peer.local,
-            phone: peer.remote,
-            ts: now_unix(),
-        };
         info!(vip = %peer.local, phone = %peer.remote, %owner, "passing a message to the node with its dialog (drain)");
-        if let Err(e) = self.send_own(t.own_sip, owner, &tunnel::wrap(&t.secret, &env, data)) {
+        if let Err(e) = self.tunnel_to(t, owner, Direction::In, peer.local, peer.remote, data) {
             debug!(%owner, error = %e, "tunnel to the dialog's node failed");
         }
         true
@@ -458,17 +449,20 @@ impl TransportHandle {
     }
 }
 
+/// Sends without waiting: a full socket buffer is `Busy` (the message is dropped).
+fn send_on(sock: &UdpSocket, data: &[u8], remote: SocketAddr) -> Result<(), TransportError> {
+    match sock.try_send_to(data, remote) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(TransportError::Busy),
+        Err(e) => Err(TransportError::Io(e)),
+    }
+}
+
 /// A SIP start line (a response's, or a request's ending in the version), not a keepalive.
 fn is_sip_message(data: &[u8]) -> bool {
     let first_line = data.split(|b| *b == b'\n').next().unwrap_or_default();
     let first_line = first_line.strip_suffix(b"\r").unwrap_or(first_line);
     first_line.starts_with(b"SIP/2.0 ") || first_line.ends_with(b" SIP/2.0")
-}
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Connects from our address `local` (its IP, any port), so the phone sees the address it
