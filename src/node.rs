@@ -300,6 +300,7 @@ pub async fn start_with_apps(
     let metrics = Arc::new(NodeMetrics::default());
     let core = Core {
         metrics: metrics.clone(),
+        relays_seen: Default::default(),
         layer: TransactionLayer::new(timers),
         transport: transport.clone(),
         registrar: registrar.clone(),
@@ -688,6 +689,8 @@ struct Core {
     mwi_txs: std::collections::HashSet<TxKey>,
     calls: Calls,
     metrics: Arc<NodeMetrics>,
+    /// Forwarded INVITEs taken lately, so a replayed one is refused.
+    relays_seen: crate::cluster::routing::SeenRelays,
 }
 
 /// The calls of this node as the core routes to them.
@@ -1464,6 +1467,17 @@ impl Core {
             .map_err(|e| e.to_string()),
             None => Err("this node is not in a cluster".to_owned()),
         };
+        let checked = checked.and_then(|r| {
+            let call_id = call_id_of(&req.headers).unwrap_or_default();
+            if self
+                .relays_seen
+                .first_time(call_id, crate::registrar::now_unix())
+            {
+                Ok(r)
+            } else {
+                Err("a replay: its Call-ID was forwarded here already".to_owned())
+            }
+        });
         let relayed = match checked {
             Ok(r) => r,
             Err(why) => {

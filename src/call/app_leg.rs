@@ -24,7 +24,8 @@ use crate::sip::transaction::TxKey;
 use crate::sip::Peer;
 
 use super::machine::{
-    body_sdp, remote_of, CallSettings, Command, Disposition, HangupLeg, SipIn, ALLOW,
+    body_sdp, re_offer_keeps_stream, remote_of, CallSettings, Command, Disposition, HangupLeg,
+    SipIn, ALLOW,
 };
 use super::own_leg::{answer_in_dialog, endpoint_sdp};
 use super::{codecs, CallError};
@@ -457,14 +458,8 @@ impl AppLeg {
                         return self.respond(id, key, 488, MsgOpts::default(), now);
                     };
                     let usable = offer.media.len() >= self.offered.len()
-                        && offer.media.get(self.index).is_some_and(|m| {
-                            m.is_enabled()
-                                && m.formats
-                                    .iter()
-                                    .any(|f| f.parse::<u8>().ok() == Some(self.format.pt))
-                        });
+                        && re_offer_keeps_stream(&offer, self.index, Some(self.format.pt));
                     if !usable {
-                        // A new codec would need a new endpoint: keep the one we have.
                         return self.respond(id, key, 488, MsgOpts::default(), now);
                     }
                     self.offered = offer.media.clone();

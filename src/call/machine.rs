@@ -381,6 +381,15 @@ pub fn parse_offer(req: &Request) -> Result<SessionDescription, CallError> {
     Ok(sdp)
 }
 
+/// Whether a phone's re-offer keeps our endpoint's stream: m-line `index` still there,
+/// enabled, with our payload type `pt` (a new codec would need a new endpoint).
+pub fn re_offer_keeps_stream(offer: &SessionDescription, index: usize, pt: Option<u8>) -> bool {
+    offer
+        .media
+        .get(index)
+        .is_some_and(|m| m.is_enabled() && m.formats.iter().any(|f| f.parse::<u8>().ok() == pt))
+}
+
 /// Where a leg's phone receives RTP for m-line `index`, per its SDP.
 pub fn remote_of(sdp: &SessionDescription, index: usize) -> Remote {
     let Some(m) = sdp.media.get(index) else {

@@ -38,7 +38,9 @@ use crate::sip::sdp::{
 use crate::sip::transaction::TxKey;
 
 use super::forks::{ForkState, Forks, Provisional};
-use super::machine::{body_sdp, remote_of, Command, HangupLeg, SipIn, Target, ALLOW};
+use super::machine::{
+    body_sdp, re_offer_keeps_stream, remote_of, Command, HangupLeg, SipIn, Target, ALLOW,
+};
 use super::own_leg::{answer_in_dialog, endpoint_sdp};
 use super::{codecs, CallError};
 
@@ -658,14 +660,9 @@ impl OutLeg {
                     let Some(offer) = body_sdp(&req.body, ct) else {
                         return self.respond(id, key, 488, MsgOpts::default(), now);
                     };
-                    let pt = self.format.map(|f| f.pt);
-                    // One stream only: ours. A new codec would need a new endpoint.
+                    // One stream only: ours.
                     let usable = offer.media.len() == 1
-                        && offer.media[0].is_enabled()
-                        && offer.media[0]
-                            .formats
-                            .iter()
-                            .any(|f| f.parse::<u8>().ok() == pt);
+                        && re_offer_keeps_stream(&offer, 0, self.format.map(|f| f.pt));
                     if !usable {
                         return self.respond(id, key, 488, MsgOpts::default(), now);
                     }

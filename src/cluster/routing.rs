@@ -173,6 +173,46 @@ pub fn verify_relay(
     })
 }
 
+/// The Call-IDs of the forwarded INVITEs a node took lately. A node forwards each callee
+/// leg once per node, under a fresh Call-ID, so a second forwarded INVITE with a Call-ID
+/// already taken is a replay of a captured one (its signature and time still check out
+/// within [`RELAY_MAX_AGE_SECS`]); a retransmission never gets this far (the transaction
+/// layer absorbs it).
+#[derive(Debug, Default)]
+pub struct SeenRelays {
+    seen: HashMap<String, i64>,
+    pruned_at: i64,
+}
+
+impl SeenRelays {
+    /// Records the Call-ID of a forwarded INVITE at `now_unix`: false when it was taken
+    /// already. Entries older than twice the signature window are forgotten (a replay
+    /// that old fails the time check anyway), at most once a second.
+    pub fn first_time(&mut self, call_id: &str, now_unix: i64) -> bool {
+        if now_unix != self.pruned_at {
+            self.seen
+                .retain(|_, at| now_unix - *at <= 2 * RELAY_MAX_AGE_SECS);
+            self.pruned_at = now_unix;
+        }
+        match self.seen.entry(call_id.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(now_unix);
+                true
+            }
+        }
+    }
+
+    /// Call-IDs remembered now.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
 fn relay_mac(secret: &[u8], node: &str, ts: i64, call_id: &str, numbers: &str) -> [u8; 32] {
     // Fields joined by a byte none of them may hold, so no two tuples sign alike.
     let msg = format!("{node}\n{ts}\n{call_id}\n{numbers}");
@@ -282,6 +322,19 @@ mod tests {
             ClusterView::default().reach(&b, "solo", |_| false),
             Reach::Local
         );
+    }
+
+    #[test]
+    fn a_forwarded_call_id_is_taken_once_and_forgotten_after_two_windows() {
+        let mut seen = SeenRelays::default();
+        assert!(seen.first_time("leg-1", 1_000));
+        assert!(!seen.first_time("leg-1", 1_010), "a replay");
+        assert!(seen.first_time("leg-2", 1_010));
+        assert!(!seen.first_time("leg-1", 1_000 + 2 * RELAY_MAX_AGE_SECS));
+        assert!(seen.first_time("leg-1", 1_001 + 2 * RELAY_MAX_AGE_SECS));
+        assert_eq!(seen.len(), 2, "leg-1 again, and leg-2 still");
+        assert!(seen.first_time("leg-3", 1_011 + 2 * RELAY_MAX_AGE_SECS));
+        assert_eq!(seen.len(), 2, "leg-2 forgotten");
     }
 
     #[test]

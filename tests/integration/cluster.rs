@@ -331,3 +331,86 @@ async fn a_registration_written_by_one_node_reaches_the_other_nodes_cache() {
     pg.drop().await;
     resume_panic(res);
 }
+
+/// Sends a request over UDP from a fresh socket and returns the status of the first final
+/// response (provisional ones skipped) within `wait`.
+fn final_status(to: std::net::SocketAddr, request: &str, wait: Duration) -> Option<u16> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+    let request = request.replace("LOCAL", &sock.local_addr().ok()?.to_string());
+    sock.send_to(request.as_bytes(), to).ok()?;
+    let deadline = Instant::now() + wait;
+    let mut buf = vec![0u8; 65535];
+    while Instant::now() < deadline {
+        sock.set_read_timeout(Some(deadline - Instant::now()))
+            .ok()?;
+        let (n, _) = sock.recv_from(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let status: u16 = text.split(' ').nth(1)?.parse().ok()?;
+        if status >= 200 {
+            return Some(status);
+        }
+    }
+    None
+}
+
+/// A forwarded INVITE (one node handing a call to another) is taken without a digest
+/// challenge only with the cluster secret's signature, and only once: a forged signature
+/// and a replay of a genuine one (same Call-ID, new branch, within the time window) get
+/// 403; the genuine one is routed (480 here: the number has no phone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_invite_needs_the_cluster_signature_and_is_taken_once() {
+    let pg = PgSchema::create("rf_test").await;
+    let url = pg.url_at(&pg.hostport);
+    let mut node = crate::support::Node::new(crate::support::NodeOptions {
+        database_url: url.clone(),
+        extra: "[cluster]\nenabled = true\nsip_address = \"127.0.0.1:SIP_PORT\"\n".into(),
+        ..Default::default()
+    });
+    let text = std::fs::read_to_string(&node.config).expect("config");
+    std::fs::write(
+        &node.config,
+        text.replace("SIP_PORT", &node.port.to_string()),
+    )
+    .expect("config");
+    node.add_extension("2001", "secret-2001");
+    node.start();
+    let store = Store::connect(&url, 1).await.expect("store");
+    let secret = store.cluster_secret("unused").await.expect("secret");
+    store.close().await;
+    let to: std::net::SocketAddr = format!("127.0.0.1:{}", node.port).parse().expect("addr");
+    let invite = |branch: &str, call_id: &str, relay: &str| {
+        let sdp = "v=0\r\no=n 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                   m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        format!(
+            "INVITE sip:2001@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP LOCAL;branch={branch};rport\r\n\
+             Max-Forwards: 69\r\nFrom: <sip:1001@127.0.0.1>;tag=fw1\r\nTo: <sip:2001@127.0.0.1>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:1001@LOCAL>\r\n\
+             X-Ringfort-Relay: {relay}\r\nContent-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+    };
+    let res = tokio::task::spawn_blocking(move || {
+        let now = ringfort::registrar::now_unix();
+        let call_id = format!("fw-{:x}", rand::random::<u64>());
+        let sign = |key: &[u8]| {
+            ringfort::cluster::routing::relay_header(key, "othernode", now, &call_id, &["2001"])
+        };
+        let wait = Duration::from_secs(5);
+        let forged = invite("z9hG4bKf1", &call_id, &sign(b"not the cluster secret"));
+        assert_eq!(final_status(to, &forged, wait), Some(403), "forged");
+        let genuine = invite("z9hG4bKg1", &call_id, &sign(secret.as_bytes()));
+        assert_eq!(final_status(to, &genuine, wait), Some(480), "genuine");
+        let replay = invite("z9hG4bKg2", &call_id, &sign(secret.as_bytes()));
+        assert_eq!(final_status(to, &replay, wait), Some(403), "replay");
+        let log = node.log_text();
+        assert!(
+            log.contains("signature does not match") && log.contains("a replay"),
+            "{log}"
+        );
+        node.stop();
+    })
+    .await;
+    pg.drop().await;
+    resume_panic(res);
+}
