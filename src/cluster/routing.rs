@@ -23,6 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use sha2::{Digest, Sha256};
 
+use crate::sip::digest::constant_time_eq;
 use crate::store::Binding;
 
 /// The header a forwarded INVITE carries.
@@ -158,13 +159,7 @@ pub fn verify_relay(
     }
     let want = hex(&relay_mac(secret, node, ts, call_id, numbers));
     // Compared in full whatever differs first: the time taken says nothing about `want`.
-    let same = want.len() == sig.len()
-        && want
-            .bytes()
-            .zip(sig.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !same {
+    if !constant_time_eq(&want, sig) {
         return Err(RelayError::BadSignature);
     }
     Ok(Relayed {

@@ -261,7 +261,7 @@ impl TransportHandle {
 
     /// Whether this node has a UDP socket on exactly `addr`.
     pub fn listens_on(&self, addr: SocketAddr) -> bool {
-        self.inner.udp.iter().any(|(a, _)| *a == addr)
+        self.udp_socket(addr).is_some()
     }
 
     /// True while the connection `conn` is open.
@@ -282,12 +282,8 @@ impl TransportHandle {
         data: &[u8],
     ) -> Result<(), TransportError> {
         let sock = self
-            .inner
-            .udp
-            .iter()
-            .find(|(a, _)| *a == local)
-            .or_else(|| self.inner.udp.first())
-            .map(|(_, s)| s)
+            .udp_socket(local)
+            .or_else(|| self.inner.udp.first().map(|(_, s)| s))
             .ok_or(TransportError::NoSocket(Transport::Udp, local))?;
         match send_on(sock, data, remote) {
             // A VIP handed over: its new holder sends for us (a SIP message only; a
@@ -345,13 +341,18 @@ impl TransportHandle {
         data: &[u8],
     ) -> Result<(), TransportError> {
         let sock = self
-            .inner
+            .udp_socket(local)
+            .ok_or(TransportError::NoSocket(Transport::Udp, local))?;
+        send_on(sock, data, remote)
+    }
+
+    /// Our UDP socket bound to exactly `local`.
+    fn udp_socket(&self, local: SocketAddr) -> Option<&Arc<UdpSocket>> {
+        self.inner
             .udp
             .iter()
             .find(|(a, _)| *a == local)
             .map(|(_, s)| s)
-            .ok_or(TransportError::NoSocket(Transport::Udp, local))?;
-        send_on(sock, data, remote)
     }
 
     /// Joins the cluster's drain tunnel (once; later calls are ignored).

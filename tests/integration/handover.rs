@@ -238,6 +238,48 @@ fn register(lan: &Lan, work: &Path, number: &str, port: u16) {
     finish(child, Duration::from_secs(20), "register", work, port);
 }
 
+/// A call from 100 (SIPp `caller`, a scenario and its pause) to 200 (SIPp `callee`)
+/// through the VIP while a holds it; returns (callee, caller) once a lists the call,
+/// answered or still ringing as `answered` says.
+fn call_through_vip(
+    lan: &Lan,
+    work: &Path,
+    a: &Node,
+    callee: (&str, u32),
+    caller: (&str, u32),
+    answered: bool,
+) -> (Child, Child) {
+    let uas = sipp(
+        lan,
+        work,
+        &adapted(work, callee.0, NODE_IPS[0], callee.1),
+        15200,
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = sipp(
+        lan,
+        work,
+        &adapted(work, caller.0, NODE_IPS[0], caller.1),
+        15100,
+        &[
+            "-s", "200", "-au", "100", "-ap", PASSWORD, "-set", "caller", "100",
+        ],
+    );
+    let what = if answered { "up" } else { "ringing" };
+    wait_for(
+        &format!("the call {what} on a"),
+        Duration::from_secs(10),
+        || {
+            a.cli_ok(&["calls"])
+                .lines()
+                .any(|l| l.contains("\tnode=a\t") && l.contains("answered=-") != answered)
+                .then_some(())
+        },
+    );
+    (uas, uac)
+}
+
 fn node(lan: &Lan, i: usize, id: &str, priority: u8, url: &str) -> Node {
     let mut n = Node::new(NodeOptions {
         database_url: url.to_owned(),
@@ -315,29 +357,14 @@ fn scenario_blocking(url: &str, tag: &str, call_must_end_normally: bool) {
 
     // A call through the VIP, on a: 100 calls 200, who hangs up after 6 s of talk.
     register(&lan, work, "200", 15200);
-    let uas = sipp(
+    let (uas, uac) = call_through_vip(
         &lan,
         work,
-        &adapted(work, "call_uas_bye.xml", NODE_IPS[0], 6000),
-        15200,
-        &[],
+        &a,
+        ("call_uas_bye.xml", 6000),
+        ("call_uac_wait_bye.xml", 1500),
+        true,
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let uac = sipp(
-        &lan,
-        work,
-        &adapted(work, "call_uac_wait_bye.xml", NODE_IPS[0], 1500),
-        15100,
-        &[
-            "-s", "200", "-au", "100", "-ap", PASSWORD, "-set", "caller", "100",
-        ],
-    );
-    wait_for("the call is up on a", Duration::from_secs(10), || {
-        a.cli_ok(&["calls"])
-            .lines()
-            .any(|l| l.contains("\tnode=a\t") && !l.contains("answered=-"))
-            .then_some(())
-    });
 
     // Hand the VIP to b while the call is up.
     let started = Instant::now();
@@ -464,29 +491,14 @@ fn scenario_blocking(url: &str, tag: &str, call_must_end_normally: bool) {
 fn cancel_while_ringing_across_a_handover(lan: &Lan, work: &Path, a: &Node, b: &Node) {
     // b just handed the VIP back: it stays away from it for two leases.
     std::thread::sleep(Duration::from_secs(3));
-    let uas = sipp(
+    let (uas, uac) = call_through_vip(
         lan,
         work,
-        &adapted(work, "call_uas_ring.xml", NODE_IPS[0], 1500),
-        15200,
-        &[],
+        a,
+        ("call_uas_ring.xml", 1500),
+        ("call_uac_cancel.xml", 5000),
+        false,
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let uac = sipp(
-        lan,
-        work,
-        &adapted(work, "call_uac_cancel.xml", NODE_IPS[0], 5000),
-        15100,
-        &[
-            "-s", "200", "-au", "100", "-ap", PASSWORD, "-set", "caller", "100",
-        ],
-    );
-    wait_for("the call rings on a", Duration::from_secs(10), || {
-        a.cli_ok(&["calls"])
-            .lines()
-            .any(|l| l.contains("\tnode=a\t") && l.contains("answered=-"))
-            .then_some(())
-    });
     let out = a.cli(&["cluster", "handover", "--to", "b"]);
     assert!(
         out.status.success(),
