@@ -87,6 +87,8 @@ struct Shared {
     shutdown: watch::Receiver<bool>,
     /// The drain tunnel, once the node has joined its cluster.
     tunnel: std::sync::OnceLock<Tunnel>,
+    /// When a bad tunnel envelope was last logged (Unix seconds).
+    tunnel_refused_at: std::sync::atomic::AtomicI64,
 }
 
 /// Open stream connections, by id and by remote address (RFC 3261 18.1.1: a request to
@@ -394,7 +396,13 @@ impl TransportHandle {
                 )),
             },
             Err(e) => {
-                warn!(from = %peer.remote, error = %e, "dropping a tunnelled datagram");
+                // Anyone can send such a datagram: say so at most once a second.
+                let now = now_unix();
+                if self.inner.tunnel_refused_at.swap(now, Ordering::Relaxed) != now {
+                    warn!(from = %peer.remote, error = %e, "dropping a tunnelled datagram (logged once a second)");
+                } else {
+                    debug!(from = %peer.remote, error = %e, "dropping a tunnelled datagram");
+                }
                 None
             }
         }
@@ -639,6 +647,7 @@ pub async fn start(
             inbound: inbound.clone(),
             shutdown: shutdown.clone(),
             tunnel: std::sync::OnceLock::new(),
+            tunnel_refused_at: std::sync::atomic::AtomicI64::new(0),
         }),
     };
     for (local, sock) in udp {

@@ -332,6 +332,29 @@ async fn a_registration_written_by_one_node_reaches_the_other_nodes_cache() {
     resume_panic(res);
 }
 
+/// A `ringfort serve` in cluster mode on `pg` (no VIP), announcing its own SIP socket,
+/// with extension 2001 (no phone); and the cluster secret it wrote.
+async fn clustered_node(pg: &PgSchema) -> (crate::support::Node, String) {
+    let url = pg.url_at(&pg.hostport);
+    let mut node = crate::support::Node::new(crate::support::NodeOptions {
+        database_url: url.clone(),
+        extra: "[cluster]\nenabled = true\nsip_address = \"127.0.0.1:SIP_PORT\"\n".into(),
+        ..Default::default()
+    });
+    let text = std::fs::read_to_string(&node.config).expect("config");
+    std::fs::write(
+        &node.config,
+        text.replace("SIP_PORT", &node.port.to_string()),
+    )
+    .expect("config");
+    node.add_extension("2001", "secret-2001");
+    node.start();
+    let store = Store::connect(&url, 1).await.expect("store");
+    let secret = store.cluster_secret("unused").await.expect("secret");
+    store.close().await;
+    (node, secret)
+}
+
 /// Sends a request over UDP from a fresh socket and returns the status of the first final
 /// response (provisional ones skipped) within `wait`.
 fn final_status(to: std::net::SocketAddr, request: &str, wait: Duration) -> Option<u16> {
@@ -360,23 +383,7 @@ fn final_status(to: std::net::SocketAddr, request: &str, wait: Duration) -> Opti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_invite_needs_the_cluster_signature_and_is_taken_once() {
     let pg = PgSchema::create("rf_test").await;
-    let url = pg.url_at(&pg.hostport);
-    let mut node = crate::support::Node::new(crate::support::NodeOptions {
-        database_url: url.clone(),
-        extra: "[cluster]\nenabled = true\nsip_address = \"127.0.0.1:SIP_PORT\"\n".into(),
-        ..Default::default()
-    });
-    let text = std::fs::read_to_string(&node.config).expect("config");
-    std::fs::write(
-        &node.config,
-        text.replace("SIP_PORT", &node.port.to_string()),
-    )
-    .expect("config");
-    node.add_extension("2001", "secret-2001");
-    node.start();
-    let store = Store::connect(&url, 1).await.expect("store");
-    let secret = store.cluster_secret("unused").await.expect("secret");
-    store.close().await;
+    let (mut node, secret) = clustered_node(&pg).await;
     let to: std::net::SocketAddr = format!("127.0.0.1:{}", node.port).parse().expect("addr");
     let invite = |branch: &str, call_id: &str, relay: &str| {
         let sdp = "v=0\r\no=n 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
@@ -407,6 +414,74 @@ async fn a_forwarded_invite_needs_the_cluster_signature_and_is_taken_once() {
         assert!(
             log.contains("signature does not match") && log.contains("a replay"),
             "{log}"
+        );
+        node.stop();
+    })
+    .await;
+    pg.drop().await;
+    resume_panic(res);
+}
+
+/// The drain tunnel on a real node: an envelope with the cluster's signature makes the node
+/// send its message from the named socket to the named address ("out"), or take it as if
+/// that address had sent it ("in": the answer goes there); a forged one does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_envelope_is_obeyed_only_with_the_cluster_signature() {
+    use ringfort::cluster::tunnel::{wrap, Direction, Envelope};
+    let pg = PgSchema::create("rf_test").await;
+    let (mut node, secret) = clustered_node(&pg).await;
+    let res = tokio::task::spawn_blocking(move || {
+        let sip: std::net::SocketAddr =
+            format!("127.0.0.1:{}", node.port).parse().expect("addr");
+        let phone = std::net::UdpSocket::bind("127.0.0.1:0").expect("phone socket");
+        phone
+            .set_read_timeout(Some(Duration::from_millis(1500)))
+            .expect("timeout");
+        let phone_addr = phone.local_addr().expect("addr");
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender socket");
+        let options = format!(
+            "OPTIONS sip:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {phone_addr};branch=z9hG4bKtun1;rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:probe@{phone_addr}>;tag=t1\r\nTo: <sip:{sip}>\r\n\
+             Call-ID: tunnel-test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        let envelope = |dir, key: &[u8]| {
+            let env = Envelope {
+                dir,
+                node: "othernode".into(),
+                vip: sip,
+                phone: phone_addr,
+                ts: ringfort::registrar::now_unix(),
+            };
+            wrap(key, &env, options.as_bytes())
+        };
+        let mut buf = vec![0u8; 65535];
+        let mut heard = || {
+            phone
+                .recv_from(&mut buf)
+                .ok()
+                .map(|(n, from)| (String::from_utf8_lossy(&buf[..n]).into_owned(), from))
+        };
+        for dir in [Direction::Out, Direction::In] {
+            let forged = envelope(dir, b"not the cluster secret");
+            sender.send_to(&forged, sip).expect("send");
+            assert_eq!(heard(), None, "{dir:?}: a forged envelope is dropped");
+        }
+        sender
+            .send_to(&envelope(Direction::Out, secret.as_bytes()), sip)
+            .expect("send");
+        let (got, from) = heard().expect("the node sent the message on");
+        assert_eq!(got, options, "as wrapped, without the envelope");
+        assert_eq!(from, sip, "from the socket the envelope named");
+        sender
+            .send_to(&envelope(Direction::In, secret.as_bytes()), sip)
+            .expect("send");
+        let (got, from) = heard().expect("the node answered the phone");
+        assert!(got.starts_with("SIP/2.0 200 OK\r\n"), "{got}");
+        assert_eq!(from, sip);
+        assert!(
+            node.log_text().contains("dropping a tunnelled datagram"),
+            "{}",
+            node.log_text()
         );
         node.stop();
     })
