@@ -1182,6 +1182,24 @@ impl Core {
                 self.calls.forget(call);
                 return;
             }
+            CoreCommand::Unanswered {
+                call,
+                mut leg,
+                outcome,
+            } if self.layer.was_cancelled(&leg.key) => {
+                // The caller's CANCEL came while the call task handed it back: it reached
+                // a task that had stopped listening, so it is answered here.
+                self.calls.fallbacks.remove(&call);
+                info!(call, caller = %leg.caller, ?outcome, "caller cancelled while handed back to the dialplan");
+                // The tag of the early dialog the caller saw (its 180), when it saw one.
+                let r = match &leg.dialog {
+                    Some(d) => self.tagged(&leg.invite, 487, &d.id().local_tag),
+                    None => self.simple(&leg.invite, 487),
+                };
+                self.reply(&leg.key, r);
+                leg.cancelled_in_hand_back(&self.calls.log);
+                return;
+            }
             CoreCommand::Unanswered { call, leg, outcome } => {
                 match self.calls.fallbacks.remove(&call) {
                     Some(f) => {
@@ -1848,8 +1866,13 @@ impl Core {
     }
 
     fn simple(&self, req: &Request, status: u16) -> Response {
+        self.tagged(req, status, &format!("{:08x}", rand::random::<u32>()))
+    }
+
+    /// A response of our own with the To tag `tag` (kept if the request has one).
+    fn tagged(&self, req: &Request, status: u16, tag: &str) -> Response {
         let mut r = Response::for_request(req, status, reason_phrase(status));
-        r.ensure_to_tag(&format!("{:08x}", rand::random::<u32>()));
+        r.ensure_to_tag(tag);
         r.headers
             .push(HeaderName::Server, self.server_header.clone());
         r

@@ -72,6 +72,16 @@ pub struct CallerLeg {
     pub record: Option<Record>,
 }
 
+impl CallerLeg {
+    /// The caller hung up (CANCEL) while its leg was on its way from the B2BUA back to the
+    /// dialplan: the call's CDR says so (no app will run to write it).
+    pub fn cancelled_in_hand_back(&mut self, log: &CallLog) {
+        if let Some(rec) = self.record.as_mut() {
+            write_cdr(log, rec, Disposition::Cancelled, HangupLeg::Caller);
+        }
+    }
+}
+
 /// A caller's INVITE as it came, kept by whoever has the caller's leg so it can hand the
 /// leg on (an app to the B2BUA for a dial, the B2BUA back to the dialplan).
 #[derive(Debug, Clone)]

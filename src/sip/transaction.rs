@@ -255,6 +255,8 @@ struct Tx {
     /// Current retransmission interval for Timer A, E or G.
     interval: Duration,
     timers: Vec<(TimerKind, TimerId)>,
+    /// Server INVITE: a CANCEL matched it while it was still unanswered.
+    cancelled: bool,
 }
 
 impl Tx {
@@ -267,6 +269,7 @@ impl Tx {
             ack: None,
             interval: t1,
             timers: Vec::new(),
+            cancelled: false,
         }
     }
 
@@ -319,6 +322,13 @@ impl TransactionLayer {
             ..key.clone()
         };
         self.txs.contains_key(&key) || self.txs.contains_key(&invite)
+    }
+
+    /// Whether a CANCEL matched the server INVITE `invite` before it was answered: whoever
+    /// holds the INVITE then must answer 487, even if the [`Action::Cancel`] went to a
+    /// task that was just handing the call on.
+    pub fn was_cancelled(&self, invite: &TxKey) -> bool {
+        self.txs.get(invite).is_some_and(|t| t.cancelled)
     }
 
     /// When [`Self::on_timer`] must next be called.
@@ -568,7 +578,7 @@ impl TransactionLayer {
             ..key.clone()
         };
         let mut cancel = None;
-        let mut resp = match self.txs.get(&invite_key) {
+        let mut resp = match self.txs.get_mut(&invite_key) {
             Some(inv) => {
                 let mut resp = Response::for_request(&req, 200, reason_phrase(200));
                 // 9.2: the To tag SHOULD be that of the response to the INVITE.
@@ -581,6 +591,7 @@ impl TransactionLayer {
                     resp.ensure_to_tag(&tag);
                 }
                 if inv.state == State::Proceeding {
+                    inv.cancelled = true;
                     cancel = Some(Action::Cancel {
                         key: invite_key,
                         req: req.clone(),
@@ -1432,8 +1443,13 @@ Content-Length: 0\r\n\r\n",
         };
         let key = key.clone();
         l.respond(&key, response(&inv, 180), t0);
+        assert!(!l.was_cancelled(&key));
         let cancel = request("CANCEL", "z9hG4bKs", Transport::Udp);
         let acts = l.on_message(cancel.clone().into(), from, t0 + secs(1.0));
+        assert!(
+            l.was_cancelled(&key),
+            "remembered for whoever answers the INVITE"
+        );
         let [Action::Send {
             msg: SipMessage::Response(ok),
             to,
@@ -1501,6 +1517,7 @@ Content-Length: 0\r\n\r\n",
         let cancel = request("CANCEL", "z9hG4bKs", Transport::Udp);
         assert!(l.knows_cancel(&cancel), "its INVITE is live");
         l.respond(&key, response(&inv, 200), t0);
+        assert!(!l.was_cancelled(&key), "answered before the CANCEL came");
         let acts = l.on_message(cancel.into(), from, t0 + secs(1.0));
         assert_eq!(sent_statuses(&acts), vec![200]);
         assert_eq!(acts.len(), 1);
