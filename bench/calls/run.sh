@@ -93,28 +93,12 @@ CALLER=100
 CALLEE=200
 HZ=$(getconf CLK_TCK)
 
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 
 # ---------------------------------------------------------------- cleanup (runs on any exit)
 TMP=""; SIPP_PID=""; SAMPLER_PID=""; CHAIN=""
 declare -A PID=()          # process name -> PID (ringfort, kamailio, rtpengine, uas-<sys>)
-
-descendants() {            # PID -> PID and all its descendants
-  local p=$1; echo "$p"
-  for c in $(ps -o pid= --ppid "$p" 2>/dev/null); do descendants "$c"; done
-}
-
-stop_tree() {              # stop_tree PID: TERM the main process, wait, KILL what is left
-  local p=$1 tree
-  kill -0 "$p" 2>/dev/null || return 0
-  tree=$(descendants "$p")
-  kill -TERM "$p" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  for q in $tree; do kill -0 "$q" 2>/dev/null && kill -KILL "$q" 2>/dev/null; done
-  wait "$p" 2>/dev/null
-  return 0
-}
 
 cleanup() {
   local rc=$?
@@ -127,14 +111,10 @@ cleanup() {
     iptables -w -F "$CHAIN" 2>/dev/null; iptables -w -X "$CHAIN" 2>/dev/null \
       || log "warning: could not remove iptables chain $CHAIN"
   fi
-  if [ -n "$TMP" ] && [ -d "$TMP" ]; then
-    if [ -n "${KEEP_TMP:-}" ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-  fi
+  remove_tmp "$TMP"
   exit $rc
 }
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated"; exit 143' TERM
+on_exit cleanup
 
 # ---------------------------------------------------------------- prerequisites
 [ "$(id -u)" = 0 ] || die "needs root (iptables counters, SIPp's raw socket for pcap play)"
@@ -144,12 +124,7 @@ command -v sox >/dev/null || need_apt+=(sox)
 command -v kamailio >/dev/null || need_apt+=(kamailio)
 command -v rtpengine >/dev/null || need_apt+=(rtpengine-daemon)
 command -v iptables >/dev/null || need_apt+=(iptables)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  log "installing ${need_apt[*]} with apt-get"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q && apt-get install -y -q --no-install-recommends "${need_apt[@]}" \
-    || die "apt-get install ${need_apt[*]} failed"
-fi
+apt_install "${need_apt[@]}"
 for t in sipp kamailio kamcmd rtpengine iptables python3 ss timeout; do
   command -v $t >/dev/null || die "$t not found"
 done
@@ -238,6 +213,9 @@ data_dir = "$d/data"
 [sip]
 udp_listen = ["127.0.0.1:$RF_PORT"]
 tcp_listen = []
+
+[http]
+listen = "127.0.0.1:$((RF_PORT + 3000))"
 
 [log]
 level = "$RF_LOG"

@@ -69,8 +69,8 @@ PHONE_IP=10.81.0.10
 VIP=10.81.0.100
 NAMES=(a b)
 
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 
 # ---------------------------------------------------------------- cleanup (runs on any exit)
 TMP=""; SCHEMA=""; PROXY_PID=""; LOAD_PIDS=(); NODE_PID=("" "")
@@ -90,18 +90,11 @@ cleanup() {
   done
   stop_pid "$PROXY_PID"
   for ns in "$NS_SW" "$NS_PH" "${NS[@]}"; do ip netns del "$ns" 2>/dev/null; done
-  if [ -n "$SCHEMA" ]; then
-    psql "$PG_BASE_URL" -qAtc "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 \
-      && log "dropped schema $SCHEMA" || log "warning: could not drop schema $SCHEMA"
-  fi
-  if [ -n "$TMP" ] && [ -d "$TMP" ]; then
-    if [ -n "${KEEP_TMP:-}" ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-  fi
+  drop_schema "$PG_BASE_URL" "$SCHEMA"
+  remove_tmp "$TMP"
   exit $rc
 }
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated"; exit 143' TERM
+on_exit cleanup
 
 # ---------------------------------------------------------------- prerequisites
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"

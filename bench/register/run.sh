@@ -13,6 +13,7 @@
 #   PASSWORD=benchsecret password of every user (>= 8 chars for Ringfort; Kamailio's static one)
 #   PG_BASE_URL=postgres://postgres@127.0.0.1:5432/test   PostgreSQL (trust auth)
 #   KAM_PORT=15060 RF_SQLITE_PORT=15070 RF_PG_PORT=15072   UDP ports of the peers (127.0.0.1)
+#                        (each Ringfort's admin HTTP port: its UDP port + 3000, TCP)
 #   SIPP_PORT=15080      SIPp's local UDP port for the first peer, +1 for the next ones (each
 #                        peer answers its own port, so a late answer never lands in the next
 #                        peer's step)
@@ -57,58 +58,30 @@ MIN_RATE_FRAC=${MIN_RATE_FRAC:-0.8}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
 HZ=$(getconf CLK_TCK)
 
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 
 # ---------------------------------------------------------------- cleanup (runs on any exit)
 TMP=""; SCHEMA=""; SIPP_PID=""
 declare -A PID=()          # peer name -> main PID
-
-descendants() {            # PID -> PID and all its descendants
-  local p=$1; echo "$p"
-  for c in $(ps -o pid= --ppid "$p" 2>/dev/null); do descendants "$c"; done
-}
-
-stop_tree() {              # stop_tree PID: TERM the main process, wait, KILL what is left
-  local p=$1 tree
-  kill -0 "$p" 2>/dev/null || return 0
-  tree=$(descendants "$p")
-  kill -TERM "$p" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  for q in $tree; do kill -0 "$q" 2>/dev/null && kill -KILL "$q" 2>/dev/null; done
-  wait "$p" 2>/dev/null
-  return 0
-}
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   [ -n "$SIPP_PID" ] && stop_tree "$SIPP_PID"
   for p in "${!PID[@]}"; do stop_tree "${PID[$p]}"; done
-  if [ -n "$SCHEMA" ]; then
-    psql "$PG_BASE_URL" -qAtc "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 \
-      && log "dropped schema $SCHEMA" || log "warning: could not drop schema $SCHEMA"
-  fi
-  if [ -n "$TMP" ] && [ -d "$TMP" ]; then
-    if [ -n "${KEEP_TMP:-}" ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-  fi
+  drop_schema "$PG_BASE_URL" "$SCHEMA"
+  remove_tmp "$TMP"
   exit $rc
 }
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated"; exit 143' TERM
+on_exit cleanup
 
 # ---------------------------------------------------------------- prerequisites
 need_apt=()
 command -v sipp >/dev/null || need_apt+=(sip-tester)
 command -v kamailio >/dev/null || need_apt+=(kamailio)
 command -v kamcmd >/dev/null || need_apt+=(kamailio)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  log "installing ${need_apt[*]} with apt-get"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q && apt-get install -y -q --no-install-recommends "${need_apt[@]}" \
-    || die "apt-get install ${need_apt[*]} failed"
-fi
+apt_install "${need_apt[@]}"
 for t in sipp kamailio kamcmd python3 ss timeout; do command -v $t >/dev/null || die "$t not found"; done
 case " $BACKENDS " in *" pg "*) command -v psql >/dev/null || die "psql not found (BACKENDS has pg)";; esac
 
@@ -179,6 +152,9 @@ tcp_listen = []
 
 [database]
 url = "$url"
+
+[http]
+listen = "127.0.0.1:$((port + 3000))"
 
 [log]
 level = "warn"
