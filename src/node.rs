@@ -393,9 +393,11 @@ pub async fn start_with_apps(
     tasks.extend(view_task);
     if cfg.cluster.enabled {
         // Heartbeat and floating IPs; on shutdown they drop the addresses and release.
+        let calls = metrics.clone();
         tasks.extend(crate::cluster::agent::spawn(
             cfg,
             registrar.store().clone(),
+            Arc::new(move || i64::try_from(calls.calls_up.load(Relaxed)).unwrap_or(i64::MAX)),
             shutdown_rx.clone(),
         ));
     }

@@ -32,14 +32,15 @@ function clusterCard(cluster) {
   const nodes = table({
     id: 'cluster-nodes',
     caption: cluster.enabled ? 'Nodes' : 'Nodes (this node runs alone: [cluster] enabled = false)',
-    columns: [{ label: 'Node' }, { label: 'Health' }, { label: 'Heartbeat' }, { label: 'SIP address' }, { label: 'Media address' }, { label: 'Version' }],
+    columns: [{ label: 'Node' }, { label: 'Health' }, { label: 'Heartbeat' }, { label: 'SIP address' }, { label: 'Media address' }, { label: 'Version' }, { label: 'Calls', num: true }],
     rows: cluster.nodes.map((n) => el('tr', {},
       el('th', { scope: 'row' }, n.node_id),
       el('td', { class: n.healthy ? 'ok' : 'bad' }, n.healthy ? 'healthy' : 'down'),
       el('td', {}, `${(n.heartbeat_age_ms / 1000).toFixed(1)} s ago`),
       el('td', { class: 'mono' }, n.sip_address || '–'),
       el('td', { class: 'mono' }, n.media_address || '–'),
-      el('td', {}, n.version))),
+      el('td', {}, n.version),
+      el('td', { class: 'num' }, String(n.calls_active)))),
     empty: 'No node has sent a heartbeat.',
   });
   const vips = table({

@@ -406,7 +406,12 @@ pub async fn run_vip<A: VipAddress>(
 }
 
 /// Writes this node's heartbeat every `heartbeat_ms` until shutdown.
-pub async fn run_heartbeat(store: Store, cfg: Config, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_heartbeat(
+    store: Store,
+    cfg: Config,
+    calls_active: CallCount,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let period = Duration::from_millis(cfg.cluster.heartbeat_ms);
     let started_at_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -436,6 +441,7 @@ pub async fn run_heartbeat(store: Store, cfg: Config, mut shutdown: watch::Recei
             media_address: &media,
             started_at_ms,
             version: env!("CARGO_PKG_VERSION"),
+            calls_active: calls_active(),
         };
         match tokio::time::timeout(period, store.heartbeat_node(&hb)).await {
             Ok(Ok(())) => {
@@ -467,12 +473,22 @@ pub fn timing(cfg: &Config) -> ElectionTiming {
     }
 }
 
+/// How many calls the node runs now, for its heartbeat (the cluster does not know calls;
+/// the node says).
+pub type CallCount = std::sync::Arc<dyn Fn() -> i64 + Send + Sync>;
+
 /// Starts the heartbeat and one agent per `[[cluster.vip]]` (with the `ip` command).
 /// The caller starts it only when `[cluster] enabled`.
-pub fn spawn(cfg: &Config, store: Store, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+pub fn spawn(
+    cfg: &Config,
+    store: Store,
+    calls_active: CallCount,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
     let mut tasks = vec![tokio::spawn(run_heartbeat(
         store.clone(),
         cfg.clone(),
+        calls_active,
         shutdown.clone(),
     ))];
     for v in &cfg.cluster.vip {

@@ -194,6 +194,7 @@ mod tests {
             heartbeat_at_ms: 10_000 - age_ms,
             version: "0".into(),
             db_now_ms: 10_000,
+            calls_active: 0,
         }
     }
 

@@ -55,13 +55,14 @@ pub fn render(
             }
         };
         out.push(format!(
-            "node {}\t{health}\theartbeat {} ago\tsip={}\tmedia={}\tversion={}\tstarted={}",
+            "node {}\t{health}\theartbeat {} ago\tsip={}\tmedia={}\tversion={}\tstarted={}\tcalls={}",
             n.node_id,
             secs(age),
             or_dash(&n.sip_address),
             or_dash(&n.media_address),
             n.version,
             n.started_at_ms / 1000,
+            n.calls_active,
         ));
     }
     for l in leases {
@@ -98,6 +99,7 @@ mod tests {
             heartbeat_at_ms: 1_000_000 - age_ms,
             version: "0.1.0".into(),
             db_now_ms: 1_000_000,
+            calls_active: 2,
         }
     }
 
@@ -126,8 +128,8 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "node a\thealthy\theartbeat 0.4 s ago\tsip=10.0.0.1:5060\tmedia=-\tversion=0.1.0\tstarted=1700000000",
-                "node b\tdown\theartbeat 3.0 s ago\tsip=10.0.0.1:5060\tmedia=-\tversion=0.1.0\tstarted=1700000000",
+                "node a\thealthy\theartbeat 0.4 s ago\tsip=10.0.0.1:5060\tmedia=-\tversion=0.1.0\tstarted=1700000000\tcalls=2",
+                "node b\tdown\theartbeat 3.0 s ago\tsip=10.0.0.1:5060\tmedia=-\tversion=0.1.0\tstarted=1700000000\tcalls=2",
                 "vip 192.0.2.10\tholder=a\tterm=3\texpires in 1.1 s",
                 "vip 192.0.2.11\tholder=b\tterm=1\texpired 12.0 s ago (free)",
                 "vip 192.0.2.12\tholder=a\tterm=4\treleased (free)",

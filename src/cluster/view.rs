@@ -125,6 +125,7 @@ mod tests {
             heartbeat_at_ms: 10_000 - age_ms,
             version: "t".into(),
             db_now_ms: 10_000,
+            calls_active: 0,
         }
     }
 

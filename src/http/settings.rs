@@ -55,6 +55,8 @@ pub struct NodeView {
     pub version: String,
     /// Unix seconds, the node's own clock.
     pub started_at: i64,
+    /// The calls it ran at its last heartbeat (forwarded legs included).
+    pub calls_active: i64,
 }
 
 #[derive(Serialize)]
@@ -87,6 +89,7 @@ pub async fn cluster(
             media_address: n.media_address,
             version: n.version,
             started_at: n.started_at_ms / 1000,
+            calls_active: n.calls_active,
         })
         .collect();
     let vips = s

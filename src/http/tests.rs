@@ -2781,6 +2781,7 @@ async fn settings_and_cluster_status_are_read_only_views_for_admins() {
             media_address: "10.0.0.1",
             started_at_ms: 1_700_000_000_000,
             version: "9.9",
+            calls_active: 3,
         })
         .await
         .expect("heartbeat");
@@ -2794,6 +2795,7 @@ async fn settings_and_cluster_status_are_read_only_views_for_admins() {
     assert_eq!(body["nodes"][0]["node_id"], "n1");
     assert_eq!(body["nodes"][0]["healthy"], true);
     assert_eq!(body["nodes"][0]["started_at"], 1_700_000_000);
+    assert_eq!(body["nodes"][0]["calls_active"], 3);
     assert_eq!(body["vips"][0]["holder"], "n1");
     assert_eq!(body["vips"][0]["state"], "held");
     assert!(

@@ -26,6 +26,8 @@ pub struct ClusterNode {
     pub version: String,
     /// The database's clock when this was read, ms: ages are `db_now_ms - heartbeat_at_ms`.
     pub db_now_ms: i64,
+    /// The calls the node ran at its last heartbeat.
+    pub calls_active: i64,
 }
 
 /// What a heartbeat writes (the database adds its own time).
@@ -36,6 +38,8 @@ pub struct NodeHeartbeat<'a> {
     pub media_address: &'a str,
     pub started_at_ms: i64,
     pub version: &'a str,
+    /// The calls it runs now (every call task, forwarded legs included).
+    pub calls_active: i64,
 }
 
 /// What a renewal found.
@@ -108,11 +112,13 @@ impl Store {
         let now = db_now(self.backend());
         let sql = format!(
             "INSERT INTO cluster_nodes \
-             (node_id, sip_address, media_address, started_at, heartbeat_at, version) \
-             VALUES ($1, $2, $3, $4, {now}, $5) \
+             (node_id, sip_address, media_address, started_at, heartbeat_at, version, \
+             calls_active) \
+             VALUES ($1, $2, $3, $4, {now}, $5, $6) \
              ON CONFLICT (node_id) DO UPDATE SET sip_address = excluded.sip_address, \
              media_address = excluded.media_address, started_at = excluded.started_at, \
-             heartbeat_at = excluded.heartbeat_at, version = excluded.version"
+             heartbeat_at = excluded.heartbeat_at, version = excluded.version, \
+             calls_active = excluded.calls_active"
         );
         with_pool!(self, pool => {
             sqlx::query(&sql)
@@ -121,6 +127,7 @@ impl Store {
                 .bind(hb.media_address)
                 .bind(hb.started_at_ms)
                 .bind(hb.version)
+                .bind(hb.calls_active)
                 .execute(pool)
                 .await?;
         });
@@ -132,7 +139,7 @@ impl Store {
         let now = db_now(self.backend());
         let sql = format!(
             "SELECT node_id, sip_address, media_address, started_at, heartbeat_at, version, \
-             {now} FROM cluster_nodes ORDER BY node_id"
+             {now}, calls_active FROM cluster_nodes ORDER BY node_id"
         );
         with_pool!(self, pool => {
             let rows = sqlx::query(&sql).fetch_all(pool).await?;
@@ -147,6 +154,7 @@ impl Store {
                         heartbeat_at_ms: r.try_get(4)?,
                         version: r.try_get(5)?,
                         db_now_ms: r.try_get(6)?,
+                        calls_active: r.try_get(7)?,
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?)

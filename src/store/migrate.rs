@@ -55,6 +55,7 @@ migrations! {
     9 "node_samples" "0009_node_samples.sql",
     10 "account_extension" "0010_account_extension.sql",
     11 "vip_handover" "0011_vip_handover.sql",
+    12 "node_calls" "0012_node_calls.sql",
 }
 
 pub(crate) fn for_backend(backend: Backend) -> &'static [Migration] {

@@ -1249,7 +1249,8 @@ mod tests {
                 "0008_cluster_secret",
                 "0009_node_samples",
                 "0010_account_extension",
-                "0011_vip_handover"
+                "0011_vip_handover",
+                "0012_node_calls"
             ]
         );
         let e = Extension {
@@ -1312,6 +1313,7 @@ mod tests {
             media_address: "",
             started_at_ms: 0,
             version: "",
+            calls_active: 0,
         }));
         is_send(s.list_cluster_nodes());
         is_send(s.vip_lease(""));

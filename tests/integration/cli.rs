@@ -270,6 +270,7 @@ fn migrate_is_idempotent() {
     assert!(first.contains("applied 0009_node_samples"), "{first}");
     assert!(first.contains("applied 0010_account_extension"), "{first}");
     assert!(first.contains("applied 0011_vip_handover"), "{first}");
+    assert!(first.contains("applied 0012_node_calls"), "{first}");
     let second = node.cli_ok(&["migrate"]);
     assert!(second.contains("up to date"), "{second}");
 }

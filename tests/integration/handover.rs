@@ -280,6 +280,15 @@ fn call_through_vip(
     (uas, uac)
 }
 
+/// Node `id`'s line of `ringfort cluster status`.
+fn node_line(status: &str, id: &str) -> Option<String> {
+    let prefix = format!("node {id}\t");
+    status
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .map(str::to_owned)
+}
+
 fn node(lan: &Lan, i: usize, id: &str, priority: u8, url: &str) -> Node {
     let mut n = Node::new(NodeOptions {
         database_url: url.to_owned(),
@@ -399,6 +408,15 @@ fn scenario_blocking(url: &str, tag: &str, call_must_end_normally: bool) {
         tail(&b.log_text(), 3000)
     );
     if call_must_end_normally {
+        // The drain shows in `cluster status`, from any node: a still runs one call.
+        wait_for(
+            "a's heartbeat counting its call",
+            Duration::from_secs(5),
+            || {
+                node_line(&b.cli_ok(&["cluster", "status"]), "a")
+                    .filter(|l| l.ends_with("\tcalls=1"))
+            },
+        );
         // The callee hangs up; a ends the caller's leg; both SIPps pass.
         finish(uas, Duration::from_secs(30), "callee", work, 15200);
         finish(uac, Duration::from_secs(30), "caller", work, 15100);
@@ -427,6 +445,9 @@ fn scenario_blocking(url: &str, tag: &str, call_must_end_normally: bool) {
             "{}",
             tail(&a.log_text(), 3000)
         );
+        wait_for("a drained", Duration::from_secs(5), || {
+            node_line(&b.cli_ok(&["cluster", "status"]), "a").filter(|l| l.ends_with("\tcalls=0"))
+        });
     } else {
         // Still up on a a while after the move (no node dropped it).
         std::thread::sleep(Duration::from_secs(2));
@@ -489,8 +510,9 @@ fn scenario_blocking(url: &str, tag: &str, call_must_end_normally: bool) {
 /// route by and b has no INVITE for it, so b asks the other nodes; a has the INVITE,
 /// answers 200 and 487 and cancels the ringing callee, all through b.
 fn cancel_while_ringing_across_a_handover(lan: &Lan, work: &Path, a: &Node, b: &Node) {
-    // b just handed the VIP back: it stays away from it for two leases.
-    std::thread::sleep(Duration::from_secs(3));
+    // b just handed the VIP back: it does not even read the lease for two leases (3 s),
+    // so a handover to b before then would wait for it.
+    std::thread::sleep(Duration::from_secs(4));
     let (uas, uac) = call_through_vip(
         lan,
         work,

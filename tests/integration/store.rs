@@ -53,7 +53,8 @@ where
                 "0008_cluster_secret".to_owned(),
                 "0009_node_samples".to_owned(),
                 "0010_account_extension".to_owned(),
-                "0011_vip_handover".to_owned()
+                "0011_vip_handover".to_owned(),
+                "0012_node_calls".to_owned()
             ]
         );
         f(Ctx {
@@ -277,7 +278,7 @@ async fn newer_schema_is_refused(cx: Ctx) {
     match cx.store.migrate().await {
         Err(StoreError::NewerSchema {
             db_version: 9999,
-            binary_version: 11,
+            binary_version: 12,
         }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
@@ -1093,23 +1094,29 @@ async fn voicemail_boxes_pin_and_greetings(cx: Ctx) {
 
 // ---- cluster ----
 
-fn heartbeat<'a>(node_id: &'a str, sip: &'a str, started_at_ms: i64) -> NodeHeartbeat<'a> {
+fn heartbeat<'a>(
+    node_id: &'a str,
+    sip: &'a str,
+    started_at_ms: i64,
+    calls_active: i64,
+) -> NodeHeartbeat<'a> {
     NodeHeartbeat {
         node_id,
         sip_address: sip,
         media_address: "192.0.2.1",
         started_at_ms,
         version: "0.1.0",
+        calls_active,
     }
 }
 
 async fn cluster_node_heartbeats(cx: Ctx) {
     let s = &cx.store;
     assert_eq!(s.list_cluster_nodes().await.expect("list"), vec![]);
-    s.heartbeat_node(&heartbeat("node-b", "192.0.2.2:5060", 5))
+    s.heartbeat_node(&heartbeat("node-b", "192.0.2.2:5060", 5, 0))
         .await
         .expect("hb b");
-    s.heartbeat_node(&heartbeat("node-a", "192.0.2.1:5060", 7))
+    s.heartbeat_node(&heartbeat("node-a", "192.0.2.1:5060", 7, 4))
         .await
         .expect("hb a");
     let first = s.list_cluster_nodes().await.expect("list");
@@ -1123,18 +1130,20 @@ async fn cluster_node_heartbeats(cx: Ctx) {
         ("192.0.2.1:5060", "192.0.2.1")
     );
     assert_eq!((a.started_at_ms, a.version.as_str()), (7, "0.1.0"));
+    assert_eq!(a.calls_active, 4);
     // The database's clock, in ms since the epoch (2020..2100), and no age yet.
     assert!((1_577_836_800_000..4_102_444_800_000).contains(&a.heartbeat_at_ms));
     assert!((0..5_000).contains(&(a.db_now_ms - a.heartbeat_at_ms)));
     // A later heartbeat moves the time forward and updates the row in place.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    s.heartbeat_node(&heartbeat("node-a", "192.0.2.9:5060", 9))
+    s.heartbeat_node(&heartbeat("node-a", "192.0.2.9:5060", 9, 0))
         .await
         .expect("hb a again");
     let second = s.list_cluster_nodes().await.expect("list");
     assert_eq!(second.len(), 2);
     assert_eq!(second[0].sip_address, "192.0.2.9:5060");
     assert_eq!(second[0].started_at_ms, 9);
+    assert_eq!(second[0].calls_active, 0, "drained");
     assert!(second[0].heartbeat_at_ms >= a.heartbeat_at_ms + 15);
     assert!(s.remove_cluster_node("node-b").await.expect("remove"));
     assert!(!s.remove_cluster_node("node-b").await.expect("remove again"));
