@@ -355,6 +355,20 @@ async fn clustered_node(pg: &PgSchema) -> (crate::support::Node, String) {
     (node, secret)
 }
 
+/// Runs `body` (blocking) against a clustered node on a fresh schema, with the cluster
+/// secret; then stops the node and drops the schema.
+async fn on_clustered_node(body: impl FnOnce(&crate::support::Node, String) + Send + 'static) {
+    let pg = PgSchema::create("rf_test").await;
+    let (mut node, secret) = clustered_node(&pg).await;
+    let res = tokio::task::spawn_blocking(move || {
+        body(&node, secret);
+        node.stop();
+    })
+    .await;
+    pg.drop().await;
+    resume_panic(res);
+}
+
 /// Sends a request over UDP from a fresh socket and returns the status of the first final
 /// response (provisional ones skipped) within `wait`.
 fn final_status(to: std::net::SocketAddr, request: &str, wait: Duration) -> Option<u16> {
@@ -382,13 +396,12 @@ fn final_status(to: std::net::SocketAddr, request: &str, wait: Duration) -> Opti
 /// 403; the genuine one is routed (480 here: the number has no phone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_invite_needs_the_cluster_signature_and_is_taken_once() {
-    let pg = PgSchema::create("rf_test").await;
-    let (mut node, secret) = clustered_node(&pg).await;
-    let to: std::net::SocketAddr = format!("127.0.0.1:{}", node.port).parse().expect("addr");
-    let invite = |branch: &str, call_id: &str, relay: &str| {
-        let sdp = "v=0\r\no=n 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+    on_clustered_node(|node, secret| {
+        let to: std::net::SocketAddr = format!("127.0.0.1:{}", node.port).parse().expect("addr");
+        let invite = |branch: &str, call_id: &str, relay: &str| {
+            let sdp = "v=0\r\no=n 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
                    m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-        format!(
+            format!(
             "INVITE sip:2001@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP LOCAL;branch={branch};rport\r\n\
              Max-Forwards: 69\r\nFrom: <sip:1001@127.0.0.1>;tag=fw1\r\nTo: <sip:2001@127.0.0.1>\r\n\
              Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:1001@LOCAL>\r\n\
@@ -396,8 +409,7 @@ async fn a_forwarded_invite_needs_the_cluster_signature_and_is_taken_once() {
              Content-Length: {}\r\n\r\n{sdp}",
             sdp.len()
         )
-    };
-    let res = tokio::task::spawn_blocking(move || {
+        };
         let now = ringfort::registrar::now_unix();
         let call_id = format!("fw-{:x}", rand::random::<u64>());
         let sign = |key: &[u8]| {
@@ -415,11 +427,8 @@ async fn a_forwarded_invite_needs_the_cluster_signature_and_is_taken_once() {
             log.contains("signature does not match") && log.contains("a replay"),
             "{log}"
         );
-        node.stop();
     })
     .await;
-    pg.drop().await;
-    resume_panic(res);
 }
 
 /// The drain tunnel on a real node: an envelope with the cluster's signature makes the node
@@ -428,9 +437,7 @@ async fn a_forwarded_invite_needs_the_cluster_signature_and_is_taken_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tunnel_envelope_is_obeyed_only_with_the_cluster_signature() {
     use ringfort::cluster::tunnel::{wrap, Direction, Envelope};
-    let pg = PgSchema::create("rf_test").await;
-    let (mut node, secret) = clustered_node(&pg).await;
-    let res = tokio::task::spawn_blocking(move || {
+    on_clustered_node(|node, secret| {
         let sip: std::net::SocketAddr =
             format!("127.0.0.1:{}", node.port).parse().expect("addr");
         let phone = std::net::UdpSocket::bind("127.0.0.1:0").expect("phone socket");
@@ -483,9 +490,6 @@ async fn a_tunnel_envelope_is_obeyed_only_with_the_cluster_signature() {
             "{}",
             node.log_text()
         );
-        node.stop();
     })
     .await;
-    pg.drop().await;
-    resume_panic(res);
 }
