@@ -23,7 +23,8 @@ use crate::call::{
     CallLog, CallParams, CallRef, CallSettings, CallerLeg, Command, CoreCommand, DialOutcome,
     Fallback, RecordSettings, SipIn, SoundLibrary, Target, TargetResolver, TaskParams,
 };
-use crate::cluster::routing::{relay_header, verify_relay, ClusterView, Reach, RELAY_HEADER};
+use crate::cluster::routing::{relay_header, verify_relay, Reach, RELAY_HEADER};
+use crate::cluster::view::ClusterLink;
 use crate::config::{Config, RecordMode};
 use crate::dialplan::{CallContext, Plan, Routing};
 use crate::media::conference::Rooms;
@@ -275,20 +276,13 @@ pub async fn start_with_apps(
     let (control_tx, control_rx) = mpsc::channel::<NodeControl>(64);
     let (call_log, records_writer) = spawn_writer(registrar.store().clone());
     let (cluster, view_task) = cluster_link(cfg, registrar.store(), &bound, &shutdown_rx).await?;
-    let tag_mark = if cfg.cluster.enabled {
-        crate::cluster::tunnel::node_mark(&cfg.node.id.to_string())
-    } else {
-        String::new()
-    };
+    // Without a link no other node can reach this one, so its tags need no mark.
+    let mut tag_mark = String::new();
     if let Some(link) = &cluster {
         registrar.share_nonce_secret(&link.secret);
-        transport.set_tunnel(crate::cluster::tunnel::Tunnel {
-            node_id: cfg.node.id.to_string(),
-            mark: tag_mark.clone(),
-            secret: link.secret.clone(),
-            view: link.view.clone(),
-            own_sip: link.own_sip,
-        });
+        let tunnel = crate::cluster::tunnel::Tunnel::new(cfg.node.id.to_string(), link.clone());
+        tag_mark = tunnel.mark.clone();
+        transport.set_tunnel(tunnel);
     }
     let reach = Arc::new(Reacher {
         registrar: registrar.clone(),
@@ -857,17 +851,6 @@ fn contact_for(host: &str, peer: &Peer) -> String {
 /// How long a call forwarded by another node may ring here: a backstop only, as the
 /// forwarding node cancels the leg at its own (dialplan's) timeout.
 const RELAYED_RING_LIMIT: Duration = Duration::from_secs(600);
-
-/// This node's way into the cluster for calls (cluster mode only).
-#[derive(Clone)]
-pub struct ClusterLink {
-    /// Who holds which floating IP and where the healthy nodes take SIP.
-    pub view: watch::Receiver<Arc<ClusterView>>,
-    /// The key forwarded INVITEs are signed and checked with.
-    pub secret: Arc<[u8]>,
-    /// Our socket that forwards to other nodes leave from (`[cluster] sip_address`).
-    pub own_sip: SocketAddr,
-}
 
 /// Finds the forks that ring extensions: the phones this node reaches itself, and one
 /// fork per other node that reaches some of them (which rings its own).

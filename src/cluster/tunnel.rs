@@ -26,12 +26,11 @@
 //! the tags a message carries.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 
 use super::routing::{hex, hmac_sha256, ClusterView, RELAY_MAX_AGE_SECS};
+use super::view::ClusterLink;
 use crate::sip::digest::constant_time_eq;
 use crate::sip::message::{HeaderName, NameAddr, SipMessage};
 
@@ -223,19 +222,25 @@ fn mac(secret: &[u8], fields: &str, start: &[u8], rest: &[u8]) -> [u8; 32] {
     hmac_sha256(secret, &msg)
 }
 
-/// What the transport needs to tunnel: this node, the cluster secret and the live view.
+/// What the transport needs to tunnel: this node, its mark, and its cluster link (the
+/// secret, the live view, the socket tunnelled datagrams leave from).
 #[derive(Clone)]
 pub struct Tunnel {
     pub node_id: String,
-    /// Our own mark, which needs no tunnel.
+    /// Our own mark ([`node_mark`] of `node_id`), which needs no tunnel.
     pub mark: String,
-    pub secret: Arc<[u8]>,
-    pub view: watch::Receiver<Arc<ClusterView>>,
-    /// Our socket that tunnelled datagrams leave from (`[cluster] sip_address`).
-    pub own_sip: SocketAddr,
+    pub link: ClusterLink,
 }
 
 impl Tunnel {
+    pub fn new(node_id: String, link: ClusterLink) -> Tunnel {
+        Tunnel {
+            mark: node_mark(&node_id),
+            node_id,
+            link,
+        }
+    }
+
     /// Where a message that reached one of our VIP sockets belongs, when that is another
     /// healthy node: its dialog tag carries that node's mark.
     pub fn owner_of(&self, msg: &SipMessage) -> Option<SocketAddr> {
@@ -244,13 +249,13 @@ impl Tunnel {
         if mark == self.mark {
             return None;
         }
-        let view = self.view.borrow();
+        let view = self.link.view.borrow();
         owner_in(&view, mark, &self.node_id)
     }
 
     /// Every other healthy node's SIP address.
     pub fn other_nodes(&self) -> Vec<SocketAddr> {
-        let view = self.view.borrow();
+        let view = self.link.view.borrow();
         view.nodes
             .iter()
             .filter(|(id, _)| **id != self.node_id)
@@ -260,7 +265,7 @@ impl Tunnel {
 
     /// The SIP address of the node holding `vip` now, when that is another node.
     pub fn holder_of(&self, vip: IpAddr) -> Option<SocketAddr> {
-        let view = self.view.borrow();
+        let view = self.link.view.borrow();
         let holder = view.vip_holders.get(&vip)?;
         if *holder == self.node_id {
             return None;
@@ -282,6 +287,10 @@ fn owner_in(view: &ClusterView, mark: &str, me: &str) -> Option<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::watch;
+
     use super::*;
     use crate::sip::message;
 
@@ -412,13 +421,14 @@ mod tests {
             vips: Vec::new(),
         };
         let (_tx, rx) = watch::channel(Arc::new(view));
-        Tunnel {
-            node_id: me.into(),
-            mark: node_mark(me),
-            secret: Arc::from(SECRET),
-            view: rx,
-            own_sip: "10.0.0.2:5060".parse().expect("addr"),
-        }
+        Tunnel::new(
+            me.into(),
+            ClusterLink {
+                view: rx,
+                secret: Arc::from(SECRET),
+                own_sip: "10.0.0.2:5060".parse().expect("addr"),
+            },
+        )
     }
 
     #[test]

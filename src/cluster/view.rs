@@ -2,7 +2,9 @@
 //! the node rows and the floating-IP leases (two small reads, whatever the call rate) and
 //! publishes the view on a `watch`, which the core reads per call without waiting.
 //!
-//! Owns: turning rows into the view (which nodes count as healthy, which leases as held).
+//! Owns: turning rows into the view (which nodes count as healthy, which leases as held),
+//! and [`ClusterLink`], the view with the secret and socket that the core's forwards and
+//! the transport's tunnel both use.
 //! Must not: decide routes (that is `routing`), or stop publishing on a database error: a
 //! read that fails keeps the last view, so calls go on being routed through an outage
 //! (a lease the view still shows may be stale by then; a forward to a node that lost its
@@ -19,6 +21,17 @@ use tracing::{debug, warn};
 use super::routing::ClusterView;
 use super::status::is_healthy;
 use crate::store::{ClusterNode, Store, VipLease};
+
+/// This node's way into the cluster for calls (cluster mode only).
+#[derive(Clone)]
+pub struct ClusterLink {
+    /// Who holds which floating IP and where the healthy nodes take SIP.
+    pub view: watch::Receiver<Arc<ClusterView>>,
+    /// The key forwarded INVITEs are signed and checked with.
+    pub secret: Arc<[u8]>,
+    /// Our socket that forwards to other nodes leave from (`[cluster] sip_address`).
+    pub own_sip: SocketAddr,
+}
 
 /// Builds the view from the rows: nodes whose heartbeat is recent and that announce a SIP
 /// address, leases still running by the database's clock, and every VIP this node is

@@ -332,7 +332,11 @@ impl TransportHandle {
             phone,
             ts: now_unix(),
         };
-        self.send_own(t.own_sip, node, &tunnel::wrap(&t.secret, &env, data))
+        self.send_own(
+            t.link.own_sip,
+            node,
+            &tunnel::wrap(&t.link.secret, &env, data),
+        )
     }
 
     /// Sends from exactly our socket `local`, never tunnelling.
@@ -373,7 +377,7 @@ impl TransportHandle {
         let Some(t) = self.inner.tunnel.get() else {
             return Some((data.into(), peer, None));
         };
-        match tunnel::unwrap(&t.secret, data, now_unix()) {
+        match tunnel::unwrap(&t.link.secret, data, now_unix()) {
             Ok(None) => Some((data.into(), peer, None)),
             Ok(Some((env, message))) => match env.dir {
                 Direction::Out => {
