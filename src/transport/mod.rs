@@ -305,10 +305,7 @@ impl TransportHandle {
         phone: SocketAddr,
         data: &[u8],
     ) -> Option<Result<(), TransportError>> {
-        if !self.inner.cfg.floating_udp.contains(&vip) {
-            return None;
-        }
-        let t = self.inner.tunnel.get()?;
+        let t = self.vip_tunnel(vip)?;
         let holder = t.holder_of(vip.ip())?;
         info!(%vip, %phone, %holder, "sending through the VIP's holder (drain)");
         Some(self.tunnel_to(t, holder, Direction::Out, vip, phone, data))
@@ -359,6 +356,15 @@ impl TransportHandle {
             .iter()
             .find(|(a, _)| *a == local)
             .map(|(_, s)| s)
+    }
+
+    /// The drain tunnel, when `local` is one of our floating-IP sockets (only those carry
+    /// other nodes' dialogs).
+    fn vip_tunnel(&self, local: SocketAddr) -> Option<&Tunnel> {
+        if !self.inner.cfg.floating_udp.contains(&local) {
+            return None;
+        }
+        self.inner.tunnel.get()
     }
 
     /// Joins the cluster's drain tunnel (once; later calls are ignored).
@@ -416,10 +422,7 @@ impl TransportHandle {
     /// INVITE here (the one with its INVITE answers); false when there is nobody to ask
     /// (not a VIP socket, or no other healthy node), and the CANCEL is ours to answer.
     pub fn ask_others(&self, msg: &SipMessage, peer: &Peer) -> bool {
-        if !self.inner.cfg.floating_udp.contains(&peer.local) {
-            return false;
-        }
-        let Some(t) = self.inner.tunnel.get() else {
+        let Some(t) = self.vip_tunnel(peer.local) else {
             return false;
         };
         let others = t.other_nodes();
@@ -440,10 +443,7 @@ impl TransportHandle {
     /// Passes a message that reached our VIP socket for another node's dialog to that
     /// node, as received; true when it went.
     fn hand_to_owner(&self, msg: &SipMessage, data: &[u8], peer: &Peer) -> bool {
-        if !self.inner.cfg.floating_udp.contains(&peer.local) {
-            return false;
-        }
-        let Some(t) = self.inner.tunnel.get() else {
+        let Some(t) = self.vip_tunnel(peer.local) else {
             return false;
         };
         let Some(owner) = t.owner_of(msg) else {
