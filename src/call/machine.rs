@@ -95,7 +95,7 @@ impl HangupLeg {
 }
 
 /// Where one fork of leg B goes: a registered contact of the callee.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The Request-URI: the contact the phone registered.
     pub request_uri: String,

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::dialplan::ExtensionState;
 use crate::sip::digest::{constant_time_eq, Algorithm, Credentials, NonceCheck, NonceManager};
-use crate::sip::message::{reason_phrase, HeaderName, Request, Response, SipUri};
+use crate::sip::message::{reason_phrase, HeaderName, Request, Response};
 use crate::sip::Peer;
 use crate::store::{Binding, Extension, Store, StoreError};
 
@@ -66,8 +66,6 @@ pub enum Outcome {
     /// Make the AOR's binding set durable, then send `response` (already reflected in the
     /// in-memory location service).
     Persist(PendingWrite),
-    /// Load this extension into memory, then process the request again.
-    Load(String),
 }
 
 /// A binding set waiting to be written.
@@ -240,10 +238,6 @@ impl Registrar {
         r
     }
 
-    fn challenge(&self, req: &Request, stale: bool) -> Response {
-        self.challenge_with(req, stale, 401, HeaderName::WwwAuthenticate)
-    }
-
     /// A digest challenge: 401 + WWW-Authenticate (REGISTER) or 407 +
     /// Proxy-Authenticate (INVITE and other requests a proxy or B2BUA authenticates).
     pub fn challenge_with(
@@ -270,45 +264,10 @@ impl Registrar {
         r
     }
 
-    /// Decides a REGISTER from memory. A `Persist` outcome is already applied to the
-    /// in-memory location service, so the next REGISTER for the AOR builds on it.
-    pub fn process(&self, req: &Request, peer: &Peer) -> Outcome {
-        // The AOR is the user part of the To URI (RFC 3261 10.3 step 5).
-        let to = match crate::sip::message::to_header(&req.headers) {
-            Ok(t) => t,
-            Err(_) => return Outcome::Respond(self.response(req, 400)),
-        };
-        // RFC 4475 3.3.4: an AOR must be a SIP or SIPS URI, else 400.
-        let aor = match SipUri::parse(&to.uri) {
-            Ok(SipUri { user: Some(u), .. }) => u,
-            Ok(_) => return Outcome::Respond(self.response(req, 404)),
-            Err(_) => {
-                let mut r = Response::for_request(req, 400, "Bad Request (To is not a SIP URI)");
-                r.ensure_to_tag(&to_tag());
-                return Outcome::Respond(r);
-            }
-        };
-        let user = match self.authenticate(req, &HeaderName::Authorization) {
-            AuthOutcome::Ok(user) => user,
-            AuthOutcome::Challenge { stale } => {
-                return Outcome::Respond(self.challenge(req, stale))
-            }
-            AuthOutcome::Forbidden => {
-                info!(aor = %aor, from = %peer.remote, "registration refused: bad credentials");
-                return Outcome::Respond(self.response(req, 403));
-            }
-            AuthOutcome::Bad(why) => {
-                debug!(why, "malformed credentials");
-                return Outcome::Respond(self.response(req, 400));
-            }
-            AuthOutcome::Load(number) => return Outcome::Load(number),
-        };
-        // Credentials of one extension may not register another (10.3 step 3).
-        if user != aor {
-            info!(aor = %aor, user = %user, "registration refused: credentials for another user");
-            return Outcome::Respond(self.response(req, 403));
-        }
-        let now = now_unix();
+    /// Decides an admitted REGISTER for `aor` (its credentials already checked, see
+    /// `node::admission`) from memory at `now`. A `Persist` outcome is already applied
+    /// to the in-memory location service, so the next REGISTER for the AOR builds on it.
+    pub fn bind(&self, req: &Request, peer: &Peer, aor: String, now: i64) -> Outcome {
         let existing = self.cached(&aor);
         let plan = match bindings::plan(req, peer, &aor, existing, &self.cfg.policy, now) {
             Ok(p) => p,
@@ -347,7 +306,7 @@ impl Registrar {
     /// Digest authentication with the same answers for unknown and known users, so the
     /// responses tell an attacker nothing about which extensions exist. `header`:
     /// Authorization (REGISTER) or Proxy-Authorization (INVITE).
-    pub fn authenticate(&self, req: &Request, header: &HeaderName) -> AuthOutcome {
+    pub fn authenticate(&self, req: &Request, header: &HeaderName, now: i64) -> AuthOutcome {
         let creds = req
             .headers
             .get_all(header)
@@ -394,11 +353,11 @@ impl Registrar {
         };
         let matches =
             ext.is_some() && constant_time_eq(&expected, &creds.response.to_ascii_lowercase());
-        if !matches && now_unix() - loaded_at >= RECHECK_AFTER_SECS {
+        if !matches && now - loaded_at >= RECHECK_AFTER_SECS {
             return AuthOutcome::Load(creds.username);
         }
         let check = match self.nonces.lock() {
-            Ok(mut n) => n.check(&creds.nonce, creds.nc.as_deref(), now_unix() as u64),
+            Ok(mut n) => n.check(&creds.nonce, creds.nc.as_deref(), now as u64),
             Err(_) => NonceCheck::Invalid,
         };
         match check {

@@ -457,8 +457,10 @@ impl TransactionLayer {
         out
     }
 
-    /// The caller could not send a message of this transaction: it ends, the TU is told.
-    pub fn transport_error(&mut self, key: &TxKey) -> Vec<Action> {
+    /// The caller could not send a message of this transaction at `now`: it ends, the TU
+    /// is told. (The end is immediate whatever the time; `now` is taken like every other
+    /// input's so the layer never needs a clock of its own.)
+    pub fn transport_error(&mut self, key: &TxKey, _now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         if self.txs.contains_key(key) {
             out.push(Action::TransportError { key: key.clone() });
@@ -1613,7 +1615,7 @@ Content-Length: 0\r\n\r\n",
         no_via.headers.remove(&HeaderName::Via);
         let acts = l.on_message(no_via.into(), to, t0);
         assert!(matches!(&acts[..], [Action::StrayResponse { .. }]));
-        let acts = l.transport_error(&key);
+        let acts = l.transport_error(&key, t0);
         assert_eq!(
             acts,
             vec![
@@ -1621,7 +1623,7 @@ Content-Length: 0\r\n\r\n",
                 Action::Terminated { key: key.clone() }
             ]
         );
-        assert!(l.transport_error(&key).is_empty());
+        assert!(l.transport_error(&key, t0).is_empty());
         assert!(l.is_empty());
         assert_eq!(l.next_deadline(), None);
     }
@@ -1757,7 +1759,7 @@ Content-Length: 0\r\n\r\n",
                         if keys.is_empty() {
                             Vec::new()
                         } else {
-                            l.transport_error(&keys[rng.gen_range(0..keys.len())])
+                            l.transport_error(&keys[rng.gen_range(0..keys.len())], now)
                         }
                     }
                     _ => l.on_timer(now),
