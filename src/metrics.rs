@@ -16,9 +16,11 @@ use std::time::Duration;
 pub struct NodeMetrics {
     /// Calls the core started (B2BUA dials and app calls), since start.
     pub calls_started: AtomicU64,
-    /// Calls the core routes to now (B2BUA and app calls); set by the core each loop.
+    /// Calls the core routes to now (B2BUA and app calls); each signalling shard adds the
+    /// change in its own count after each event.
     pub calls_up: AtomicU64,
-    /// Live SIP transactions in the transaction layer; set by the core each loop.
+    /// Live SIP transactions in the transaction layers; each shard adds the change in its
+    /// own count after each event.
     pub transactions: AtomicU64,
     /// How long each batch of binding sets took to commit (`binding_writer`).
     pub binding_commits: Histogram,

@@ -574,10 +574,11 @@ fn create_recording(path: &Path, rate: u32) -> Result<Recorder, ChannelError> {
     Recorder::create(path, Layout::Mixed, rate).map_err(|e| err(e.to_string()))
 }
 
-/// The forks that ring extensions `numbers` for a new leg with Call-ID `call_id`, as the
-/// node's registrar knows them now: one [`Target`] per registered contact this node
-/// reaches, one per other node that reaches some (none: not registered, or unknown).
-pub type TargetResolver = Arc<dyn Fn(&[String], &str) -> Vec<Target> + Send + Sync>;
+/// A new leg ringing extensions `numbers`: the Call-ID it must use (one the core routes to
+/// the asking call) and its forks, as the node's registrar knows them now: one [`Target`]
+/// per registered contact this node reaches, one per other node that reaches some (none:
+/// not registered, or unknown).
+pub type TargetResolver = Arc<dyn Fn(&[String]) -> (String, Vec<Target>) + Send + Sync>;
 
 /// Everything an app call task needs.
 pub struct AppTaskParams {
@@ -782,8 +783,8 @@ impl AppCall {
     /// nothing can ring.
     async fn start_bridge(&mut self, dial: BridgeRequest, opts: BridgeOptions) {
         self.stop_bridge().await;
-        let call_id = format!("{:032x}", rand::random::<u128>());
-        let targets: Vec<Target> = (self.resolver)(&dial.numbers, &call_id);
+        // The resolver names the leg's Call-ID: one the core routes to this call.
+        let (call_id, targets): (String, Vec<Target>) = (self.resolver)(&dial.numbers);
         if targets.is_empty() || self.leg.is_ended() {
             info!(numbers = ?dial.numbers, "bridge: nobody to ring");
             return self.report(BridgeEnd::Unavailable);

@@ -114,6 +114,21 @@ pub struct SipConfig {
     /// RFC 3261 T4, max time a message stays in the network, ms (100..=60000).
     #[serde(deserialize_with = "values::ranged::<_, u64, 100, 60_000>")]
     pub t4_ms: u64,
+    /// Signalling shards, each a task with its own transaction layer (0..=256);
+    /// 0 = one per core.
+    #[serde(deserialize_with = "values::ranged::<_, u32, 0, 256>")]
+    pub workers: u32,
+}
+
+impl SipConfig {
+    /// How many signalling shards to run: `workers`, or one per core the process may
+    /// use.
+    pub fn shards(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        }
+    }
 }
 
 impl Default for SipConfig {
@@ -131,6 +146,7 @@ impl Default for SipConfig {
             t1_ms: 500,
             t2_ms: 4_000,
             t4_ms: 5_000,
+            workers: 0,
         }
     }
 }

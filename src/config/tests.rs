@@ -112,7 +112,7 @@ fn unknown_key_names_the_section_and_the_choices() {
         err("[node]\nid = \"a\"\n\n[sip]\nfoo = 1\n"),
         "ringfort.toml:5: unknown key \"foo\" in [sip], expected one of realm, udp_listen, \
          tcp_listen, public_address, user_agent, max_message_bytes, tcp_idle_timeout_secs, \
-         tcp_max_connections, t1_ms, t2_ms, t4_ms"
+         tcp_max_connections, t1_ms, t2_ms, t4_ms, workers"
     );
     assert_eq!(
         err("[media]\nrtp_port = 4\n"),
@@ -333,7 +333,7 @@ fn env_names_are_derived_and_unambiguous() {
         .flat_map(|s| s.keys.iter().map(|(k, _)| env_var_name(&s.name, k)))
         .collect();
     let count = names.len();
-    assert_eq!(count, 48);
+    assert_eq!(count, 49);
     names.sort();
     names.dedup();
     assert_eq!(names.len(), count, "two keys map to one variable");
@@ -401,7 +401,8 @@ fn unknown_env_variable_is_an_error() {
          RINGFORT_SIP_UDP_LISTEN, RINGFORT_SIP_TCP_LISTEN, RINGFORT_SIP_PUBLIC_ADDRESS, \
          RINGFORT_SIP_USER_AGENT, RINGFORT_SIP_MAX_MESSAGE_BYTES, \
          RINGFORT_SIP_TCP_IDLE_TIMEOUT_SECS, RINGFORT_SIP_TCP_MAX_CONNECTIONS, \
-         RINGFORT_SIP_T1_MS, RINGFORT_SIP_T2_MS, RINGFORT_SIP_T4_MS; ignored non-settings: \
+         RINGFORT_SIP_T1_MS, RINGFORT_SIP_T2_MS, RINGFORT_SIP_T4_MS, RINGFORT_SIP_WORKERS; \
+         ignored non-settings: \
          RINGFORT_CONFIG, RINGFORT_LOG)"
     );
     assert_eq!(

@@ -19,14 +19,16 @@ use tracing::{debug, info, info_span, warn};
 use super::admission::{self, Authorizer, Context, Decision, NewCall};
 use super::reach::{contact_for, host_for};
 use super::spawn::{Spawned, Spawner, RELAYED_RING_LIMIT};
+use super::tasks::WriteJob;
 use super::{NodeControl, PlanSource};
 use crate::call::{
     CallHandle, CallInput, CallRef, CallerLeg, Command, CoreCommand, Fallback, SipIn,
 };
 use crate::cluster::routing::SeenRelays;
 use crate::metrics::NodeMetrics;
-use crate::registrar::{AuthOutcome, Outcome, PendingWrite, Registrar};
+use crate::registrar::{AuthOutcome, Outcome, Registrar};
 use crate::sip::message::{reason_phrase, HeaderName, Headers, Request, Response, SipMessage};
+use crate::sip::shard::ShardId;
 use crate::sip::transaction::{Action, TransactionLayer, TxKey};
 use crate::sip::Peer;
 use crate::transport::{Inbound, TransportHandle};
@@ -156,13 +158,15 @@ pub struct Inputs {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// One signalling shard: the transactions and calls of the Call-IDs that hash to it.
 pub struct Core {
+    pub shard: ShardId,
     pub layer: TransactionLayer,
     pub transport: TransportHandle,
     pub registrar: Arc<Registrar>,
     pub server_header: String,
     pub answers: mpsc::Sender<Answer>,
-    pub writes: mpsc::Sender<(TxKey, PendingWrite)>,
+    pub writes: mpsc::Sender<WriteJob>,
     /// The MWI task, and the NOTIFY transactions it started.
     pub mwi: mpsc::Sender<MwiIn>,
     pub mwi_txs: HashSet<TxKey>,
@@ -174,6 +178,8 @@ pub struct Core {
     pub relays_seen: SeenRelays,
     /// The cluster's shared secret (forwarded INVITEs are signed with it).
     pub cluster_secret: Option<Arc<[u8]>>,
+    /// This shard's transactions and calls as last added to the node's gauges.
+    pub reported: (u64, u64),
 }
 
 impl Core {
@@ -208,11 +214,23 @@ impl Core {
                 }
                 _ = inputs.shutdown.changed() => return,
             }
-            // Two relaxed stores per event: cheaper than a timer, and never stale by
-            // more than the time the core is idle (when nothing changes anyway).
+            self.report();
+        }
+    }
+
+    /// Adds the change in this shard's transactions and calls to the node's gauges:
+    /// cheaper than a timer, and never stale by more than the time the shard is idle
+    /// (when nothing changes anyway). The gauges sum every shard's adds (wrapping: a
+    /// fall is an add of its two's complement).
+    fn report(&mut self) {
+        let now = (self.layer.len() as u64, self.calls.len() as u64);
+        if now != self.reported {
             let m = &self.metrics;
-            m.transactions.store(self.layer.len() as u64, Relaxed);
-            m.calls_up.store(self.calls.len() as u64, Relaxed);
+            m.transactions
+                .fetch_add(now.0.wrapping_sub(self.reported.0), Relaxed);
+            m.calls_up
+                .fetch_add(now.1.wrapping_sub(self.reported.1), Relaxed);
+            self.reported = now;
         }
     }
 
@@ -513,9 +531,10 @@ impl Core {
         match cmd {
             MwiCommand::Respond { key, resp } => self.respond(&key, resp, now),
             MwiCommand::Unsolicited { mailbox, counts } => {
+                let shard = self.shard;
                 let notifies = self.spawner.reach.unsolicited_mwi(&mailbox, counts, || {
                     (
-                        format!("{:032x}", rand::random::<u128>()),
+                        shard.new_call_id(&mut rand::thread_rng()),
                         new_tag(),
                         crate::sip::transaction::new_branch(&mut rand::thread_rng()),
                     )
@@ -650,8 +669,13 @@ impl Core {
                         mailbox: write.aor.clone(),
                     });
                 }
-                if let Err(e) = self.writes.try_send((key, write)) {
-                    let (key, write) = match e {
+                let job = WriteJob {
+                    shard: self.shard,
+                    key,
+                    write,
+                };
+                if let Err(e) = self.writes.try_send(job) {
+                    let WriteJob { key, write, .. } = match e {
                         mpsc::error::TrySendError::Full(v)
                         | mpsc::error::TrySendError::Closed(v) => v,
                     };

@@ -30,7 +30,10 @@ use tracing::{debug, info, warn};
 use self::core::{Answer, CallTable, Core, Inputs};
 use self::reach::Reacher;
 use self::spawn::Spawner;
-use crate::call::{spawn_writer, Apps, CallSettings, CoreCommand, RecordSettings, SoundLibrary};
+use self::tasks::{ShardOrders, WriteJob};
+use crate::call::{
+    spawn_writer, Apps, CallSettings, CoreCommand, RecordSettings, SoundLibrary, TargetResolver,
+};
 use crate::cluster::view::ClusterLink;
 use crate::config::{Config, RecordMode};
 use crate::dialplan::Plan;
@@ -39,12 +42,15 @@ use crate::media::mixer::MixerConfig;
 use crate::media::recorder::{repair_dir, Layout, Repair};
 use crate::media::{PortAllocator, RelayConfig};
 use crate::metrics::NodeMetrics;
-use crate::registrar::{PendingWrite, Policy, Registrar, RegistrarConfig};
+use crate::registrar::{Policy, Registrar, RegistrarConfig};
 use crate::sip::dialog::DialogConfig;
 use crate::sip::digest::Algorithm;
-use crate::sip::transaction::{Timers, TransactionLayer, TxKey};
+use crate::sip::shard::ShardId;
+use crate::sip::transaction::{Timers, TransactionLayer};
 use crate::store::Store;
-use crate::transport::{self, Bound, Inbound, TransportConfig, TransportError, TransportHandle};
+use crate::transport::{
+    self, Bound, Inbound, Inboxes, TransportConfig, TransportError, TransportHandle,
+};
 use crate::voicemail::mwi::MwiConfig;
 use crate::voicemail::mwi_task::{spawn_mwi, MwiCommand};
 use crate::voicemail::{Voicemail, VoicemailError};
@@ -176,6 +182,10 @@ fn codec_list(names: &[crate::config::CodecName]) -> crate::media::codec::CodecL
     crate::media::codec::CodecList::new(&kinds)
 }
 
+/// Received messages waiting for a shard; past this a UDP datagram is dropped (its sender
+/// retransmits) and a TCP connection waits.
+const INBOUND_QUEUE: usize = 4096;
+
 /// Decoded prompts kept in memory for apps: the sample set many times over, and small
 /// beside a node's memory.
 const PROMPT_CACHE_BYTES: usize = 32 << 20;
@@ -192,7 +202,10 @@ pub async fn start_with_apps(
     apps: Apps,
 ) -> Result<RunningNode, NodeError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(4096);
+    let shards = cfg.sip.shards();
+    let (inbound_txs, mut inbound_rxs): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| mpsc::channel::<Inbound>(INBOUND_QUEUE))
+        .unzip();
     let (transport, bound) = transport::start(
         TransportConfig {
             udp_listen: cfg.sip.udp_listen.clone(),
@@ -203,7 +216,7 @@ pub async fn start_with_apps(
             tcp_idle_timeout: Duration::from_secs(cfg.sip.tcp_idle_timeout_secs),
             tcp_max_connections: cfg.sip.tcp_max_connections as usize,
         },
-        inbound_tx,
+        Inboxes::new(inbound_txs),
         shutdown_rx.clone(),
     )
     .await?;
@@ -262,9 +275,7 @@ pub async fn start_with_apps(
         t2: Duration::from_millis(cfg.sip.t2_ms),
         t4: Duration::from_millis(cfg.sip.t4_ms),
     };
-    let (answer_tx, answer_rx) = mpsc::channel::<Answer>(8192);
-    let (write_tx, write_rx) = mpsc::channel::<(TxKey, PendingWrite)>(tasks::WRITE_QUEUE);
-    let (call_tx, call_rx) = mpsc::channel::<CoreCommand>(8192);
+    let (write_tx, write_rx) = mpsc::channel::<WriteJob>(tasks::WRITE_QUEUE);
     let (control_tx, control_rx) = mpsc::channel::<NodeControl>(64);
     let (call_log, records_writer) = spawn_writer(registrar.store().clone());
     let (cluster, view_task) = cluster_link(cfg, registrar.store(), &bound, &shutdown_rx).await?;
@@ -285,76 +296,113 @@ pub async fn start_with_apps(
         cluster,
     });
     let metrics = Arc::new(NodeMetrics::default());
-    let spawner = Spawner {
-        settings: CallSettings {
-            no_answer_timeout: Duration::from_secs(cfg.calls.no_answer_timeout_secs),
-            dialog: DialogConfig {
-                timers,
-                // We do not ask for session timers; a phone's request is honoured.
-                session_expires: None,
-                support_100rel: false,
-                tag_mark,
-                ..DialogConfig::default()
-            },
-            codec: crate::media::codec::CodecParams {
-                complexity: cfg.media.opus_complexity,
-                bitrate: cfg.media.opus_bitrate,
-                ..Default::default()
-            },
-            codecs: codec_list(&cfg.media.codecs),
-            record,
+    let settings = CallSettings {
+        no_answer_timeout: Duration::from_secs(cfg.calls.no_answer_timeout_secs),
+        dialog: DialogConfig {
+            timers,
+            // We do not ask for session timers; a phone's request is honoured.
+            session_expires: None,
+            support_100rel: false,
+            tag_mark,
+            ..DialogConfig::default()
         },
-        ports,
-        media_address: cfg.media.address,
-        public_address: cfg.sip.public_address.as_ref().map(|h| h.to_string()),
-        relay: RelayConfig::with_timeout_secs(cfg.media.media_timeout_secs),
-        apps,
-        sounds: Arc::new(SoundLibrary::new(
-            cfg.paths.sounds.clone(),
-            PROMPT_CACHE_BYTES,
-        )),
-        rooms: Arc::new(Rooms::new(MixerConfig::default())),
-        resolver: {
+        codec: crate::media::codec::CodecParams {
+            complexity: cfg.media.opus_complexity,
+            bitrate: cfg.media.opus_bitrate,
+            ..Default::default()
+        },
+        codecs: codec_list(&cfg.media.codecs),
+        record,
+    };
+    let sounds = Arc::new(SoundLibrary::new(
+        cfg.paths.sounds.clone(),
+        PROMPT_CACHE_BYTES,
+    ));
+    let rooms = Arc::new(Rooms::new(MixerConfig::default()));
+    let mut tasks = vec![mwi_task];
+    let mut answer_txs = Vec::with_capacity(shards);
+    let mut orders = Vec::with_capacity(shards);
+    for index in 0..shards {
+        let shard = ShardId {
+            index,
+            count: shards,
+        };
+        let (answer_tx, answer_rx) = mpsc::channel::<Answer>(8192);
+        let (call_tx, call_rx) = mpsc::channel::<CoreCommand>(8192);
+        let (shard_mwi_tx, shard_mwi_rx) = mpsc::channel::<MwiCommand>(1024);
+        let (shard_control_tx, shard_control_rx) = mpsc::channel::<NodeControl>(64);
+        let resolver: TargetResolver = {
             let reach = reach.clone();
-            Arc::new(move |numbers: &[String], call_id: &str| {
-                reach.targets(numbers, call_id, true, crate::now_unix())
+            Arc::new(move |numbers: &[String]| {
+                let call_id = shard.new_call_id(&mut rand::thread_rng());
+                let targets = reach.targets(numbers, &call_id, true, crate::now_unix());
+                (call_id, targets)
             })
-        },
-        reach: reach.clone(),
-        registrar: registrar.clone(),
-        node_id: cfg.node.id.to_string(),
-        commands: call_tx,
-        log: call_log,
-        plan: plan_rx,
-        voicemail: voicemail.clone(),
-        metrics: metrics.clone(),
-        next_ref: 0,
-    };
-    let core = Core {
-        metrics: metrics.clone(),
-        relays_seen: Default::default(),
-        cluster_secret,
-        layer: TransactionLayer::new(timers),
-        transport: transport.clone(),
-        registrar: registrar.clone(),
-        server_header: cfg.sip.user_agent.clone(),
-        answers: answer_tx.clone(),
-        writes: write_tx,
-        mwi,
-        mwi_txs: HashSet::new(),
-        calls: CallTable::default(),
-        spawner,
-        plans: plans.clone(),
-    };
-    let inputs = Inputs {
-        inbound: inbound_rx,
-        answers: answer_rx,
-        calls: call_rx,
-        mwi: mwi_rx,
-        control: control_rx,
-        shutdown: shutdown_rx.clone(),
-    };
-    let mut tasks = vec![tokio::spawn(core.run(inputs)), mwi_task];
+        };
+        let spawner = Spawner {
+            settings: settings.clone(),
+            ports: ports.clone(),
+            media_address: cfg.media.address,
+            public_address: cfg.sip.public_address.as_ref().map(|h| h.to_string()),
+            relay: RelayConfig::with_timeout_secs(cfg.media.media_timeout_secs),
+            apps: apps.clone(),
+            sounds: sounds.clone(),
+            rooms: rooms.clone(),
+            resolver,
+            reach: reach.clone(),
+            registrar: registrar.clone(),
+            node_id: cfg.node.id.to_string(),
+            commands: call_tx,
+            log: call_log.clone(),
+            plan: plan_rx.clone(),
+            voicemail: voicemail.clone(),
+            metrics: metrics.clone(),
+            next_ref: 0,
+            shard,
+        };
+        let core = Core {
+            shard,
+            metrics: metrics.clone(),
+            relays_seen: Default::default(),
+            cluster_secret: cluster_secret.clone(),
+            layer: TransactionLayer::new(timers),
+            transport: transport.clone(),
+            registrar: registrar.clone(),
+            server_header: cfg.sip.user_agent.clone(),
+            answers: answer_tx.clone(),
+            writes: write_tx.clone(),
+            mwi: mwi.clone(),
+            mwi_txs: HashSet::new(),
+            calls: CallTable::default(),
+            spawner,
+            plans: plans.clone(),
+            reported: (0, 0),
+        };
+        let inputs = Inputs {
+            inbound: inbound_rxs.remove(0),
+            answers: answer_rx,
+            calls: call_rx,
+            mwi: shard_mwi_rx,
+            control: shard_control_rx,
+            shutdown: shutdown_rx.clone(),
+        };
+        tasks.push(tokio::spawn(core.run(inputs)));
+        answer_txs.push(answer_tx);
+        orders.push(ShardOrders {
+            mwi: shard_mwi_tx,
+            control: shard_control_tx,
+        });
+    }
+    // The MWI task and the admin API talk to the node as a whole; their orders go to the
+    // shard they concern.
+    drop(write_tx);
+    drop(call_log);
+    tasks.push(tokio::spawn(tasks::route_orders(
+        mwi_rx,
+        control_rx,
+        orders,
+        shutdown_rx.clone(),
+    )));
     {
         // Other nodes' registrations reach this node's cache (PostgreSQL clusters).
         let (registrar, shutdown) = (registrar.clone(), shutdown_rx.clone());
@@ -365,7 +413,7 @@ pub async fn start_with_apps(
     tasks.push(tokio::spawn(tasks::binding_writer(
         registrar.clone(),
         write_rx,
-        answer_tx,
+        answer_txs,
         metrics.clone(),
     )));
     if cfg.registrar.nat_keepalive_secs > 0 {
@@ -533,6 +581,7 @@ pub fn log_started(cfg: &Config, bound: &Bound) {
         udp = ?bound.udp,
         tcp = ?bound.tcp,
         realm = %cfg.sip.realm,
+        shards = cfg.sip.shards(),
         "ringfort node up"
     );
 }

@@ -29,6 +29,7 @@ use crate::media::{PortAllocator, Relay, RelayConfig, Remote};
 use crate::metrics::NodeMetrics;
 use crate::registrar::Registrar;
 use crate::sip::message::{from_header, HeaderName, Request};
+use crate::sip::shard::ShardId;
 use crate::sip::transaction::TxKey;
 use crate::sip::Peer;
 use crate::voicemail::Voicemail;
@@ -87,6 +88,8 @@ pub struct Spawner {
     pub voicemail: Voicemail,
     pub metrics: Arc<NodeMetrics>,
     pub next_ref: CallRef,
+    /// The shard the calls started here run on: their legs' Call-IDs hash to it.
+    pub shard: ShardId,
 }
 
 impl Spawner {
@@ -176,7 +179,7 @@ impl Spawner {
         fallback: Option<Fallback>,
         relayed_from: Option<String>,
     ) -> Spawned {
-        let callee_call_id = format!("{:032x}", rand::random::<u128>());
+        let callee_call_id = self.shard.new_call_id(&mut rand::thread_rng());
         let targets = self.reach.targets(
             &numbers,
             &callee_call_id,

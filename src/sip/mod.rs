@@ -8,6 +8,7 @@ pub mod dialog;
 pub mod digest;
 pub mod message;
 pub mod sdp;
+pub mod shard;
 pub mod transaction;
 
 /// The transport a message travelled on.

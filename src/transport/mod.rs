@@ -25,6 +25,7 @@ use crate::now_unix;
 use crate::sip::message::{
     self, error_response_for, Frame, HeaderName, Headers, SipMessage, StreamFramer, Via,
 };
+use crate::sip::shard::ShardId;
 use crate::sip::{ConnId, Peer, Transport};
 
 #[derive(Debug, Error)]
@@ -69,6 +70,59 @@ pub struct Inbound {
     pub asked: bool,
 }
 
+/// Where received messages go: one queue per signalling shard, chosen by the message's
+/// Call-ID ([`ShardId::of`]) so that every transaction and dialog of a Call-ID reaches
+/// the one shard that owns it. Choosing costs a hash; no lock is taken per message.
+#[derive(Clone)]
+pub struct Inboxes {
+    shards: Arc<[mpsc::Sender<Inbound>]>,
+}
+
+impl Inboxes {
+    /// One queue per shard, in shard order (at least one).
+    pub fn new(shards: Vec<mpsc::Sender<Inbound>>) -> Inboxes {
+        Inboxes {
+            shards: shards.into(),
+        }
+    }
+
+    fn queue(&self, msg: &SipMessage) -> &mpsc::Sender<Inbound> {
+        let call_id = msg.headers().get(&HeaderName::CallId).unwrap_or_default();
+        let shard = ShardId::of(call_id, self.shards.len());
+        &self.shards[shard.index]
+    }
+
+    /// Queues a message for its shard without waiting; a full queue drops it.
+    pub fn try_send(&self, m: Inbound) -> Result<(), InboxFull> {
+        self.queue(&m.msg).try_send(m).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => InboxFull::Full,
+            mpsc::error::TrySendError::Closed(_) => InboxFull::Closed,
+        })
+    }
+
+    /// Queues a message for its shard, waiting for room (stream transports: the
+    /// connection stops reading meanwhile, which is TCP's back-pressure).
+    pub async fn send(&self, m: Inbound) -> Result<(), mpsc::error::SendError<Inbound>> {
+        self.queue(&m.msg).send(m).await
+    }
+}
+
+/// Why a message was not queued (and is dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxFull {
+    /// The shard is behind: the sender's retransmission will come.
+    Full,
+    /// The node is stopping.
+    Closed,
+}
+
+/// A node with one shard, and tests: everything goes to `tx`.
+impl From<mpsc::Sender<Inbound>> for Inboxes {
+    fn from(tx: mpsc::Sender<Inbound>) -> Inboxes {
+        Inboxes::new(vec![tx])
+    }
+}
+
 /// Sends on the node's sockets. Cheap to clone; never blocks: a full queue drops the
 /// message (UDP retransmissions or the peer's own timers recover).
 #[derive(Clone)]
@@ -83,7 +137,7 @@ struct Shared {
     open_conns: AtomicUsize,
     /// What a connection we open needs to run like an accepted one.
     cfg: TransportConfig,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: Inboxes,
     shutdown: watch::Receiver<bool>,
     /// The drain tunnel, once the node has joined its cluster.
     tunnel: std::sync::OnceLock<Tunnel>,
@@ -589,9 +643,10 @@ fn accept_bytes(data: &[u8], peer: &Peer, handle: &TransportHandle) -> Option<Si
 /// `inbound`; the tasks stop when `shutdown` turns true.
 pub async fn start(
     cfg: TransportConfig,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: impl Into<Inboxes>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(TransportHandle, Bound), TransportError> {
+    let inbound: Inboxes = inbound.into();
     let mut bound = Bound::default();
     let mut udp = Vec::new();
     for addr in &cfg.udp_listen {
@@ -729,7 +784,7 @@ async fn udp_loop(
     sock: Arc<UdpSocket>,
     local: SocketAddr,
     max_message: usize,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: Inboxes,
     handle: TransportHandle,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -767,9 +822,7 @@ async fn udp_loop(
             }
             let asked = tunnelled == Some(Direction::Ask);
             // Under overload drop rather than queue without bound: the sender retransmits.
-            if let Err(mpsc::error::TrySendError::Full(_)) =
-                inbound.try_send(Inbound { msg, peer, asked })
-            {
+            if let Err(InboxFull::Full) = inbound.try_send(Inbound { msg, peer, asked }) {
                 overload.dropped(remote);
             }
         }
@@ -779,7 +832,7 @@ async fn udp_loop(
 async fn tcp_accept_loop(
     listener: TcpListener,
     cfg: TransportConfig,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: Inboxes,
     handle: TransportHandle,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -835,7 +888,7 @@ async fn tcp_connection(
     peer: Peer,
     mut outgoing: mpsc::Receiver<Bytes>,
     cfg: TransportConfig,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: Inboxes,
     handle: TransportHandle,
     mut shutdown: watch::Receiver<bool>,
 ) {

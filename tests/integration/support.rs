@@ -92,10 +92,19 @@ impl Node {
              [registrar]\nsweep_interval_secs = 1\n{}\n\n\
              [log]\nlevel = \"info,ringfort=debug\"\n\n\
              [http]\nlisten = \"{http_ip}:{http_port}\"\n",
-            if opts.sip.is_empty() {
-                "tcp_idle_timeout_secs = 30"
-            } else {
-                &opts.sip
+            {
+                let mut sip = if opts.sip.is_empty() {
+                    "tcp_idle_timeout_secs = 30".to_owned()
+                } else {
+                    opts.sip.clone()
+                };
+                // Three signalling shards, more than the CI machine's cores: a call's
+                // legs, an MWI subscription and its NOTIFYs, a REGISTER and its commit
+                // cross shards in every test, whatever machine runs it.
+                if !sip.contains("workers") {
+                    sip.push_str("\nworkers = 3");
+                }
+                sip
             },
             opts.registrar,
             node_id = if opts.node_id.is_empty() {
