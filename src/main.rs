@@ -336,7 +336,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Admin(cmd) => admin(cmd, &cfg).await,
         Command::Calls => {
             let store = open_store(&cfg).await?;
-            for c in store.list_active_calls().await? {
+            for c in ringfort::call::lookup::in_progress(&store).await? {
                 println!(
                     "{}\t{}\t{}\t{}\tstarted={}\tanswered={}\tnode={}\tcaller_call_id={}\tcallee_call_id={}",
                     c.id,
@@ -658,8 +658,7 @@ async fn extension(cmd: ExtensionCommand, cfg: &Config) -> anyhow::Result<()> {
         }
         ExtensionCommand::List => {
             let now = now_unix();
-            let mut bindings = store.all_bindings().await?;
-            bindings.retain(|b| b.expires_at > now);
+            let bindings = ringfort::registrar::live_registrations(&store, now).await?;
             for e in store.list_extensions().await? {
                 let contacts: Vec<String> = bindings
                     .iter()

@@ -181,6 +181,89 @@ pub async fn remove(store: &Store, number: &str) -> Result<(), AdminError> {
     }
 }
 
+/// A change to an extension: any of its name, SIP password, do-not-disturb and forward
+/// targets. `None` leaves a field as it is; a target of `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    pub name: Option<String>,
+    pub password: Option<String>,
+    pub dnd: Option<bool>,
+    pub forward_always: Option<Option<String>>,
+    pub forward_busy: Option<Option<String>>,
+    pub forward_noanswer: Option<Option<String>>,
+}
+
+impl Change {
+    fn changes_routing(&self) -> bool {
+        self.dnd.is_some()
+            || self.forward_always.is_some()
+            || self.forward_busy.is_some()
+            || self.forward_noanswer.is_some()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.name.is_none() && self.password.is_none() && !self.changes_routing()
+    }
+}
+
+/// Applies `change` to an extension and returns the extension as it now is. The whole
+/// change is checked before any of it is written, so a bad forward target does not
+/// leave a new password behind. (Read, then write, as [`change_routing`].)
+pub async fn change(
+    store: &Store,
+    realm: &str,
+    number: &str,
+    change: Change,
+) -> Result<Extension, AdminError> {
+    if change.is_empty() {
+        return Err(AdminError::Invalid(
+            "give a new name, password, dnd or forward_always|busy|noanswer".into(),
+        ));
+    }
+    if let Some(name) = &change.name {
+        check_name(name)?;
+    }
+    if let Some(password) = &change.password {
+        check_password(password)?;
+    }
+    let routing = if change.changes_routing() {
+        let mut r = store
+            .get_extension(number)
+            .await?
+            .ok_or_else(|| not_found(number))?
+            .routing;
+        if let Some(dnd) = change.dnd {
+            r.dnd = dnd;
+        }
+        if let Some(f) = change.forward_always {
+            r.forward_always = f;
+        }
+        if let Some(f) = change.forward_busy {
+            r.forward_busy = f;
+        }
+        if let Some(f) = change.forward_noanswer {
+            r.forward_noanswer = f;
+        }
+        check_routing(number, &r)?;
+        Some(r)
+    } else {
+        None
+    };
+    if let Some(routing) = &routing {
+        set_routing(store, number, routing).await?;
+    }
+    if let Some(password) = &change.password {
+        set_password(store, realm, number, password).await?;
+    }
+    if let Some(name) = &change.name {
+        rename(store, number, name).await?;
+    }
+    store
+        .get_extension(number)
+        .await?
+        .ok_or_else(|| not_found(number))
+}
+
 fn not_found(number: &str) -> AdminError {
     AdminError::NotFound(format!("no extension {number}"))
 }
@@ -218,5 +301,59 @@ mod tests {
         r.forward_noanswer = None;
         r.forward_always = Some("sip:x@y".into());
         assert!(check_routing("1000", &r).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_change_is_checked_whole_before_any_of_it_is_written() {
+        let store = Store::connect("sqlite::memory:", 1).await.expect("store");
+        store.migrate().await.expect("migrate");
+        let before = add(&store, "pbx", "1000", "Desk", "first password")
+            .await
+            .expect("add");
+        let bad = Change {
+            password: Some("second password".into()),
+            forward_busy: Some(Some("1000".into())),
+            ..Change::default()
+        };
+        assert!(matches!(
+            change(&store, "pbx", "1000", bad).await,
+            Err(AdminError::Invalid(_))
+        ));
+        let unchanged = store.get_extension("1000").await.expect("get");
+        assert_eq!(
+            unchanged.as_ref().map(|e| &e.ha1_md5),
+            Some(&before.ha1_md5)
+        );
+        assert!(matches!(
+            change(&store, "pbx", "1000", Change::default()).await,
+            Err(AdminError::Invalid(_))
+        ));
+        let good = Change {
+            name: Some("Front desk".into()),
+            dnd: Some(true),
+            forward_noanswer: Some(Some("1001".into())),
+            ..Change::default()
+        };
+        let after = change(&store, "pbx", "1000", good).await.expect("change");
+        assert_eq!(after.display_name, "Front desk");
+        assert!(after.routing.dnd);
+        assert_eq!(after.routing.forward_noanswer.as_deref(), Some("1001"));
+        assert_eq!(
+            after.ha1_md5, before.ha1_md5,
+            "the password was not part of it"
+        );
+        assert!(matches!(
+            change(
+                &store,
+                "pbx",
+                "9999",
+                Change {
+                    dnd: Some(true),
+                    ..Change::default()
+                }
+            )
+            .await,
+            Err(AdminError::NotFound(_))
+        ));
     }
 }

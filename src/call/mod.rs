@@ -25,6 +25,7 @@ pub mod app_task;
 pub mod channel;
 pub mod codecs;
 mod forks;
+pub mod lookup;
 pub mod machine;
 pub mod out_leg;
 mod own_leg;

@@ -13,7 +13,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::media::recording::RecordingHandle;
 use crate::media::transcode::LegFormat;
 use crate::media::{RelayEvent, RelayHandle};
-use crate::registrar::now_unix;
+use crate::now_unix;
 use crate::store::{ActiveCall, CallRecord, Cdr};
 
 use super::records::CallLog;

@@ -21,7 +21,9 @@
 //! sends it to the phone or takes it itself, or drops it.
 //!
 //! Owns: the node marks in dialog tags, the envelope (wrap, unwrap, check) and the choice
-//! of where a datagram goes.
+//! of where a datagram goes; it plugs into the transport as a [`VipTunnel`], the
+//! interface the transport defines (the transport does the sending and imports nothing
+//! of the cluster).
 //! Must not: do I/O or read a clock (times are passed in); it does not know dialogs, only
 //! the tags a message carries.
 
@@ -33,6 +35,7 @@ use super::routing::{hex, hmac_sha256, ClusterView, RELAY_MAX_AGE_SECS};
 use super::view::ClusterLink;
 use crate::sip::digest::constant_time_eq;
 use crate::sip::message::{HeaderName, NameAddr, SipMessage};
+use crate::transport::{TunnelRefusal, Tunnelled, VipTunnel};
 
 /// The envelope header.
 pub const TUNNEL_HEADER: &str = "X-Ringfort-Tunnel";
@@ -67,26 +70,15 @@ pub fn local_tag(msg: &SipMessage) -> Option<String> {
     addr.tag().map(str::to_owned)
 }
 
-/// Which way a tunnelled datagram goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// From the phone to the node that has its dialog (sent by the VIP's holder).
-    In,
-    /// From the node that has the dialog to the phone (sent to the VIP's holder).
-    Out,
-    /// A CANCEL the holder has no INVITE for, to every other node: it carries no dialog
-    /// tag, so only the node with its INVITE can tell; that one answers, the others drop
-    /// it (no 481 from each).
-    Ask,
-}
+/// Which way a tunnelled datagram goes: the transport's word for it, since the transport
+/// defines the interface the tunnel plugs into ([`VipTunnel`]).
+pub use crate::transport::TunnelDirection as Direction;
 
-impl Direction {
-    fn as_str(self) -> &'static str {
-        match self {
-            Direction::In => "in",
-            Direction::Out => "out",
-            Direction::Ask => "ask",
-        }
+fn dir_str(dir: Direction) -> &'static str {
+    match dir {
+        Direction::In => "in",
+        Direction::Out => "out",
+        Direction::Ask => "ask",
     }
 }
 
@@ -179,7 +171,7 @@ pub fn unwrap(
 fn fields(env: &Envelope) -> String {
     format!(
         "dir={};node={};vip={};phone={};ts={}",
-        env.dir.as_str(),
+        dir_str(env.dir),
         env.node,
         env.vip,
         env.phone,
@@ -274,6 +266,55 @@ impl Tunnel {
     }
 }
 
+/// The tunnel as the transport uses it: the envelope under the cluster secret, the live
+/// view for who is where.
+impl VipTunnel for Tunnel {
+    fn wrap(
+        &self,
+        dir: Direction,
+        vip: SocketAddr,
+        phone: SocketAddr,
+        data: &[u8],
+        now_unix: i64,
+    ) -> Vec<u8> {
+        let env = Envelope {
+            dir,
+            node: self.node_id.clone(),
+            vip,
+            phone,
+            ts: now_unix,
+        };
+        wrap(&self.link.secret, &env, data)
+    }
+
+    fn unwrap(&self, data: &[u8], now_unix: i64) -> Result<Option<Tunnelled>, TunnelRefusal> {
+        Ok(
+            unwrap(&self.link.secret, data, now_unix)?.map(|(env, message)| Tunnelled {
+                dir: env.dir,
+                vip: env.vip,
+                phone: env.phone,
+                message,
+            }),
+        )
+    }
+
+    fn own_address(&self) -> SocketAddr {
+        self.link.own_sip
+    }
+
+    fn owner_of(&self, msg: &SipMessage) -> Option<SocketAddr> {
+        Tunnel::owner_of(self, msg)
+    }
+
+    fn holder_of(&self, vip: IpAddr) -> Option<SocketAddr> {
+        Tunnel::holder_of(self, vip)
+    }
+
+    fn other_nodes(&self) -> Vec<SocketAddr> {
+        Tunnel::other_nodes(self)
+    }
+}
+
 /// The healthy node (other than `me`) whose mark is `mark`, and its SIP address.
 fn owner_in(view: &ClusterView, mark: &str, me: &str) -> Option<SocketAddr> {
     let mut owners = view
@@ -287,10 +328,6 @@ fn owner_in(view: &ClusterView, mark: &str, me: &str) -> Option<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use tokio::sync::watch;
-
     use super::*;
     use crate::sip::message;
 
@@ -420,14 +457,9 @@ mod tests {
                 .collect(),
             vips: Vec::new(),
         };
-        let (_tx, rx) = watch::channel(Arc::new(view));
         Tunnel::new(
             me.into(),
-            ClusterLink {
-                view: rx,
-                secret: Arc::from(SECRET),
-                own_sip: "10.0.0.2:5060".parse().expect("addr"),
-            },
+            ClusterLink::fixed(view, SECRET, "10.0.0.2:5060".parse().expect("addr")),
         )
     }
 

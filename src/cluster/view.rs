@@ -33,6 +33,19 @@ pub struct ClusterLink {
     pub own_sip: SocketAddr,
 }
 
+impl ClusterLink {
+    /// A link whose view never changes (the sender is dropped; the last view stays
+    /// readable): for the pure modules' tests, which name no runtime.
+    pub fn fixed(view: ClusterView, secret: &[u8], own_sip: SocketAddr) -> ClusterLink {
+        let (_tx, view) = watch::channel(Arc::new(view));
+        ClusterLink {
+            view,
+            secret: Arc::from(secret),
+            own_sip,
+        }
+    }
+}
+
 /// Builds the view from the rows: nodes whose heartbeat is recent and that announce a SIP
 /// address, leases still running by the database's clock, and every VIP this node is
 /// configured with or that has a lease row.

@@ -1,6 +1,8 @@
 //! The admin API's resources: extensions, registrations, live calls (and hanging one
-//! up), CDRs, node status. Handlers parse, call the store, [`crate::admin`] or the node,
-//! and serialise; no rules here.
+//! up), CDRs, node status. Handlers parse, call the use cases ([`crate::admin`] for
+//! extension changes, [`crate::call::lookup`] for calls in progress,
+//! [`crate::registrar::live_registrations`]), plain store reads or the node, and
+//! serialise; no rules here.
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -13,6 +15,7 @@ use super::auth::AdminOnly;
 use super::error::{ApiError, ApiJson, ApiQuery};
 use super::AppState;
 use crate::admin::{self, extensions as ext_admin};
+use crate::call::lookup::{self, Located};
 use crate::node::NodeControl;
 use crate::store::{now_unix, ActiveCall, Binding, Cdr, CdrFilter, Extension, Store, StoreError};
 
@@ -187,12 +190,16 @@ pub struct ExtensionChange {
     pub(super) forward_noanswer: Option<Option<String>>,
 }
 
-impl ExtensionChange {
-    fn changes_routing(&self) -> bool {
-        self.dnd.is_some()
-            || self.forward_always.is_some()
-            || self.forward_busy.is_some()
-            || self.forward_noanswer.is_some()
+impl From<ExtensionChange> for ext_admin::Change {
+    fn from(c: ExtensionChange) -> Self {
+        ext_admin::Change {
+            name: c.name,
+            password: c.password,
+            dnd: c.dnd,
+            forward_always: c.forward_always,
+            forward_busy: c.forward_busy,
+            forward_noanswer: c.forward_noanswer,
+        }
     }
 }
 
@@ -218,69 +225,19 @@ pub async fn update_extension(
         .map(Json)
 }
 
-/// Applies a change to an extension (checked whole before any of it is written) and
-/// returns the extension as it now is; `by` is the account, for the log.
+/// Applies a change to an extension ([`ext_admin::change`]: checked whole before any of
+/// it is written), refreshes the registrar's cache and returns the extension as it now
+/// is; `by` is the account, for the log.
 pub(super) async fn change_extension(
     state: &AppState,
     by: &str,
     number: &str,
     req: ExtensionChange,
 ) -> Result<ExtensionView, ApiError> {
-    let number = number.to_owned();
     let s = &state.inner;
-    if req.name.is_none() && req.password.is_none() && !req.changes_routing() {
-        return Err(ApiError::bad_request(
-            "invalid_input",
-            "give a new name, password, dnd or forward_always|busy|noanswer",
-        ));
-    }
-    // Check everything before changing anything.
-    if let Some(name) = &req.name {
-        ext_admin::check_name(name)?;
-    }
-    if let Some(password) = &req.password {
-        ext_admin::check_password(password)?;
-    }
-    let routing = if req.changes_routing() {
-        let mut r = s
-            .store
-            .get_extension(&number)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no extension {number}")))?
-            .routing;
-        if let Some(dnd) = req.dnd {
-            r.dnd = dnd;
-        }
-        if let Some(f) = req.forward_always {
-            r.forward_always = f;
-        }
-        if let Some(f) = req.forward_busy {
-            r.forward_busy = f;
-        }
-        if let Some(f) = req.forward_noanswer {
-            r.forward_noanswer = f;
-        }
-        ext_admin::check_routing(&number, &r)?;
-        Some(r)
-    } else {
-        None
-    };
-    if let Some(routing) = &routing {
-        ext_admin::set_routing(&s.store, &number, routing).await?;
-    }
-    if let Some(password) = &req.password {
-        ext_admin::set_password(&s.store, &s.realm, &number, password).await?;
-    }
-    if let Some(name) = &req.name {
-        ext_admin::rename(&s.store, &number, name).await?;
-    }
-    refresh_extension(state, &number).await;
+    let ext = ext_admin::change(&s.store, &s.realm, number, req.into()).await?;
+    refresh_extension(state, number).await;
     tracing::info!(account = %by, number = %number, "extension changed");
-    let ext = s
-        .store
-        .get_extension(&number)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no extension {number}")))?;
     Ok(ext.into())
 }
 
@@ -393,9 +350,8 @@ pub async fn list_registrations(
 /// Current (unexpired) registrations, by extension.
 pub(super) async fn registrations_now(store: &Store) -> Result<Vec<RegistrationView>, StoreError> {
     let now = now_unix();
-    let mut all = store.all_bindings().await?;
-    all.retain(|b| b.expires_at > now);
-    Ok(all
+    Ok(crate::registrar::live_registrations(store, now)
+        .await?
         .into_iter()
         .map(|b| RegistrationView::new(b, now))
         .collect())
@@ -453,8 +409,7 @@ pub async fn list_calls(
 
 /// Calls in progress on every node, oldest first.
 pub(super) async fn calls_now(store: &Store) -> Result<Vec<CallView>, StoreError> {
-    Ok(store
-        .list_active_calls()
+    Ok(lookup::in_progress(store)
         .await?
         .into_iter()
         .map(Into::into)
@@ -473,22 +428,19 @@ pub async fn hang_up_call(
 ) -> Result<StatusCode, ApiError> {
     let s = &state.inner;
     let gone = || ApiError::not_found(format!("no call {id} in progress"));
-    let call = s
-        .store
-        .list_active_calls()
-        .await?
-        .into_iter()
-        .find(|c| c.id == id)
-        .ok_or_else(gone)?;
-    if call.node_id != s.node.id {
+    let call = match lookup::locate(&s.store, &id, &s.node.id).await? {
+        Located::Here(call) => call,
+        Located::Nowhere => return Err(gone()),
         // Only the node running a call holds its dialogs; cross-node orders come with
         // the cluster layer.
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("call {id} runs on node {}: ask that node", call.node_id),
-        ));
-    }
+        Located::OnNode(node) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("call {id} runs on node {node}: ask that node"),
+            ))
+        }
+    };
     let unavailable = || {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

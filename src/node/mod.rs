@@ -42,9 +42,8 @@ use crate::media::mixer::MixerConfig;
 use crate::media::recorder::{repair_dir, Layout, Repair};
 use crate::media::{PortAllocator, RelayConfig};
 use crate::metrics::NodeMetrics;
-use crate::registrar::{Policy, Registrar, RegistrarConfig};
+use crate::registrar::{Registrar, RegistrarConfig};
 use crate::sip::dialog::DialogConfig;
-use crate::sip::digest::Algorithm;
 use crate::sip::shard::ShardId;
 use crate::sip::transaction::{Timers, TransactionLayer};
 use crate::store::Store;
@@ -140,28 +139,6 @@ impl RunningNode {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
-    }
-}
-
-/// The registrar settings a config describes.
-pub fn registrar_config(cfg: &Config) -> RegistrarConfig {
-    RegistrarConfig {
-        realm: cfg.sip.realm.clone(),
-        algorithms: cfg
-            .registrar
-            .algorithms
-            .iter()
-            .filter_map(|a| Algorithm::parse(&a.to_string()))
-            .collect(),
-        nonce_lifetime: Duration::from_secs(cfg.registrar.nonce_lifetime_secs),
-        policy: Policy {
-            min_expires: cfg.registrar.min_expires,
-            max_expires: cfg.registrar.max_expires,
-            default_expires: cfg.registrar.default_expires,
-            max_contacts: cfg.registrar.max_contacts_per_aor as usize,
-            node_id: cfg.node.id.to_string(),
-        },
-        server_header: cfg.sip.user_agent.clone(),
     }
 }
 
@@ -269,7 +246,7 @@ pub async fn start_with_apps(
         mwi_tx,
         shutdown_rx.clone(),
     );
-    let registrar = Arc::new(Registrar::load(store, registrar_config(cfg)).await?);
+    let registrar = Arc::new(Registrar::load(store, RegistrarConfig::from_config(cfg)).await?);
     let timers = Timers {
         t1: Duration::from_millis(cfg.sip.t1_ms),
         t2: Duration::from_millis(cfg.sip.t2_ms),

@@ -149,7 +149,7 @@ pub fn plan(
         crate::sip::message::cseq(&req.headers).map_err(|e| Reject::BadRequest(e.to_string()))?;
     let mut bindings: Vec<Binding> = existing
         .into_iter()
-        .filter(|b| b.expires_at > now_unix)
+        .filter(|b| b.is_live(now_unix))
         .collect();
     let Some(requested) = requested_contacts(req, policy)? else {
         return Ok(Plan {

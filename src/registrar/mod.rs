@@ -47,6 +47,40 @@ pub struct RegistrarConfig {
     pub server_header: String,
 }
 
+impl RegistrarConfig {
+    /// The registrar's settings from the node's configuration (the registrar reads the
+    /// config model, a leaf; the node that runs it passes the result in).
+    pub fn from_config(cfg: &crate::config::Config) -> RegistrarConfig {
+        RegistrarConfig {
+            realm: cfg.sip.realm.clone(),
+            algorithms: cfg
+                .registrar
+                .algorithms
+                .iter()
+                .filter_map(|a| Algorithm::parse(&a.to_string()))
+                .collect(),
+            nonce_lifetime: Duration::from_secs(cfg.registrar.nonce_lifetime_secs),
+            policy: Policy {
+                min_expires: cfg.registrar.min_expires,
+                max_expires: cfg.registrar.max_expires,
+                default_expires: cfg.registrar.default_expires,
+                max_contacts: cfg.registrar.max_contacts_per_aor as usize,
+                node_id: cfg.node.id.to_string(),
+            },
+            server_header: cfg.sip.user_agent.clone(),
+        }
+    }
+}
+
+/// The cluster's registrations that count at `now_unix` ([`Binding::is_live`]), read from
+/// the store rather than this node's cache, so a listing (the admin API, the CLI) shows
+/// every node's phones. By extension, then binding key.
+pub async fn live_registrations(store: &Store, now_unix: i64) -> Result<Vec<Binding>, StoreError> {
+    let mut all = store.all_bindings().await?;
+    all.retain(|b| b.is_live(now_unix));
+    Ok(all)
+}
+
 /// Option tags this registrar understands in Require (RFC 3261 8.2.2.3).
 pub const SUPPORTED: &[&str] = &["path"];
 
@@ -188,7 +222,7 @@ impl Registrar {
         let now = now_unix();
         let mut fresh: HashMap<String, Vec<Binding>> = HashMap::new();
         for b in self.store.all_bindings().await? {
-            if b.expires_at > now {
+            if b.is_live(now) {
                 fresh.entry(b.aor.clone()).or_default().push(b);
             }
         }
@@ -414,7 +448,12 @@ impl Registrar {
             self.store.replace_bindings_many(&sets),
         )
         .await
-        .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolTimedOut)));
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "no commit within {} ms",
+                outage::WRITE_TIMEOUT.as_millis()
+            )))
+        });
         match batch {
             Ok(()) => {
                 for (aor, _) in &sets {
@@ -622,7 +661,7 @@ impl Registrar {
         match self.store.bindings_for(aor).await {
             Ok(bs) => {
                 let now = now_unix();
-                self.cache_set(aor, bs.into_iter().filter(|b| b.expires_at > now).collect());
+                self.cache_set(aor, bs.into_iter().filter(|b| b.is_live(now)).collect());
             }
             Err(e) => warn!(aor = %aor, error = %e, "cannot reload bindings after a failed write"),
         }
@@ -634,7 +673,7 @@ impl Registrar {
         let now = now_unix();
         if let Ok(mut l) = self.location.write() {
             l.retain(|_, bs| {
-                bs.retain(|b| b.expires_at > now);
+                bs.retain(|b| b.is_live(now));
                 !bs.is_empty()
             });
         }
@@ -662,7 +701,7 @@ impl Registrar {
                 // many (from addresses the NAT does not even map).
                 l.values()
                     .flatten()
-                    .filter(|b| b.expires_at > now && reaches(b))
+                    .filter(|b| b.is_live(now) && reaches(b))
                     .filter_map(bindings::udp_nat_target)
                     .collect()
             })
@@ -700,7 +739,7 @@ impl Registrar {
     pub fn lookup(&self, aor: &str) -> Vec<Binding> {
         let now = now_unix();
         let mut bindings = self.cached(aor);
-        bindings.retain(|b| b.expires_at > now);
+        bindings.retain(|b| b.is_live(now));
         bindings
     }
 }
@@ -756,7 +795,7 @@ mod tests {
     async fn only_bindings_this_node_reaches_get_its_nat_keepalives() {
         let store = Store::connect("sqlite::memory:", 1).await.expect("connect");
         store.migrate().await.expect("migrate");
-        let cfg = crate::node::registrar_config(&crate::config::Config::default());
+        let cfg = RegistrarConfig::from_config(&crate::config::Config::default());
         let me = cfg.policy.node_id.clone();
         for (n, node, from) in [
             ("201", me.as_str(), "203.0.113.5:40000"),
@@ -845,7 +884,7 @@ mod tests {
             .replace_bindings("101", &[binding])
             .await
             .expect("bind");
-        let cfg = crate::node::registrar_config(&crate::config::Config::default());
+        let cfg = RegistrarConfig::from_config(&crate::config::Config::default());
         let r = Registrar::load(store.clone(), cfg).await.expect("load");
 
         assert_eq!(

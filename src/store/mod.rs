@@ -23,17 +23,18 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
-/// Errors of the store layer. Mapped to SIP/HTTP statuses by the callers, not here.
+/// Errors of the store layer: the store's own kinds, so no caller sees or builds a sqlx
+/// type (a database error is kept as its message). Mapped to SIP/HTTP statuses by the
+/// callers, not here.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported database URL {0:?}: expected sqlite://, postgres:// or postgresql://")]
     UnsupportedUrl(String),
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}: {reason}")]
     Connect {
         /// The URL with any password redacted.
         url: String,
-        #[source]
-        source: sqlx::Error,
+        reason: String,
     },
     #[error("cannot create the database directory {path}: {source}")]
     CreateDir {
@@ -60,8 +61,19 @@ pub enum StoreError {
     /// The caller passed a value the store refuses (see the message).
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// The database cannot be reached now: connection refused or lost, pool timed out
+    /// or closed, TLS or protocol failure, or (said by a caller) a commit that did not
+    /// finish in time. The same statement may succeed later; the registrar's outage
+    /// handling depends on telling this from the others.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A stored row does not read back as the schema says (a value out of range, a
+    /// missing column).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database refused the statement for any other reason.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Query(String),
 }
 
 impl StoreError {
@@ -70,16 +82,30 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StoreError::Connect { .. }
-                | StoreError::Database(
-                    sqlx::Error::Io(_)
-                        | sqlx::Error::PoolTimedOut
-                        | sqlx::Error::PoolClosed
-                        | sqlx::Error::Tls(_)
-                        | sqlx::Error::Protocol(_)
-                        | sqlx::Error::WorkerCrashed
-                )
+            StoreError::Connect { .. } | StoreError::Unavailable(_)
         )
+    }
+}
+
+/// The one place a sqlx error becomes a store error (so `?` works on queries inside the
+/// store); the sqlx error itself goes no further than its message.
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match e {
+            E::Io(_)
+            | E::PoolTimedOut
+            | E::PoolClosed
+            | E::Tls(_)
+            | E::Protocol(_)
+            | E::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            E::Decode(_)
+            | E::ColumnDecode { .. }
+            | E::ColumnNotFound(_)
+            | E::ColumnIndexOutOfBounds { .. }
+            | E::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
+            _ => StoreError::Query(e.to_string()),
+        }
     }
 }
 
@@ -176,6 +202,16 @@ pub struct Binding {
     /// The node that holds the flow.
     pub node_id: String,
     pub updated_at: i64,
+}
+
+impl Binding {
+    /// Whether the binding counts at `now_unix` (Unix seconds): up to, not at, its
+    /// `expires_at`. The one liveness rule for bindings, the same boundary as the store's
+    /// own live count and expiry delete (`expires_at > now`, `expires_at <= now`), so what
+    /// the registrar routes to, the API lists and the sweeper deletes agree.
+    pub fn is_live(&self, now_unix: i64) -> bool {
+        self.expires_at > now_unix
+    }
 }
 
 /// 1-32 characters of `[A-Za-z0-9._-]` (benchmarks use SIP users like `u100000`), not
@@ -440,9 +476,9 @@ impl Store {
     /// `postgres://` / `postgresql://` for PostgreSQL. Does not migrate.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         let max = max_connections.max(1);
-        let connect_err = |source| StoreError::Connect {
+        let connect_err = |e: sqlx::Error| StoreError::Connect {
             url: redact_url(url),
-            source,
+            reason: e.to_string(),
         };
         if url.starts_with("sqlite:") {
             // Durability: WAL + synchronous=FULL fsyncs the WAL on every commit, so a

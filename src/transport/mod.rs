@@ -2,10 +2,12 @@
 //! (answering unparseable requests with 400 right here, since they never become a
 //! transaction), stamps RFC 3581 `received`/`rport` on requests, and sends bytes back
 //! along the flow they belong to, opening a TCP connection when a request has none to go
-//! on. In a cluster it also carries the drain tunnel ([`crate::cluster::tunnel`]): a
-//! datagram on a VIP socket for another node's dialog goes to that node, and one this node
-//! cannot send from a VIP it no longer holds goes through the VIP's holder. Must not know
-//! about transactions, registrations or calls.
+//! on. In a cluster it also carries the drain tunnel: a datagram on a VIP socket for
+//! another node's dialog goes to that node, and one this node cannot send from a VIP it no
+//! longer holds goes through the VIP's holder. The transport defines what it needs of the
+//! tunnel ([`VipTunnel`]) and the cluster plugs its tunnel in (`set_tunnel`), so the
+//! transport knows no cluster, store or view. Must not know about transactions,
+//! registrations or calls.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,7 +22,6 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::cluster::tunnel::{self, Direction, Envelope, Tunnel};
 use crate::now_unix;
 use crate::sip::message::{
     self, error_response_for, Frame, HeaderName, Headers, SipMessage, StreamFramer, Via,
@@ -123,6 +124,64 @@ impl From<mpsc::Sender<Inbound>> for Inboxes {
     }
 }
 
+/// Which way a datagram goes through the drain tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelDirection {
+    /// From the phone to the node that has its dialog (sent by the VIP's holder).
+    In,
+    /// From the node that has the dialog to the phone (sent to the VIP's holder).
+    Out,
+    /// A CANCEL the holder has no INVITE for, to every other node: it carries no dialog
+    /// tag, so only the node with its INVITE can tell; that one answers, the others drop
+    /// it (no 481 from each).
+    Ask,
+}
+
+/// A datagram that came through the tunnel, its envelope checked and removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnelled {
+    pub dir: TunnelDirection,
+    /// Our floating-IP socket the phone talks to.
+    pub vip: SocketAddr,
+    /// The phone: the source of an `In`/`Ask` datagram, the destination of an `Out`.
+    pub phone: SocketAddr,
+    /// The message as the phone sent it, or as it must reach the phone.
+    pub message: Vec<u8>,
+}
+
+/// Why a datagram that looked tunnelled was refused (only logged: anyone can send one).
+pub type TunnelRefusal = Box<dyn std::error::Error + Send + Sync>;
+
+/// The drain tunnel as the transport needs it: the envelope (whose format and key are
+/// the cluster's) and who is where. The transport does the sending and decides when to
+/// tunnel (a VIP socket, a failed send, a CANCEL nobody here has); the cluster's
+/// `cluster::tunnel::Tunnel` implements this. Called on the receive path: no I/O, no
+/// waiting.
+pub trait VipTunnel: Send + Sync {
+    /// `data`, from or to `phone` on our VIP socket `vip`, in the envelope that another
+    /// node of the cluster accepts.
+    fn wrap(
+        &self,
+        dir: TunnelDirection,
+        vip: SocketAddr,
+        phone: SocketAddr,
+        data: &[u8],
+        now_unix: i64,
+    ) -> Vec<u8>;
+    /// A received datagram out of its envelope; `Ok(None)` when it carries none, an
+    /// error when the envelope is bad (forged, stale, malformed).
+    fn unwrap(&self, data: &[u8], now_unix: i64) -> Result<Option<Tunnelled>, TunnelRefusal>;
+    /// Our socket that tunnelled datagrams leave from (one of our UDP listeners).
+    fn own_address(&self) -> SocketAddr;
+    /// The node (its SIP address) whose dialog a message that reached one of our VIP
+    /// sockets belongs to, when that is another healthy node.
+    fn owner_of(&self, msg: &SipMessage) -> Option<SocketAddr>;
+    /// The node holding `vip` now, when that is another node.
+    fn holder_of(&self, vip: IpAddr) -> Option<SocketAddr>;
+    /// Every other healthy node's SIP address.
+    fn other_nodes(&self) -> Vec<SocketAddr>;
+}
+
 /// Sends on the node's sockets. Cheap to clone; never blocks: a full queue drops the
 /// message (UDP retransmissions or the peer's own timers recover).
 #[derive(Clone)]
@@ -140,7 +199,7 @@ struct Shared {
     inbound: Inboxes,
     shutdown: watch::Receiver<bool>,
     /// The drain tunnel, once the node has joined its cluster.
-    tunnel: std::sync::OnceLock<Tunnel>,
+    tunnel: std::sync::OnceLock<Box<dyn VipTunnel>>,
     /// When a bad tunnel envelope was last logged (Unix seconds).
     tunnel_refused_at: std::sync::atomic::AtomicI64,
 }
@@ -362,32 +421,22 @@ impl TransportHandle {
         let t = self.vip_tunnel(vip)?;
         let holder = t.holder_of(vip.ip())?;
         info!(%vip, %phone, %holder, "sending through the VIP's holder (drain)");
-        Some(self.tunnel_to(t, holder, Direction::Out, vip, phone, data))
+        Some(self.tunnel_to(t, holder, TunnelDirection::Out, vip, phone, data))
     }
 
     /// Wraps `data` (from or to `phone` on our VIP socket `vip`) and sends it from our
     /// cluster socket to the node at `node`.
     fn tunnel_to(
         &self,
-        t: &Tunnel,
+        t: &dyn VipTunnel,
         node: SocketAddr,
-        dir: Direction,
+        dir: TunnelDirection,
         vip: SocketAddr,
         phone: SocketAddr,
         data: &[u8],
     ) -> Result<(), TransportError> {
-        let env = Envelope {
-            dir,
-            node: t.node_id.clone(),
-            vip,
-            phone,
-            ts: now_unix(),
-        };
-        self.send_own(
-            t.link.own_sip,
-            node,
-            &tunnel::wrap(&t.link.secret, &env, data),
-        )
+        let wrapped = t.wrap(dir, vip, phone, data, now_unix());
+        self.send_own(t.own_address(), node, &wrapped)
     }
 
     /// Sends from exactly our socket `local`, never tunnelling.
@@ -414,16 +463,16 @@ impl TransportHandle {
 
     /// The drain tunnel, when `local` is one of our floating-IP sockets (only those carry
     /// other nodes' dialogs).
-    fn vip_tunnel(&self, local: SocketAddr) -> Option<&Tunnel> {
+    fn vip_tunnel(&self, local: SocketAddr) -> Option<&dyn VipTunnel> {
         if !self.inner.cfg.floating_udp.contains(&local) {
             return None;
         }
-        self.inner.tunnel.get()
+        self.inner.tunnel.get().map(|t| &**t)
     }
 
     /// Joins the cluster's drain tunnel (once; later calls are ignored).
-    pub fn set_tunnel(&self, tunnel: Tunnel) {
-        let _ = self.inner.tunnel.set(tunnel);
+    pub fn set_tunnel(&self, tunnel: impl VipTunnel + 'static) {
+        let _ = self.inner.tunnel.set(Box::new(tunnel));
     }
 
     /// What a received datagram is for the tunnel: `None` when the tunnel took it (sent it
@@ -433,27 +482,27 @@ impl TransportHandle {
         &self,
         data: &'a [u8],
         peer: Peer,
-    ) -> Option<(std::borrow::Cow<'a, [u8]>, Peer, Option<Direction>)> {
+    ) -> Option<(std::borrow::Cow<'a, [u8]>, Peer, Option<TunnelDirection>)> {
         let Some(t) = self.inner.tunnel.get() else {
             return Some((data.into(), peer, None));
         };
-        match tunnel::unwrap(&t.link.secret, data, now_unix()) {
+        match t.unwrap(data, now_unix()) {
             Ok(None) => Some((data.into(), peer, None)),
-            Ok(Some((env, message))) => match env.dir {
-                Direction::Out => {
-                    if self.listens_on(env.vip) {
-                        if let Err(e) = self.send_own(env.vip, env.phone, &message) {
-                            debug!(vip = %env.vip, phone = %env.phone, error = %e, "tunnelled datagram not sent");
+            Ok(Some(got)) => match got.dir {
+                TunnelDirection::Out => {
+                    if self.listens_on(got.vip) {
+                        if let Err(e) = self.send_own(got.vip, got.phone, &got.message) {
+                            debug!(vip = %got.vip, phone = %got.phone, error = %e, "tunnelled datagram not sent");
                         }
                     }
                     None
                 }
-                dir @ (Direction::In | Direction::Ask) => Some((
-                    message.into(),
+                dir @ (TunnelDirection::In | TunnelDirection::Ask) => Some((
+                    got.message.into(),
                     Peer {
                         transport: Transport::Udp,
-                        remote: env.phone,
-                        local: env.vip,
+                        remote: got.phone,
+                        local: got.vip,
                         conn: None,
                     },
                     Some(dir),
@@ -486,8 +535,14 @@ impl TransportHandle {
         info!(vip = %peer.local, phone = %peer.remote, nodes = others.len(), "asking the other nodes whose CANCEL this is (drain)");
         let data = msg.to_bytes();
         for node in others {
-            if let Err(e) = self.tunnel_to(t, node, Direction::Ask, peer.local, peer.remote, &data)
-            {
+            if let Err(e) = self.tunnel_to(
+                t,
+                node,
+                TunnelDirection::Ask,
+                peer.local,
+                peer.remote,
+                &data,
+            ) {
                 debug!(%node, error = %e, "tunnel to a node failed");
             }
         }
@@ -504,7 +559,8 @@ impl TransportHandle {
             return false;
         };
         info!(vip = %peer.local, phone = %peer.remote, %owner, "passing a message to the node with its dialog (drain)");
-        if let Err(e) = self.tunnel_to(t, owner, Direction::In, peer.local, peer.remote, data) {
+        if let Err(e) = self.tunnel_to(t, owner, TunnelDirection::In, peer.local, peer.remote, data)
+        {
             debug!(%owner, error = %e, "tunnel to the dialog's node failed");
         }
         true
@@ -820,7 +876,7 @@ async fn udp_loop(
             if tunnelled.is_none() && handle.hand_to_owner(&msg, &data, &peer) {
                 continue;
             }
-            let asked = tunnelled == Some(Direction::Ask);
+            let asked = tunnelled == Some(TunnelDirection::Ask);
             // Under overload drop rather than queue without bound: the sender retransmits.
             if let Err(InboxFull::Full) = inbound.try_send(Inbound { msg, peer, asked }) {
                 overload.dropped(remote);

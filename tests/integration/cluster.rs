@@ -283,9 +283,12 @@ async fn a_registration_written_by_one_node_reaches_the_other_nodes_cache() {
         let mut cfg = ringfort::config::Config::default();
         cfg.node.id = ringfort::config::NodeId::new("b").expect("node id");
         let b = std::sync::Arc::new(
-            ringfort::registrar::Registrar::load(store_b, ringfort::node::registrar_config(&cfg))
-                .await
-                .expect("registrar b"),
+            ringfort::registrar::Registrar::load(
+                store_b,
+                ringfort::registrar::RegistrarConfig::from_config(&cfg),
+            )
+            .await
+            .expect("registrar b"),
         );
         let (stop, stopped) = watch::channel(false);
         let follower = {

@@ -286,12 +286,16 @@ fn a_caller_leaves_voicemail_when_the_extension_is_busy_and_when_nobody_answers(
     let mut busy = phone(&node, "400", "call_uas_busy.xml");
     talking_caller(&node, "400").expect_pass(&node);
     busy.expect_pass(&node);
+    // The recorder writes the file while the caller talks: a file is there before the
+    // message is saved, so wait for the save (logged), then read the file.
+    wait_messages_left(&node, 1);
     let first = wait_for("the first message", Duration::from_secs(5), || {
         message_files(&node, "400").into_iter().next()
     });
     let mut ringing = phone(&node, "400", "call_uas_ring.xml");
     talking_caller(&node, "400").expect_pass(&node);
     ringing.expect_pass(&node);
+    wait_messages_left(&node, 2);
     let files = wait_for("the second message", Duration::from_secs(5), || {
         Some(message_files(&node, "400")).filter(|f| f.len() == 2)
     });
@@ -317,11 +321,25 @@ fn a_caller_leaves_voicemail_when_the_extension_is_busy_and_when_nobody_answers(
         2,
         "two messages logged"
     );
-    let cdrs = node.cli_ok(&["cdr"]);
+    // CDRs are written by the records writer after the call's task ends, which may be
+    // after the message is saved: wait for both, then check them.
+    let cdrs = wait_for("both calls' CDRs", Duration::from_secs(10), || {
+        Some(node.cli_ok(&["cdr"])).filter(|c| c.lines().count() >= 2)
+    });
     assert_eq!(cdrs.lines().count(), 2, "{cdrs}");
     assert!(cdrs.lines().all(|l| l.contains("\tanswered\t")), "{cdrs}");
     node.assert_no_panic();
     node.stop();
+}
+
+/// Waits until `n` voicemail messages have been saved (the app logs each once it is
+/// stored, after the caller hung up).
+fn wait_messages_left(node: &Node, n: usize) {
+    wait_for(
+        &format!("{n} saved messages"),
+        Duration::from_secs(10),
+        || (node.log_text().matches("voicemail left").count() >= n).then_some(()),
+    );
 }
 
 /// `ringfort voicemail list MAILBOX`: (id, folder, file) per message.
