@@ -591,6 +591,7 @@ impl Call {
     }
 
     /// A SIP event for this call.
+    #[must_use]
     pub fn on_sip(&mut self, input: SipIn, now: Instant) -> Vec<Command> {
         let events = match input {
             SipIn::Request { key, req, from } => {
@@ -615,6 +616,7 @@ impl Call {
     /// A key press the relay took out of `from`'s RTP goes to the other leg the way that
     /// leg takes keys: RFC 4733 events when it negotiated telephone-event, else SIP INFO
     /// (`application/dtmf-relay`, RFC 6086 with the de facto body).
+    #[must_use]
     pub fn on_dtmf(
         &mut self,
         from: Leg,
@@ -668,6 +670,7 @@ impl Call {
     }
 
     /// The relay saw no RTP for too long: hang up both legs.
+    #[must_use]
     pub fn on_media_timeout(&mut self, now: Instant) -> Vec<Command> {
         let mut out = Vec::new();
         if self.phase == Phase::Answered {
@@ -681,6 +684,7 @@ impl Call {
     /// The system ends the call (an admin's hang-up): BYE both legs once answered; while
     /// ringing, the forks are cancelled and the caller gets 480, with no dialplan
     /// fallback (the admin wants the call gone, not sent to voicemail).
+    #[must_use]
     pub fn hang_up(&mut self, now: Instant) -> Vec<Command> {
         let mut out = Vec::new();
         match self.phase {
@@ -707,6 +711,7 @@ impl Call {
     }
 
     /// Fires what is due at `now`.
+    #[must_use]
     pub fn on_timer(&mut self, now: Instant) -> Vec<Command> {
         let mut out = Vec::new();
         let events = self.dialogs.on_timer(now);

@@ -285,6 +285,7 @@ impl OutLeg {
     }
 
     /// Ends the leg from our side: CANCEL while it rings, BYE once answered.
+    #[must_use]
     pub fn hangup(&mut self, now: Instant) -> Vec<OutEvent> {
         let mut out = Vec::new();
         match self.phase {
@@ -307,6 +308,7 @@ impl OutLeg {
 
     /// Sends a key press to the callee by SIP INFO (`application/dtmf-relay`): for a
     /// callee that negotiated no telephone-event.
+    #[must_use]
     pub fn send_info_digit(&mut self, digit: Digit, now: Instant) -> Vec<OutEvent> {
         let mut out = Vec::new();
         let (Phase::Answered, Some(w)) = (self.phase, self.winner.clone()) else {
@@ -329,6 +331,7 @@ impl OutLeg {
         out
     }
 
+    #[must_use]
     pub fn on_sip(&mut self, input: SipIn, now: Instant) -> Vec<OutEvent> {
         let events = match input {
             SipIn::Request { key, req, from } => {
@@ -357,6 +360,7 @@ impl OutLeg {
         out
     }
 
+    #[must_use]
     pub fn on_timer(&mut self, now: Instant) -> Vec<OutEvent> {
         let mut out = Vec::new();
         let evs = self.dialogs.on_timer(now);

@@ -244,6 +244,7 @@ impl Election {
 
     /// First commands: drop the address (a previous run of this node may have left it
     /// configured; we hold nothing until the database says so), then read the lease.
+    #[must_use]
     pub fn start(&mut self, _now: Instant) -> Vec<Command> {
         self.in_flight = Some(InFlight::Read);
         vec![Command::DropAddress, Command::ReadLease]
@@ -297,6 +298,7 @@ impl Election {
     }
 
     /// Time passes: drop the address when the hold window ends, renew, read, acquire.
+    #[must_use]
     pub fn tick(&mut self, now: Instant) -> Vec<Command> {
         let mut out = Vec::new();
         match &mut self.role {
@@ -338,6 +340,7 @@ impl Election {
     }
 
     /// The lease row was read, or the read failed.
+    #[must_use]
     pub fn lease_read(&mut self, now: Instant, lease: LeaseRead) -> Vec<Command> {
         if self.in_flight == Some(InFlight::Read) {
             self.in_flight = None;
@@ -369,6 +372,7 @@ impl Election {
     }
 
     /// The conditional acquire returned.
+    #[must_use]
     pub fn acquire_result(&mut self, now: Instant, outcome: AcquireOutcome) -> Vec<Command> {
         let Some(InFlight::Acquire { sent }) = self.in_flight else {
             return Vec::new();
@@ -416,6 +420,7 @@ impl Election {
     }
 
     /// A renewal returned.
+    #[must_use]
     pub fn renew_result(&mut self, now: Instant, outcome: RenewOutcome) -> Vec<Command> {
         let Some(InFlight::Renew { sent }) = self.in_flight else {
             return Vec::new();
@@ -472,6 +477,7 @@ impl Election {
     /// The address could not be added (no such interface, no permission): serving the
     /// VIP from here is impossible, so hand it over (drop, release) and stay away for a
     /// lease period, letting a node that can serve it take it.
+    #[must_use]
     pub fn address_failed(&mut self, now: Instant) -> Vec<Command> {
         let Role::Holder { term, .. } = self.role else {
             return Vec::new();
@@ -491,6 +497,7 @@ impl Election {
     /// when the chosen node never comes (its reserved row expires after one); the
     /// process keeps running and its calls in progress with it. A handover to this node
     /// itself changes nothing.
+    #[must_use]
     pub fn hand_over(&mut self, now: Instant, to: Option<String>) -> Vec<Command> {
         let Role::Holder { term, .. } = self.role else {
             return Vec::new();
@@ -513,6 +520,7 @@ impl Election {
 
     /// Graceful stop (shutdown, handover): drop the address, then end the lease so another
     /// node can take it at its next check instead of waiting for the expiry.
+    #[must_use]
     pub fn release(&mut self, _now: Instant) -> Vec<Command> {
         let out = match self.role {
             Role::Holder { term, .. } => vec![Command::DropAddress, Command::Release { term }],

@@ -390,8 +390,11 @@ impl Core {
                 header,
                 stale,
             } => {
+                // A challenge keeps no transaction (RFC 3261 8.2.7): a retransmission is
+                // challenged anew. An INVITE's 407 still waits for its ACK.
                 let r = self.registrar.challenge_with(&req, stale, status, header);
-                self.respond(&key, r, now);
+                let actions = self.layer.respond_stateless(&key, r, now);
+                self.act_all(actions, now);
             }
             Decision::Register { aor } => self.register(key, req, from, aor, now),
             Decision::Subscribe { subscriber } => {

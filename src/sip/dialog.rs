@@ -1559,6 +1559,7 @@ impl DialogSet {
 
     /// The transaction layer reported a CANCEL for INVITE server transaction `key`: we
     /// answer that INVITE with 487 and end the early dialog.
+    #[must_use]
     pub fn on_cancel(&mut self, key: &TxKey, now: Instant) -> Vec<DialogEvent> {
         let mut out = Vec::new();
         for d in self.dialogs.values_mut() {
@@ -1712,6 +1713,7 @@ impl DialogSet {
     }
 
     /// An ACK for a 2xx (from `Action::Ack2xx`).
+    #[must_use]
     pub fn on_ack(&mut self, req: Request, now: Instant) -> Vec<DialogEvent> {
         let _ = now;
         let (Ok(to), Ok(fr)) = (to_header(&req.headers), from_header(&req.headers)) else {
@@ -1734,6 +1736,7 @@ impl DialogSet {
 
     /// A response to a request we sent: `key` from `Action::Response`, None for an
     /// `Action::StrayResponse` (a 2xx retransmission after the transaction ended).
+    #[must_use]
     pub fn on_response(
         &mut self,
         key: Option<TxKey>,
@@ -1779,6 +1782,7 @@ impl DialogSet {
     }
 
     /// A client transaction of ours timed out or hit a transport error: handled as a 408.
+    #[must_use]
     pub fn on_timeout(&mut self, key: &TxKey, now: Instant) -> Vec<DialogEvent> {
         let req = self
             .invites
@@ -1968,6 +1972,7 @@ impl DialogSet {
 
     /// Fires every timer due at `now`: 2xx and reliable 1xx retransmissions and their
     /// give-ups, glare retries, session refresh and expiry, purges.
+    #[must_use]
     pub fn on_timer(&mut self, now: Instant) -> Vec<DialogEvent> {
         let mut out = Vec::new();
         let linger = self.cfg.timers.t1 * 64;

@@ -246,8 +246,10 @@ type TimerId = (Instant, u64);
 struct Tx {
     state: State,
     peer: Peer,
-    /// Client: the request to retransmit. Server: the request received.
-    request: Request,
+    /// Client: the request to retransmit (and to build its ACK and CANCEL from). A server
+    /// transaction keeps none: it answers with `last_response`, and a copy of every
+    /// received request held for Timer J would double what a busy registrar keeps.
+    request: Option<Request>,
     /// Server: the last response sent, re-sent on request retransmissions and Timer G.
     last_response: Option<Response>,
     /// Client INVITE: the ACK for a non-2xx final response.
@@ -260,7 +262,7 @@ struct Tx {
 }
 
 impl Tx {
-    fn new(state: State, peer: Peer, request: Request, t1: Duration) -> Tx {
+    fn new(state: State, peer: Peer, request: Option<Request>, t1: Duration) -> Tx {
         Tx {
             state,
             peer,
@@ -337,6 +339,7 @@ impl TransactionLayer {
     }
 
     /// An incoming message, already parsed and validated, from the flow `from`.
+    #[must_use]
     pub fn on_message(&mut self, msg: SipMessage, from: Peer, now: Instant) -> Vec<Action> {
         match msg {
             SipMessage::Request(req) => self.on_request(req, from, now),
@@ -371,7 +374,7 @@ impl TransactionLayer {
             to,
         }];
         self.txs
-            .insert(key.clone(), Tx::new(state, to, req, self.timers.t1));
+            .insert(key.clone(), Tx::new(state, to, Some(req), self.timers.t1));
         let (retransmit, timeout) = if invite {
             (TimerKind::A, TimerKind::B)
         } else {
@@ -387,6 +390,7 @@ impl TransactionLayer {
     /// The TU answers a server transaction. Ignored (nothing returned) when the
     /// transaction is gone or its state takes no response: after a final response only a
     /// 2xx to an INVITE in Accepted is sent again (the TU's 2xx retransmissions, RFC 6026).
+    #[must_use]
     pub fn respond(&mut self, key: &TxKey, resp: Response, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         if !key.is_server || !(100..=699).contains(&resp.status) {
@@ -439,7 +443,38 @@ impl TransactionLayer {
         out
     }
 
+    /// The TU answers a non-INVITE server transaction with a final response and keeps
+    /// nothing: the transaction ends as the response goes (RFC 3261 8.2.7, a stateless
+    /// UAS, as for a challenge to an unauthenticated request). A retransmission of the
+    /// request then starts a new transaction and the TU answers it anew (a fresh
+    /// challenge), instead of this layer holding the answer for Timer J (32 s over UDP):
+    /// at thousands of REGISTERs a second that is most of a registrar's memory. Anything
+    /// else (an INVITE, a provisional response) is answered as [`Self::respond`] does.
+    #[must_use]
+    pub fn respond_stateless(&mut self, key: &TxKey, resp: Response, now: Instant) -> Vec<Action> {
+        let stateless = key.is_server
+            && !key.is_invite()
+            && resp.status >= 200
+            && self
+                .txs
+                .get(key)
+                .is_some_and(|tx| matches!(tx.state, State::Trying | State::Proceeding));
+        if !stateless {
+            return self.respond(key, resp, now);
+        }
+        let mut out = Vec::new();
+        if let Some(tx) = self.txs.get(key) {
+            out.push(Action::Send {
+                msg: SipMessage::Response(resp),
+                to: tx.peer,
+            });
+        }
+        self.terminate(key, &mut out);
+        out
+    }
+
     /// Processes every timer due at or before `now`.
+    #[must_use]
     pub fn on_timer(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         while let Some((&id, _)) = self.queue.first_key_value() {
@@ -460,6 +495,7 @@ impl TransactionLayer {
     /// The caller could not send a message of this transaction at `now`: it ends, the TU
     /// is told. (The end is immediate whatever the time; `now` is taken like every other
     /// input's so the layer never needs a clock of its own.)
+    #[must_use]
     pub fn transport_error(&mut self, key: &TxKey, _now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         if self.txs.contains_key(key) {
@@ -482,7 +518,7 @@ impl TransactionLayer {
         if !matches!(tx.state, State::Calling | State::Proceeding) {
             return None;
         }
-        let inv = &tx.request;
+        let inv = tx.request.as_ref()?;
         let (num, _) = cseq(&inv.headers).ok()?;
         let mut h = Headers::new();
         h.push(HeaderName::Via, inv.headers.list(&HeaderName::Via).next()?);
@@ -537,11 +573,11 @@ impl TransactionLayer {
                 msg: SipMessage::Response(trying.clone()),
                 to: from,
             });
-            let mut tx = Tx::new(State::Proceeding, from, req.clone(), self.timers.t1);
+            let mut tx = Tx::new(State::Proceeding, from, None, self.timers.t1);
             tx.last_response = Some(trying);
             self.txs.insert(key.clone(), tx);
         } else {
-            let tx = Tx::new(State::Trying, from, req.clone(), self.timers.t1);
+            let tx = Tx::new(State::Trying, from, None, self.timers.t1);
             self.txs.insert(key.clone(), tx);
         }
         out.push(Action::Request { key, req, from });
@@ -610,7 +646,7 @@ impl TransactionLayer {
             to: from,
         });
         out.extend(cancel);
-        let mut tx = Tx::new(State::Completed, from, req, self.timers.t1);
+        let mut tx = Tx::new(State::Completed, from, None, self.timers.t1);
         tx.last_response = Some(resp);
         let reliable = tx.reliable();
         self.txs.insert(key.clone(), tx);
@@ -654,12 +690,14 @@ impl TransactionLayer {
                         self.schedule(&key, TimerKind::M, now + t.t1x64());
                     } else {
                         tx.state = State::Completed;
-                        let ack = build_ack(&tx.request, &resp);
-                        out.push(Action::Send {
-                            msg: SipMessage::Request(ack.clone()),
-                            to: tx.peer,
-                        });
-                        tx.ack = Some(ack);
+                        if let Some(invite) = &tx.request {
+                            let ack = build_ack(invite, &resp);
+                            out.push(Action::Send {
+                                msg: SipMessage::Request(ack.clone()),
+                                to: tx.peer,
+                            });
+                            tx.ack = Some(ack);
+                        }
                         out.push(Action::Response {
                             key: key.clone(),
                             resp,
@@ -714,19 +752,19 @@ impl TransactionLayer {
         };
         match (kind, tx.state) {
             (TimerKind::A, State::Calling) => {
-                out.push(Action::Send {
-                    msg: SipMessage::Request(tx.request.clone()),
+                out.extend(tx.request.clone().map(|r| Action::Send {
+                    msg: SipMessage::Request(r),
                     to: tx.peer,
-                });
+                }));
                 tx.interval = tx.interval.saturating_mul(2);
                 let at = now + tx.interval;
                 self.schedule(key, TimerKind::A, at);
             }
             (TimerKind::E, State::Trying | State::Proceeding) => {
-                out.push(Action::Send {
-                    msg: SipMessage::Request(tx.request.clone()),
+                out.extend(tx.request.clone().map(|r| Action::Send {
+                    msg: SipMessage::Request(r),
                     to: tx.peer,
-                });
+                }));
                 tx.interval = if tx.state == State::Trying {
                     (tx.interval.saturating_mul(2)).min(t.t2)
                 } else {
@@ -1011,6 +1049,58 @@ Content-Length: 0\r\n\r\n",
         assert_eq!(l.next_deadline(), None);
     }
 
+    /// A stateless answer to a non-INVITE (a challenge) ends the transaction at once: no
+    /// timer, nothing kept; the request's retransmission is a new request for the TU. An
+    /// INVITE, or a provisional answer, is answered statefully as `respond` does.
+    #[test]
+    fn a_stateless_answer_keeps_nothing_and_a_retransmission_is_asked_again() {
+        let t0 = Instant::now();
+        let mut l = layer();
+        let from = server_peer(Transport::Udp);
+        let reg = request("REGISTER", "z9hG4bKs", Transport::Udp);
+        let acts = l.on_message(reg.clone().into(), from, t0);
+        let Some(Action::Request { key, .. }) = acts.first().cloned() else {
+            panic!("a new request: {acts:?}");
+        };
+        let challenge = response(&reg, 401);
+        let acts = l.respond_stateless(&key, challenge.clone(), t0);
+        assert_eq!(
+            acts,
+            vec![
+                Action::Send {
+                    msg: challenge.into(),
+                    to: from
+                },
+                Action::Terminated { key: key.clone() }
+            ]
+        );
+        assert!(l.is_empty());
+        assert_eq!(l.next_deadline(), None);
+        let acts = l.on_message(reg.clone().into(), from, t0 + secs(0.5));
+        assert!(
+            matches!(&acts[..], [Action::Request { key: k, .. }] if *k == key),
+            "{acts:?}"
+        );
+        // A provisional answer is no end: the transaction stays, and the final one after
+        // it may still be stateless.
+        let trying = response(&reg, 100);
+        assert_eq!(sent(&l.respond_stateless(&key, trying, t0)).len(), 1);
+        assert_eq!(l.state(&key), Some(State::Proceeding));
+        let acts = l.respond_stateless(&key, response(&reg, 401), t0);
+        assert!(has_terminated(&acts));
+        assert!(l.is_empty());
+        // An INVITE's final answer is stateful (it waits for its ACK, Timer G/H).
+        let inv = request("INVITE", "z9hG4bKi", Transport::Udp);
+        let acts = l.on_message(inv.clone().into(), from, t0);
+        let Some(Action::Request { key, .. }) = acts.into_iter().nth(1) else {
+            panic!("a new INVITE");
+        };
+        let acts = l.respond_stateless(&key, response(&inv, 407), t0);
+        assert_eq!(sent(&acts).len(), 1);
+        assert_eq!(l.state(&key), Some(State::Completed));
+        assert_eq!(l.next_deadline(), Some(t0 + secs(0.5)));
+    }
+
     #[test]
     fn late_timer_tick_does_not_burst() {
         // A caller that ticks late gets one retransmission, not the whole backlog, and
@@ -1252,7 +1342,7 @@ Content-Length: 0\r\n\r\n",
         // No timers while waiting for the TU.
         assert_eq!(l.next_deadline(), None);
         // Finish it to check cleanup.
-        l.respond(&key, response(&inv, 200), t0 + secs(2.0));
+        let _ = l.respond(&key, response(&inv, 200), t0 + secs(2.0));
         run_timers(&mut l, t0, secs(100.0));
         assert!(l.is_empty());
     }
@@ -1309,7 +1399,7 @@ Content-Length: 0\r\n\r\n",
             panic!()
         };
         let key = key.clone();
-        l.respond(&key, response(&inv, 404), t0 + secs(1.0));
+        let _ = l.respond(&key, response(&inv, 404), t0 + secs(1.0));
         let ev = run_timers(&mut l, t0, secs(100.0));
         assert_eq!(
             resend_instants(&ev),
@@ -1327,7 +1417,7 @@ Content-Length: 0\r\n\r\n",
         };
         let key = key.clone();
         let busy = response(&inv, 486);
-        l.respond(&key, busy.clone(), t0);
+        let _ = l.respond(&key, busy.clone(), t0);
         assert_eq!(l.len(), 1);
         let acts = l.on_message(build_ack(&inv, &busy).into(), from, t0 + secs(0.1));
         assert!(has_terminated(&acts));
@@ -1444,7 +1534,7 @@ Content-Length: 0\r\n\r\n",
             panic!()
         };
         let key = key.clone();
-        l.respond(&key, response(&inv, 180), t0);
+        let _ = l.respond(&key, response(&inv, 180), t0);
         assert!(!l.was_cancelled(&key));
         let cancel = request("CANCEL", "z9hG4bKs", Transport::Udp);
         let acts = l.on_message(cancel.clone().into(), from, t0 + secs(1.0));
@@ -1481,7 +1571,7 @@ Content-Length: 0\r\n\r\n",
             sent_statuses(&l.respond(&key, term.clone(), t0 + secs(1.5))),
             vec![487]
         );
-        l.on_message(build_ack(&inv, &term).into(), from, t0 + secs(1.6));
+        let _ = l.on_message(build_ack(&inv, &term).into(), from, t0 + secs(1.6));
         assert_eq!(l.len(), 2, "INVITE in Confirmed, CANCEL in Completed");
         run_timers(&mut l, t0, secs(100.0));
         assert!(l.is_empty());
@@ -1518,7 +1608,7 @@ Content-Length: 0\r\n\r\n",
         let key = key.clone();
         let cancel = request("CANCEL", "z9hG4bKs", Transport::Udp);
         assert!(l.knows_cancel(&cancel), "its INVITE is live");
-        l.respond(&key, response(&inv, 200), t0);
+        let _ = l.respond(&key, response(&inv, 200), t0);
         assert!(!l.was_cancelled(&key), "answered before the CANCEL came");
         let acts = l.on_message(cancel.into(), from, t0 + secs(1.0));
         assert_eq!(sent_statuses(&acts), vec![200]);
@@ -1540,7 +1630,7 @@ Content-Length: 0\r\n\r\n",
         let inv = request("INVITE", "z9hG4bKa", Transport::Udp);
         let to = server_peer(Transport::Udp);
         let (key, _) = l.send_request(inv.clone(), to, t0).expect("send");
-        l.on_message(response(&inv, 180).into(), to, t0);
+        let _ = l.on_message(response(&inv, 180).into(), to, t0);
         let cancel = l.build_cancel(&key).expect("cancel");
         assert_eq!(cancel.method, Method::Cancel);
         assert_eq!(cancel.uri, inv.uri);
@@ -1641,7 +1731,7 @@ Content-Length: 0\r\n\r\n",
         let key = key.clone();
         assert_eq!(l.on_message(inv.clone().into(), from, t0).len(), 1);
         let busy = response(&inv, 486);
-        l.respond(&key, busy.clone(), t0);
+        let _ = l.respond(&key, busy.clone(), t0);
         let acts = l.on_message(build_ack(&inv, &busy).into(), from, t0);
         assert!(acts.is_empty());
         assert_eq!(l.state(&key), Some(State::Confirmed));

@@ -157,6 +157,7 @@ impl Subscriptions {
     /// `counts` are the requested mailbox's (ignored in a dialog: the last ones sent are
     /// kept up to date by [`Subscriptions::on_counts`]). `local_contact` is our Contact
     /// on that flow.
+    #[must_use]
     pub fn on_subscribe(
         &mut self,
         req: &Request,
@@ -315,6 +316,7 @@ impl Subscriptions {
 
     /// A mailbox's counts changed: a NOTIFY to each of its subscriptions that was told
     /// otherwise.
+    #[must_use]
     pub fn on_counts(
         &mut self,
         mailbox: &str,
@@ -352,6 +354,7 @@ impl Subscriptions {
     }
 
     /// Ends the subscriptions that were not refreshed: a last NOTIFY each, terminated.
+    #[must_use]
     pub fn on_timer(&mut self, now: Instant) -> Vec<MwiOut> {
         let mut expired: Vec<SubId> = self
             .subs
