@@ -293,6 +293,7 @@ impl AppLeg {
             SipIn::Cancel(key) => self.dialogs.on_cancel(&key, now),
             SipIn::Response { key, resp } => self.dialogs.on_response(key, resp, now),
             SipIn::Timeout(key) => self.dialogs.on_timeout(&key, now),
+            SipIn::Unsent(key) => self.dialogs.on_transport_error(&key, now),
         };
         let mut out = Vec::new();
         self.absorb(events, now, &mut out);

@@ -670,7 +670,7 @@ fn call_id_of(input: &SipIn) -> Option<&str> {
     let headers = match input {
         SipIn::Request { req, .. } | SipIn::Ack(req) => &req.headers,
         SipIn::Response { resp, .. } => &resp.headers,
-        SipIn::Cancel(_) | SipIn::Timeout(_) => return None,
+        SipIn::Cancel(_) | SipIn::Timeout(_) | SipIn::Unsent(_) => return None,
     };
     headers.get(&crate::sip::message::HeaderName::CallId)
 }
@@ -699,7 +699,7 @@ impl AppCall {
     /// Timeouts name a transaction only: every leg looks (only its owner knows it).
     async fn on_sip(&mut self, input: SipIn) {
         let now = now();
-        if let SipIn::Timeout(_) = input {
+        if let SipIn::Timeout(_) | SipIn::Unsent(_) = input {
             let outs = self.leg.on_sip(input.clone(), now);
             self.apply(outs).await;
             for old in &mut self.retired {

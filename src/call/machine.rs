@@ -207,8 +207,11 @@ pub enum SipIn {
     Cancel(TxKey),
     /// A response to a request the call sent (`key` None: a stray 2xx retransmission).
     Response { key: Option<TxKey>, resp: Response },
-    /// A client transaction of the call timed out or hit a transport error.
+    /// A client transaction of the call timed out (no response: a 408).
     Timeout(TxKey),
+    /// A client transaction's request could not be sent (the connection failed): a 503,
+    /// as RFC 3261 8.1.3.1 has a transport failure count.
+    Unsent(TxKey),
 }
 
 /// What the call asks its task to do.
@@ -607,6 +610,7 @@ impl Call {
             SipIn::Cancel(key) => self.dialogs.on_cancel(&key, now),
             SipIn::Response { key, resp } => self.dialogs.on_response(key, resp, now),
             SipIn::Timeout(key) => self.dialogs.on_timeout(&key, now),
+            SipIn::Unsent(key) => self.dialogs.on_transport_error(&key, now),
         };
         let mut out = Vec::new();
         self.absorb(events, now, &mut out);

@@ -354,6 +354,7 @@ impl OutLeg {
             SipIn::Cancel(_) => Vec::new(),
             SipIn::Response { key, resp } => self.dialogs.on_response(key, resp, now),
             SipIn::Timeout(key) => self.dialogs.on_timeout(&key, now),
+            SipIn::Unsent(key) => self.dialogs.on_transport_error(&key, now),
         };
         let mut out = Vec::new();
         self.absorb(events, now, &mut out);

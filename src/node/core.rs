@@ -188,10 +188,18 @@ impl Core {
             let deadline = self.layer.next_deadline();
             tokio::select! {
                 m = inputs.inbound.recv() => match m {
-                    Some(Inbound { msg, peer, asked }) => {
+                    Some(Inbound::Message { msg, peer, asked }) => {
                         let now = now();
                         let actions = self.on_inbound(msg, peer, asked, now);
                         self.act_all(actions, now);
+                    }
+                    Some(Inbound::Unsent { request, peer, reason }) => {
+                        debug!(to = %peer.remote, %reason, method = %request.method, "request not sent");
+                        if let Some(key) = TxKey::client(&request) {
+                            let now = now();
+                            let actions = self.layer.transport_error(&key, now);
+                            self.act_all(actions, now);
+                        }
                     }
                     None => return,
                 },
@@ -336,10 +344,16 @@ impl Core {
                         .deliver(call, SipIn::Response { key: None, resp });
                 }
             }
-            Action::Timeout { key } | Action::TransportError { key } => {
-                debug!(?key, "transaction timed out or failed");
+            Action::Timeout { key } => {
+                debug!(?key, "transaction timed out");
                 if let Some(call) = self.calls.by_tx.get(&key).copied() {
                     self.calls.deliver(call, SipIn::Timeout(key));
+                }
+            }
+            Action::TransportError { key } => {
+                debug!(?key, "transaction failed: its request could not be sent");
+                if let Some(call) = self.calls.by_tx.get(&key).copied() {
+                    self.calls.deliver(call, SipIn::Unsent(key));
                 }
             }
             Action::Terminated { key } => {

@@ -1781,9 +1781,28 @@ impl DialogSet {
         }
     }
 
-    /// A client transaction of ours timed out or hit a transport error: handled as a 408.
+    /// A client transaction of ours timed out: handled as a 408.
     #[must_use]
     pub fn on_timeout(&mut self, key: &TxKey, now: Instant) -> Vec<DialogEvent> {
+        self.on_failed(key, 408, reason_phrase(408), now)
+    }
+
+    /// A client transaction's request could not be sent (a transport error): handled as
+    /// a 503 (RFC 3261 8.1.3.1).
+    #[must_use]
+    pub fn on_transport_error(&mut self, key: &TxKey, now: Instant) -> Vec<DialogEvent> {
+        self.on_failed(key, 503, "Service Unavailable (transport failure)", now)
+    }
+
+    /// A client transaction that ended without a response, as the response `status`
+    /// synthesized for it.
+    fn on_failed(
+        &mut self,
+        key: &TxKey,
+        status: u16,
+        reason: &str,
+        now: Instant,
+    ) -> Vec<DialogEvent> {
         let req = self
             .invites
             .values()
@@ -1801,8 +1820,8 @@ impl DialogSet {
         let Some(req) = req else {
             return Vec::new();
         };
-        // The synthesized 408 carries the To tag of the dialog the request was in.
-        let resp = Response::for_request(&req, 408, reason_phrase(408));
+        // The synthesized response carries the To tag of the dialog the request was in.
+        let resp = Response::for_request(&req, status, reason);
         self.on_response(Some(key.clone()), resp, now)
     }
 
@@ -3358,6 +3377,19 @@ mod tests {
         let evs = h.a.on_timeout(&key, h.now);
         assert!(matches!(&evs[..],
             [DialogEvent::InviteFailed { resp, .. }] if resp.status == 408));
+    }
+
+    /// RFC 3261 8.1.3.1: a request that could not be sent fails as a 503, not as a
+    /// timeout (a phone whose connection is refused is unavailable, not unanswering).
+    #[test]
+    fn invite_transport_error_is_a_503_failure() {
+        let mut h = Harness::new(1);
+        h.drop_to_b = true;
+        let inv = h.call(sdp("offer"));
+        let key = h.a.invite_key(&inv).expect("key").clone();
+        let evs = h.a.on_transport_error(&key, h.now);
+        assert!(matches!(&evs[..],
+            [DialogEvent::InviteFailed { resp, .. }] if resp.status == 503));
     }
 
     #[test]

@@ -62,13 +62,35 @@ pub struct TransportConfig {
     pub tcp_max_connections: usize,
 }
 
-/// A received message and the flow it came on.
+/// What the transport hands up.
 #[derive(Debug)]
-pub struct Inbound {
-    pub msg: SipMessage,
-    pub peer: Peer,
-    /// Another node asks whether this CANCEL is ours (drain tunnel): answer it only if so.
-    pub asked: bool,
+pub enum Inbound {
+    /// A received message and the flow it came on.
+    Message {
+        msg: SipMessage,
+        peer: Peer,
+        /// Another node asks whether this CANCEL is ours (drain tunnel): answer it only
+        /// if so.
+        asked: bool,
+    },
+    /// A request we were asked to send could not go: the connection to `peer` could not
+    /// be opened (`reason`). Its transaction has failed (RFC 3261 8.1.3.1, 17.1.4);
+    /// what that means in SIP is the transaction layer's to say, not ours.
+    Unsent {
+        request: message::Request,
+        peer: Peer,
+        reason: String,
+    },
+}
+
+impl Inbound {
+    fn call_id(&self) -> &str {
+        let headers = match self {
+            Inbound::Message { msg, .. } => msg.headers(),
+            Inbound::Unsent { request, .. } => &request.headers,
+        };
+        headers.get(&HeaderName::CallId).unwrap_or_default()
+    }
 }
 
 /// Where received messages go: one queue per signalling shard, chosen by the message's
@@ -87,15 +109,14 @@ impl Inboxes {
         }
     }
 
-    fn queue(&self, msg: &SipMessage) -> &mpsc::Sender<Inbound> {
-        let call_id = msg.headers().get(&HeaderName::CallId).unwrap_or_default();
-        let shard = ShardId::of(call_id, self.shards.len());
+    fn queue(&self, m: &Inbound) -> &mpsc::Sender<Inbound> {
+        let shard = ShardId::of(m.call_id(), self.shards.len());
         &self.shards[shard.index]
     }
 
     /// Queues a message for its shard without waiting; a full queue drops it.
     pub fn try_send(&self, m: Inbound) -> Result<(), InboxFull> {
-        self.queue(&m.msg).try_send(m).map_err(|e| match e {
+        self.queue(&m).try_send(m).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => InboxFull::Full,
             mpsc::error::TrySendError::Closed(_) => InboxFull::Closed,
         })
@@ -104,7 +125,7 @@ impl Inboxes {
     /// Queues a message for its shard, waiting for room (stream transports: the
     /// connection stops reading meanwhile, which is TCP's back-pressure).
     pub async fn send(&self, m: Inbound) -> Result<(), mpsc::error::SendError<Inbound>> {
-        self.queue(&m.msg).send(m).await
+        self.queue(&m).send(m).await
     }
 }
 
@@ -297,8 +318,8 @@ impl TransportHandle {
 
     /// Opens a TCP connection to `to.remote` (from our address `to.local`) for a request
     /// that has none, queueing the request to go once it is up. A connection that cannot
-    /// be made answers each queued request with a 503 of our own, as RFC 3261 8.1.3.1
-    /// says a transport failure counts, so the transaction ends at once.
+    /// be made hands each queued request back as [`Inbound::Unsent`], so its transaction
+    /// ends at once (RFC 3261 8.1.3.1), not at its timeout.
     fn connect(&self, to: &Peer, first: Bytes) -> Result<(), TransportError> {
         if self.connection_count() >= self.inner.cfg.tcp_max_connections {
             return Err(TransportError::Busy);
@@ -355,18 +376,20 @@ impl TransportHandle {
                         conn: None,
                     };
                     while let Ok(bytes) = rx.try_recv() {
-                        if let Some(resp) = unsent_request_failed(&bytes, &reason) {
-                            let msg = SipMessage::Response(resp);
-                            let _ = handle
-                                .inner
-                                .inbound
-                                .send(Inbound {
-                                    msg,
-                                    peer,
-                                    asked: false,
-                                })
-                                .await;
+                        // An ACK has no transaction to fail; anything else unparseable
+                        // was never ours.
+                        let Ok(SipMessage::Request(request)) = message::parse(&bytes) else {
+                            continue;
+                        };
+                        if request.method == message::Method::Ack {
+                            continue;
                         }
+                        let unsent = Inbound::Unsent {
+                            request,
+                            peer,
+                            reason: reason.clone(),
+                        };
+                        let _ = handle.inner.inbound.send(unsent).await;
                     }
                 }
             }
@@ -600,17 +623,6 @@ async fn open_stream(local: SocketAddr, remote: SocketAddr) -> std::io::Result<T
         sock.bind(SocketAddr::new(local.ip(), 0))?;
     }
     sock.connect(remote).await
-}
-
-/// The 503 that stands for a request we could not send (not for an ACK, which has no
-/// response).
-fn unsent_request_failed(bytes: &[u8], reason: &str) -> Option<message::Response> {
-    match message::parse(bytes) {
-        Ok(SipMessage::Request(req)) if req.method != message::Method::Ack => Some(
-            message::Response::for_request(&req, 503, &format!("Service Unavailable ({reason})")),
-        ),
-        _ => None,
-    }
 }
 
 /// Where a UDP response goes: Via `received` (else sent-by host) and `rport` (else the
@@ -878,7 +890,7 @@ async fn udp_loop(
             }
             let asked = tunnelled == Some(TunnelDirection::Ask);
             // Under overload drop rather than queue without bound: the sender retransmits.
-            if let Err(InboxFull::Full) = inbound.try_send(Inbound { msg, peer, asked }) {
+            if let Err(InboxFull::Full) = inbound.try_send(Inbound::Message { msg, peer, asked }) {
                 overload.dropped(remote);
             }
         }
@@ -972,7 +984,7 @@ async fn tcp_connection(
                         Ok(Some(Frame::Message(bytes))) => {
                             if let Some(msg) = accept_bytes(&bytes, &peer, &handle) {
                                 if inbound
-                                    .send(Inbound {
+                                    .send(Inbound::Message {
                                         msg,
                                         peer,
                                         asked: false,
