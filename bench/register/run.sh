@@ -428,6 +428,8 @@ keep_log() {               # keep_log PEER LABEL
   kill -0 "${PID[$p]:-0}" 2>/dev/null || echo "# $label DIED during the run" >>"$OUT"
 }
 
+note() { log "$*"; echo "# $*" >>"$OUT"; }   # to the terminal and into the results
+
 one_rate() {               # one_rate RATE PEER...: a step per peer, in the given order
   local R=$1 peer; shift
   for peer in "$@"; do
@@ -457,14 +459,14 @@ if [ -n "${RATES// }" ]; then
         if [ "${PASSED[$p]:-0}" = 1 ] || [ "$UNTIL_FAIL_ALL" = 1 ]; then go+=("$p"); fi
       done
       alive=0; for p in "${RUN_PEERS[@]}"; do [ "${PASSED[$p]:-0}" = 1 ] && alive=1; done
-      if [ $alive = 0 ]; then log "until-fail: every peer failed its last step (at $last/s)"; break; fi
-      if [ "$last" -ge "$MAX_RATE" ]; then log "until-fail: reached MAX_RATE=$MAX_RATE"; break; fi
-      if [ $added -ge "$UNTIL_FAIL_MAX_STEPS" ]; then log "until-fail: UNTIL_FAIL_MAX_STEPS=$UNTIL_FAIL_MAX_STEPS steps added, stopping"; break; fi
-      if [ $SECONDS -ge $deadline ]; then log "until-fail: UNTIL_FAIL_MAX_S=$UNTIL_FAIL_MAX_S s used up, stopping"; break; fi
+      if [ $alive = 0 ]; then note "until-fail: every peer failed its last step (at $last/s)"; break; fi
+      if [ "$last" -ge "$MAX_RATE" ]; then note "until-fail: reached MAX_RATE=$MAX_RATE"; break; fi
+      if [ $added -ge "$UNTIL_FAIL_MAX_STEPS" ]; then note "until-fail: UNTIL_FAIL_MAX_STEPS=$UNTIL_FAIL_MAX_STEPS steps added, stopping"; break; fi
+      if [ $SECONDS -ge $deadline ]; then note "until-fail: UNTIL_FAIL_MAX_S=$UNTIL_FAIL_MAX_S s used up, stopping"; break; fi
       next=$(( (last * 3 / 2 + 500) / 1000 * 1000 ))
       [ $next -le "$last" ] && next=$((last + 1000))
       [ $next -gt "$MAX_RATE" ] && next=$MAX_RATE
-      log "until-fail: step $((added + 1)) at $next/s: ${go[*]}"
+      note "until-fail: step $((added + 1)) at $next/s: ${go[*]}"
       one_rate "$next" "${go[@]}"
       last=$next; added=$((added + 1))
       reverse "${order[@]}"; order=("${REV[@]}")
