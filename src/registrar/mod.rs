@@ -14,7 +14,7 @@
 pub mod bindings;
 pub mod outage;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use crate::dialplan::ExtensionState;
 use crate::sip::digest::{constant_time_eq, Algorithm, Credentials, NonceCheck, NonceManager};
 use crate::sip::message::{reason_phrase, HeaderName, Request, Response};
 use crate::sip::Peer;
-use crate::store::{Binding, Extension, Store, StoreError};
+use crate::store::{Binding, Extension, ExtensionsFingerprint, Store, StoreError};
 
 pub use bindings::Policy;
 use bindings::{Change, Reject};
@@ -87,6 +87,10 @@ pub const SUPPORTED: &[&str] = &["path"];
 /// A cached extension older than this is re-read from the store before a REGISTER is
 /// refused with it, so a password changed from the CLI works at once.
 const RECHECK_AFTER_SECS: i64 = 2;
+/// The extensions table is read whole at least every this many sweeps, changed or not.
+const FULL_RELOAD_EVERY: u32 = 10;
+/// Extensions per query when the table is read whole.
+const RELOAD_PAGE: u32 = 1000;
 /// Remembered unknown users, so a scanner cannot make every attempt a database read.
 const MAX_NEGATIVE_ENTRIES: usize = 10_000;
 
@@ -142,6 +146,9 @@ pub struct Registrar {
     decoy_ha1: String,
     /// Binding writes held while the database is unreachable (see [`Registrar::persist`]).
     outage: Mutex<outage::OutageQueue>,
+    /// The extensions table's fingerprint at the last re-read, and how many re-reads it
+    /// has saved since (see [`Registrar::reload`]).
+    extensions_seen: Mutex<(Option<ExtensionsFingerprint>, u32)>,
 }
 
 /// What digest authentication of a request decided (REGISTER and INVITE share it).
@@ -172,6 +179,7 @@ impl Registrar {
             nonces: Mutex::new(nonces),
             decoy_ha1,
             outage: Mutex::new(outage::OutageQueue::new(outage::MAX_HELD_AORS)),
+            extensions_seen: Mutex::new((None, 0)),
         };
         registrar.load_bindings().await?;
         registrar.reload().await?;
@@ -193,17 +201,34 @@ impl Registrar {
         }
     }
 
-    /// Re-reads the extensions from the store, and forgets the bindings of extensions that
-    /// are gone: other processes (the CLI) add, remove and re-key extensions directly in
-    /// the store. Bindings are only ever written by this node, so its memory of them stays.
+    /// Re-reads the extensions from the store when they changed, and forgets the bindings
+    /// of extensions that are gone: other processes (the CLI) add, remove and re-key
+    /// extensions directly in the store. Bindings are only ever written by this node, so
+    /// its memory of them stays. Whether anything changed is one aggregate read (the
+    /// table's fingerprint); the table itself is read only then, or every
+    /// [`FULL_RELOAD_EVERY`]th time (two changes to one extension within one second leave
+    /// the fingerprint as it was), page by page into a new map.
     async fn reload(&self) -> Result<(), RegistrarError> {
+        let fingerprint = self.store.extensions_fingerprint().await?;
+        if let Ok(mut seen) = self.extensions_seen.lock() {
+            let (last, skipped) = &mut *seen;
+            if *last == Some(fingerprint) && *skipped + 1 < FULL_RELOAD_EVERY {
+                *skipped += 1;
+                return Ok(());
+            }
+            *skipped = 0;
+        }
         let now = now_unix();
-        let exts = self.store.list_extensions().await?;
-        let known: HashSet<String> = exts.iter().map(|e| e.number.clone()).collect();
-        if let Ok(mut cache) = self.extensions.write() {
-            cache.clear();
-            for e in exts {
-                cache.insert(
+        let mut fresh: HashMap<String, CachedExtension> = HashMap::new();
+        let mut after = String::new();
+        loop {
+            let page = self.store.extensions_after(&after, RELOAD_PAGE).await?;
+            let last = page.len() < RELOAD_PAGE as usize;
+            if let Some(e) = page.last() {
+                after = e.number.clone();
+            }
+            for e in page {
+                fresh.insert(
                     e.number.clone(),
                     CachedExtension {
                         ext: Some(e),
@@ -211,9 +236,18 @@ impl Registrar {
                     },
                 );
             }
+            if last {
+                break;
+            }
         }
         if let Ok(mut l) = self.location.write() {
-            l.retain(|aor, _| known.contains(aor));
+            l.retain(|aor, _| fresh.contains_key(aor));
+        }
+        if let Ok(mut cache) = self.extensions.write() {
+            *cache = fresh;
+        }
+        if let Ok(mut seen) = self.extensions_seen.lock() {
+            seen.0 = Some(fingerprint);
         }
         Ok(())
     }

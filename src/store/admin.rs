@@ -5,7 +5,8 @@
 use sqlx::Row;
 
 use super::{
-    is_unique_violation, Cdr, Extension, Inner, Store, StoreError, CDR_COLUMNS, EXTENSION_COLUMNS,
+    is_unique_violation, Cdr, Extension, ExtensionsFingerprint, Inner, Store, StoreError,
+    CDR_COLUMNS, EXTENSION_COLUMNS,
 };
 
 /// An admin account. `password_hash` is an argon2id PHC string.
@@ -430,6 +431,41 @@ impl Store {
                 .into_iter()
                 .map(|r| extension_from_row!(r))
                 .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// The extensions after `after` in number order, at most `limit`: a table read page by
+    /// page (keyset, so each page is an index range) never holds every row at once.
+    pub async fn extensions_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<Extension>, StoreError> {
+        let sql = format!(
+            "SELECT {EXTENSION_COLUMNS} FROM extensions WHERE number > $1 ORDER BY number LIMIT $2"
+        );
+        with_pool!(self, pool => {
+            let rows = sqlx::query(&sql)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| extension_from_row!(r))
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// A fingerprint of the extensions table that changes when an extension is added,
+    /// removed or changed (every change sets its `updated_at`): count, newest and sum of
+    /// `updated_at`. One aggregate read, so a cache can tell cheaply whether to re-read.
+    pub async fn extensions_fingerprint(&self) -> Result<ExtensionsFingerprint, StoreError> {
+        let sql = "SELECT COUNT(*), CAST(COALESCE(MAX(updated_at), 0) AS BIGINT), \
+                   CAST(COALESCE(SUM(updated_at), 0) AS BIGINT) FROM extensions";
+        with_pool!(self, pool => {
+            let fp: ExtensionsFingerprint = sqlx::query_as(sql).fetch_one(pool).await?;
+            Ok(fp)
         })
     }
 

@@ -262,6 +262,12 @@ macro_rules! with_pool {
     };
 }
 
+/// What [`Store::extensions_fingerprint`] reads: count, newest and sum of `updated_at`.
+pub type ExtensionsFingerprint = (i64, i64, i64);
+
+/// Extensions read per query when the whole table is read.
+const EXTENSION_PAGE: u32 = 1000;
+
 const EXTENSION_COLUMNS: &str = "number, display_name, realm, ha1_md5, ha1_sha256, \
      created_at, updated_at, dnd, forward_always, forward_busy, forward_noanswer";
 
@@ -616,14 +622,20 @@ impl Store {
 
     /// All extensions, ordered by number (bytewise on both backends).
     pub async fn list_extensions(&self) -> Result<Vec<Extension>, StoreError> {
-        let sql = format!("SELECT {EXTENSION_COLUMNS} FROM extensions ORDER BY number");
-        with_pool!(self, pool => {
-            let rows = sqlx::query(&sql).fetch_all(pool).await?;
-            Ok(rows
-                .into_iter()
-                .map(|r| extension_from_row!(r))
-                .collect::<Result<Vec<_>, _>>()?)
-        })
+        let mut all = Vec::new();
+        // Page by page: the rows of one query are all held until it ends (50,000 SQLite
+        // rows took ~100 MB for a moment), a page's are not.
+        loop {
+            let after = all
+                .last()
+                .map_or(String::new(), |e: &Extension| e.number.clone());
+            let page = self.extensions_after(&after, EXTENSION_PAGE).await?;
+            let last = page.len() < EXTENSION_PAGE as usize;
+            all.extend(page);
+            if last {
+                return Ok(all);
+            }
+        }
     }
 
     /// Remove an extension and (by cascade) its bindings. `false` if there was none.

@@ -169,6 +169,7 @@ battery!(
     migrate_twice_is_a_noop,
     newer_schema_is_refused,
     extension_add_get_list_remove,
+    extensions_read_page_by_page_and_fingerprinted,
     extension_conflict_and_validation,
     extension_update_secret,
     extension_routing,
@@ -306,6 +307,68 @@ async fn extension_add_get_list_remove(cx: Ctx) {
     assert!(!s.remove_extension("20").await.expect("remove again"));
     assert_eq!(s.get_extension("20").await.expect("get"), None);
     assert_eq!(s.list_extensions().await.expect("list").len(), 4);
+}
+
+/// More extensions than a page: the whole list comes in number order with none missed
+/// or repeated at the page seams; the fingerprint moves with every add, change and
+/// removal, and stays when nothing changed.
+async fn extensions_read_page_by_page_and_fingerprinted(cx: Ctx) {
+    let s = &cx.store;
+    assert_eq!(s.extensions_fingerprint().await.expect("fp"), (0, 0, 0));
+    let mut want: Vec<String> = (0..2_345).map(|i| format!("{}", 10_000 + i)).collect();
+    for n in &want {
+        s.add_extension(&ext(n)).await.expect("add");
+    }
+    want.sort();
+    let got: Vec<String> = s
+        .list_extensions()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| e.number)
+        .collect();
+    assert_eq!(got, want);
+    let page = s.extensions_after("10999", 10).await.expect("page");
+    let numbers: Vec<&str> = page.iter().map(|e| e.number.as_str()).collect();
+    assert_eq!(
+        numbers,
+        [
+            "11000", "11001", "11002", "11003", "11004", "11005", "11006", "11007", "11008",
+            "11009"
+        ]
+    );
+    assert!(s
+        .extensions_after("12344", 10)
+        .await
+        .expect("end")
+        .is_empty());
+
+    let fp = s.extensions_fingerprint().await.expect("fp");
+    assert_eq!(fp, (2_345, 1_700_000_000, 2_345 * 1_700_000_000));
+    assert_eq!(
+        s.extensions_fingerprint().await.expect("fp"),
+        fp,
+        "nothing changed"
+    );
+    s.add_extension(&ext("99")).await.expect("add");
+    let added = s.extensions_fingerprint().await.expect("fp");
+    assert_ne!(added, fp, "an add");
+    assert!(s
+        .set_extension_routing(
+            "10000",
+            &ExtensionRouting {
+                dnd: true,
+                ..ExtensionRouting::default()
+            }
+        )
+        .await
+        .expect("routing"));
+    let changed = s.extensions_fingerprint().await.expect("fp");
+    assert_ne!(changed, added, "a change");
+    assert!(s.remove_extension("10001").await.expect("remove"));
+    let removed = s.extensions_fingerprint().await.expect("fp");
+    assert_ne!(removed, changed, "a removal");
+    assert_eq!(removed.0, 2_345);
 }
 
 async fn extension_conflict_and_validation(cx: Ctx) {
