@@ -45,13 +45,15 @@ path = pos[0]
 max_fail = float(pos[1]) if len(pos) > 1 else 0.1
 min_frac = float(pos[2]) if len(pos) > 2 else 0.8
 
-# Issue 15's goals. (b) retransmissions and (d) are not numbered in the text this bench was
-# written from: their goals are marked "assumed".
+# Issue 15's goals: (b) "p99 <= 50 ms at 8,000/s with no retransmission caused by a late
+# answer"; (d) "RSS at 8,000/s <= 200 MB, with Kamailio's PSS summed over its processes
+# printed beside it".
 GOAL_CPU_RATIO = 1.2        # (a) Ringfort reg/cpu-s / Kamailio reg/cpu-s >=
 GOAL_P99_MS = 50            # (b) Ringfort p99 at goal_rate <=
-GOAL_RETRANS = 0            # (b) Ringfort retransmissions at goal_rate <= (assumed)
+GOAL_RETRANS = 0            # (b) Ringfort retransmissions at goal_rate <=
 GOAL_BEST_RATIO = 1.0       # (c) Ringfort best rate / Kamailio best rate >=
-GOAL_MEM_RATIO = 2.0        # (d) (assumed, as (e)) and (e) Ringfort / Kamailio <=
+GOAL_MEM_RATIO = 2.0        # (e) Ringfort growth per registration / Kamailio's <=
+GOAL_LOAD_RSS_MB = 200      # (d) Ringfort RSS at goal_rate <=
 GOAL_IDLE_RSS_MB = 100      # (e) Ringfort RSS with MEM_PHONES extensions, none registered <=
 
 
@@ -288,7 +290,7 @@ for p in rfs:
                   f"goal <= {GOAL_P99_MS} ms", verdict(p99, GOAL_P99_MS, "<=")])
     rt = r["retrans"] if r else math.nan
     goals.append([f"(b) retransmissions at {fmt(goal_rate)}/s", p, fmt(rt) if r else "no step",
-                  f"goal <= {GOAL_RETRANS} (assumed)", verdict(rt, GOAL_RETRANS, "<=")])
+                  f"goal <= {GOAL_RETRANS}", verdict(rt, GOAL_RETRANS, "<=")])
 top = max((r["rate"] for r in rows), default=0)
 for p in rfs if kam else []:
     if p.endswith("+db"):
@@ -309,11 +311,11 @@ for p in rfs if kam else []:
     if p.endswith("+db"):
         continue
     r, k = at(p, goal_rate), at(kam, goal_rate)
-    v = r["rss_kb"] / k["pss_kb"] if r and k and k["pss_kb"] > 0 else math.nan
-    goals.append([f"(d) RSS at {fmt(goal_rate)}/s, ringfort RSS / kamailio PSS sum", p,
-                  f"{fmt(v, 2)} ({fmt(r['rss_kb'] / 1024, 1)} MB / {fmt(k['pss_kb'] / 1024, 1)} MB)"
-                  if r and k else "no step", f"goal <= {GOAL_MEM_RATIO} (assumed)",
-                  verdict(v, GOAL_MEM_RATIO, "<=")])
+    v = r["rss_kb"] / 1024 if r else math.nan
+    beside = f" (kamailio PSS sum {fmt(k['pss_kb'] / 1024, 1)} MB)" if k else ""
+    goals.append([f"(d) RSS at {fmt(goal_rate)}/s", p,
+                  f"{fmt(v, 1)} MB{beside}" if r else "no step",
+                  f"goal <= {GOAL_LOAD_RSS_MB} MB", verdict(v, GOAL_LOAD_RSS_MB, "<=")])
 if mem:
     km = mem.get("kamailio")
     for p, r in mem.items():
