@@ -777,16 +777,21 @@ pub async fn start(
             tunnel_refused_at: std::sync::atomic::AtomicI64::new(0),
         }),
     };
+    // One reader per signalling shard on each socket: receiving and parsing are the
+    // transport's work per message, and one task doing it for every shard was the
+    // node's ceiling (bench/register). UDP promises no order, so neither do the readers.
     for (local, sock) in udp {
-        info!(addr = %local, "listening on UDP");
-        tokio::spawn(udp_loop(
-            sock,
-            local,
-            cfg.max_message_bytes,
-            inbound.clone(),
-            handle.clone(),
-            shutdown.clone(),
-        ));
+        info!(addr = %local, readers = inbound.shards.len(), "listening on UDP");
+        for _ in 0..inbound.shards.len() {
+            tokio::spawn(udp_loop(
+                sock.clone(),
+                local,
+                cfg.max_message_bytes,
+                inbound.clone(),
+                handle.clone(),
+                shutdown.clone(),
+            ));
+        }
     }
     for listener in tcp {
         if let Ok(a) = listener.local_addr() {
