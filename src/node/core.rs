@@ -19,7 +19,7 @@ use tracing::{debug, info, info_span, warn};
 use super::admission::{self, Authorizer, Context, Decision, NewCall};
 use super::reach::{contact_for, host_for};
 use super::spawn::{Spawned, Spawner, RELAYED_RING_LIMIT};
-use super::tasks::WriteJob;
+use super::tasks::{Answer, WriteJob};
 use super::{NodeControl, PlanSource};
 use crate::call::{
     CallHandle, CallInput, CallRef, CallerLeg, Command, CoreCommand, Fallback, SipIn,
@@ -33,14 +33,6 @@ use crate::sip::transaction::{Action, TransactionLayer, TxKey};
 use crate::sip::Peer;
 use crate::transport::{Inbound, TransportHandle};
 use crate::voicemail::mwi_task::{MwiCommand, MwiIn, SubscribeIn};
-
-/// Work that other tasks hand back to the core, the only owner of the transaction layer.
-pub enum Answer {
-    /// Send this final response on the server transaction.
-    Respond(TxKey, Response),
-    /// Admit this request again (the registrar loaded what it needed).
-    Retry(TxKey, Request, Peer),
-}
 
 /// The registrar is the node's authorizer: its caches of extensions and nonces.
 impl Authorizer for Registrar {

@@ -27,10 +27,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use self::core::{Answer, CallTable, Core, Inputs};
+use self::core::{CallTable, Core, Inputs};
 use self::reach::Reacher;
 use self::spawn::Spawner;
-use self::tasks::{ShardOrders, WriteJob};
+use self::tasks::{Answer, ShardOrders, WriteJob};
 use crate::call::{
     spawn_writer, Apps, CallSettings, CoreCommand, RecordSettings, SoundLibrary, TargetResolver,
 };

@@ -10,14 +10,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
-use super::core::Answer;
 use super::reach::Reacher;
 use super::NodeControl;
 use crate::metrics::NodeMetrics;
 use crate::registrar::{PendingWrite, Registrar};
-use crate::sip::message::HeaderName;
+use crate::sip::message::{HeaderName, Request, Response};
 use crate::sip::shard::ShardId;
 use crate::sip::transaction::TxKey;
+use crate::sip::Peer;
 use crate::store::Store;
 use crate::voicemail::mwi_task::MwiCommand;
 
@@ -26,6 +26,15 @@ use crate::voicemail::mwi_task::MwiCommand;
 pub const WRITE_QUEUE: usize = 8192;
 /// The most binding sets one transaction commits.
 const WRITE_BATCH: usize = 512;
+
+/// Work that other tasks hand back to a shard's core, the only owner of its transaction
+/// layer.
+pub enum Answer {
+    /// Send this final response on the server transaction.
+    Respond(TxKey, Response),
+    /// Admit this request again (the registrar loaded what it needed).
+    Retry(TxKey, Request, Peer),
+}
 
 /// A binding set to make durable, and the REGISTER transaction (of which shard) whose
 /// answer waits for it.
