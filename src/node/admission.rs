@@ -167,10 +167,8 @@ fn register(req: &Request, from: &Peer, cx: &mut Context<'_>) -> Decision {
         Ok(SipUri { user: Some(u), .. }) => u,
         Ok(_) => return reply(req, 404, cx),
         Err(_) => {
-            let mut r = Response::for_request(req, 400, "Bad Request (To is not a SIP URI)");
-            r.ensure_to_tag(cx.to_tag);
-            r.headers.push(HeaderName::Server, cx.server);
-            return Decision::Reply(r);
+            let why = "Bad Request (To is not a SIP URI)";
+            return Decision::Reply(own_response(req, 400, why, cx.to_tag, cx.server));
         }
     };
     let user = match authenticate(req, from, Auth::Register, cx) {
@@ -348,18 +346,29 @@ fn offer(req: &Request, cx: &Context<'_>) -> Result<SessionDescription, Decision
     parse_offer(req).map_err(|e| {
         info!(error = %e, "call refused");
         let status = e.status();
-        let mut r = Response::for_request(req, status, &format!("{} ({e})", reason_phrase(status)));
-        r.ensure_to_tag(cx.to_tag);
-        r.headers.push(HeaderName::Server, cx.server);
-        Decision::Reply(r)
+        let why = format!("{} ({e})", reason_phrase(status));
+        Decision::Reply(own_response(req, status, &why, cx.to_tag, cx.server))
     })
 }
 
-fn response(req: &Request, status: u16, cx: &Context<'_>) -> Response {
-    let mut r = Response::for_request(req, status, reason_phrase(status));
-    r.ensure_to_tag(cx.to_tag);
-    r.headers.push(HeaderName::Server, cx.server);
+/// A response of this node to `req`: `status` with `reason`, the To tag `to_tag` (kept
+/// when the request has one) and our `Server` header. Every answer the node makes itself
+/// is built here, by admission and by the core alike.
+pub fn own_response(
+    req: &Request,
+    status: u16,
+    reason: &str,
+    to_tag: &str,
+    server: &str,
+) -> Response {
+    let mut r = Response::for_request(req, status, reason);
+    r.ensure_to_tag(to_tag);
+    r.headers.push(HeaderName::Server, server);
     r
+}
+
+fn response(req: &Request, status: u16, cx: &Context<'_>) -> Response {
+    own_response(req, status, reason_phrase(status), cx.to_tag, cx.server)
 }
 
 fn reply(req: &Request, status: u16, cx: &Context<'_>) -> Decision {

@@ -364,11 +364,7 @@ impl Core {
 
     /// A response of our own with the To tag `tag` (kept if the request has one).
     fn response(&self, req: &Request, status: u16, tag: &str) -> Response {
-        let mut r = Response::for_request(req, status, reason_phrase(status));
-        r.ensure_to_tag(tag);
-        r.headers
-            .push(HeaderName::Server, self.server_header.clone());
-        r
+        admission::own_response(req, status, reason_phrase(status), tag, &self.server_header)
     }
 
     /// A new request no call has: admission decides, the core carries it out.
