@@ -89,8 +89,6 @@ pub const SUPPORTED: &[&str] = &["path"];
 const RECHECK_AFTER_SECS: i64 = 2;
 /// The extensions table is read whole at least every this many sweeps, changed or not.
 const FULL_RELOAD_EVERY: u32 = 10;
-/// Extensions per query when the table is read whole.
-const RELOAD_PAGE: u32 = 1000;
 /// Remembered unknown users, so a scanner cannot make every attempt a database read.
 const MAX_NEGATIVE_ENTRIES: usize = 10_000;
 
@@ -207,7 +205,8 @@ impl Registrar {
     /// its memory of them stays. Whether anything changed is one aggregate read (the
     /// table's fingerprint); the table itself is read only then, or every
     /// [`FULL_RELOAD_EVERY`]th time (two changes to one extension within one second leave
-    /// the fingerprint as it was), page by page into a new map.
+    /// the fingerprint as it was), page by page ([`Store::each_extension_page`]) into a new
+    /// map.
     async fn reload(&self) -> Result<(), RegistrarError> {
         let fingerprint = self.store.extensions_fingerprint().await?;
         if let Ok(mut seen) = self.extensions_seen.lock() {
@@ -220,26 +219,18 @@ impl Registrar {
         }
         let now = now_unix();
         let mut fresh: HashMap<String, CachedExtension> = HashMap::new();
-        let mut after = String::new();
-        loop {
-            let page = self.store.extensions_after(&after, RELOAD_PAGE).await?;
-            let last = page.len() < RELOAD_PAGE as usize;
-            if let Some(e) = page.last() {
-                after = e.number.clone();
-            }
-            for e in page {
-                fresh.insert(
-                    e.number.clone(),
-                    CachedExtension {
+        self.store
+            .each_extension_page(|page| {
+                for e in page {
+                    let number = e.number.clone();
+                    let cached = CachedExtension {
                         ext: Some(e),
                         loaded_at: now,
-                    },
-                );
-            }
-            if last {
-                break;
-            }
-        }
+                    };
+                    fresh.insert(number, cached);
+                }
+            })
+            .await?;
         if let Ok(mut l) = self.location.write() {
             l.retain(|aor, _| fresh.contains_key(aor));
         }

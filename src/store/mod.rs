@@ -623,17 +623,27 @@ impl Store {
     /// All extensions, ordered by number (bytewise on both backends).
     pub async fn list_extensions(&self) -> Result<Vec<Extension>, StoreError> {
         let mut all = Vec::new();
-        // Page by page: the rows of one query are all held until it ends (50,000 SQLite
-        // rows took ~100 MB for a moment), a page's are not.
+        self.each_extension_page(|page| all.extend(page)).await?;
+        Ok(all)
+    }
+
+    /// Reads the whole extensions table in number order, a page at a time, handing each
+    /// page to `take`: the rows of one query are all held until it ends (50,000 SQLite
+    /// rows took ~100 MB for a moment), a page's are not.
+    pub async fn each_extension_page(
+        &self,
+        mut take: impl FnMut(Vec<Extension>),
+    ) -> Result<(), StoreError> {
+        let mut after = String::new();
         loop {
-            let after = all
-                .last()
-                .map_or(String::new(), |e: &Extension| e.number.clone());
             let page = self.extensions_after(&after, EXTENSION_PAGE).await?;
             let last = page.len() < EXTENSION_PAGE as usize;
-            all.extend(page);
+            if let Some(e) = page.last() {
+                after = e.number.clone();
+            }
+            take(page);
             if last {
-                return Ok(all);
+                return Ok(());
             }
         }
     }
